@@ -1,0 +1,573 @@
+//! The messages between stages. Every message is versioned, carries pointers (never data: SQS caps a
+//! message at 256 KB) and has a deterministic id, so a re-sent message is recognisably the same work.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The contract version this build writes and understands.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// Why a message body could not be accepted. Never retryable: the same bytes fail the same way.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ContractError {
+    #[error("message is not valid JSON for a {expected} message: {detail}")]
+    Malformed { expected: &'static str, detail: String },
+    #[error(
+        "message has contract version {found}; this build understands version {CONTRACT_VERSION}: \
+         deploy matching versions of every function, then redrive the dead-letter queue"
+    )]
+    UnknownVersion { found: u32 },
+    #[error("invalid Salesforce object name {name:?}: {why}")]
+    InvalidObjectName { name: String, why: &'static str },
+    #[error("invalid run id {0:?}: use 1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'")]
+    InvalidRunId(String),
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+/// A Salesforce object's API name, validated: letters, digits and underscores, starting with a
+/// letter, at most 80 characters. Anything else (quotes, spaces, semicolons) can never reach SOQL,
+/// SQL or a storage key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ObjectName(String);
+
+impl ObjectName {
+    pub fn new(name: impl Into<String>) -> Result<Self, ContractError> {
+        let name = name.into();
+        let why = if name.is_empty() {
+            Some("it is empty")
+        } else if name.len() > 80 {
+            Some("it is longer than 80 characters")
+        } else if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            Some("it must start with a letter")
+        } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            Some("only letters, digits and underscores are allowed")
+        } else if name.contains("___") || name.ends_with('_') && !name.ends_with("__c") {
+            Some("it is not a Salesforce API name")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(ContractError::InvalidObjectName { name, why }),
+            None => Ok(Self(name)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ObjectName {
+    type Error = ContractError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<ObjectName> for String {
+    fn from(value: ObjectName) -> Self {
+        value.0
+    }
+}
+
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One run of the pipeline. Derived from the trigger (the schedule's time, the backfill's request),
+/// so a re-delivered trigger produces the same run id and therefore the same storage keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RunId(String);
+
+impl RunId {
+    pub fn new(id: impl Into<String>) -> Result<Self, ContractError> {
+        let id = id.into();
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if ok {
+            Ok(Self(id))
+        } else {
+            Err(ContractError::InvalidRunId(id))
+        }
+    }
+
+    /// The run id of a trigger at `at`, qualified by whatever distinguishes the request
+    /// (mode, window, objects), so two different backfills at the same second do not collide.
+    pub fn for_trigger(at: DateTime<Utc>, qualifier: &str) -> Self {
+        let digest = short_hash(qualifier.as_bytes(), 8);
+        Self(format!("{}-{digest}", at.format("%Y%m%dT%H%M%SZ")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RunId {
+    type Error = ContractError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<RunId> for String {
+    fn from(value: RunId) -> Self {
+        value.0
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Every row, deleted ones included, up to `until`.
+    Full,
+    /// Rows whose SystemModstamp lies in `[since, until)`.
+    Incremental,
+}
+
+/// The SystemModstamp window a run extracts: `since <= SystemModstamp < until`.
+/// `since` is absent for a full extraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    pub until: DateTime<Utc>,
+}
+
+impl Window {
+    pub fn validate(&self) -> Result<(), ContractError> {
+        match self.since {
+            Some(since) if since >= self.until => Err(ContractError::Invalid(format!(
+                "window start {} is not before its end {}",
+                rfc3339(since),
+                rfc3339(self.until)
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The state of the Bulk API job an extract message is waiting for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkJobProgress {
+    pub job_id: String,
+    /// How many times the job's state has been checked; drives the growing re-queue delay.
+    pub polls: u32,
+}
+
+/// loader → extract: extract one object for one run. Re-queued by extract itself, with `bulk_job`
+/// set, while the Bulk API job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtractMessage {
+    pub v: u32,
+    pub run_id: RunId,
+    pub object: ObjectName,
+    pub mode: Mode,
+    pub window: Window,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk_job: Option<BulkJobProgress>,
+}
+
+/// extract → upload: store one result page of a finished Bulk API job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadMessage {
+    pub v: u32,
+    pub run_id: RunId,
+    pub object: ObjectName,
+    pub job_id: String,
+    /// 1-based part number of this page.
+    pub part: u32,
+    /// How many parts the run of this object has in all.
+    pub parts: u32,
+    /// The page's results path (relative to the instance URL), as Salesforce gave it.
+    pub result_url: String,
+    /// The run's mode and window, passed on to the merge message.
+    pub mode: Mode,
+    pub window: Window,
+}
+
+/// upload → merge: every part of one object's run is stored; merge them.
+/// The file keys, manifests and schema are pointers derived from (object, run, parts) by
+/// [`RunLayout`], so the message stays small however many parts a run has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeMessage {
+    pub v: u32,
+    pub run_id: RunId,
+    pub object: ObjectName,
+    pub parts: u32,
+    pub schema_key: String,
+    pub mode: Mode,
+    pub window: Window,
+}
+
+/// Common behaviour of the three queue messages.
+pub trait Contract: Serialize + for<'de> Deserialize<'de> {
+    const KIND: &'static str;
+    fn version(&self) -> u32;
+    fn run_id(&self) -> &RunId;
+    fn object(&self) -> &ObjectName;
+    /// The parts of the message that identify the work (not its whole body): two messages with
+    /// the same identity are the same work.
+    fn identity(&self) -> String;
+    /// Extra checks beyond the types.
+    fn check(&self) -> Result<(), ContractError> {
+        Ok(())
+    }
+
+    /// Deterministic id, usable as an SQS FIFO MessageDeduplicationId (≤ 128 characters).
+    fn message_id(&self) -> String {
+        format!(
+            "{}-{}",
+            Self::KIND,
+            short_hash(
+                format!("{}|{}|{}", self.run_id(), self.object(), self.identity()).as_bytes(),
+                24
+            )
+        )
+    }
+
+    fn to_body(&self) -> String {
+        // Serialising these plain structs cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn from_body(body: &str) -> Result<Self, ContractError> {
+        #[derive(Deserialize)]
+        struct Versioned {
+            v: u32,
+        }
+        let versioned: Versioned =
+            serde_json::from_str(body).map_err(|e| ContractError::Malformed {
+                expected: Self::KIND,
+                detail: e.to_string(),
+            })?;
+        if versioned.v != CONTRACT_VERSION {
+            return Err(ContractError::UnknownVersion { found: versioned.v });
+        }
+        let message: Self = serde_json::from_str(body).map_err(|e| ContractError::Malformed {
+            expected: Self::KIND,
+            detail: e.to_string(),
+        })?;
+        message.check()?;
+        Ok(message)
+    }
+}
+
+impl Contract for ExtractMessage {
+    const KIND: &'static str = "extract";
+    fn version(&self) -> u32 {
+        self.v
+    }
+    fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+    fn object(&self) -> &ObjectName {
+        &self.object
+    }
+    fn identity(&self) -> String {
+        match &self.bulk_job {
+            None => "start".to_string(),
+            Some(job) => format!("{}#{}", job.job_id, job.polls),
+        }
+    }
+    fn check(&self) -> Result<(), ContractError> {
+        self.window.validate()?;
+        if self.mode == Mode::Incremental && self.window.since.is_none() {
+            return Err(ContractError::Invalid(
+                "an incremental extract needs window.since".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Contract for UploadMessage {
+    const KIND: &'static str = "upload";
+    fn version(&self) -> u32 {
+        self.v
+    }
+    fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+    fn object(&self) -> &ObjectName {
+        &self.object
+    }
+    fn identity(&self) -> String {
+        format!("{}#{}/{}", self.job_id, self.part, self.parts)
+    }
+    fn check(&self) -> Result<(), ContractError> {
+        if self.part == 0 || self.part > self.parts {
+            return Err(ContractError::Invalid(format!(
+                "part {} is outside 1..={}",
+                self.part, self.parts
+            )));
+        }
+        if !self.result_url.starts_with("/services/data/") {
+            return Err(ContractError::Invalid(format!(
+                "result_url {:?} is not a Salesforce data path",
+                self.result_url
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Contract for MergeMessage {
+    const KIND: &'static str = "merge";
+    fn version(&self) -> u32 {
+        self.v
+    }
+    fn run_id(&self) -> &RunId {
+        &self.run_id
+    }
+    fn object(&self) -> &ObjectName {
+        &self.object
+    }
+    fn identity(&self) -> String {
+        self.parts.to_string()
+    }
+    fn check(&self) -> Result<(), ContractError> {
+        self.window.validate()?;
+        let layout = RunLayout::new(&self.object, &self.run_id);
+        if self.schema_key != layout.schema() {
+            return Err(ContractError::Invalid(format!(
+                "schema_key {:?} does not belong to run {} of {}",
+                self.schema_key, self.run_id, self.object
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where one object's run keeps its files in the blob store. Keys are a pure function of
+/// (object, run, part), so a retried write lands on the same key.
+#[derive(Debug, Clone)]
+pub struct RunLayout {
+    prefix: String,
+}
+
+impl RunLayout {
+    pub fn new(object: &ObjectName, run: &RunId) -> Self {
+        Self {
+            prefix: format!("runs/{object}/{run}/"),
+        }
+    }
+    /// Everything of this run lives under this prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    pub fn schema(&self) -> String {
+        format!("{}schema.json", self.prefix)
+    }
+    pub fn bulk_job(&self) -> String {
+        format!("{}bulk-job.json", self.prefix)
+    }
+    pub fn part(&self, part: u32) -> String {
+        format!("{}part-{part:05}.csv.gz", self.prefix)
+    }
+    pub fn manifest(&self, part: u32) -> String {
+        format!("{}part-{part:05}.manifest.json", self.prefix)
+    }
+    pub fn manifests_prefix(&self) -> String {
+        format!("{}part-", self.prefix)
+    }
+    /// Written once the merge message of the run has been sent.
+    pub fn merge_requested(&self) -> String {
+        format!("{}_merge-requested", self.prefix)
+    }
+    /// Written once the run is merged.
+    pub fn merged(&self) -> String {
+        format!("{}_merged.json", self.prefix)
+    }
+}
+
+/// What upload records beside every stored part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartManifest {
+    pub object: ObjectName,
+    pub run_id: RunId,
+    pub part: u32,
+    pub parts: u32,
+    pub key: String,
+    /// Records in the page, as Salesforce counted them (`Sforce-NumberOfRecords`).
+    pub records: u64,
+    /// Bytes stored (gzipped).
+    pub bytes: u64,
+    /// SHA-256 of the stored bytes.
+    pub sha256: String,
+    pub stored_at: DateTime<Utc>,
+}
+
+/// Timestamps in messages and SOQL: RFC 3339, UTC, with milliseconds.
+pub fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn short_hash(bytes: &[u8], hex_chars: usize) -> String {
+    let digest = hex::encode(Sha256::digest(bytes));
+    digest[..hex_chars.min(digest.len())].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 2, h, 0, 0).unwrap()
+    }
+
+    fn extract() -> ExtractMessage {
+        ExtractMessage {
+            v: CONTRACT_VERSION,
+            run_id: RunId::new("20260102T030000Z-abc").unwrap(),
+            object: ObjectName::new("Account").unwrap(),
+            mode: Mode::Incremental,
+            window: Window {
+                since: Some(at(1)),
+                until: at(3),
+            },
+            bulk_job: None,
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_through_their_bodies() {
+        let message = extract();
+        let body = message.to_body();
+        assert_eq!(ExtractMessage::from_body(&body).unwrap(), message);
+
+        let upload = UploadMessage {
+            v: CONTRACT_VERSION,
+            run_id: message.run_id.clone(),
+            object: message.object.clone(),
+            job_id: "750xx".into(),
+            part: 2,
+            parts: 3,
+            result_url: "/services/data/v62.0/jobs/query/750xx/results?locator=MQ".into(),
+            mode: message.mode,
+            window: message.window,
+        };
+        assert_eq!(UploadMessage::from_body(&upload.to_body()).unwrap(), upload);
+    }
+
+    #[test]
+    fn message_ids_are_deterministic_and_distinguish_work() {
+        let a = extract();
+        let b = extract();
+        assert_eq!(a.message_id(), b.message_id());
+        let mut polled = extract();
+        polled.bulk_job = Some(BulkJobProgress {
+            job_id: "750".into(),
+            polls: 1,
+        });
+        assert_ne!(a.message_id(), polled.message_id());
+        let mut other_object = extract();
+        other_object.object = ObjectName::new("Contact").unwrap();
+        assert_ne!(a.message_id(), other_object.message_id());
+        assert!(a.message_id().len() <= 128);
+        assert!(a.message_id().starts_with("extract-"));
+    }
+
+    #[test]
+    fn unknown_versions_and_malformed_bodies_are_rejected_with_reasons() {
+        let mut body: serde_json::Value = serde_json::from_str(&extract().to_body()).unwrap();
+        body["v"] = 2.into();
+        assert_eq!(
+            ExtractMessage::from_body(&body.to_string()),
+            Err(ContractError::UnknownVersion { found: 2 })
+        );
+        let err = ExtractMessage::from_body("{not json").unwrap_err();
+        assert!(matches!(err, ContractError::Malformed { .. }), "{err}");
+        let err = ExtractMessage::from_body(r#"{"v":1}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn hostile_object_names_are_rejected() {
+        for name in [
+            "",
+            "Account; DROP TABLE x",
+            "Acc'ount",
+            "1Account",
+            "Account\"",
+            "Accöunt",
+            "a b",
+            &"A".repeat(81),
+        ] {
+            assert!(ObjectName::new(name).is_err(), "{name:?} was accepted");
+        }
+        for name in ["Account", "Invoice__c", "ns__Thing__c", "Case"] {
+            assert!(ObjectName::new(name).is_ok(), "{name:?} was rejected");
+        }
+        let mut body: serde_json::Value = serde_json::from_str(&extract().to_body()).unwrap();
+        body["object"] = "Account'--".into();
+        let err = ExtractMessage::from_body(&body.to_string()).unwrap_err();
+        assert!(err.to_string().contains("invalid Salesforce object name"), "{err}");
+    }
+
+    #[test]
+    fn windows_must_be_ordered_and_incremental_needs_a_start() {
+        let mut message = extract();
+        message.window.since = Some(at(4));
+        assert!(ExtractMessage::from_body(&message.to_body()).is_err());
+        let mut message = extract();
+        message.window.since = None;
+        assert!(ExtractMessage::from_body(&message.to_body()).is_err());
+        message.mode = Mode::Full;
+        assert!(ExtractMessage::from_body(&message.to_body()).is_ok());
+    }
+
+    #[test]
+    fn upload_parts_are_bounded() {
+        let upload = UploadMessage {
+            v: CONTRACT_VERSION,
+            run_id: RunId::new("r1").unwrap(),
+            object: ObjectName::new("Account").unwrap(),
+            job_id: "750".into(),
+            part: 4,
+            parts: 3,
+            result_url: "/services/data/v62.0/jobs/query/750/results".into(),
+            mode: Mode::Full,
+            window: Window {
+                since: None,
+                until: at(1),
+            },
+        };
+        assert!(UploadMessage::from_body(&upload.to_body()).is_err());
+    }
+
+    #[test]
+    fn run_ids_follow_the_trigger() {
+        let a = RunId::for_trigger(at(3), "incremental|Account");
+        let b = RunId::for_trigger(at(3), "incremental|Account");
+        let c = RunId::for_trigger(at(3), "full|Account");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(a.as_str().starts_with("20260102T030000Z-"));
+        assert!(RunId::new("../etc").is_err());
+    }
+
+    #[test]
+    fn layout_keys_are_stable() {
+        let layout = RunLayout::new(&ObjectName::new("Account").unwrap(), &RunId::new("r1").unwrap());
+        assert_eq!(layout.part(7), "runs/Account/r1/part-00007.csv.gz");
+        assert_eq!(layout.manifest(7), "runs/Account/r1/part-00007.manifest.json");
+        assert_eq!(layout.schema(), "runs/Account/r1/schema.json");
+    }
+}

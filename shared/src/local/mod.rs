@@ -1,0 +1,12 @@
+//! Adapters for one machine: an in-process queue, a filesystem blob store, an embedded SQLite
+//! warehouse and in-memory or environment secrets.
+
+pub mod blob;
+pub mod queue;
+pub mod secrets;
+pub mod warehouse;
+
+pub use blob::FsBlobStore;
+pub use queue::{LocalQueue, LocalQueueConfig, QueueDepth};
+pub use secrets::{EnvSecrets, StaticSecrets};
+pub use warehouse::SqliteWarehouse;

@@ -1,0 +1,428 @@
+//! The embedded SQLite warehouse: the same merge semantics as Snowflake on one machine. The merge is
+//! an upsert that only lets a row change when its SystemModstamp is not older than the stored one
+//! (and something actually differs), so duplicates, retries and late files change nothing.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use flate2::read::MultiGzDecoder;
+use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::contracts::{ObjectName, rfc3339};
+use crate::ports::{
+    BlobStore, ColumnSpec, MergeBatch, MergeReport, TableSchema, Warehouse, WarehouseError,
+};
+use crate::salesforce::soql::is_valid_field_name;
+
+/// Lineage columns added to every table.
+pub const LINEAGE_COLUMNS: [&str; 4] = [
+    "_SFPIPE_RUN_ID",
+    "_SFPIPE_EXTRACTED_AT",
+    "_SFPIPE_FILE",
+    "_SFPIPE_LOADED_AT",
+];
+const STATE_TABLE: &str = "_SFPIPE_STATE";
+const CURSOR: &str = "SystemModstamp";
+
+pub struct SqliteWarehouse {
+    path: PathBuf,
+    connection: Arc<Mutex<Connection>>,
+    blobs: Arc<dyn BlobStore>,
+}
+
+impl std::fmt::Debug for SqliteWarehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteWarehouse").field("path", &self.path).finish()
+    }
+}
+
+fn service(e: impl std::fmt::Display) -> WarehouseError {
+    WarehouseError::Service(e.to_string())
+}
+
+/// `"name"`, for names already checked to be Salesforce API names.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn sqlite_type(column: &ColumnSpec) -> &'static str {
+    match column.sf_type.as_str() {
+        "int" | "long" | "boolean" => "INTEGER",
+        "double" | "currency" | "percent" => "REAL",
+        _ => "TEXT",
+    }
+}
+
+impl SqliteWarehouse {
+    /// Opens (creating if needed) the database at `path`; files to merge are read from `blobs`.
+    pub fn open(path: impl AsRef<Path>, blobs: Arc<dyn BlobStore>) -> Result<Self, WarehouseError> {
+        let path = path.as_ref().to_path_buf();
+        let connection = Connection::open(&path).map_err(service)?;
+        connection
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;
+                 CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
+                     object TEXT PRIMARY KEY,
+                     watermark TEXT NOT NULL,
+                     run_id TEXT NOT NULL,
+                     updated_at TEXT NOT NULL
+                 );"
+            ))
+            .map_err(service)?;
+        Ok(Self {
+            path,
+            connection: Arc::new(Mutex::new(connection)),
+            blobs,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for reading results (tests, the demo's summary).
+    pub fn connection(&self) -> MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_names(schema: &TableSchema) -> Result<(), WarehouseError> {
+        if let Some(bad) = schema
+            .columns
+            .iter()
+            .find(|c| !is_valid_field_name(&c.name) || c.name.starts_with("_SFPIPE"))
+        {
+            return Err(WarehouseError::Schema {
+                object: schema.object.to_string(),
+                detail: format!("column name {:?} is not a Salesforce field name", bad.name),
+            });
+        }
+        if schema.column("Id").is_none() {
+            return Err(WarehouseError::Schema {
+                object: schema.object.to_string(),
+                detail: "the schema has no Id column".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn existing_columns(connection: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut statement = connection.prepare(&format!("PRAGMA table_info({})", quote(table)))?;
+    let names = statement
+        .query_map([], |row| row.get::<_, String>(1))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(names)
+}
+
+/// One CSV field as the column's SQLite value. Bulk CSV cannot tell null from empty: both are NULL.
+fn to_value(column: &ColumnSpec, raw: &str) -> Result<Value, String> {
+    if raw.is_empty() {
+        return Ok(Value::Null);
+    }
+    match column.sf_type.as_str() {
+        "boolean" => match raw {
+            "true" => Ok(Value::Integer(1)),
+            "false" => Ok(Value::Integer(0)),
+            _ => Err(format!("{}: {raw:?} is not a boolean", column.name)),
+        },
+        "int" | "long" => raw
+            .parse()
+            .map(Value::Integer)
+            .map_err(|_| format!("{}: {raw:?} is not an integer", column.name)),
+        "double" | "currency" | "percent" => raw
+            .parse()
+            .map(Value::Real)
+            .map_err(|_| format!("{}: {raw:?} is not a number", column.name)),
+        _ => Ok(Value::Text(raw.to_string())),
+    }
+}
+
+struct FileMerge<'a> {
+    table: &'a str,
+    columns: Vec<&'a ColumnSpec>,
+}
+
+impl FileMerge<'_> {
+    fn upsert_sql(&self) -> String {
+        let names: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| quote(&c.name))
+            .chain(LINEAGE_COLUMNS.iter().map(|c| quote(c)))
+            .collect();
+        let placeholders = vec!["?"; names.len()].join(", ");
+        let table = quote(self.table);
+        let updates: Vec<String> = names
+            .iter()
+            .filter(|n| n.as_str() != "\"Id\"")
+            .map(|n| format!("{n} = excluded.{n}"))
+            .collect();
+        let differs: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| c.name != "Id")
+            .map(|c| {
+                let n = quote(&c.name);
+                format!("excluded.{n} IS NOT {table}.{n}")
+            })
+            .collect();
+        let differs = if differs.is_empty() {
+            "0".to_string()
+        } else {
+            differs.join(" OR ")
+        };
+        let condition = if self.columns.iter().any(|c| c.name == CURSOR) {
+            let cursor = quote(CURSOR);
+            format!(
+                "{table}.{cursor} IS NULL OR excluded.{cursor} > {table}.{cursor} \
+                 OR (excluded.{cursor} = {table}.{cursor} AND ({differs}))"
+            )
+        } else {
+            differs
+        };
+        format!(
+            "INSERT INTO {table} ({}) VALUES ({placeholders}) ON CONFLICT(\"Id\") DO UPDATE SET {} WHERE {condition}",
+            names.join(", "),
+            updates.join(", ")
+        )
+    }
+}
+
+fn merge_blocking(
+    connection: &mut Connection,
+    blobs: &Arc<dyn BlobStore>,
+    runtime: &tokio::runtime::Handle,
+    batch: &MergeBatch,
+) -> Result<MergeReport, WarehouseError> {
+    let object = batch.schema.object.to_string();
+    let table = batch.schema.object.as_str();
+    let loaded_at = rfc3339(Utc::now());
+    let extracted_at = rfc3339(batch.extracted_at);
+    let transaction = connection.transaction().map_err(service)?;
+    let mut report = MergeReport::default();
+    for file in &batch.files {
+        let bad = |detail: String| WarehouseError::BadFile {
+            object: object.clone(),
+            file: file.clone(),
+            detail,
+        };
+        let stream = runtime.block_on(blobs.get(file))?;
+        let reader = SyncIoBridge::new_with_handle(StreamReader::new(stream), runtime.clone());
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(MultiGzDecoder::new(reader));
+        let header = csv.headers().map_err(|e| bad(e.to_string()))?.clone();
+        let mut columns = Vec::with_capacity(header.len());
+        for name in header.iter() {
+            let name = name.trim_start_matches('\u{feff}');
+            let column = batch
+                .schema
+                .column(name)
+                .ok_or_else(|| bad(format!("column {name:?} is not in the run's schema")))?;
+            columns.push(column);
+        }
+        let Some(id_index) = columns.iter().position(|c| c.name == "Id") else {
+            return Err(bad("no Id column".into()));
+        };
+        let cursor_index = columns.iter().position(|c| c.name == CURSOR);
+        let merge = FileMerge { table, columns };
+        let mut statement = transaction
+            .prepare(&merge.upsert_sql())
+            .map_err(service)?;
+        let mut record = csv::StringRecord::new();
+        let mut values: Vec<Value> = Vec::with_capacity(merge.columns.len() + 4);
+        loop {
+            match csv.read_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err(bad(e.to_string())),
+            }
+            if record.len() != merge.columns.len() {
+                return Err(bad(format!(
+                    "record {} has {} fields, the header {}",
+                    report.rows_read + 1,
+                    record.len(),
+                    merge.columns.len()
+                )));
+            }
+            if record.get(id_index).is_none_or(str::is_empty) {
+                return Err(bad(format!("record {} has no Id", report.rows_read + 1)));
+            }
+            values.clear();
+            for (column, raw) in merge.columns.iter().zip(record.iter()) {
+                values.push(to_value(column, raw).map_err(&bad)?);
+            }
+            values.push(Value::Text(batch.run_id.to_string()));
+            values.push(Value::Text(extracted_at.clone()));
+            values.push(Value::Text(file.clone()));
+            values.push(Value::Text(loaded_at.clone()));
+            report.rows_changed += statement
+                .execute(params_from_iter(values.iter()))
+                .map_err(service)? as u64;
+            report.rows_read += 1;
+            if let Some(raw) = cursor_index.and_then(|i| record.get(i)).filter(|r| !r.is_empty()) {
+                let at = DateTime::parse_from_rfc3339(raw)
+                    .map_err(|e| bad(format!("{CURSOR} {raw:?}: {e}")))?
+                    .with_timezone(&Utc);
+                report.max_modstamp = Some(report.max_modstamp.map_or(at, |m| m.max(at)));
+            }
+        }
+        // Drain what is left of the decoder so a truncated gzip stream is noticed.
+        let mut rest = Vec::new();
+        csv.into_inner()
+            .read_to_end(&mut rest)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if let Some(watermark) = report.max_modstamp {
+        transaction
+            .execute(
+                &format!(
+                    "INSERT INTO {STATE_TABLE} (object, watermark, run_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(object) DO UPDATE SET
+                         watermark = excluded.watermark, run_id = excluded.run_id, updated_at = excluded.updated_at
+                     WHERE excluded.watermark > {STATE_TABLE}.watermark"
+                ),
+                rusqlite::params![table, rfc3339(watermark), batch.run_id.as_str(), loaded_at],
+            )
+            .map_err(service)?;
+    }
+    transaction.commit().map_err(service)?;
+    Ok(report)
+}
+
+#[async_trait]
+impl Warehouse for SqliteWarehouse {
+    async fn ensure_table(&self, schema: &TableSchema) -> Result<(), WarehouseError> {
+        Self::check_names(schema)?;
+        let connection = self.connection.clone();
+        let schema = schema.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+            let table = schema.object.as_str();
+            let mut definitions: Vec<String> = schema
+                .columns
+                .iter()
+                .map(|c| {
+                    let key = if c.name == "Id" { " PRIMARY KEY" } else { "" };
+                    format!("{} {}{key}", quote(&c.name), sqlite_type(c))
+                })
+                .collect();
+            definitions.extend(LINEAGE_COLUMNS.iter().map(|c| format!("{} TEXT", quote(c))));
+            connection
+                .execute_batch(&format!(
+                    "CREATE TABLE IF NOT EXISTS {} ({})",
+                    quote(table),
+                    definitions.join(", ")
+                ))
+                .map_err(service)?;
+            let existing = existing_columns(&connection, table).map_err(service)?;
+            for column in &schema.columns {
+                if !existing.iter().any(|e| e.eq_ignore_ascii_case(&column.name)) {
+                    connection
+                        .execute_batch(&format!(
+                            "ALTER TABLE {} ADD COLUMN {} {}",
+                            quote(table),
+                            quote(&column.name),
+                            sqlite_type(column)
+                        ))
+                        .map_err(service)?;
+                    tracing::info!(object = %schema.object, column = %column.name, "added column");
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(service)?
+    }
+
+    async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError> {
+        Self::check_names(&batch.schema)?;
+        let connection = self.connection.clone();
+        let blobs = self.blobs.clone();
+        let batch = batch.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+            merge_blocking(&mut connection, &blobs, &runtime, &batch)
+        })
+        .await
+        .map_err(service)?
+    }
+
+    async fn watermark(&self, object: &ObjectName) -> Result<Option<DateTime<Utc>>, WarehouseError> {
+        let connection = self.connection.clone();
+        let object = object.to_string();
+        let stored: Option<String> = tokio::task::spawn_blocking(move || {
+            let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+            connection
+                .query_row(
+                    &format!("SELECT watermark FROM {STATE_TABLE} WHERE object = ?1"),
+                    [&object],
+                    |row| row.get(0),
+                )
+                .optional()
+        })
+        .await
+        .map_err(service)?
+        .map_err(service)?;
+        stored
+            .map(|s| {
+                DateTime::parse_from_rfc3339(&s)
+                    .map(|d| d.with_timezone(&Utc))
+                    .map_err(|e| service(format!("stored watermark {s:?}: {e}")))
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(name: &str, sf_type: &str) -> ColumnSpec {
+        ColumnSpec {
+            name: name.into(),
+            sf_type: sf_type.into(),
+            length: 0,
+            precision: 0,
+            scale: 0,
+        }
+    }
+
+    #[test]
+    fn csv_fields_become_typed_values() {
+        assert_eq!(to_value(&column("B", "boolean"), "true"), Ok(Value::Integer(1)));
+        assert_eq!(to_value(&column("B", "boolean"), "false"), Ok(Value::Integer(0)));
+        assert!(to_value(&column("B", "boolean"), "yes").is_err());
+        assert_eq!(to_value(&column("N", "int"), "42"), Ok(Value::Integer(42)));
+        assert_eq!(to_value(&column("C", "currency"), "12.5"), Ok(Value::Real(12.5)));
+        assert_eq!(to_value(&column("S", "string"), ""), Ok(Value::Null));
+        assert_eq!(
+            to_value(&column("S", "textarea"), "a,\"b\"\nc"),
+            Ok(Value::Text("a,\"b\"\nc".into()))
+        );
+    }
+
+    #[test]
+    fn upsert_only_lets_newer_or_different_rows_through() {
+        let id = column("Id", "id");
+        let name = column("Name", "string");
+        let stamp = column("SystemModstamp", "datetime");
+        let sql = FileMerge {
+            table: "Account",
+            columns: vec![&id, &name, &stamp],
+        }
+        .upsert_sql();
+        assert!(sql.contains("ON CONFLICT(\"Id\") DO UPDATE"), "{sql}");
+        assert!(
+            sql.contains("excluded.\"SystemModstamp\" > \"Account\".\"SystemModstamp\""),
+            "{sql}"
+        );
+        assert!(sql.contains("excluded.\"Name\" IS NOT \"Account\".\"Name\""), "{sql}");
+    }
+}

@@ -1,0 +1,256 @@
+//! The small traits the stage handlers are written against. Each has an AWS/Snowflake adapter and a
+//! local one; `conformance` holds the suite every adapter must pass.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::contracts::{ObjectName, RunId};
+
+/// A stream of bytes: how data moves through the pipeline without being collected in memory.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// A whole small value (schema, marker, manifest) as a [`ByteStream`].
+pub fn bytes_stream(bytes: impl Into<Bytes>) -> ByteStream {
+    let bytes = bytes.into();
+    Box::pin(futures::stream::once(async move { Ok(bytes) }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue
+
+/// The message attribute under which a dead-lettered message carries why it was dead-lettered.
+pub const DEAD_LETTER_REASON: &str = "sfpipe-dead-letter-reason";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub body: String,
+    /// Deterministic id of the work; FIFO queues deduplicate on it.
+    pub dedup_id: String,
+    /// FIFO message group (the object): messages of one group are handled one at a time, in order.
+    pub group_id: Option<String>,
+    pub delay: Duration,
+}
+
+impl OutgoingMessage {
+    pub fn new(body: String, dedup_id: String) -> Self {
+        Self {
+            body,
+            dedup_id,
+            group_id: None,
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn in_group(mut self, group: impl Into<String>) -> Self {
+        self.group_id = Some(group.into());
+        self
+    }
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub body: String,
+    /// Handle for delete/release; valid for this receive only.
+    pub receipt: String,
+    /// The queue's own id for the message.
+    pub message_id: String,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue {queue}: the receipt handle is not (or no longer) valid")]
+    InvalidReceipt { queue: String },
+    #[error("queue {queue}: message body of {size} bytes exceeds the {limit}-byte limit")]
+    TooLarge {
+        queue: String,
+        size: usize,
+        limit: usize,
+    },
+    #[error("queue {queue}: delay of {delay:?} exceeds the 900 s maximum")]
+    DelayTooLong { queue: String, delay: Duration },
+    #[error("queue {queue}: {message}")]
+    Service { queue: String, message: String },
+}
+
+/// SQS-shaped queue: at-least-once delivery, visibility timeout, receive count, dead-letter queue.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    fn name(&self) -> &str;
+    async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError>;
+    /// Up to `max` messages, waiting at most `wait` for the first one. Received messages are
+    /// invisible to other receivers until deleted, released, or their visibility timeout ends.
+    async fn receive(&self, max: usize, wait: Duration)
+    -> Result<Vec<ReceivedMessage>, QueueError>;
+    /// The message is done.
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
+    /// Make the message visible again after `delay` (zero: at once).
+    async fn release(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
+    /// Move the message to this queue's dead-letter queue, with a reason, and delete it here.
+    async fn dead_letter(&self, message: &ReceivedMessage, reason: &str)
+    -> Result<(), QueueError>;
+}
+
+/// The largest message body SQS accepts.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// The longest delay SQS accepts.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
+// ---------------------------------------------------------------------------------------------
+// Blob store
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob {key} does not exist")]
+    NotFound { key: String },
+    #[error("blob key {key:?} is not allowed: {why}")]
+    InvalidKey { key: String, why: &'static str },
+    #[error("blob {key}: reading the body to store failed: {source}")]
+    Body { key: String, source: io::Error },
+    #[error("blob {key}: {message}")]
+    Service { key: String, message: String },
+}
+
+/// Object storage: whole-object writes are atomic (a reader sees the old object or the new one,
+/// never a part), keys are flat strings with `/` as a convention.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Store `body` under `key`, replacing any object there. Streams: memory does not grow with
+    /// the body. Returns the bytes written.
+    async fn put(&self, key: &str, body: ByteStream) -> Result<u64, BlobError>;
+    /// Store `body` only if nothing is at `key`. `true` if this call created it.
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, BlobError>;
+    async fn get(&self, key: &str) -> Result<ByteStream, BlobError>;
+    /// Objects whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobMeta>, BlobError>;
+    async fn head(&self, key: &str) -> Result<Option<BlobMeta>, BlobError>;
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
+
+    /// A small object, whole. Only for markers, manifests and schemas.
+    async fn get_bytes(&self, key: &str) -> Result<Bytes, BlobError> {
+        let mut stream = self.get(key).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| BlobError::Service {
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.into())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warehouse
+
+/// The warehouse-side description of one Salesforce field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnSpec {
+    /// The Salesforce field name, which is also the column name.
+    pub name: String,
+    /// The Salesforce describe `type` (string, int, datetime, ...).
+    pub sf_type: String,
+    #[serde(default)]
+    pub length: u32,
+    #[serde(default)]
+    pub precision: u32,
+    #[serde(default)]
+    pub scale: u32,
+}
+
+/// The fields of one object's run, in the column order of its CSV files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSchema {
+    pub object: ObjectName,
+    pub columns: Vec<ColumnSpec>,
+}
+
+impl TableSchema {
+    pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// One object's run to merge: its files (blob keys) and what they hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeBatch {
+    pub schema: TableSchema,
+    pub run_id: RunId,
+    pub files: Vec<String>,
+    pub extracted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeReport {
+    /// Rows read from the files.
+    pub rows_read: u64,
+    /// Rows inserted or updated in the target table.
+    pub rows_changed: u64,
+    /// The newest SystemModstamp among the rows read.
+    pub max_modstamp: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("warehouse, table {object}: file {file} is not a valid gzipped CSV of the run: {detail}")]
+    BadFile {
+        object: String,
+        file: String,
+        detail: String,
+    },
+    #[error("warehouse, table {object}: {detail}")]
+    Schema { object: String, detail: String },
+    #[error("warehouse: reading {0}")]
+    Blob(#[from] BlobError),
+    #[error("warehouse: {0}")]
+    Service(String),
+}
+
+#[async_trait]
+pub trait Warehouse: Send + Sync {
+    /// Create the object's table if absent; add a column for every field it lacks. Never drops.
+    async fn ensure_table(&self, schema: &TableSchema) -> Result<(), WarehouseError>;
+    /// Load the files and merge them into the table, in one transaction: deduplicated by Id, a row
+    /// changes only when the incoming SystemModstamp is not older than the stored one, and the
+    /// object's watermark moves forward to the newest SystemModstamp merged.
+    async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError>;
+    /// The newest SystemModstamp merged so far for the object.
+    async fn watermark(&self, object: &ObjectName) -> Result<Option<DateTime<Utc>>, WarehouseError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("secret {name} does not exist: create it, or fix the name in the configuration")]
+    NotFound { name: String },
+    #[error("secret {name}: {message}")]
+    Service { name: String, message: String },
+}
+
+#[async_trait]
+pub trait Secrets: Send + Sync {
+    async fn get(&self, name: &str) -> Result<SecretString, SecretsError>;
+}

@@ -1,0 +1,380 @@
+//! The HTTP client: session handling (log in lazily, renew once on INVALID_SESSION_ID), error
+//! bodies, API usage from `Sforce-Limit-Info`, describe and Bulk API 2.0 query jobs.
+
+use std::sync::{Arc, Mutex};
+
+use futures::TryStreamExt;
+use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, HeaderMap};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::RwLock;
+
+use super::auth::{Credentials, Session};
+use super::describe::{GlobalDescribe, ObjectDescribe};
+use super::errors::{ApiErrorBody, SalesforceError};
+use crate::ports::ByteStream;
+
+pub const DEFAULT_API_VERSION: &str = "62.0";
+
+#[derive(Debug, Clone)]
+pub struct SalesforceConfig {
+    /// Where to log in: `https://login.salesforce.com`, `https://test.salesforce.com`, the org's
+    /// My Domain, or the simulator.
+    pub login_url: String,
+    pub api_version: String,
+}
+
+/// API usage from the latest `Sforce-Limit-Info: api-usage=USED/MAX` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiUsage {
+    pub used: u64,
+    pub max: u64,
+}
+
+impl ApiUsage {
+    pub fn parse(header: &str) -> Option<Self> {
+        let usage = header
+            .split(';')
+            .map(str::trim)
+            .find_map(|part| part.strip_prefix("api-usage="))?;
+        let (used, max) = usage.split_once('/')?;
+        Some(Self {
+            used: used.trim().parse().ok()?,
+            max: max.trim().parse().ok()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JobState {
+    Open,
+    UploadComplete,
+    InProgress,
+    JobComplete,
+    Failed,
+    Aborted,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::JobComplete | JobState::Failed | JobState::Aborted)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobInfo {
+    pub id: String,
+    pub state: JobState,
+    #[serde(default)]
+    pub object: String,
+    #[serde(default)]
+    pub number_records_processed: Option<u64>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+}
+
+/// One page of a Bulk API 2.0 query job's results, as a stream of the bytes Salesforce sent.
+pub struct ResultPage {
+    pub body: ByteStream,
+    /// Whether `body` is gzip-compressed (Salesforce compresses when asked).
+    pub gzipped: bool,
+    /// `Sforce-NumberOfRecords`.
+    pub records: Option<u64>,
+    /// `Sforce-Locator` of the next page; `None` after the last.
+    pub next_locator: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultPagesResponse {
+    result_pages: Vec<ResultPageLink>,
+    #[serde(default)]
+    next_records_url: Option<String>,
+    #[serde(default)]
+    done: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultPageLink {
+    result_url: String,
+}
+
+pub struct SalesforceClient {
+    http: reqwest::Client,
+    config: SalesforceConfig,
+    credentials: Credentials,
+    session: RwLock<Option<Arc<Session>>>,
+    usage: Mutex<Option<ApiUsage>>,
+}
+
+impl std::fmt::Debug for SalesforceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SalesforceClient")
+            .field("login_url", &self.config.login_url)
+            .field("api_version", &self.config.api_version)
+            .field("flow", &self.credentials.flow_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SalesforceClient {
+    pub fn new(config: SalesforceConfig, credentials: Credentials) -> Result<Self, SalesforceError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("sfpipe/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(120))
+            .build()
+            .map_err(|e| SalesforceError::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            config,
+            credentials,
+            session: RwLock::new(None),
+            usage: Mutex::new(None),
+        })
+    }
+
+    pub fn api_version(&self) -> &str {
+        &self.config.api_version
+    }
+
+    /// The API usage Salesforce reported last.
+    pub fn api_usage(&self) -> Option<ApiUsage> {
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn data_path(&self, rest: &str) -> String {
+        format!("/services/data/v{}/{rest}", self.config.api_version)
+    }
+
+    async fn session(&self) -> Result<Arc<Session>, SalesforceError> {
+        if let Some(session) = self.session.read().await.as_ref() {
+            return Ok(session.clone());
+        }
+        let mut slot = self.session.write().await;
+        if let Some(session) = slot.as_ref() {
+            return Ok(session.clone());
+        }
+        let session = Arc::new(
+            self.credentials
+                .login(&self.http, &self.config.login_url)
+                .await?,
+        );
+        tracing::info!(instance = %session.instance_url, flow = self.credentials.flow_name(), "logged in to Salesforce");
+        *slot = Some(session.clone());
+        Ok(session)
+    }
+
+    async fn drop_session(&self, stale: &Arc<Session>) {
+        let mut slot = self.session.write().await;
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, stale)) {
+            *slot = None;
+        }
+    }
+
+    fn record_usage(&self, headers: &HeaderMap) {
+        if let Some(usage) = headers
+            .get("Sforce-Limit-Info")
+            .and_then(|v| v.to_str().ok())
+            .and_then(ApiUsage::parse)
+        {
+            *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
+        }
+    }
+
+    /// Sends a request to the instance (`path` starts with `/services/`); on an expired session,
+    /// logs in again once and repeats it. Non-success answers become [`SalesforceError::Api`].
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, SalesforceError> {
+        let mut renewed = false;
+        loop {
+            let session = self.session().await?;
+            let url = format!("{}{}", session.instance_url.trim_end_matches('/'), path);
+            let request = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(session.access_token.expose_secret());
+            let response = build(request)
+                .send()
+                .await
+                .map_err(SalesforceError::transport)?;
+            self.record_usage(response.headers());
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            let error = api_error(response).await;
+            if status == StatusCode::UNAUTHORIZED && !renewed {
+                tracing::info!(code = error.code().unwrap_or(""), "Salesforce session expired; logging in again");
+                self.drop_session(&session).await;
+                renewed = true;
+                continue;
+            }
+            return Err(error);
+        }
+    }
+
+    async fn json<T: for<'de> Deserialize<'de>>(
+        response: Response,
+        what: &'static str,
+    ) -> Result<T, SalesforceError> {
+        let bytes = response.bytes().await.map_err(SalesforceError::transport)?;
+        serde_json::from_slice(&bytes).map_err(|e| SalesforceError::Decode {
+            what,
+            detail: e.to_string(),
+        })
+    }
+
+    pub async fn describe_global(&self) -> Result<GlobalDescribe, SalesforceError> {
+        let response = self
+            .request(Method::GET, &self.data_path("sobjects/"), |r| r)
+            .await?;
+        Self::json(response, "global describe").await
+    }
+
+    pub async fn describe(&self, object: &str) -> Result<ObjectDescribe, SalesforceError> {
+        let path = self.data_path(&format!("sobjects/{object}/describe"));
+        match self.request(Method::GET, &path, |r| r).await {
+            Ok(response) => Self::json(response, "object describe").await,
+            Err(SalesforceError::Api { code, .. }) if code == "NOT_FOUND" => {
+                Err(SalesforceError::UnknownObject {
+                    object: object.to_string(),
+                })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Creates a Bulk API 2.0 query job (`queryAll` includes deleted rows).
+    pub async fn create_query_job(
+        &self,
+        soql: &str,
+        include_deleted: bool,
+    ) -> Result<JobInfo, SalesforceError> {
+        let body = serde_json::json!({
+            "operation": if include_deleted { "queryAll" } else { "query" },
+            "query": soql,
+            "contentType": "CSV",
+            "columnDelimiter": "COMMA",
+            "lineEnding": "LF",
+        });
+        let response = self
+            .request(Method::POST, &self.data_path("jobs/query"), |r| r.json(&body))
+            .await?;
+        Self::json(response, "bulk job").await
+    }
+
+    pub async fn query_job(&self, job_id: &str) -> Result<JobInfo, SalesforceError> {
+        let path = self.data_path(&format!("jobs/query/{job_id}"));
+        let response = self.request(Method::GET, &path, |r| r).await?;
+        Self::json(response, "bulk job").await
+    }
+
+    /// The result page links of a finished job, for downloading pages in parallel.
+    pub async fn result_pages(
+        &self,
+        job_id: &str,
+        max_records: u64,
+    ) -> Result<Vec<String>, SalesforceError> {
+        let mut links = Vec::new();
+        let mut next = Some(format!(
+            "{}?maxRecords={max_records}",
+            self.data_path(&format!("jobs/query/{job_id}/resultPages"))
+        ));
+        while let Some(path) = next.take() {
+            let response = self.request(Method::GET, &path, |r| r).await?;
+            let page: ResultPagesResponse = Self::json(response, "result pages").await?;
+            links.extend(page.result_pages.into_iter().map(|l| l.result_url));
+            if !page.done {
+                next = page.next_records_url;
+                if next.is_none() {
+                    return Err(SalesforceError::Decode {
+                        what: "result pages",
+                        detail: "done is false but no nextRecordsUrl".into(),
+                    });
+                }
+            }
+        }
+        Ok(links)
+    }
+
+    /// Streams one result page, asking for gzip so the bytes can go to storage as they are.
+    pub async fn download_results(&self, result_url: &str) -> Result<ResultPage, SalesforceError> {
+        let response = self
+            .request(Method::GET, result_url, |r| r.header(ACCEPT_ENCODING, "gzip"))
+            .await?;
+        let headers = response.headers();
+        let gzipped = headers
+            .get(CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+        let records = headers
+            .get("Sforce-NumberOfRecords")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let next_locator = headers
+            .get("Sforce-Locator")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && *v != "null")
+            .map(str::to_string);
+        let body = response
+            .bytes_stream()
+            .map_err(|e| std::io::Error::other(e.without_url()));
+        Ok(ResultPage {
+            body: Box::pin(body),
+            gzipped,
+            records,
+            next_locator,
+        })
+    }
+
+    pub async fn abort_job(&self, job_id: &str) -> Result<(), SalesforceError> {
+        let path = self.data_path(&format!("jobs/query/{job_id}"));
+        let body = serde_json::json!({"state": "Aborted"});
+        self.request(Method::PATCH, &path, |r| r.json(&body)).await?;
+        Ok(())
+    }
+
+    /// Deletes a finished job. A job that is already gone counts as deleted.
+    pub async fn delete_job(&self, job_id: &str) -> Result<(), SalesforceError> {
+        let path = self.data_path(&format!("jobs/query/{job_id}"));
+        match self.request(Method::DELETE, &path, |r| r).await {
+            Ok(_) => Ok(()),
+            Err(SalesforceError::Api { status: 404, .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+async fn api_error(response: Response) -> SalesforceError {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let parsed: Option<ApiErrorBody> = serde_json::from_str::<Vec<ApiErrorBody>>(&text)
+        .ok()
+        .and_then(|v| v.into_iter().next())
+        .or_else(|| serde_json::from_str::<ApiErrorBody>(&text).ok());
+    match parsed {
+        Some(body) => SalesforceError::Api {
+            status,
+            code: body.error_code,
+            message: body.message,
+        },
+        None => SalesforceError::Api {
+            status,
+            code: String::new(),
+            message: text.chars().take(300).collect(),
+        },
+    }
+}
+
+/// Never written out: a session token.
+pub(crate) fn secret(value: impl Into<String>) -> SecretString {
+    SecretString::from(value.into())
+}

@@ -1,0 +1,72 @@
+//! What can go wrong talking to Salesforce, and whether trying again can help.
+
+/// Salesforce's REST error body: `[{"message": "...", "errorCode": "...", "fields": [...]}]`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ApiErrorBody {
+    #[serde(default)]
+    pub message: String,
+    #[serde(rename = "errorCode", default)]
+    pub error_code: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SalesforceError {
+    #[error("Salesforce answered HTTP {status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("Salesforce login failed ({code}): {message}. Check the credentials in the Salesforce secret")]
+    Auth { code: String, message: String },
+    #[error("Salesforce could not be reached: {0}")]
+    Transport(String),
+    #[error("Salesforce sent a response sfpipe cannot read ({what}): {detail}")]
+    Decode { what: &'static str, detail: String },
+    #[error(
+        "object {object} does not exist in the org or is not queryable by this user: \
+         remove it from the object list, or grant the integration user access"
+    )]
+    UnknownObject { object: String },
+    #[error("Bulk API job {job_id} for {object} ended {state}: {message}")]
+    JobFailed {
+        job_id: String,
+        object: String,
+        state: String,
+        message: String,
+    },
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl SalesforceError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SalesforceError::Transport(_) => true,
+            SalesforceError::Api {
+                status,
+                code,
+                message,
+            } => {
+                *status >= 500
+                    || code == "SERVER_UNAVAILABLE"
+                    || code == "QUERY_TIMEOUT"
+                    || (code == "REQUEST_LIMIT_EXCEEDED" && !message.contains("TotalRequests"))
+            }
+            _ => false,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            SalesforceError::Api { code, .. } | SalesforceError::Auth { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn transport(error: reqwest::Error) -> Self {
+        // reqwest's messages can include the URL; ours never carry credentials in URLs.
+        SalesforceError::Transport(error.without_url().to_string())
+    }
+}

@@ -1,0 +1,395 @@
+//! extract: describe the object, start a Bulk API 2.0 query job, wait for it by re-queueing its own
+//! message with a growing delay (never sleeping in a Lambda), then fan out one upload message per
+//! result page.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{Cause, Stage, StageError, StageResultExt};
+use crate::contracts::{
+    BulkJobProgress, CONTRACT_VERSION, Contract, ExtractMessage, MergeMessage, RunLayout,
+    UploadMessage,
+};
+use crate::ports::{BlobStore, OutgoingMessage, Queue, TableSchema};
+use crate::salesforce::soql::extraction_query;
+use crate::salesforce::{JobState, SalesforceClient, SalesforceError};
+
+#[derive(Debug, Clone)]
+pub struct ExtractConfig {
+    /// Records per result page (`maxRecords`): one upload message, one file.
+    pub page_records: u64,
+    /// Delay before the first check of a new job; doubles with every check.
+    pub first_poll_delay: Duration,
+    /// The longest delay between checks (SQS allows 900 s).
+    pub max_poll_delay: Duration,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        Self {
+            page_records: 50_000,
+            first_poll_delay: Duration::from_secs(5),
+            max_poll_delay: Duration::from_secs(900),
+        }
+    }
+}
+
+impl ExtractConfig {
+    /// The delay before check number `polls + 1`.
+    pub fn poll_delay(&self, polls: u32) -> Duration {
+        let factor = 1u32.checked_shl(polls.min(20)).unwrap_or(u32::MAX);
+        self.first_poll_delay
+            .saturating_mul(factor)
+            .min(self.max_poll_delay)
+    }
+}
+
+/// What the extract stage needs. Queues are separate so a deployment can point each at its own.
+pub struct ExtractDeps<'a, B: ?Sized, Q: ?Sized> {
+    pub salesforce: &'a SalesforceClient,
+    pub blobs: &'a B,
+    pub extract_queue: &'a Q,
+    pub upload_queue: &'a Q,
+    pub merge_queue: &'a Q,
+    pub config: &'a ExtractConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtractOutcome {
+    /// A job was started; its first check is queued.
+    Started { job_id: String },
+    /// The job is still running; the next check is queued.
+    Waiting { job_id: String, polls: u32 },
+    /// The job finished; one upload message per page was queued.
+    FannedOut { job_id: String, parts: u32 },
+}
+
+/// Recorded once per run of an object, so a duplicate extract reuses the job instead of starting
+/// another.
+#[derive(Debug, Serialize, Deserialize)]
+struct BulkJobRecord {
+    job_id: String,
+    soql: String,
+}
+
+pub async fn handle_extract<B, Q>(
+    deps: &ExtractDeps<'_, B, Q>,
+    message: &ExtractMessage,
+) -> Result<ExtractOutcome, StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    match &message.bulk_job {
+        None => start(deps, message).await,
+        Some(progress) => check(deps, message, progress).await,
+    }
+}
+
+async fn start<B, Q>(
+    deps: &ExtractDeps<'_, B, Q>,
+    message: &ExtractMessage,
+) -> Result<ExtractOutcome, StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    let at = |e: Cause| StageError::new(Stage::Extract, object, e);
+    let layout = RunLayout::new(object, &message.run_id);
+
+    let job = match read_json::<BulkJobRecord, _>(deps.blobs, &layout.bulk_job()).await {
+        Ok(Some(job)) => job,
+        Ok(None) => {
+            let (schema, soql) = plan(deps, message, &layout).await?;
+            let include_deleted = true; // deleted rows arrive flagged (IsDeleted) via queryAll
+            let created = deps
+                .salesforce
+                .create_query_job(&soql, include_deleted)
+                .await
+                .at(Stage::Extract, object)?;
+            let record = BulkJobRecord {
+                job_id: created.id.clone(),
+                soql,
+            };
+            let stored = deps
+                .blobs
+                .put_if_absent(&layout.bulk_job(), to_json(&record))
+                .await
+                .at(Stage::Extract, object)?;
+            if stored {
+                tracing::info!(run_id = %message.run_id, %object, job_id = %record.job_id, columns = schema.columns.len(), "started bulk query job");
+                record
+            } else {
+                // A duplicate of this message got there first: use its job, drop ours.
+                if let Err(error) = deps.salesforce.abort_job(&created.id).await {
+                    tracing::warn!(%object, job_id = %created.id, %error, "could not abort a duplicate bulk job");
+                }
+                let _ = deps.salesforce.delete_job(&created.id).await;
+                read_json::<BulkJobRecord, _>(deps.blobs, &layout.bulk_job())
+                    .await
+                    .map_err(at)?
+                    .ok_or_else(|| at(Cause::Inconsistent("bulk job record vanished".into())))?
+            }
+        }
+        Err(error) => return Err(at(error)),
+    };
+    let progress = BulkJobProgress {
+        job_id: job.job_id.clone(),
+        polls: 0,
+    };
+    requeue(deps, message, progress).await?;
+    Ok(ExtractOutcome::Started { job_id: job.job_id })
+}
+
+/// Describes the object and fixes the run's schema (first writer wins, so every retry of the run
+/// extracts the same columns) and its SOQL.
+async fn plan<B, Q>(
+    deps: &ExtractDeps<'_, B, Q>,
+    message: &ExtractMessage,
+    layout: &RunLayout,
+) -> Result<(TableSchema, String), StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    let global = deps
+        .salesforce
+        .describe_global()
+        .await
+        .at(Stage::Extract, object)?;
+    if !global
+        .sobjects
+        .iter()
+        .any(|o| o.name == object.as_str() && o.queryable)
+    {
+        return Err(StageError::new(
+            Stage::Extract,
+            object,
+            SalesforceError::UnknownObject {
+                object: object.to_string(),
+            },
+        ));
+    }
+    let describe = deps
+        .salesforce
+        .describe(object.as_str())
+        .await
+        .at(Stage::Extract, object)?;
+    if describe.field("Id").is_none() {
+        return Err(StageError::new(
+            Stage::Extract,
+            object,
+            Cause::Inconsistent(format!(
+                "{object} has no Id field, so its rows cannot be merged"
+            )),
+        ));
+    }
+    let described = TableSchema {
+        object: object.clone(),
+        columns: describe.bulk_fields().iter().map(|f| f.column()).collect(),
+    };
+    deps.blobs
+        .put_if_absent(&layout.schema(), to_json(&described))
+        .await
+        .at(Stage::Extract, object)?;
+    let schema: TableSchema = read_json(deps.blobs, &layout.schema())
+        .await
+        .at(Stage::Extract, object)?
+        .ok_or_else(|| {
+            StageError::new(
+                Stage::Extract,
+                object,
+                Cause::Inconsistent("schema vanished".into()),
+            )
+        })?;
+    let fields: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+    let soql = extraction_query(object, &fields, describe.cursor_field(), &message.window)
+        .at(Stage::Extract, object)?;
+    Ok((schema, soql))
+}
+
+async fn check<B, Q>(
+    deps: &ExtractDeps<'_, B, Q>,
+    message: &ExtractMessage,
+    progress: &BulkJobProgress,
+) -> Result<ExtractOutcome, StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    let job = deps
+        .salesforce
+        .query_job(&progress.job_id)
+        .await
+        .at(Stage::Extract, object)?;
+    match job.state {
+        JobState::JobComplete => fan_out(deps, message, &progress.job_id).await,
+        JobState::Failed | JobState::Aborted => {
+            // Forget the job so a re-run of this object's run starts a new one.
+            let layout = RunLayout::new(object, &message.run_id);
+            let _ = deps.blobs.delete(&layout.bulk_job()).await;
+            let _ = deps.salesforce.delete_job(&progress.job_id).await;
+            Err(StageError::new(
+                Stage::Extract,
+                object,
+                SalesforceError::JobFailed {
+                    job_id: progress.job_id.clone(),
+                    object: object.to_string(),
+                    state: format!("{:?}", job.state),
+                    message: job
+                        .error_message
+                        .unwrap_or_else(|| "no error message".into()),
+                },
+            ))
+        }
+        JobState::Open | JobState::UploadComplete | JobState::InProgress => {
+            let next = BulkJobProgress {
+                job_id: progress.job_id.clone(),
+                polls: progress.polls + 1,
+            };
+            requeue(deps, message, next).await?;
+            Ok(ExtractOutcome::Waiting {
+                job_id: progress.job_id.clone(),
+                polls: progress.polls + 1,
+            })
+        }
+    }
+}
+
+async fn fan_out<B, Q>(
+    deps: &ExtractDeps<'_, B, Q>,
+    message: &ExtractMessage,
+    job_id: &str,
+) -> Result<ExtractOutcome, StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    let pages = deps
+        .salesforce
+        .result_pages(job_id, deps.config.page_records)
+        .await
+        .at(Stage::Extract, object)?;
+    let parts = u32::try_from(pages.len()).map_err(|_| {
+        StageError::new(
+            Stage::Extract,
+            object,
+            Cause::Inconsistent(format!("{} result pages is too many", pages.len())),
+        )
+    })?;
+    if parts == 0 {
+        // Nothing to upload: the merge still runs, so the table and the run's record exist.
+        let layout = RunLayout::new(object, &message.run_id);
+        let merge = MergeMessage {
+            v: CONTRACT_VERSION,
+            run_id: message.run_id.clone(),
+            object: object.clone(),
+            parts: 0,
+            schema_key: layout.schema(),
+            mode: message.mode,
+            window: message.window,
+        };
+        send_merge(deps.merge_queue, &merge).await?;
+    }
+    for (index, result_url) in pages.into_iter().enumerate() {
+        let upload = UploadMessage {
+            v: CONTRACT_VERSION,
+            run_id: message.run_id.clone(),
+            object: object.clone(),
+            job_id: job_id.to_string(),
+            part: index as u32 + 1,
+            parts,
+            result_url,
+            mode: message.mode,
+            window: message.window,
+        };
+        upload.check().at(Stage::Extract, object)?;
+        deps.upload_queue
+            .send(OutgoingMessage::new(upload.to_body(), upload.message_id()))
+            .await
+            .at(Stage::Extract, object)?;
+    }
+    tracing::info!(run_id = %message.run_id, %object, job_id, parts, "bulk job complete; queued uploads");
+    Ok(ExtractOutcome::FannedOut {
+        job_id: job_id.to_string(),
+        parts,
+    })
+}
+
+async fn requeue<B, Q>(
+    deps: &ExtractDeps<'_, B, Q>,
+    message: &ExtractMessage,
+    progress: BulkJobProgress,
+) -> Result<(), StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let delay = deps.config.poll_delay(progress.polls);
+    let next = ExtractMessage {
+        bulk_job: Some(progress),
+        ..message.clone()
+    };
+    deps.extract_queue
+        .send(OutgoingMessage::new(next.to_body(), next.message_id()).delayed(delay))
+        .await
+        .at(Stage::Extract, &message.object)
+}
+
+/// Sends the merge message of a run: FIFO per object, deduplicated by its deterministic id.
+pub(crate) async fn send_merge<Q: Queue + ?Sized>(
+    queue: &Q,
+    merge: &MergeMessage,
+) -> Result<(), StageError> {
+    queue
+        .send(
+            OutgoingMessage::new(merge.to_body(), merge.message_id())
+                .in_group(merge.object.as_str()),
+        )
+        .await
+        .at(Stage::Upload, &merge.object)
+}
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec_pretty(value).unwrap_or_default())
+}
+
+/// A small JSON object from the blob store; `None` if absent.
+pub(crate) async fn read_json<T, B>(blobs: &B, key: &str) -> Result<Option<T>, Cause>
+where
+    T: for<'de> Deserialize<'de>,
+    B: BlobStore + ?Sized,
+{
+    match blobs.get_bytes(key).await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Cause::Inconsistent(format!("{key} is not valid JSON: {e}"))),
+        Err(crate::ports::BlobError::NotFound { .. }) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_delay_grows_and_is_capped() {
+        let config = ExtractConfig {
+            first_poll_delay: Duration::from_secs(5),
+            max_poll_delay: Duration::from_secs(900),
+            ..ExtractConfig::default()
+        };
+        assert_eq!(config.poll_delay(0), Duration::from_secs(5));
+        assert_eq!(config.poll_delay(1), Duration::from_secs(10));
+        assert_eq!(config.poll_delay(3), Duration::from_secs(40));
+        assert_eq!(config.poll_delay(8), Duration::from_secs(900));
+        assert_eq!(config.poll_delay(500), Duration::from_secs(900));
+    }
+}

@@ -1,0 +1,70 @@
+//! Running a stage handler on one received message, the way a queue-triggered Lambda does:
+//! success deletes the message, a retryable failure leaves it for another try, a permanent one
+//! sends it to the dead-letter queue with the reason.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::ports::{Queue, QueueError, ReceivedMessage};
+use crate::stages::StageError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    Done,
+    /// Released for another try after the given delay.
+    Retried { delay: Duration, reason: String },
+    DeadLettered { reason: String },
+}
+
+/// The delay before a failed message is tried again: grows with its receive count.
+pub fn retry_delay(receive_count: u32, base: Duration) -> Duration {
+    let factor = 1u32 << receive_count.saturating_sub(1).min(10);
+    base.saturating_mul(factor).min(Duration::from_secs(300))
+}
+
+/// Handles one message and settles it on `queue`. `handler` gets the body.
+pub async fn process<Q, F, Fut>(
+    queue: &Q,
+    message: &ReceivedMessage,
+    retry_base: Duration,
+    handler: F,
+) -> Result<Disposition, QueueError>
+where
+    Q: Queue + ?Sized,
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<(), StageError>>,
+{
+    match handler(message.body.clone()).await {
+        Ok(()) => {
+            queue.delete(&message.receipt).await?;
+            Ok(Disposition::Done)
+        }
+        Err(error) if error.is_retryable() => {
+            let delay = retry_delay(message.receive_count, retry_base);
+            let reason = error.to_string();
+            tracing::warn!(queue = queue.name(), stage = %error.stage, object = %error.object, receive_count = message.receive_count, error = %reason, "will retry");
+            queue.release(&message.receipt, delay).await?;
+            Ok(Disposition::Retried { delay, reason })
+        }
+        Err(error) => {
+            let reason = error.to_string();
+            tracing::error!(queue = queue.name(), stage = %error.stage, object = %error.object, error = %reason, "sent to the dead-letter queue");
+            queue.dead_letter(message, &reason).await?;
+            Ok(Disposition::DeadLettered { reason })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        assert_eq!(retry_delay(1, base), Duration::from_millis(100));
+        assert_eq!(retry_delay(2, base), Duration::from_millis(200));
+        assert_eq!(retry_delay(4, base), Duration::from_millis(800));
+        assert_eq!(retry_delay(50, base), Duration::from_secs(102).min(Duration::from_secs(300)));
+    }
+}

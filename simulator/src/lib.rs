@@ -1,0 +1,111 @@
+//! A Salesforce org over HTTP, for sfpipe's demo and tests: OAuth token endpoint, describe, REST
+//! query/queryAll with paging, Bulk API 2.0 query jobs, Salesforce-shaped errors, API usage
+//! headers, and injectable faults. Its data is a generated org (see [`org`]).
+
+pub mod org;
+mod server;
+pub mod soql;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+pub use org::{MutationCounts, Org};
+pub use server::{Fault, SimConfig};
+
+/// A running simulator. Dropping it stops the server.
+pub struct Simulator {
+    url: String,
+    state: Arc<server::SimState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Simulator {
+    /// Serves the org on `addr` (port 0: a free port) until dropped or stopped.
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let url = format!("http://{local}");
+        let state = Arc::new(server::SimState::new(config, url.clone()));
+        let app = server::router(state.clone());
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "simulator stopped with an error");
+            }
+        });
+        Ok(Self {
+            url,
+            state,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
+    }
+
+    /// Serves on a free port of 127.0.0.1.
+    pub async fn start_local(config: SimConfig) -> std::io::Result<Self> {
+        Self::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Base URL: both the login URL and the instance URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.state.config
+    }
+
+    /// Read access to the org's data.
+    pub fn with_org<T>(&self, read: impl FnOnce(&Org) -> T) -> T {
+        let org = self.state.org.read().unwrap_or_else(|p| p.into_inner());
+        read(&org)
+    }
+
+    /// Applies a mutation round at `at` (inserts, updates, deletes per object).
+    pub fn mutate(&self, at: DateTime<Utc>) -> Vec<(String, MutationCounts)> {
+        let mut org = self.state.org.write().unwrap_or_else(|p| p.into_inner());
+        org.mutate(at)
+    }
+
+    /// Makes matching requests fail as described.
+    pub fn inject(&self, faults: Vec<Fault>) {
+        self.state.add_faults(faults);
+    }
+
+    /// Invalidates every session, as an org's session timeout does.
+    pub fn expire_sessions(&self) {
+        self.state.expire_sessions();
+    }
+
+    /// API calls served so far.
+    pub fn api_calls(&self) -> u64 {
+        self.state.api_calls()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}

@@ -1,0 +1,957 @@
+//! The HTTP side: the endpoints sfpipe (and other Salesforce clients) call, in Salesforce's shapes.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::body::Body;
+use axum::extract::{Form, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::org::{Org, format_datetime_ms};
+use crate::soql::{self, Query as SoqlQuery};
+
+/// Who may log in, and how the org behaves.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub rows: u64,
+    pub client_id: String,
+    pub client_secret: String,
+    pub username: String,
+    pub password: String,
+    /// Status checks a Bulk job answers InProgress before it is JobComplete.
+    pub bulk_polls_to_complete: u32,
+    pub daily_api_limit: u64,
+    /// Mutation rounds to replay at start (their timestamps), so an org survives restarts.
+    pub rounds: Vec<DateTime<Utc>>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            rows: 1000,
+            client_id: "sfpipe-demo-client".into(),
+            client_secret: "sfpipe-demo-secret".into(),
+            username: "integration@sfpipe.demo".into(),
+            password: "demo-password".into(),
+            bulk_polls_to_complete: 1,
+            daily_api_limit: 100_000,
+            rounds: Vec::new(),
+        }
+    }
+}
+
+/// An error the simulator answers with on a matching request, `remaining` times.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct Fault {
+    /// Requests whose path contains this are affected.
+    pub path_contains: String,
+    pub status: u16,
+    #[serde(default)]
+    pub error_code: String,
+    #[serde(default)]
+    pub message: String,
+    pub remaining: u32,
+}
+
+#[derive(Debug)]
+struct Job {
+    id: String,
+    object: String,
+    operation: String,
+    query: SoqlQuery,
+    /// The rows the job matched when it was created (Salesforce snapshots results too).
+    rows: Arc<Vec<u64>>,
+    state: &'static str,
+    status_checks: u32,
+    created: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+struct Cursor {
+    query: SoqlQuery,
+    rows: Arc<Vec<u64>>,
+    page_size: usize,
+}
+
+pub(crate) struct SimState {
+    pub(crate) config: SimConfig,
+    pub(crate) org: RwLock<Org>,
+    tokens: Mutex<HashSet<String>>,
+    jobs: Mutex<HashMap<String, Job>>,
+    cursors: Mutex<HashMap<String, Cursor>>,
+    faults: Mutex<Vec<Fault>>,
+    api_calls: AtomicU64,
+    next_id: AtomicU64,
+    pub(crate) base_url: String,
+}
+
+type Shared = Arc<SimState>;
+
+impl SimState {
+    pub(crate) fn new(config: SimConfig, base_url: String) -> Self {
+        let org = Org::replay(config.seed, config.rows, &config.rounds);
+        Self {
+            config,
+            org: RwLock::new(org),
+            tokens: Mutex::new(HashSet::new()),
+            jobs: Mutex::new(HashMap::new()),
+            cursors: Mutex::new(HashMap::new()),
+            faults: Mutex::new(Vec::new()),
+            api_calls: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+            base_url,
+        }
+    }
+
+    fn new_id(&self, prefix: &str) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        crate::org::salesforce_id(prefix, n + (self.config.seed % 1000) * 1_000_000)
+    }
+
+    pub(crate) fn add_faults(&self, faults: Vec<Fault>) {
+        lock(&self.faults).extend(faults);
+    }
+
+    pub(crate) fn expire_sessions(&self) {
+        lock(&self.tokens).clear();
+    }
+
+    pub(crate) fn api_calls(&self) -> u64 {
+        self.api_calls.load(Ordering::Relaxed)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_org(state: &SimState) -> std::sync::RwLockReadGuard<'_, Org> {
+    state.org.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn sf_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!([{ "message": message, "errorCode": code }])),
+    )
+        .into_response()
+}
+
+pub(crate) fn router(state: Shared) -> Router {
+    let data = Router::new()
+        .route("/services/data/{v}/sobjects/", get(describe_global))
+        .route("/services/data/{v}/sobjects", get(describe_global))
+        .route("/services/data/{v}/sobjects/{object}/describe", get(describe_object))
+        .route("/services/data/{v}/sobjects/{object}/describe/", get(describe_object))
+        .route("/services/data/{v}/limits/", get(limits))
+        .route("/services/data/{v}/limits", get(limits))
+        .route("/services/data/{v}/query", get(query))
+        .route("/services/data/{v}/query/", get(query))
+        .route("/services/data/{v}/queryAll", get(query_all))
+        .route("/services/data/{v}/queryAll/", get(query_all))
+        .route("/services/data/{v}/query/{cursor}", get(query_more))
+        .route("/services/data/{v}/queryAll/{cursor}", get(query_more))
+        .route("/services/data/{v}/jobs/query", post(create_job).get(list_jobs))
+        .route("/services/data/{v}/jobs/query/", post(create_job).get(list_jobs))
+        .route(
+            "/services/data/{v}/jobs/query/{id}",
+            get(job_info).patch(update_job).delete(delete_job),
+        )
+        .route("/services/data/{v}/jobs/query/{id}/results", get(job_results))
+        .route("/services/data/{v}/jobs/query/{id}/resultPages", get(result_pages))
+        .layer(middleware::from_fn_with_state(state.clone(), api_gate));
+    Router::new()
+        .route("/services/oauth2/token", post(token))
+        .route("/services/data", get(versions))
+        .route("/services/data/", get(versions))
+        .route("/__sim/faults", post(add_faults))
+        .route("/__sim/expire-sessions", post(expire_sessions))
+        .route("/__sim/health", get(|| async { "ok" }))
+        .merge(data)
+        .with_state(state)
+}
+
+/// Every data call: a valid session, a fault if one is set, and the API usage header.
+async fn api_gate(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("OAuth ")))
+        .map(str::to_string);
+    let valid = token.is_some_and(|t| lock(&state.tokens).contains(&t));
+    if !valid {
+        return sf_error(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_SESSION_ID",
+            "Session expired or invalid",
+        );
+    }
+    let used = state.api_calls.fetch_add(1, Ordering::Relaxed) + 1;
+    let path = request.uri().path().to_string();
+    let fault = {
+        let mut faults = lock(&state.faults);
+        let found = faults
+            .iter_mut()
+            .find(|f| f.remaining > 0 && path.contains(&f.path_contains));
+        found.map(|f| {
+            f.remaining -= 1;
+            f.clone()
+        })
+    };
+    let mut response = match fault {
+        Some(fault) => sf_error(
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &fault.error_code,
+            &fault.message,
+        ),
+        None if used > state.config.daily_api_limit => sf_error(
+            StatusCode::FORBIDDEN,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
+        ),
+        None => next.run(request).await,
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "api-usage={used}/{}",
+        state.config.daily_api_limit
+    )) {
+        response.headers_mut().insert("Sforce-Limit-Info", value);
+    }
+    response
+}
+
+async fn versions() -> Json<Value> {
+    Json(json!([{ "label": "Winter '25", "url": "/services/data/v62.0", "version": "62.0" }]))
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    client_secret: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+async fn token(State(state): State<Shared>, Form(form): Form<TokenForm>) -> Response {
+    let config = &state.config;
+    let client_ok = form.client_id == config.client_id && form.client_secret == config.client_secret;
+    let ok = match form.grant_type.as_str() {
+        "client_credentials" => client_ok,
+        "password" => {
+            client_ok && form.username == config.username && form.password == config.password
+        }
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "unsupported_grant_type", "error_description": "grant type not supported"})),
+            )
+                .into_response();
+        }
+    };
+    if !ok {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant", "error_description": "authentication failure"})),
+        )
+            .into_response();
+    }
+    let token = format!(
+        "00D000000000001!{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(state.new_id("TOK").as_bytes())
+    );
+    lock(&state.tokens).insert(token.clone());
+    Json(json!({
+        "access_token": token,
+        "instance_url": state.base_url,
+        "id": format!("{}/id/00D000000000001/005000000000001", state.base_url),
+        "token_type": "Bearer",
+        "issued_at": Utc::now().timestamp_millis().to_string(),
+        "signature": "c2ltdWxhdG9y",
+        "scope": "api",
+    }))
+    .into_response()
+}
+
+async fn add_faults(State(state): State<Shared>, Json(faults): Json<Vec<Fault>>) -> StatusCode {
+    state.add_faults(faults);
+    StatusCode::NO_CONTENT
+}
+
+async fn expire_sessions(State(state): State<Shared>) -> StatusCode {
+    state.expire_sessions();
+    StatusCode::NO_CONTENT
+}
+
+async fn describe_global(State(state): State<Shared>, Path(v): Path<String>) -> Json<Value> {
+    let org = read_org(&state);
+    let mut sobjects: Vec<Value> = org
+        .objects
+        .iter()
+        .map(|o| {
+            json!({
+                "name": o.name, "label": o.label, "keyPrefix": o.key_prefix, "custom": o.custom,
+                "queryable": true, "retrieveable": true, "replicateable": true, "createable": true,
+                "urls": { "describe": format!("/services/data/{v}/sobjects/{}/describe", o.name) },
+            })
+        })
+        .collect();
+    sobjects.push(json!({
+        "name": "AggregateResult", "label": "Aggregate Result", "keyPrefix": null, "custom": false,
+        "queryable": false, "retrieveable": false, "replicateable": false, "createable": false,
+    }));
+    Json(json!({ "encoding": "UTF-8", "maxBatchSize": 200, "sobjects": sobjects }))
+}
+
+fn soap_type(sf_type: &str) -> &'static str {
+    match sf_type {
+        "id" | "reference" => "tns:ID",
+        "boolean" => "xsd:boolean",
+        "int" => "xsd:int",
+        "double" | "currency" | "percent" => "xsd:double",
+        "date" => "xsd:date",
+        "datetime" => "xsd:dateTime",
+        "base64" => "xsd:base64Binary",
+        "address" => "urn:address",
+        _ => "xsd:string",
+    }
+}
+
+async fn describe_object(
+    State(state): State<Shared>,
+    Path((_v, object)): Path<(String, String)>,
+) -> Response {
+    let org = read_org(&state);
+    let Some((_, def)) = org.object(&object) else {
+        return sf_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        );
+    };
+    let fields: Vec<Value> = def
+        .fields
+        .iter()
+        .map(|f| {
+            let reference_to: Vec<&str> = match f.generator {
+                crate::org::Gen::Ref(prefix) => org
+                    .objects
+                    .iter()
+                    .filter(|o| o.key_prefix == prefix)
+                    .map(|o| o.name)
+                    .collect(),
+                crate::org::Gen::Owner => vec!["User"],
+                _ => vec![],
+            };
+            let picklist: Vec<Value> = match f.generator {
+                crate::org::Gen::Picklist(values) => values
+                    .iter()
+                    .map(|v| json!({"value": v, "label": v, "active": true, "defaultValue": false}))
+                    .collect(),
+                _ => vec![],
+            };
+            json!({
+                "name": f.name, "label": f.name, "type": f.sf_type, "soapType": soap_type(f.sf_type),
+                "length": f.length, "byteLength": f.length * 3, "digits": 0,
+                "precision": f.precision, "scale": f.scale, "nillable": f.nillable,
+                "calculated": f.calculated,
+                "calculatedFormula": if f.calculated { json!("Amount * Probability / 100") } else { Value::Null },
+                "compoundFieldName": f.compound_field_name, "custom": f.custom,
+                "referenceTo": reference_to, "picklistValues": picklist,
+                "createable": !f.calculated && f.name != "Id", "updateable": !f.calculated && f.name != "Id",
+                "filterable": f.sf_type != "textarea", "sortable": f.sf_type != "textarea",
+            })
+        })
+        .collect();
+    Json(json!({
+        "name": def.name, "label": def.label, "keyPrefix": def.key_prefix, "custom": def.custom,
+        "queryable": true, "retrieveable": true, "replicateable": true, "fields": fields,
+    }))
+    .into_response()
+}
+
+async fn limits(State(state): State<Shared>) -> Json<Value> {
+    let used = state.api_calls();
+    let max = state.config.daily_api_limit;
+    Json(json!({
+        "DailyApiRequests": { "Max": max, "Remaining": max.saturating_sub(used) },
+        "DailyBulkV2QueryJobs": { "Max": 10000, "Remaining": 10000u64.saturating_sub(lock(&state.jobs).len() as u64) },
+    }))
+}
+
+/// The rows a query matches, in Id order; deleted rows only with `include_deleted`.
+fn matching_rows(org: &Org, query: &SoqlQuery, include_deleted: bool) -> Vec<u64> {
+    let object = query.object;
+    let def = &org.objects[object];
+    let state_only = query
+        .conditions
+        .iter()
+        .all(|c| matches!(def.fields[c.field].name, "SystemModstamp" | "IsDeleted"));
+    let mut rows = Vec::new();
+    for index in 0..org.data[object].count {
+        let state = org.row_state(object, index);
+        if state.deleted && !include_deleted {
+            continue;
+        }
+        let ok = if state_only {
+            query.conditions.iter().all(|c| {
+                let value = match def.fields[c.field].name {
+                    "IsDeleted" => state.deleted.to_string(),
+                    _ => format_datetime_ms(state.modstamp_ms),
+                };
+                soql::matches(def.fields[c.field].sf_type, Some(&value), c.op, &c.value)
+            })
+        } else {
+            let values = org.row_values(object, index);
+            query.conditions.iter().all(|c| {
+                soql::matches(def.fields[c.field].sf_type, values[c.field].as_deref(), c.op, &c.value)
+            })
+        };
+        if ok {
+            rows.push(index);
+        }
+        if query.limit.is_some_and(|l| rows.len() as u64 >= l) {
+            break;
+        }
+    }
+    rows
+}
+
+#[derive(Deserialize)]
+struct QueryParams {
+    q: String,
+}
+
+async fn query(
+    state: State<Shared>,
+    path: Path<String>,
+    headers: HeaderMap,
+    params: Query<QueryParams>,
+) -> Response {
+    rest_query(state, path, headers, params, false).await
+}
+
+async fn query_all(
+    state: State<Shared>,
+    path: Path<String>,
+    headers: HeaderMap,
+    params: Query<QueryParams>,
+) -> Response {
+    rest_query(state, path, headers, params, true).await
+}
+
+fn batch_size(headers: &HeaderMap) -> usize {
+    headers
+        .get("Sforce-Query-Options")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').find_map(|p| p.trim().strip_prefix("batchSize=")))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .map_or(2000, |n| n.clamp(200, 2000))
+}
+
+async fn rest_query(
+    State(state): State<Shared>,
+    Path(v): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<QueryParams>,
+    include_deleted: bool,
+) -> Response {
+    let org = read_org(&state);
+    let query = match soql::parse(&org, &params.q) {
+        Ok(q) => q,
+        Err(e) => return sf_error(StatusCode::BAD_REQUEST, e.code, &e.message),
+    };
+    let rows = Arc::new(matching_rows(&org, &query, include_deleted));
+    let cursor = Cursor {
+        query,
+        rows,
+        page_size: batch_size(&headers),
+    };
+    let id = state.new_id("01g");
+    let body = rest_page(&org, &v, &id, &cursor, 0);
+    drop(org);
+    lock(&state.cursors).insert(id, cursor);
+    Json(body).into_response()
+}
+
+async fn query_more(
+    State(state): State<Shared>,
+    Path((v, cursor)): Path<(String, String)>,
+) -> Response {
+    let Some((id, offset)) = cursor.rsplit_once('-') else {
+        return sf_error(StatusCode::BAD_REQUEST, "INVALID_QUERY_LOCATOR", "invalid query locator");
+    };
+    let Ok(offset) = offset.parse::<usize>() else {
+        return sf_error(StatusCode::BAD_REQUEST, "INVALID_QUERY_LOCATOR", "invalid query locator");
+    };
+    let cursors = lock(&state.cursors);
+    let Some(cursor) = cursors.get(id) else {
+        return sf_error(StatusCode::BAD_REQUEST, "INVALID_QUERY_LOCATOR", "invalid query locator");
+    };
+    let org = read_org(&state);
+    Json(rest_page(&org, &v, id, cursor, offset)).into_response()
+}
+
+fn rest_page(org: &Org, v: &str, id: &str, cursor: &Cursor, offset: usize) -> Value {
+    let end = (offset + cursor.page_size).min(cursor.rows.len());
+    let records: Vec<Value> = cursor.rows[offset.min(end)..end]
+        .iter()
+        .map(|&index| record_json(org, v, &cursor.query, index))
+        .collect();
+    let done = end >= cursor.rows.len();
+    let mut body = json!({ "totalSize": cursor.rows.len(), "done": done, "records": records });
+    if !done {
+        body["nextRecordsUrl"] = json!(format!("/services/data/{v}/query/{id}-{end}"));
+    }
+    body
+}
+
+/// A record as the REST API shows it: typed JSON values, compound addresses as objects.
+fn record_json(org: &Org, v: &str, query: &SoqlQuery, index: u64) -> Value {
+    let def = &org.objects[query.object];
+    let values = org.row_values(query.object, index);
+    let id = values.first().cloned().flatten().unwrap_or_default();
+    let mut record = serde_json::Map::new();
+    record.insert(
+        "attributes".into(),
+        json!({ "type": def.name, "url": format!("/services/data/{v}/sobjects/{}/{id}", def.name) }),
+    );
+    for &position in &query.fields {
+        let field = &def.fields[position];
+        let raw = values[position].as_deref();
+        let value = match (field.sf_type, raw) {
+            ("address", _) => address_json(def, &values, field.name),
+            (_, None) => Value::Null,
+            ("boolean", Some(r)) => json!(r == "true"),
+            ("int", Some(r)) => r.parse::<i64>().map_or(Value::Null, |n| json!(n)),
+            ("double" | "currency" | "percent", Some(r)) => {
+                r.parse::<f64>().map_or(Value::Null, |n| json!(n))
+            }
+            ("datetime", Some(r)) => json!(r.replace('Z', "+0000")),
+            ("base64", Some(_)) => json!(format!("/services/data/{v}/sobjects/{}/{id}/{}", def.name, field.name)),
+            (_, Some(r)) => json!(r),
+        };
+        record.insert(field.name.to_string(), value);
+    }
+    Value::Object(record)
+}
+
+fn address_json(def: &crate::org::ObjectDef, values: &[Option<String>], compound: &str) -> Value {
+    let part = |suffix: &str| -> Value {
+        def.fields
+            .iter()
+            .position(|f| f.compound_field_name == Some(compound) && f.name.ends_with(suffix))
+            .and_then(|i| values[i].clone())
+            .map_or(Value::Null, |s| {
+                if suffix == "Latitude" || suffix == "Longitude" {
+                    s.parse::<f64>().map_or(Value::Null, |n| json!(n))
+                } else {
+                    json!(s)
+                }
+            })
+    };
+    let address = json!({
+        "street": part("Street"), "city": part("City"), "state": part("State"),
+        "postalCode": part("PostalCode"), "country": part("Country"),
+        "latitude": part("Latitude"), "longitude": part("Longitude"), "geocodeAccuracy": null,
+    });
+    if address.as_object().is_some_and(|o| o.values().all(Value::is_null)) {
+        Value::Null
+    } else {
+        address
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateJob {
+    operation: String,
+    query: String,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    column_delimiter: Option<String>,
+    #[serde(default)]
+    line_ending: Option<String>,
+}
+
+fn job_json(v: &str, job: &Job, rows: usize) -> Value {
+    json!({
+        "id": job.id, "operation": job.operation, "object": job.object,
+        "createdById": "005000000000001AAA", "createdDate": job.created.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string(),
+        "systemModstamp": job.created.format("%Y-%m-%dT%H:%M:%S%.3f+0000").to_string(),
+        "state": job.state, "concurrencyMode": "Parallel", "contentType": "CSV",
+        "apiVersion": v.trim_start_matches('v').parse::<f64>().unwrap_or(62.0),
+        "jobType": "V2Query", "lineEnding": "LF", "columnDelimiter": "COMMA",
+        "numberRecordsProcessed": if job.state == "JobComplete" { rows } else { 0 },
+        "retries": 0, "totalProcessingTime": 0,
+    })
+}
+
+async fn create_job(
+    State(state): State<Shared>,
+    Path(v): Path<String>,
+    Json(request): Json<CreateJob>,
+) -> Response {
+    if request.operation != "query" && request.operation != "queryAll" {
+        return sf_error(StatusCode::BAD_REQUEST, "INVALIDJOB", "Invalid operation");
+    }
+    if request.content_type.as_deref().is_some_and(|c| c != "CSV")
+        || request.column_delimiter.as_deref().is_some_and(|c| c != "COMMA")
+        || request.line_ending.as_deref().is_some_and(|l| l != "LF")
+    {
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            "The simulator supports CSV with COMMA delimiters and LF line endings",
+        );
+    }
+    if request.query.to_ascii_uppercase().contains("FIELDS(") {
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            "FIELDS() is not supported in Bulk API queries",
+        );
+    }
+    let org = read_org(&state);
+    let query = match soql::parse(&org, &request.query) {
+        Ok(q) => q,
+        Err(e) => return sf_error(StatusCode::BAD_REQUEST, e.code, &e.message),
+    };
+    let def = &org.objects[query.object];
+    if let Some(field) = query
+        .fields
+        .iter()
+        .map(|&i| &def.fields[i])
+        .find(|f| matches!(f.sf_type, "address" | "location"))
+    {
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            &format!("Selecting compound data not supported in Bulk Query: {}", field.name),
+        );
+    }
+    if let Some(field) = query.fields.iter().map(|&i| &def.fields[i]).find(|f| f.sf_type == "base64") {
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOB",
+            &format!("Base64 fields are not supported in Bulk Query: {}", field.name),
+        );
+    }
+    let rows = Arc::new(matching_rows(&org, &query, request.operation == "queryAll"));
+    let object = def.name.to_string();
+    drop(org);
+    let job = Job {
+        id: state.new_id("750"),
+        object,
+        operation: request.operation,
+        query,
+        rows: rows.clone(),
+        state: "UploadComplete",
+        status_checks: 0,
+        created: Utc::now(),
+    };
+    let body = job_json(&v, &job, rows.len());
+    lock(&state.jobs).insert(job.id.clone(), job);
+    Json(body).into_response()
+}
+
+async fn list_jobs(State(state): State<Shared>, Path(v): Path<String>) -> Json<Value> {
+    let jobs = lock(&state.jobs);
+    let records: Vec<Value> = jobs.values().map(|j| job_json(&v, j, j.rows.len())).collect();
+    Json(json!({ "done": true, "records": records, "nextRecordsUrl": null }))
+}
+
+fn job_not_found() -> Response {
+    sf_error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "The requested resource does not exist",
+    )
+}
+
+async fn job_info(State(state): State<Shared>, Path((v, id)): Path<(String, String)>) -> Response {
+    let mut jobs = lock(&state.jobs);
+    let Some(job) = jobs.get_mut(&id) else {
+        return job_not_found();
+    };
+    if matches!(job.state, "UploadComplete" | "InProgress") {
+        job.status_checks += 1;
+        job.state = if job.status_checks > state.config.bulk_polls_to_complete {
+            "JobComplete"
+        } else {
+            "InProgress"
+        };
+    }
+    let rows = job.rows.len();
+    Json(job_json(&v, job, rows)).into_response()
+}
+
+#[derive(Deserialize)]
+struct UpdateJob {
+    state: String,
+}
+
+async fn update_job(
+    State(state): State<Shared>,
+    Path((v, id)): Path<(String, String)>,
+    Json(update): Json<UpdateJob>,
+) -> Response {
+    let mut jobs = lock(&state.jobs);
+    let Some(job) = jobs.get_mut(&id) else {
+        return job_not_found();
+    };
+    if update.state != "Aborted" {
+        return sf_error(StatusCode::BAD_REQUEST, "INVALIDJOBSTATE", "Only Aborted is allowed");
+    }
+    if !matches!(job.state, "UploadComplete" | "InProgress") {
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOBSTATE",
+            &format!("Cannot abort a job in state {}", job.state),
+        );
+    }
+    job.state = "Aborted";
+    let rows = job.rows.len();
+    Json(job_json(&v, job, rows)).into_response()
+}
+
+async fn delete_job(State(state): State<Shared>, Path((_v, id)): Path<(String, String)>) -> Response {
+    let mut jobs = lock(&state.jobs);
+    match jobs.get(&id) {
+        None => job_not_found(),
+        Some(job) if !matches!(job.state, "JobComplete" | "Aborted" | "Failed") => sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOBSTATE",
+            "Only a finished job can be deleted",
+        ),
+        Some(_) => {
+            jobs.remove(&id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageParams {
+    #[serde(default)]
+    locator: Option<String>,
+    #[serde(default)]
+    max_records: Option<u64>,
+}
+
+const DEFAULT_MAX_RECORDS: u64 = 50_000;
+
+fn encode_locator(offset: usize) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(offset.to_string())
+}
+
+fn decode_locator(locator: Option<&str>) -> Option<usize> {
+    match locator {
+        None | Some("") => Some(0),
+        Some(l) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(l)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok()),
+    }
+}
+
+/// Takes a finished job's rows and query, or the error Salesforce answers with.
+fn finished_job(state: &SimState, id: &str) -> Result<(Arc<Vec<u64>>, SoqlQuery), Response> {
+    let jobs = lock(&state.jobs);
+    let Some(job) = jobs.get(id) else {
+        return Err(job_not_found());
+    };
+    if job.state != "JobComplete" {
+        return Err(sf_error(
+            StatusCode::PRECONDITION_FAILED,
+            "JOB_NOT_COMPLETE",
+            "Job is not complete",
+        ));
+    }
+    Ok((job.rows.clone(), job.query.clone()))
+}
+
+async fn result_pages(
+    State(state): State<Shared>,
+    Path((v, id)): Path<(String, String)>,
+    Query(params): Query<PageParams>,
+) -> Response {
+    let (rows, _) = match finished_job(&state, &id) {
+        Ok(job) => job,
+        Err(response) => return response,
+    };
+    let Some(start) = decode_locator(params.locator.as_deref()) else {
+        return sf_error(StatusCode::BAD_REQUEST, "INVALID_LOCATOR", "invalid locator");
+    };
+    let max = params.max_records.unwrap_or(DEFAULT_MAX_RECORDS).max(1) as usize;
+    const LINKS_PER_RESPONSE: usize = 5;
+    let mut links = Vec::new();
+    let mut offset = start;
+    // An empty result still has one (header-only) page.
+    while links.len() < LINKS_PER_RESPONSE && (offset < rows.len() || (offset == 0 && links.is_empty())) {
+        let locator = if offset == 0 {
+            String::new()
+        } else {
+            format!("locator={}&", encode_locator(offset))
+        };
+        links.push(json!({
+            "resultUrl": format!("/services/data/{v}/jobs/query/{id}/results?{locator}maxRecords={max}")
+        }));
+        offset += max;
+    }
+    let done = offset >= rows.len();
+    Json(json!({
+        "resultPages": links,
+        "done": done,
+        "nextRecordsUrl": if done { Value::Null } else {
+            json!(format!("/services/data/{v}/jobs/query/{id}/resultPages?locator={}&maxRecords={max}", encode_locator(offset)))
+        },
+    }))
+    .into_response()
+}
+
+async fn job_results(
+    State(state): State<Shared>,
+    Path((_v, id)): Path<(String, String)>,
+    Query(params): Query<PageParams>,
+    headers: HeaderMap,
+) -> Response {
+    let (rows, query) = match finished_job(&state, &id) {
+        Ok(job) => job,
+        Err(response) => return response,
+    };
+    let Some(start) = decode_locator(params.locator.as_deref()) else {
+        return sf_error(StatusCode::BAD_REQUEST, "INVALID_LOCATOR", "invalid locator");
+    };
+    let max = params.max_records.unwrap_or(DEFAULT_MAX_RECORDS).max(1) as usize;
+    let start = start.min(rows.len());
+    let end = (start + max).min(rows.len());
+    let next = if end < rows.len() {
+        encode_locator(end)
+    } else {
+        "null".to_string()
+    };
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let body = csv_page_stream(state.clone(), query, rows, start, end, gzip);
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    if let Ok(value) = HeaderValue::from_str(&(end - start).to_string()) {
+        headers.insert("Sforce-NumberOfRecords", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&next) {
+        headers.insert("Sforce-Locator", value);
+    }
+    response
+}
+
+/// Rows rendered in chunks as they are sent, so a page of any size costs a chunk of memory.
+fn csv_page_stream(
+    state: Shared,
+    query: SoqlQuery,
+    rows: Arc<Vec<u64>>,
+    start: usize,
+    end: usize,
+    gzip: bool,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    const CHUNK_ROWS: usize = 500;
+    struct Cursor {
+        next: usize,
+        header_sent: bool,
+        encoder: Option<GzEncoder<Vec<u8>>>,
+        finished: bool,
+    }
+    let cursor = Cursor {
+        next: start,
+        header_sent: false,
+        encoder: gzip.then(|| GzEncoder::new(Vec::new(), Compression::fast())),
+        finished: false,
+    };
+    futures::stream::unfold(cursor, move |mut cursor| {
+        let state = state.clone();
+        let query = query.clone();
+        let rows = rows.clone();
+        async move {
+            if cursor.finished {
+                return None;
+            }
+            let mut writer = csv::WriterBuilder::new()
+                .quote_style(csv::QuoteStyle::Always)
+                .from_writer(Vec::new());
+            {
+                let org = read_org(&state);
+                let def = &org.objects[query.object];
+                if !cursor.header_sent {
+                    let header: Vec<&str> = query.fields.iter().map(|&i| def.fields[i].name).collect();
+                    if let Err(e) = writer.write_record(&header) {
+                        return Some((Err(std::io::Error::other(e)), cursor));
+                    }
+                    cursor.header_sent = true;
+                }
+                let chunk_end = (cursor.next + CHUNK_ROWS).min(end);
+                for &index in &rows[cursor.next..chunk_end] {
+                    let values = org.row_values(query.object, index);
+                    let record = query.fields.iter().map(|&i| values[i].as_deref().unwrap_or(""));
+                    if let Err(e) = writer.write_record(record) {
+                        return Some((Err(std::io::Error::other(e)), cursor));
+                    }
+                }
+                cursor.next = chunk_end;
+            }
+            let plain = match writer.into_inner() {
+                Ok(bytes) => bytes,
+                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), cursor)),
+            };
+            let last = cursor.next >= end;
+            let out = match cursor.encoder.as_mut() {
+                None => plain,
+                Some(encoder) => {
+                    if let Err(e) = encoder.write_all(&plain) {
+                        return Some((Err(e), cursor));
+                    }
+                    if last {
+                        match cursor.encoder.take().map(GzEncoder::finish) {
+                            Some(Ok(rest)) => rest,
+                            Some(Err(e)) => return Some((Err(e), cursor)),
+                            None => Vec::new(),
+                        }
+                    } else {
+                        std::mem::take(encoder.get_mut())
+                    }
+                }
+            };
+            cursor.finished = last;
+            Some((Ok(Bytes::from(out)), cursor))
+        }
+    })
+}
