@@ -499,13 +499,9 @@ impl Org {
             Gen::LastModifiedDate => format_datetime_ms(state.modstamp_ms - rng.below(2000) as i64),
             Gen::SystemModstamp => format_datetime_ms(state.modstamp_ms),
             Gen::Ref(prefix) => {
-                let target = self
-                    .objects
-                    .iter()
-                    .position(|o| o.key_prefix == prefix)
-                    .unwrap_or(object);
-                let count = self.data[target].count.max(1);
-                salesforce_id(prefix, rng.below(count))
+                // Drawn from the base rows, so inserts elsewhere never change this row.
+                let _ = object;
+                salesforce_id(prefix, rng.below(self.rows.max(1)))
             }
             Gen::Owner => salesforce_id("005", rng.below(25)),
             Gen::Company => format!("{} {}", rng.pick(COMPANY_WORDS), rng.pick(COMPANY_SUFFIXES)),

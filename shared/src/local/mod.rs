@@ -2,6 +2,7 @@
 //! warehouse and in-memory or environment secrets.
 
 pub mod blob;
+pub mod pipeline;
 pub mod queue;
 pub mod secrets;
 pub mod warehouse;
@@ -10,3 +11,4 @@ pub use blob::FsBlobStore;
 pub use queue::{LocalQueue, LocalQueueConfig, QueueDepth};
 pub use secrets::{EnvSecrets, StaticSecrets};
 pub use warehouse::SqliteWarehouse;
+pub use pipeline::{LocalPipeline, LocalPipelineConfig, NoEvents, PipelineEvent, PipelineEvents};

@@ -131,6 +131,15 @@ impl LocalQueue {
         depth
     }
 
+    /// Every message's body and attributes, without receiving them (for reports and tests).
+    pub fn messages(&self) -> Vec<(String, BTreeMap<String, String>)> {
+        self.lock()
+            .entries
+            .values()
+            .map(|e| (e.body.clone(), e.attributes.clone()))
+            .collect()
+    }
+
     /// Resolves at the next send, release or delete on this queue.
     pub async fn changed(&self) {
         self.changed.notified().await

@@ -1,0 +1,4 @@
+//! The `sfpipe` command's library: the demo and the warehouse check, callable from tests.
+
+pub mod demo;
+pub mod verify;

@@ -1,0 +1,84 @@
+//! `sfpipe`: run the whole pipeline on one machine (`demo`), or serve the Salesforce simulator
+//! (`sim`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use sfpipe_cli::demo::{DemoOptions, render, run_demo};
+use sfpipe_simulator::{SimConfig, Simulator};
+
+#[derive(Parser)]
+#[command(name = "sfpipe", version, about = "Salesforce to Snowflake, serverless: the local tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the simulator and all four stages on this machine, into a SQLite warehouse.
+    /// Run it again to mutate the org and load incrementally.
+    Demo {
+        /// Rows per object.
+        #[arg(long, default_value_t = 10_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where the blobs, the warehouse and the simulator's state live.
+        #[arg(long, default_value = ".sfpipe-demo")]
+        dir: PathBuf,
+        /// Forget earlier runs in DIR and start over.
+        #[arg(long)]
+        fresh: bool,
+        /// Skip the field-for-field comparison of warehouse and org at the end.
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Serve the simulated Salesforce org until interrupted.
+    Sim {
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[arg(long, default_value_t = 1_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Demo { rows, seed, dir, fresh, no_verify } => {
+            let mut options = DemoOptions::new(dir, rows, seed);
+            options.fresh = fresh;
+            options.verify = !no_verify;
+            options.progress = true;
+            let outcome = run_demo(&options).await?;
+            print!("{}", render(&outcome));
+            if !outcome.is_exact() {
+                anyhow::bail!("the warehouse does not match Salesforce; see above");
+            }
+        }
+        Command::Sim { port, rows, seed } => {
+            let config = SimConfig { rows, seed, ..SimConfig::default() };
+            let simulator = Simulator::start(config.clone(), SocketAddr::from(([127, 0, 0, 1], port))).await?;
+            println!("Salesforce simulator at {}", simulator.url());
+            println!("  login URL and instance URL: {}", simulator.url());
+            println!("  client credentials: client_id={} client_secret={}", config.client_id, config.client_secret);
+            println!("  password flow: username={} password={}", config.username, config.password);
+            println!("  objects: Account, Contact, Opportunity, Lead, Case, Invoice__c ({rows} rows each, seed {seed})");
+            println!("Ctrl-C stops it.");
+            tokio::signal::ctrl_c().await?;
+            simulator.stop().await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Compares the SQLite warehouse with the simulator's org, field for field.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+use rusqlite::types::ValueRef;
+use sfpipe_simulator::Org;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectCheck {
+    pub object: String,
+    /// Rows in Salesforce, deleted ones included.
+    pub salesforce_rows: u64,
+    pub salesforce_live: u64,
+    pub warehouse_rows: u64,
+    pub warehouse_live: u64,
+    pub warehouse_distinct_ids: u64,
+    pub fields_checked: u64,
+    /// The first few differences, for the report.
+    pub mismatches: Vec<String>,
+    pub mismatch_count: u64,
+}
+
+impl ObjectCheck {
+    pub fn is_exact(&self) -> bool {
+        self.mismatch_count == 0
+            && self.salesforce_rows == self.warehouse_rows
+            && self.salesforce_live == self.warehouse_live
+            && self.warehouse_rows == self.warehouse_distinct_ids
+    }
+}
+
+fn same(sf_type: &str, expected: Option<&str>, actual: ValueRef<'_>) -> bool {
+    let expected = expected.filter(|e| !e.is_empty());
+    match (expected, actual) {
+        (None, ValueRef::Null) => true,
+        (None, _) | (Some(_), ValueRef::Null) => false,
+        (Some(e), ValueRef::Integer(i)) if sf_type == "boolean" => (e == "true") == (i == 1),
+        (Some(e), ValueRef::Integer(i)) => e.parse::<i64>().is_ok_and(|x| x == i)
+            || e.parse::<f64>().is_ok_and(|x| x == i as f64),
+        (Some(e), ValueRef::Real(r)) => e
+            .parse::<f64>()
+            .is_ok_and(|x| (x - r).abs() <= 1e-9 * x.abs().max(1.0)),
+        (Some(e), ValueRef::Text(t)) => e.as_bytes() == t,
+        (Some(_), ValueRef::Blob(_)) => false,
+    }
+}
+
+fn table_exists(connection: &Connection, table: &str) -> rusqlite::Result<bool> {
+    connection
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+}
+
+/// Checks every object of the org against the warehouse, streaming both in Id order.
+pub fn compare(org: &Org, warehouse: &Path) -> anyhow::Result<Vec<ObjectCheck>> {
+    let connection = Connection::open(warehouse)?;
+    let mut checks = Vec::new();
+    for (object, def) in org.objects.iter().enumerate() {
+        let mut check = ObjectCheck {
+            object: def.name.to_string(),
+            salesforce_rows: org.data[object].count,
+            salesforce_live: org.live_count(object),
+            ..ObjectCheck::default()
+        };
+        if !table_exists(&connection, def.name)? {
+            check.mismatch_count = check.salesforce_rows;
+            check.mismatches.push(format!("table {} is missing", def.name));
+            checks.push(check);
+            continue;
+        }
+        let table = format!("\"{}\"", def.name);
+        (check.warehouse_rows, check.warehouse_live, check.warehouse_distinct_ids) = connection
+            .query_row(
+                &format!(
+                    "SELECT COUNT(*), COALESCE(SUM(\"IsDeleted\" = 0), 0), COUNT(DISTINCT \"Id\") FROM {table}"
+                ),
+                [],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64)),
+            )?;
+        let fields: Vec<(usize, &sfpipe_simulator::org::FieldDef)> = def
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !matches!(f.sf_type, "address" | "location" | "base64"))
+            .collect();
+        let columns: Vec<String> = fields.iter().map(|(_, f)| format!("\"{}\"", f.name)).collect();
+        let mut statement = connection.prepare(&format!(
+            "SELECT {} FROM {table} ORDER BY \"Id\"",
+            columns.join(", ")
+        ))?;
+        let mut rows = statement.query([])?;
+        let mut index = 0u64;
+        let note = |check: &mut ObjectCheck, what: String| {
+            check.mismatch_count += 1;
+            if check.mismatches.len() < 10 {
+                check.mismatches.push(what);
+            }
+        };
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let Some(position) = sfpipe_simulator::org::index_of_id(def.key_prefix, &id)
+                .filter(|&i| i < org.data[object].count && i >= index)
+            else {
+                note(&mut check, format!("row {id:?} is not in Salesforce"));
+                continue;
+            };
+            if position > index {
+                note(&mut check, format!("{} rows before {id} are missing", position - index));
+                index = position;
+            }
+            let expected = org.row_values(object, index);
+            for (column, (position, field)) in fields.iter().enumerate() {
+                let actual = row.get_ref(column)?;
+                check.fields_checked += 1;
+                if !same(field.sf_type, expected[*position].as_deref(), actual) {
+                    note(
+                        &mut check,
+                        format!(
+                            "{} {}: Salesforce {:?}, warehouse {:?}",
+                            expected[0].as_deref().unwrap_or("?"),
+                            field.name,
+                            expected[*position],
+                            actual
+                        ),
+                    );
+                }
+            }
+            index += 1;
+        }
+        if index < org.data[object].count {
+            note(
+                &mut check,
+                format!("{} rows missing", org.data[object].count - index),
+            );
+        }
+        drop(rows);
+        checks.push(check);
+    }
+    Ok(checks)
+}

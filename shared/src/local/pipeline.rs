@@ -1,0 +1,370 @@
+//! The whole pipeline on one machine: the loader, then a pool of concurrent workers per stage, each
+//! consuming its own queue as a Lambda event source mapping would, until every queue is drained.
+//! The handlers are the same ones the Lambda functions run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::queue::{LocalQueue, LocalQueueConfig};
+use crate::contracts::{Contract, ExtractMessage, MergeMessage, ObjectName, UploadMessage};
+use crate::ports::{BlobStore, DEAD_LETTER_REASON, Queue, Warehouse};
+use crate::salesforce::SalesforceClient;
+use crate::stages::extract::{ExtractConfig, ExtractDeps, ExtractOutcome, handle_extract};
+use crate::stages::loader::{LoadReport, LoadRequest, LoaderConfig, run_loader};
+use crate::stages::merge::{MergeDeps, MergedRecord, handle_merge};
+use crate::stages::upload::{UploadDeps, handle_upload};
+use crate::stages::{Stage, StageError};
+use crate::worker::{Disposition, process};
+
+/// What happened, for progress bars and summaries.
+#[derive(Debug, Clone)]
+pub enum PipelineEvent {
+    Queued { report: LoadReport },
+    Extracted { object: ObjectName, parts: u32 },
+    Stored { object: ObjectName, part: u32, records: u64, bytes: u64 },
+    Merged { object: ObjectName, record: MergedRecord },
+    Retrying { stage: Stage, reason: String },
+    DeadLettered { stage: Stage, reason: String },
+}
+
+pub trait PipelineEvents: Send + Sync {
+    fn event(&self, event: PipelineEvent);
+}
+
+/// Ignores events.
+pub struct NoEvents;
+impl PipelineEvents for NoEvents {
+    fn event(&self, _: PipelineEvent) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerCounts {
+    pub extract: usize,
+    pub upload: usize,
+    pub merge: usize,
+}
+
+impl Default for WorkerCounts {
+    fn default() -> Self {
+        Self {
+            extract: 4,
+            upload: 4,
+            merge: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalPipelineConfig {
+    pub workers: WorkerCounts,
+    pub loader: LoaderConfig,
+    pub extract: ExtractConfig,
+    pub queues: LocalQueueConfig,
+    /// First retry delay of a failed message; doubles with each receive.
+    pub retry_base: Duration,
+}
+
+impl Default for LocalPipelineConfig {
+    fn default() -> Self {
+        Self {
+            workers: WorkerCounts::default(),
+            loader: LoaderConfig::default(),
+            extract: ExtractConfig {
+                first_poll_delay: Duration::from_millis(20),
+                max_poll_delay: Duration::from_secs(2),
+                ..ExtractConfig::default()
+            },
+            queues: LocalQueueConfig {
+                visibility_timeout: Duration::from_secs(60),
+                max_receives: 5,
+                fifo: false,
+            },
+            retry_base: Duration::from_millis(20),
+        }
+    }
+}
+
+/// A message that ended in a dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub queue: String,
+    pub body: String,
+    pub reason: String,
+}
+
+/// Wraps a queue port, for fault injection in tests.
+pub type QueueWrapper = Arc<dyn Fn(Arc<dyn Queue>) -> Arc<dyn Queue> + Send + Sync>;
+
+struct StageQueue {
+    local: Arc<LocalQueue>,
+    port: Arc<dyn Queue>,
+}
+
+pub struct LocalPipeline {
+    salesforce: Arc<SalesforceClient>,
+    blobs: Arc<dyn BlobStore>,
+    warehouse: Arc<dyn Warehouse>,
+    extract: StageQueue,
+    upload: StageQueue,
+    merge: StageQueue,
+    config: LocalPipelineConfig,
+}
+
+impl LocalPipeline {
+    pub fn new(
+        salesforce: Arc<SalesforceClient>,
+        blobs: Arc<dyn BlobStore>,
+        warehouse: Arc<dyn Warehouse>,
+        config: LocalPipelineConfig,
+        wrap_queue: Option<QueueWrapper>,
+    ) -> Self {
+        let stage_queue = |name: &str, fifo: bool| {
+            let (local, _dlq) = LocalQueue::with_dead_letter_queue(
+                name,
+                LocalQueueConfig {
+                    fifo,
+                    ..config.queues.clone()
+                },
+            );
+            let port: Arc<dyn Queue> = match &wrap_queue {
+                Some(wrap) => wrap(local.clone()),
+                None => local.clone(),
+            };
+            StageQueue { local, port }
+        };
+        Self {
+            extract: stage_queue("extract", false),
+            upload: stage_queue("upload", false),
+            merge: stage_queue("merge.fifo", true),
+            salesforce,
+            blobs,
+            warehouse,
+            config,
+        }
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    /// Loads the request and runs every stage until all queues are drained.
+    pub async fn run(
+        self: &Arc<Self>,
+        request: &LoadRequest,
+        triggered_at: DateTime<Utc>,
+        events: Arc<dyn PipelineEvents>,
+    ) -> Result<RunResult, StageError> {
+        let report = run_loader(
+            self.extract.port.as_ref(),
+            self.warehouse.as_ref(),
+            &self.config.loader,
+            request,
+            triggered_at,
+        )
+        .await?;
+        events.event(PipelineEvent::Queued {
+            report: report.clone(),
+        });
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut workers = JoinSet::new();
+        for _ in 0..self.config.workers.extract.max(1) {
+            workers.spawn(self.clone().work(Stage::Extract, stop_rx.clone(), events.clone()));
+        }
+        for _ in 0..self.config.workers.upload.max(1) {
+            workers.spawn(self.clone().work(Stage::Upload, stop_rx.clone(), events.clone()));
+        }
+        for _ in 0..self.config.workers.merge.max(1) {
+            workers.spawn(self.clone().work(Stage::Merge, stop_rx.clone(), events.clone()));
+        }
+        self.wait_until_drained().await;
+        let _ = stop_tx.send(true);
+        while workers.join_next().await.is_some() {}
+
+        Ok(RunResult {
+            report,
+            dead_letters: self.dead_letters(),
+        })
+    }
+
+    async fn wait_until_drained(&self) {
+        let queues = [&self.extract.local, &self.upload.local, &self.merge.local];
+        loop {
+            // Messages are deleted only after the next stage's messages are sent, so the three
+            // depths are never all zero while work remains.
+            if queues.iter().all(|q| q.depth().total() == 0) {
+                return;
+            }
+            tokio::select! {
+                _ = self.extract.local.changed() => {}
+                _ = self.upload.local.changed() => {}
+                _ = self.merge.local.changed() => {}
+                // Delayed messages become visible without any event.
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
+    fn dead_letters(&self) -> Vec<DeadLetter> {
+        [&self.extract.local, &self.upload.local, &self.merge.local]
+            .iter()
+            .filter_map(|q| q.dead_letter_queue())
+            .flat_map(|dlq| {
+                dlq.messages().into_iter().map(|(body, attributes)| DeadLetter {
+                    queue: dlq.name().to_string(),
+                    body,
+                    reason: attributes
+                        .get(DEAD_LETTER_REASON)
+                        .cloned()
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    fn stage_queue(&self, stage: Stage) -> &StageQueue {
+        match stage {
+            Stage::Upload => &self.upload,
+            Stage::Merge => &self.merge,
+            Stage::Extract | Stage::Loader => &self.extract,
+        }
+    }
+
+    async fn work(
+        self: Arc<Self>,
+        stage: Stage,
+        mut stop: watch::Receiver<bool>,
+        events: Arc<dyn PipelineEvents>,
+    ) {
+        let queue = self.stage_queue(stage).port.clone();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let received = tokio::select! {
+                received = queue.receive(1, Duration::from_millis(200)) => received,
+                _ = stop.changed() => return,
+            };
+            let messages = match received {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(queue = queue.name(), %error, "receive failed");
+                    continue;
+                }
+            };
+            for message in messages {
+                let handler_events = events.clone();
+                let pipeline = self.clone();
+                let settled = process(
+                    queue.as_ref(),
+                    &message,
+                    self.config.retry_base,
+                    |body| async move {
+                        pipeline
+                            .handle(stage, &body, handler_events.as_ref())
+                            .await
+                    },
+                )
+                .await;
+                match settled {
+                    Ok(Disposition::Done) => {}
+                    Ok(Disposition::Retried { reason, .. }) => {
+                        events.event(PipelineEvent::Retrying { stage, reason })
+                    }
+                    Ok(Disposition::DeadLettered { reason }) => {
+                        events.event(PipelineEvent::DeadLettered { stage, reason })
+                    }
+                    // The message stays invisible until its visibility timeout, then comes back.
+                    Err(error) => tracing::warn!(queue = queue.name(), %error, "could not settle a message"),
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        stage: Stage,
+        body: &str,
+        events: &dyn PipelineEvents,
+    ) -> Result<(), StageError> {
+        let reject = |e| StageError::new(stage, "(unreadable message)", e);
+        match stage {
+            Stage::Extract | Stage::Loader => {
+                let message = ExtractMessage::from_body(body).map_err(reject)?;
+                let deps = ExtractDeps {
+                    salesforce: self.salesforce.as_ref(),
+                    blobs: self.blobs.as_ref(),
+                    extract_queue: self.extract.port.as_ref(),
+                    upload_queue: self.upload.port.as_ref(),
+                    merge_queue: self.merge.port.as_ref(),
+                    config: &self.config.extract,
+                };
+                if let ExtractOutcome::FannedOut { parts, .. } = handle_extract(&deps, &message).await? {
+                    events.event(PipelineEvent::Extracted {
+                        object: message.object,
+                        parts,
+                    });
+                }
+            }
+            Stage::Upload => {
+                let message = UploadMessage::from_body(body).map_err(reject)?;
+                let deps = UploadDeps {
+                    salesforce: self.salesforce.as_ref(),
+                    blobs: self.blobs.as_ref(),
+                    merge_queue: self.merge.port.as_ref(),
+                };
+                let outcome = handle_upload(&deps, &message).await?;
+                events.event(PipelineEvent::Stored {
+                    object: message.object,
+                    part: message.part,
+                    records: outcome.manifest.records,
+                    bytes: outcome.manifest.bytes,
+                });
+            }
+            Stage::Merge => {
+                let message = MergeMessage::from_body(body).map_err(reject)?;
+                let deps = MergeDeps {
+                    blobs: self.blobs.as_ref(),
+                    warehouse: self.warehouse.as_ref(),
+                };
+                let record = handle_merge(&deps, &message).await?;
+                events.event(PipelineEvent::Merged {
+                    object: message.object,
+                    record,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub report: LoadReport,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl RunResult {
+    /// The merged record of every object of the run, read from the blob store.
+    pub async fn merged_records(
+        &self,
+        blobs: &dyn BlobStore,
+    ) -> BTreeMap<ObjectName, Option<MergedRecord>> {
+        let mut out = BTreeMap::new();
+        for queued in &self.report.queued {
+            let layout = crate::contracts::RunLayout::new(&queued.object, &self.report.run_id);
+            let record = blobs
+                .get_bytes(&layout.merged())
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            out.insert(queued.object.clone(), record);
+        }
+        out
+    }
+}
