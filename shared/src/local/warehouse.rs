@@ -426,3 +426,51 @@ mod tests {
         assert!(sql.contains("excluded.\"Name\" IS NOT \"Account\".\"Name\""), "{sql}");
     }
 }
+
+#[cfg(feature = "conformance")]
+mod inspect {
+    use async_trait::async_trait;
+    use rusqlite::types::ValueRef;
+
+    use super::{SqliteWarehouse, quote};
+    use crate::conformance::warehouse::WarehouseInspector;
+    use crate::contracts::ObjectName;
+    use crate::ports::TableSchema;
+
+    #[async_trait]
+    impl WarehouseInspector for SqliteWarehouse {
+        async fn rows(&self, schema: &TableSchema, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+            let connection = self.connection();
+            let list: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+            let mut statement = connection
+                .prepare(&format!(
+                    "SELECT {} FROM {} ORDER BY \"Id\"",
+                    list.join(", "),
+                    quote(schema.object.as_str())
+                ))
+                .expect("prepare");
+            let mut rows = statement.query([]).expect("query");
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().expect("row") {
+                let mut values = Vec::new();
+                for (i, name) in columns.iter().enumerate() {
+                    let sf_type = schema.column(name).map_or("string", |c| c.sf_type.as_str());
+                    values.push(match row.get_ref(i).expect("value") {
+                        ValueRef::Null => None,
+                        ValueRef::Integer(n) if sf_type == "boolean" => Some((n == 1).to_string()),
+                        ValueRef::Integer(n) => Some(n.to_string()),
+                        ValueRef::Real(r) => Some(r.to_string()),
+                        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                        ValueRef::Blob(_) => Some("<blob>".into()),
+                    });
+                }
+                out.push(values);
+            }
+            out
+        }
+
+        async fn columns(&self, object: &ObjectName) -> Vec<String> {
+            super::existing_columns(&self.connection(), object.as_str()).expect("columns")
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The conformance suites against the local adapters.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sfpipe_shared::conformance::{blob, queue, secrets, warehouse};
+use sfpipe_shared::local::{FsBlobStore, LocalQueue, LocalQueueConfig, SqliteWarehouse, StaticSecrets};
+use sfpipe_shared::ports::{BlobStore, Queue};
+
+struct LocalQueues;
+
+#[async_trait]
+impl queue::QueueFactory for LocalQueues {
+    async fn make(&self, spec: queue::QueueSpec) -> (Arc<dyn Queue>, Arc<dyn Queue>) {
+        let (queue, dlq) = LocalQueue::with_dead_letter_queue(
+            "conformance",
+            LocalQueueConfig {
+                visibility_timeout: spec.visibility_timeout,
+                max_receives: spec.max_receives,
+                fifo: spec.fifo,
+            },
+        );
+        (queue, dlq)
+    }
+}
+
+#[tokio::test]
+async fn local_queue_conforms() {
+    queue::run_all(&LocalQueues).await;
+}
+
+#[tokio::test]
+async fn filesystem_blob_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    blob::run_all(Arc::new(FsBlobStore::new(dir.path()).unwrap())).await;
+}
+
+#[tokio::test]
+async fn sqlite_warehouse_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(dir.path().join("blobs")).unwrap());
+    let sqlite = Arc::new(SqliteWarehouse::open(dir.path().join("w.sqlite"), blobs.clone()).unwrap());
+    warehouse::run_all(&warehouse::WarehouseUnderTest {
+        warehouse: sqlite.clone(),
+        blobs,
+        inspector: sqlite,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn static_secrets_conform() {
+    secrets::run_all(&StaticSecrets::new().with(secrets::NAME, secrets::VALUE)).await;
+}
+
+#[tokio::test]
+async fn environment_secrets_conform() {
+    // Only this test sets the variable, and it sets it before any read.
+    unsafe {
+        std::env::set_var(
+            sfpipe_shared::local::EnvSecrets::variable_for(secrets::NAME),
+            secrets::VALUE,
+        );
+    }
+    secrets::run_all(&sfpipe_shared::local::EnvSecrets).await;
+}

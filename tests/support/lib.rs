@@ -1,0 +1,40 @@
+//! Helpers shared by the integration tests.
+
+use std::sync::Arc;
+
+use sfpipe_shared::salesforce::client::DEFAULT_API_VERSION;
+use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
+use sfpipe_simulator::{SimConfig, Simulator};
+
+/// A simulator on a free port of 127.0.0.1; it stops when dropped.
+pub async fn simulator(config: SimConfig) -> Simulator {
+    Simulator::start_local(config).await.expect("start the simulator")
+}
+
+/// sfpipe's client, logged in with the given credentials.
+pub fn client_with(sim: &Simulator, credentials: Credentials) -> SalesforceClient {
+    SalesforceClient::new(
+        SalesforceConfig {
+            login_url: sim.url().to_string(),
+            api_version: DEFAULT_API_VERSION.to_string(),
+        },
+        credentials,
+    )
+    .expect("client")
+}
+
+/// sfpipe's client with the simulator's client credentials.
+pub fn client_for(sim: &Simulator) -> SalesforceClient {
+    let config = sim.config();
+    client_with(
+        sim,
+        Credentials::ClientCredentials {
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone().into(),
+        },
+    )
+}
+
+pub fn shared_client(sim: &Simulator) -> Arc<SalesforceClient> {
+    Arc::new(client_for(sim))
+}
