@@ -58,9 +58,17 @@ fn table_exists(connection: &Connection, table: &str) -> rusqlite::Result<bool> 
 
 /// Checks every object of the org against the warehouse, streaming both in Id order.
 pub fn compare(org: &Org, warehouse: &Path) -> anyhow::Result<Vec<ObjectCheck>> {
+    compare_objects(org, warehouse, &[])
+}
+
+/// Checks the named objects (all, if none are named).
+pub fn compare_objects(org: &Org, warehouse: &Path, only: &[&str]) -> anyhow::Result<Vec<ObjectCheck>> {
     let connection = Connection::open(warehouse)?;
     let mut checks = Vec::new();
     for (object, def) in org.objects.iter().enumerate() {
+        if !only.is_empty() && !only.contains(&def.name) {
+            continue;
+        }
         let mut check = ObjectCheck {
             object: def.name.to_string(),
             salesforce_rows: org.data[object].count,

@@ -38,3 +38,6 @@ pub fn client_for(sim: &Simulator) -> SalesforceClient {
 pub fn shared_client(sim: &Simulator) -> Arc<SalesforceClient> {
     Arc::new(client_for(sim))
 }
+
+pub mod faults;
+pub mod harness;

@@ -170,7 +170,20 @@ impl LocalPipeline {
         events.event(PipelineEvent::Queued {
             report: report.clone(),
         });
+        let dead_letters = self.drain(events).await;
+        Ok(RunResult {
+            report,
+            dead_letters,
+        })
+    }
 
+    /// The queue a stage consumes, as its port (wrapped, if a wrapper was given).
+    pub fn queue(&self, stage: Stage) -> Arc<dyn Queue> {
+        self.stage_queue(stage).port.clone()
+    }
+
+    /// Runs every stage's workers until all queues are drained; returns the dead letters.
+    pub async fn drain(self: &Arc<Self>, events: Arc<dyn PipelineEvents>) -> Vec<DeadLetter> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut workers = JoinSet::new();
         for _ in 0..self.config.workers.extract.max(1) {
@@ -185,11 +198,7 @@ impl LocalPipeline {
         self.wait_until_drained().await;
         let _ = stop_tx.send(true);
         while workers.join_next().await.is_some() {}
-
-        Ok(RunResult {
-            report,
-            dead_letters: self.dead_letters(),
-        })
+        self.dead_letters()
     }
 
     async fn wait_until_drained(&self) {

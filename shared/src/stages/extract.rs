@@ -64,6 +64,8 @@ pub enum ExtractOutcome {
     Waiting { job_id: String, polls: u32 },
     /// The job finished; one upload message per page was queued.
     FannedOut { job_id: String, parts: u32 },
+    /// A late duplicate: the run's uploads are all done, so there is nothing left to do.
+    AlreadyDone,
 }
 
 /// Recorded once per run of an object, so a duplicate extract reuses the job instead of starting
@@ -82,6 +84,17 @@ where
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
+    let layout = RunLayout::new(&message.object, &message.run_id);
+    if deps
+        .blobs
+        .head(&layout.merge_requested())
+        .await
+        .at(Stage::Extract, &message.object)?
+        .is_some()
+    {
+        tracing::info!(run_id = %message.run_id, object = %message.object, "late duplicate: the run is already extracted");
+        return Ok(ExtractOutcome::AlreadyDone);
+    }
     match &message.bulk_job {
         None => start(deps, message).await,
         Some(progress) => check(deps, message, progress).await,
@@ -222,11 +235,15 @@ where
     Q: Queue + ?Sized,
 {
     let object = &message.object;
-    let job = deps
-        .salesforce
-        .query_job(&progress.job_id)
-        .await
-        .at(Stage::Extract, object)?;
+    let job = match deps.salesforce.query_job(&progress.job_id).await {
+        Ok(job) => job,
+        Err(SalesforceError::Api { status: 404, .. }) => {
+            return job_gone(deps.blobs, Stage::Extract, message.object.clone(), &message.run_id, &progress.job_id)
+                .await
+                .map(|()| ExtractOutcome::AlreadyDone);
+        }
+        Err(error) => return Err(StageError::new(Stage::Extract, object, error)),
+    };
     match job.state {
         JobState::JobComplete => fan_out(deps, message, &progress.job_id).await,
         JobState::Failed | JobState::Aborted => {
@@ -271,11 +288,14 @@ where
     Q: Queue + ?Sized,
 {
     let object = &message.object;
-    let pages = deps
-        .salesforce
-        .result_pages(job_id, deps.config.page_records)
-        .await
-        .at(Stage::Extract, object)?;
+    let pages = match deps.salesforce.result_pages(job_id, deps.config.page_records).await {
+        Ok(pages) => pages,
+        Err(SalesforceError::Api { status: 404, .. }) => {
+            job_gone(deps.blobs, Stage::Extract, object.clone(), &message.run_id, job_id).await?;
+            return Ok(ExtractOutcome::AlreadyDone);
+        }
+        Err(error) => return Err(StageError::new(Stage::Extract, object, error)),
+    };
     let parts = u32::try_from(pages.len()).map_err(|_| {
         StageError::new(
             Stage::Extract,
@@ -340,6 +360,37 @@ where
         .send(OutgoingMessage::new(next.to_body(), next.message_id()).delayed(delay))
         .await
         .at(Stage::Extract, &message.object)
+}
+
+/// A Bulk job answered 404. If the run's merge was requested meanwhile, the job was deleted on
+/// purpose and this message is a late duplicate. Otherwise the job vanished before its results
+/// were stored: starting another job could mix pages of two jobs, so the run of this object stops.
+pub(crate) async fn job_gone<B: BlobStore + ?Sized>(
+    blobs: &B,
+    stage: Stage,
+    object: crate::contracts::ObjectName,
+    run_id: &crate::contracts::RunId,
+    job_id: &str,
+) -> Result<(), StageError> {
+    let layout = RunLayout::new(&object, run_id);
+    if blobs
+        .head(&layout.merge_requested())
+        .await
+        .at(stage, &object)?
+        .is_some()
+    {
+        tracing::info!(%run_id, %object, job_id, "late duplicate: the job is done and deleted");
+        return Ok(());
+    }
+    Err(StageError::new(
+        stage,
+        &object,
+        Cause::Inconsistent(format!(
+            "Bulk job {job_id} vanished before all its results were stored (deleted in Salesforce, \
+             or older than 7 days); run this object again with a manual event"
+        )),
+    )
+    .permanent())
 }
 
 /// Sends the merge message of a run: FIFO per object, deduplicated by its deterministic id.

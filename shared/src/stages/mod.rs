@@ -59,6 +59,8 @@ pub struct StageError {
     pub object: String,
     #[source]
     pub cause: Cause,
+    /// Set when retrying cannot help, whatever the cause.
+    pub permanent: bool,
 }
 
 impl StageError {
@@ -67,11 +69,21 @@ impl StageError {
             stage,
             object: object.to_string(),
             cause: cause.into(),
+            permanent: false,
         }
+    }
+
+    /// Marks the failure as one no retry can fix.
+    pub fn permanent(mut self) -> Self {
+        self.permanent = true;
+        self
     }
 
     /// Retryable failures go back to the queue; the others go to the dead-letter queue at once.
     pub fn is_retryable(&self) -> bool {
+        if self.permanent {
+            return false;
+        }
         match &self.cause {
             Cause::Contract(_) | Cause::Soql(_) => false,
             Cause::Salesforce(e) => e.is_retryable(),

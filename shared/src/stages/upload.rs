@@ -9,11 +9,11 @@ use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use super::extract::{send_merge, to_json};
-use super::{Stage, StageError, StageResultExt};
+use super::extract::{job_gone, read_json, send_merge, to_json};
+use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{CONTRACT_VERSION, MergeMessage, PartManifest, RunLayout, UploadMessage};
 use crate::ports::{BlobStore, ByteStream, Queue};
-use crate::salesforce::SalesforceClient;
+use crate::salesforce::{SalesforceClient, SalesforceError};
 
 pub struct UploadDeps<'a, B: ?Sized, Q: ?Sized> {
     pub salesforce: &'a SalesforceClient,
@@ -40,11 +40,52 @@ where
     let layout = RunLayout::new(object, &message.run_id);
     let key = layout.part(message.part);
 
-    let page = deps
-        .salesforce
-        .download_results(&message.result_url)
+    // A late duplicate, after the run's merge was requested (and its Bulk job deleted): the part
+    // is stored already.
+    if deps
+        .blobs
+        .head(&layout.merge_requested())
         .await
-        .at(Stage::Upload, object)?;
+        .at(Stage::Upload, object)?
+        .is_some()
+    {
+        if let Some(manifest) = read_json::<PartManifest, _>(deps.blobs, &layout.manifest(message.part))
+            .await
+            .at(Stage::Upload, object)?
+        {
+            tracing::info!(run_id = %message.run_id, %object, part = message.part, "late duplicate: the part is stored already");
+            return Ok(UploadOutcome {
+                manifest,
+                requested_merge: false,
+            });
+        }
+    }
+
+    let page = match deps.salesforce.download_results(&message.result_url).await {
+        Ok(page) => page,
+        Err(SalesforceError::Api { status: 404, .. }) => {
+            job_gone(deps.blobs, Stage::Upload, object.clone(), &message.run_id, &message.job_id).await?;
+            let manifest = read_json::<PartManifest, _>(deps.blobs, &layout.manifest(message.part))
+                .await
+                .at(Stage::Upload, object)?
+                .ok_or_else(|| {
+                    StageError::new(
+                        Stage::Upload,
+                        object,
+                        Cause::Inconsistent(format!(
+                            "part {} has no manifest although the run's merge was requested",
+                            message.part
+                        )),
+                    )
+                    .permanent()
+                })?;
+            return Ok(UploadOutcome {
+                manifest,
+                requested_merge: false,
+            });
+        }
+        Err(error) => return Err(StageError::new(Stage::Upload, object, error)),
+    };
     let body: ByteStream = if page.gzipped {
         page.body
     } else {

@@ -1,0 +1,161 @@
+//! The whole pipeline against the simulator, on the local adapters, in a temporary directory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sfpipe_cli::verify::{ObjectCheck, compare_objects};
+use sfpipe_shared::contracts::{Mode, ObjectName};
+use sfpipe_shared::local::pipeline::{LocalPipelineConfig, QueueWrapper, RunResult, WorkerCounts};
+use sfpipe_shared::local::{FsBlobStore, LocalPipeline, NoEvents, SqliteWarehouse};
+use sfpipe_shared::ports::{BlobStore, Queue, Warehouse};
+use sfpipe_shared::stages::loader::LoadRequest;
+use sfpipe_simulator::{SimConfig, Simulator};
+
+use crate::faults::{FaultPlan, FaultyBlobs, FaultyWarehouse, SendBehaviour, WrappedQueue};
+
+#[derive(Clone)]
+pub struct HarnessOptions {
+    pub rows: u64,
+    pub objects: Vec<&'static str>,
+    pub plan: Option<Arc<FaultPlan>>,
+    pub sends: SendBehaviour,
+    pub page_records: u64,
+}
+
+impl Default for HarnessOptions {
+    fn default() -> Self {
+        Self {
+            rows: 30,
+            objects: vec!["Account", "Contact"],
+            plan: None,
+            sends: SendBehaviour::default(),
+            page_records: 12,
+        }
+    }
+}
+
+pub struct Harness {
+    pub sim: Simulator,
+    pub pipeline: Arc<LocalPipeline>,
+    pub warehouse_path: PathBuf,
+    pub objects: Vec<ObjectName>,
+    names: Vec<&'static str>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn start(options: HarnessOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = crate::simulator(SimConfig {
+            rows: options.rows,
+            bulk_polls_to_complete: 1,
+            ..SimConfig::default()
+        })
+        .await;
+        let mut blobs: Arc<dyn BlobStore> =
+            Arc::new(FsBlobStore::new(dir.path().join("blobs")).expect("blob store"));
+        if let Some(plan) = &options.plan {
+            blobs = Arc::new(FaultyBlobs { inner: blobs, plan: plan.clone() });
+        }
+        let warehouse_path = dir.path().join("warehouse.sqlite");
+        let mut warehouse: Arc<dyn Warehouse> =
+            Arc::new(SqliteWarehouse::open(&warehouse_path, blobs.clone()).expect("warehouse"));
+        if let Some(plan) = &options.plan {
+            warehouse = Arc::new(FaultyWarehouse { inner: warehouse, plan: plan.clone() });
+        }
+        let mut sends = options.sends.clone();
+        if sends.plan.is_none() {
+            sends.plan = options.plan.clone();
+        }
+        let wrap: QueueWrapper = Arc::new(move |inner: Arc<dyn Queue>| -> Arc<dyn Queue> {
+            Arc::new(WrappedQueue { inner, behaviour: sends.clone() })
+        });
+        let mut config = LocalPipelineConfig {
+            workers: WorkerCounts { extract: 1, upload: 1, merge: 1 },
+            retry_base: Duration::from_millis(5),
+            ..LocalPipelineConfig::default()
+        };
+        config.loader.until_lag = Duration::ZERO;
+        config.extract.page_records = options.page_records;
+        config.extract.first_poll_delay = Duration::from_millis(5);
+        let pipeline = Arc::new(LocalPipeline::new(
+            crate::shared_client(&sim),
+            blobs,
+            warehouse,
+            config,
+            Some(wrap),
+        ));
+        let objects = options
+            .objects
+            .iter()
+            .map(|o| ObjectName::new(*o).expect("object name"))
+            .collect();
+        Self { sim, pipeline, warehouse_path, objects, names: options.objects, _dir: dir }
+    }
+
+    /// One scheduled run. The loader is retried as EventBridge would retry a failed invocation.
+    pub async fn run(&self) -> RunResult {
+        let request = LoadRequest {
+            objects: self.objects.clone(),
+            mode: Mode::Incremental,
+            since: None,
+            until: None,
+        };
+        let triggered_at = Utc::now();
+        let mut last_error = None;
+        for _ in 0..3 {
+            match self.pipeline.run(&request, triggered_at, Arc::new(NoEvents)).await {
+                Ok(result) => return result,
+                Err(error) => last_error = Some(error),
+            }
+        }
+        panic!("the loader failed three times: {last_error:?}");
+    }
+
+    /// Mutates the org a millisecond ago, so the next run's window includes the changes.
+    pub fn mutate(&self) {
+        self.sim.mutate(Utc::now() - chrono::Duration::milliseconds(1));
+    }
+
+    /// The warehouse compared with the org, for the harness's objects.
+    pub fn check(&self) -> Vec<ObjectCheck> {
+        let org = self.sim.with_org(|org| org.clone());
+        let names: Vec<&str> = self.names.iter().copied().filter(|n| org.object(n).is_some()).collect();
+        compare_objects(&org, &self.warehouse_path, &names).expect("compare")
+    }
+
+    pub fn assert_exact(&self, context: &str) {
+        for check in self.check() {
+            assert!(check.is_exact(), "{context}: {check:#?}");
+            assert!(check.fields_checked > 0, "{context}: nothing was compared for {}", check.object);
+        }
+    }
+
+    /// Every row of every table, lineage and state included, as text.
+    pub fn snapshot(&self) -> Vec<String> {
+        let connection = rusqlite::Connection::open(&self.warehouse_path).expect("open");
+        let mut tables: Vec<String> = connection
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .expect("prepare")
+            .query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("tables");
+        tables.sort();
+        let mut out = Vec::new();
+        for table in tables {
+            let mut statement = connection.prepare(&format!("SELECT * FROM \"{table}\" ORDER BY 1")).expect("prepare");
+            let columns = statement.column_count();
+            let mut rows = statement.query([]).expect("query");
+            while let Some(row) = rows.next().expect("row") {
+                let values: Vec<String> = (0..columns)
+                    .map(|i| format!("{:?}", row.get_ref(i).expect("value")))
+                    .collect();
+                out.push(format!("{table}: {}", values.join(" | ")));
+            }
+        }
+        out
+    }
+}
