@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sfpipe_shared::conformance::{blob, queue, secrets, warehouse};
-use sfpipe_shared::local::{FsBlobStore, LocalQueue, LocalQueueConfig, SqliteWarehouse, StaticSecrets};
+use sfpipe_shared::local::{
+    FsBlobStore, LocalQueue, LocalQueueConfig, SqliteWarehouse, StaticSecrets,
+};
 use sfpipe_shared::ports::{BlobStore, Queue};
 
 struct LocalQueues;
@@ -39,7 +41,8 @@ async fn filesystem_blob_store_conforms() {
 async fn sqlite_warehouse_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(dir.path().join("blobs")).unwrap());
-    let sqlite = Arc::new(SqliteWarehouse::open(dir.path().join("w.sqlite"), blobs.clone()).unwrap());
+    let sqlite =
+        Arc::new(SqliteWarehouse::open(dir.path().join("w.sqlite"), blobs.clone()).unwrap());
     warehouse::run_all(&warehouse::WarehouseUnderTest {
         warehouse: sqlite.clone(),
         blobs,

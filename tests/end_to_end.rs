@@ -21,7 +21,11 @@ async fn the_demo_run_twice_leaves_the_warehouse_equal_to_salesforce() {
     assert!(first.objects.iter().all(|o| o.mode == Mode::Full));
     assert_eq!(first.objects.len(), 6);
     for object in &first.objects {
-        assert_eq!(object.extracted, 400, "{}: a full run reads every row", object.object);
+        assert_eq!(
+            object.extracted, 400,
+            "{}: a full run reads every row",
+            object.object
+        );
         assert_eq!(object.warehouse_live, object.salesforce_live);
     }
 
@@ -29,7 +33,12 @@ async fn the_demo_run_twice_leaves_the_warehouse_equal_to_salesforce() {
     assert!(second.is_exact(), "second run: {second:#?}");
     for object in &second.objects {
         assert_eq!(object.mode, Mode::Incremental, "{}", object.object);
-        assert!(object.extracted > 0 && object.extracted < 100, "{}: read {} rows, not just the changes", object.object, object.extracted);
+        assert!(
+            object.extracted > 0 && object.extracted < 100,
+            "{}: read {} rows, not just the changes",
+            object.object,
+            object.extracted
+        );
     }
 
     // The same check, made here from the state the demo left: warehouse and org, field for field.
@@ -39,22 +48,33 @@ async fn the_demo_run_twice_leaves_the_warehouse_equal_to_salesforce() {
         assert!(check.is_exact(), "{check:#?}");
         assert_eq!(check.warehouse_rows, check.warehouse_distinct_ids);
         assert_eq!(check.warehouse_live, check.salesforce_live);
-        assert!(check.salesforce_rows > check.salesforce_live, "{}: no deleted rows to flag", check.object);
+        assert!(
+            check.salesforce_rows > check.salesforce_live,
+            "{}: no deleted rows to flag",
+            check.object
+        );
     }
 }
 
 #[tokio::test]
 async fn the_demo_refuses_a_directory_made_with_other_settings() {
     let dir = tempfile::tempdir().unwrap();
-    run_demo(&DemoOptions::new(dir.path(), 20, 1)).await.unwrap();
-    let err = run_demo(&DemoOptions::new(dir.path(), 30, 1)).await.unwrap_err();
+    run_demo(&DemoOptions::new(dir.path(), 20, 1))
+        .await
+        .unwrap();
+    let err = run_demo(&DemoOptions::new(dir.path(), 30, 1))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("--fresh"), "{err}");
 }
 
 #[tokio::test]
 async fn every_message_delivered_twice_still_gives_an_exact_warehouse() {
     let harness = Harness::start(HarnessOptions {
-        sends: SendBehaviour { duplicate: true, ..SendBehaviour::default() },
+        sends: SendBehaviour {
+            duplicate: true,
+            ..SendBehaviour::default()
+        },
         ..HarnessOptions::default()
     })
     .await;
@@ -71,7 +91,10 @@ async fn every_message_delivered_twice_still_gives_an_exact_warehouse() {
 async fn replaying_every_message_of_a_finished_run_changes_nothing() {
     let record = Arc::new(Mutex::new(Vec::new()));
     let harness = Harness::start(HarnessOptions {
-        sends: SendBehaviour { record: Some(record.clone()), ..SendBehaviour::default() },
+        sends: SendBehaviour {
+            record: Some(record.clone()),
+            ..SendBehaviour::default()
+        },
         ..HarnessOptions::default()
     })
     .await;
@@ -86,12 +109,25 @@ async fn replaying_every_message_of_a_finished_run_changes_nothing() {
             "upload" => Stage::Upload,
             _ => Stage::Merge,
         };
-        let late = OutgoingMessage { dedup_id: format!("{}-late", message.dedup_id), ..message };
+        let late = OutgoingMessage {
+            dedup_id: format!("{}-late", message.dedup_id),
+            ..message
+        };
         harness.pipeline.queue(stage).send(late).await.unwrap();
     }
-    let dead = harness.pipeline.drain(Arc::new(sfpipe_shared::local::NoEvents)).await;
-    assert!(dead.is_empty(), "late duplicates were dead-lettered: {dead:#?}");
-    assert_eq!(harness.snapshot(), before, "a replayed message changed the warehouse");
+    let dead = harness
+        .pipeline
+        .drain(Arc::new(sfpipe_shared::local::NoEvents))
+        .await;
+    assert!(
+        dead.is_empty(),
+        "late duplicates were dead-lettered: {dead:#?}"
+    );
+    assert_eq!(
+        harness.snapshot(),
+        before,
+        "a replayed message changed the warehouse"
+    );
 }
 
 /// Fails each port call of a run in turn, before and after its effect (a crash right after a
@@ -99,7 +135,11 @@ async fn replaying_every_message_of_a_finished_run_changes_nothing() {
 #[tokio::test]
 async fn a_crash_at_any_step_then_redelivery_gives_an_exact_warehouse() {
     let counting = FaultPlan::new(0, FailWhen::Before);
-    let clean = Harness::start(HarnessOptions { plan: Some(counting.clone()), ..HarnessOptions::default() }).await;
+    let clean = Harness::start(HarnessOptions {
+        plan: Some(counting.clone()),
+        ..HarnessOptions::default()
+    })
+    .await;
     clean.run().await;
     clean.assert_exact("clean run");
     let calls = counting.calls();
@@ -109,11 +149,22 @@ async fn a_crash_at_any_step_then_redelivery_gives_an_exact_warehouse() {
     for when in [FailWhen::Before, FailWhen::After] {
         for fail_at in 1..=calls {
             let plan = FaultPlan::new(fail_at, when);
-            let harness = Harness::start(HarnessOptions { plan: Some(plan.clone()), ..HarnessOptions::default() }).await;
+            let harness = Harness::start(HarnessOptions {
+                plan: Some(plan.clone()),
+                ..HarnessOptions::default()
+            })
+            .await;
             let result = harness.run().await;
             let context = format!("{:?}", plan.failed());
-            assert!(plan.failed().is_some(), "call {fail_at} ({when:?}) was never made");
-            assert!(result.dead_letters.is_empty(), "{context}: {:#?}", result.dead_letters);
+            assert!(
+                plan.failed().is_some(),
+                "call {fail_at} ({when:?}) was never made"
+            );
+            assert!(
+                result.dead_letters.is_empty(),
+                "{context}: {:#?}",
+                result.dead_letters
+            );
             harness.assert_exact(&context);
             failures += 1;
         }
@@ -133,30 +184,57 @@ async fn an_unknown_object_stops_that_object_not_the_run() {
     assert_eq!(result.dead_letters.len(), 1, "{:#?}", result.dead_letters);
     let dead = &result.dead_letters[0];
     assert_eq!(dead.queue, "extract-dlq");
-    assert!(dead.reason.contains("Nope__c") && dead.reason.contains("does not exist"), "{}", dead.reason);
+    assert!(
+        dead.reason.contains("Nope__c") && dead.reason.contains("does not exist"),
+        "{}",
+        dead.reason
+    );
 }
 
 #[tokio::test]
 async fn malformed_and_unknown_version_messages_reach_the_dead_letter_queue_with_a_reason() {
     let harness = Harness::start(HarnessOptions::default()).await;
     let upload = harness.pipeline.queue(Stage::Upload);
-    upload.send(OutgoingMessage::new("{not json".into(), "bad-1".into())).await.unwrap();
+    upload
+        .send(OutgoingMessage::new("{not json".into(), "bad-1".into()))
+        .await
+        .unwrap();
     let future = serde_json::json!({"v": 99, "run_id": "r", "object": "Account"}).to_string();
-    upload.send(OutgoingMessage::new(future, "bad-2".into())).await.unwrap();
+    upload
+        .send(OutgoingMessage::new(future, "bad-2".into()))
+        .await
+        .unwrap();
     let merge = harness.pipeline.queue(Stage::Merge);
     let hostile = serde_json::json!({
         "v": 1, "run_id": "r1", "object": "Account\"; DROP TABLE x; --", "parts": 1,
         "schema_key": "runs/x/schema.json", "mode": "full", "window": {"until": "2026-01-01T00:00:00Z"}
     })
     .to_string();
-    merge.send(OutgoingMessage::new(hostile, "bad-3".into()).in_group("x")).await.unwrap();
-    let mut dead = harness.pipeline.drain(Arc::new(sfpipe_shared::local::NoEvents)).await;
+    merge
+        .send(OutgoingMessage::new(hostile, "bad-3".into()).in_group("x"))
+        .await
+        .unwrap();
+    let mut dead = harness
+        .pipeline
+        .drain(Arc::new(sfpipe_shared::local::NoEvents))
+        .await;
     dead.sort_by(|a, b| a.reason.cmp(&b.reason));
     assert_eq!(dead.len(), 3, "{dead:#?}");
     let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
-    assert!(reasons.iter().any(|r| r.contains("not valid JSON")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("contract version 99")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("invalid Salesforce object name")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("not valid JSON")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("contract version 99")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("invalid Salesforce object name")),
+        "{reasons:?}"
+    );
     assert!(dead.iter().all(|d| !d.reason.is_empty()));
     let _ = DEAD_LETTER_REASON;
 }

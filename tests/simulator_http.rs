@@ -39,7 +39,11 @@ async fn get(sim: &Simulator, token: &str, path: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn every_supported_login_flow_works_and_bad_credentials_fail() {
-    let sim = simulator(SimConfig { rows: 10, ..SimConfig::default() }).await;
+    let sim = simulator(SimConfig {
+        rows: 10,
+        ..SimConfig::default()
+    })
+    .await;
     let config = sim.config().clone();
     let password = Credentials::from_secret_json(
         &serde_json::json!({
@@ -60,29 +64,60 @@ async fn every_supported_login_flow_works_and_bad_credentials_fail() {
         client_id: config.client_id.clone(),
         client_secret: "wrong".to_string().into(),
     };
-    let err = sfpipe_tests::client_with(&sim, wrong).describe_global().await.unwrap_err();
-    assert!(matches!(err, SalesforceError::Auth { ref code, .. } if code == "invalid_grant"), "{err}");
+    let err = sfpipe_tests::client_with(&sim, wrong)
+        .describe_global()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SalesforceError::Auth { ref code, .. } if code == "invalid_grant"),
+        "{err}"
+    );
     assert!(!err.is_retryable());
 }
 
 #[tokio::test]
 async fn describe_lists_objects_and_fields_with_their_types() {
-    let sim = simulator(SimConfig { rows: 10, ..SimConfig::default() }).await;
+    let sim = simulator(SimConfig {
+        rows: 10,
+        ..SimConfig::default()
+    })
+    .await;
     let client = client_for(&sim);
     let global = client.describe_global().await.unwrap();
-    let names: BTreeSet<&str> = global.sobjects.iter().filter(|o| o.queryable).map(|o| o.name.as_str()).collect();
+    let names: BTreeSet<&str> = global
+        .sobjects
+        .iter()
+        .filter(|o| o.queryable)
+        .map(|o| o.name.as_str())
+        .collect();
     assert_eq!(
         names,
-        ["Account", "Case", "Contact", "Invoice__c", "Lead", "Opportunity"].into()
+        [
+            "Account",
+            "Case",
+            "Contact",
+            "Invoice__c",
+            "Lead",
+            "Opportunity"
+        ]
+        .into()
     );
     let account = client.describe("Account").await.unwrap();
     let billing = account.field("BillingAddress").unwrap();
     assert_eq!(billing.field_type, "address");
     assert_eq!(
-        account.field("BillingCity").unwrap().compound_field_name.as_deref(),
+        account
+            .field("BillingCity")
+            .unwrap()
+            .compound_field_name
+            .as_deref(),
         Some("BillingAddress")
     );
-    let bulk: Vec<&str> = account.bulk_fields().iter().map(|f| f.name.as_str()).collect();
+    let bulk: Vec<&str> = account
+        .bulk_fields()
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
     assert!(bulk.contains(&"BillingCity") && !bulk.contains(&"BillingAddress"));
     let invoice = client.describe("Invoice__c").await.unwrap();
     assert_eq!(invoice.field("Scan__c").unwrap().field_type, "base64");
@@ -93,19 +128,48 @@ async fn describe_lists_objects_and_fields_with_their_types() {
             .flat_map(|o| o.fields.iter().map(|f| f.sf_type.to_string()))
             .collect()
     });
-    for t in ["id", "reference", "string", "textarea", "picklist", "currency", "percent", "int", "double", "boolean", "date", "datetime", "address", "base64", "email", "phone", "url"] {
+    for t in [
+        "id",
+        "reference",
+        "string",
+        "textarea",
+        "picklist",
+        "currency",
+        "percent",
+        "int",
+        "double",
+        "boolean",
+        "date",
+        "datetime",
+        "address",
+        "base64",
+        "email",
+        "phone",
+        "url",
+    ] {
         assert!(types.contains(t), "no {t} field in the demo org");
     }
-    assert!(client.describe("Nope__c").await.is_err_and(|e| matches!(e, SalesforceError::UnknownObject { .. })));
+    assert!(
+        client
+            .describe("Nope__c")
+            .await
+            .is_err_and(|e| matches!(e, SalesforceError::UnknownObject { .. }))
+    );
 }
 
 #[tokio::test]
 async fn rest_query_pages_through_next_records_url_and_query_all_adds_deleted_rows() {
-    let sim = simulator(SimConfig { rows: 700, ..SimConfig::default() }).await;
+    let sim = simulator(SimConfig {
+        rows: 700,
+        ..SimConfig::default()
+    })
+    .await;
     let token = token(&sim).await;
     let live = sim.with_org(|org| org.live_count(0));
     for (endpoint, expected) in [("query", live), ("queryAll", 700)] {
-        let mut path = format!("/services/data/v62.0/{endpoint}?q=SELECT+Id,+Name,+IsDeleted,+BillingAddress+FROM+Account");
+        let mut path = format!(
+            "/services/data/v62.0/{endpoint}?q=SELECT+Id,+Name,+IsDeleted,+BillingAddress+FROM+Account"
+        );
         let mut ids = BTreeSet::new();
         let mut pages = 0;
         loop {
@@ -133,14 +197,23 @@ async fn rest_query_pages_through_next_records_url_and_query_all_adds_deleted_ro
 
 #[tokio::test]
 async fn refused_queries_get_salesforce_errors() {
-    let sim = simulator(SimConfig { rows: 10, ..SimConfig::default() }).await;
+    let sim = simulator(SimConfig {
+        rows: 10,
+        ..SimConfig::default()
+    })
+    .await;
     let token = token(&sim).await;
     for (soql, status, code) in [
         ("SELECT FIELDS(ALL) FROM Account", 400, "MALFORMED_QUERY"),
         ("SELECT Id, Nope__c FROM Account", 400, "INVALID_FIELD"),
         ("SELECT Id FROM Nope__c", 400, "INVALID_TYPE"),
     ] {
-        let response = get(&sim, &token, &format!("/services/data/v62.0/query?q={}", soql.replace(' ', "+"))).await;
+        let response = get(
+            &sim,
+            &token,
+            &format!("/services/data/v62.0/query?q={}", soql.replace(' ', "+")),
+        )
+        .await;
         assert_eq!(response.status().as_u16(), status, "{soql}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body[0]["errorCode"], code, "{soql}");
@@ -151,29 +224,48 @@ async fn refused_queries_get_salesforce_errors() {
     assert_eq!(body[0]["errorCode"], "INVALID_SESSION_ID");
 
     let client = client_for(&sim);
-    let err = client.create_query_job("SELECT Id, BillingAddress FROM Account", false).await.unwrap_err();
+    let err = client
+        .create_query_job("SELECT Id, BillingAddress FROM Account", false)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("compound"), "{err}");
-    let err = client.create_query_job("SELECT Id, Scan__c FROM Invoice__c", false).await.unwrap_err();
+    let err = client
+        .create_query_job("SELECT Id, Scan__c FROM Invoice__c", false)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("Base64"), "{err}");
 }
 
 fn gunzip(bytes: &[u8]) -> String {
     let mut out = String::new();
-    flate2::read::MultiGzDecoder::new(bytes).read_to_string(&mut out).unwrap();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_string(&mut out)
+        .unwrap();
     out
 }
 
 #[tokio::test]
 async fn a_bulk_job_runs_to_completion_and_its_pages_download_in_parallel() {
-    let sim = simulator(SimConfig { rows: 1000, bulk_polls_to_complete: 2, ..SimConfig::default() }).await;
+    let sim = simulator(SimConfig {
+        rows: 1000,
+        bulk_polls_to_complete: 2,
+        ..SimConfig::default()
+    })
+    .await;
     let client = client_for(&sim);
     let job = client
-        .create_query_job("SELECT Id, Name, Description, SystemModstamp FROM Account", true)
+        .create_query_job(
+            "SELECT Id, Name, Description, SystemModstamp FROM Account",
+            true,
+        )
         .await
         .unwrap();
     assert_eq!(job.state, JobState::UploadComplete);
     let early = client.result_pages(&job.id, 100).await.unwrap_err();
-    assert!(matches!(early, SalesforceError::Api { status: 412, ref code, .. } if code == "JOB_NOT_COMPLETE"), "{early}");
+    assert!(
+        matches!(early, SalesforceError::Api { status: 412, ref code, .. } if code == "JOB_NOT_COMPLETE"),
+        "{early}"
+    );
     let mut states = Vec::new();
     loop {
         let info = client.query_job(&job.id).await.unwrap();
@@ -183,7 +275,14 @@ async fn a_bulk_job_runs_to_completion_and_its_pages_download_in_parallel() {
             break;
         }
     }
-    assert_eq!(states, [JobState::InProgress, JobState::InProgress, JobState::JobComplete]);
+    assert_eq!(
+        states,
+        [
+            JobState::InProgress,
+            JobState::InProgress,
+            JobState::JobComplete
+        ]
+    );
 
     let pages = client.result_pages(&job.id, 100).await.unwrap();
     assert_eq!(pages.len(), 10, "{pages:?}");
@@ -200,35 +299,65 @@ async fn a_bulk_job_runs_to_completion_and_its_pages_download_in_parallel() {
     let mut ids = BTreeSet::new();
     for (index, (records, locator, csv)) in results.iter().enumerate() {
         assert_eq!(*records, Some(100));
-        assert_eq!(locator.is_none(), index == 9, "page {index}: locator {locator:?}");
+        assert_eq!(
+            locator.is_none(),
+            index == 9,
+            "page {index}: locator {locator:?}"
+        );
         let mut reader = csv::ReaderBuilder::new().from_reader(csv.as_bytes());
-        assert_eq!(reader.headers().unwrap(), vec!["Id", "Name", "Description", "SystemModstamp"]);
+        assert_eq!(
+            reader.headers().unwrap(),
+            vec!["Id", "Name", "Description", "SystemModstamp"]
+        );
         for record in reader.records() {
             ids.insert(record.unwrap()[0].to_string());
         }
     }
     assert_eq!(ids.len(), 1000, "pages overlap or miss rows");
     client.delete_job(&job.id).await.unwrap();
-    assert!(matches!(client.query_job(&job.id).await, Err(SalesforceError::Api { status: 404, .. })));
+    assert!(matches!(
+        client.query_job(&job.id).await,
+        Err(SalesforceError::Api { status: 404, .. })
+    ));
 }
 
 #[tokio::test]
 async fn the_locator_chain_reaches_every_row_without_gzip() {
-    let sim = simulator(SimConfig { rows: 250, bulk_polls_to_complete: 0, ..SimConfig::default() }).await;
+    let sim = simulator(SimConfig {
+        rows: 250,
+        bulk_polls_to_complete: 0,
+        ..SimConfig::default()
+    })
+    .await;
     let client = client_for(&sim);
-    let job = client.create_query_job("SELECT Id FROM Contact", false).await.unwrap();
-    assert_eq!(client.query_job(&job.id).await.unwrap().state, JobState::JobComplete);
+    let job = client
+        .create_query_job("SELECT Id FROM Contact", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.query_job(&job.id).await.unwrap().state,
+        JobState::JobComplete
+    );
     let token = token(&sim).await;
     let mut locator: Option<String> = None;
     let mut rows = 0;
     loop {
         let path = match &locator {
-            None => format!("/services/data/v62.0/jobs/query/{}/results?maxRecords=100", job.id),
-            Some(l) => format!("/services/data/v62.0/jobs/query/{}/results?maxRecords=100&locator={l}", job.id),
+            None => format!(
+                "/services/data/v62.0/jobs/query/{}/results?maxRecords=100",
+                job.id
+            ),
+            Some(l) => format!(
+                "/services/data/v62.0/jobs/query/{}/results?maxRecords=100&locator={l}",
+                job.id
+            ),
         };
         let response = get(&sim, &token, &path).await;
         assert!(response.headers().get("content-encoding").is_none());
-        let next = response.headers()["Sforce-Locator"].to_str().unwrap().to_string();
+        let next = response.headers()["Sforce-Locator"]
+            .to_str()
+            .unwrap()
+            .to_string();
         let text = response.text().await.unwrap();
         rows += text.lines().count() - 1;
         if next == "null" {
@@ -241,7 +370,11 @@ async fn the_locator_chain_reaches_every_row_without_gzip() {
 
 #[tokio::test]
 async fn an_expired_session_is_renewed_once_and_the_call_goes_on() {
-    let sim = simulator(SimConfig { rows: 10, ..SimConfig::default() }).await;
+    let sim = simulator(SimConfig {
+        rows: 10,
+        ..SimConfig::default()
+    })
+    .await;
     let client = client_for(&sim);
     client.describe_global().await.unwrap();
     sim.expire_sessions();
@@ -252,15 +385,34 @@ async fn an_expired_session_is_renewed_once_and_the_call_goes_on() {
 
 #[tokio::test]
 async fn injected_faults_surface_as_retryable_or_fatal_errors() {
-    let sim = simulator(SimConfig { rows: 10, ..SimConfig::default() }).await;
+    let sim = simulator(SimConfig {
+        rows: 10,
+        ..SimConfig::default()
+    })
+    .await;
     let client = client_for(&sim);
     sim.inject(vec![
-        Fault { path_contains: "/sobjects/Account/describe".into(), status: 503, error_code: "SERVER_UNAVAILABLE".into(), message: "try later".into(), remaining: 1 },
-        Fault { path_contains: "/sobjects/Contact/describe".into(), status: 403, error_code: "API_DISABLED_FOR_ORG".into(), message: "API is disabled".into(), remaining: 1 },
+        Fault {
+            path_contains: "/sobjects/Account/describe".into(),
+            status: 503,
+            error_code: "SERVER_UNAVAILABLE".into(),
+            message: "try later".into(),
+            remaining: 1,
+        },
+        Fault {
+            path_contains: "/sobjects/Contact/describe".into(),
+            status: 403,
+            error_code: "API_DISABLED_FOR_ORG".into(),
+            message: "API is disabled".into(),
+            remaining: 1,
+        },
     ]);
     let unavailable = client.describe("Account").await.unwrap_err();
     assert!(unavailable.is_retryable(), "{unavailable}");
-    assert!(client.describe("Account").await.is_ok(), "the fault should have been used up");
+    assert!(
+        client.describe("Account").await.is_ok(),
+        "the fault should have been used up"
+    );
     let disabled = client.describe("Contact").await.unwrap_err();
     assert!(!disabled.is_retryable(), "{disabled}");
     assert_eq!(disabled.code(), Some("API_DISABLED_FOR_ORG"));

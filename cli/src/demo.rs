@@ -12,7 +12,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sfpipe_shared::contracts::{Mode, ObjectName, rfc3339};
 use sfpipe_shared::local::pipeline::{DeadLetter, LocalPipelineConfig};
-use sfpipe_shared::local::{FsBlobStore, LocalPipeline, PipelineEvent, PipelineEvents, SqliteWarehouse};
+use sfpipe_shared::local::{
+    FsBlobStore, LocalPipeline, PipelineEvent, PipelineEvents, SqliteWarehouse,
+};
 use sfpipe_shared::ports::{BlobStore, Warehouse};
 use sfpipe_shared::salesforce::client::DEFAULT_API_VERSION;
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
@@ -69,7 +71,10 @@ impl DemoState {
         let path = Self::path(dir);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-                format!("{} is not a demo state file; delete the directory or use --fresh", path.display())
+                format!(
+                    "{} is not a demo state file; delete the directory or use --fresh",
+                    path.display()
+                )
             })?)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -136,8 +141,10 @@ impl Progress {
     fn new(show: bool, objects: u64) -> Self {
         let bars = show.then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("{prefix:>8} {bar:40.cyan/blue} {pos:>5}/{len:5} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style = ProgressStyle::with_template(
+                "{prefix:>8} {bar:40.cyan/blue} {pos:>5}/{len:5} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
             let bar = |name: &str, len: u64| {
                 let bar = multi.add(ProgressBar::new(len));
                 bar.set_style(style.clone());
@@ -258,7 +265,8 @@ pub async fn run_demo(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     )?);
     let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(dir.join("blobs"))?);
     let warehouse_path = dir.join("warehouse.sqlite");
-    let warehouse: Arc<dyn Warehouse> = Arc::new(SqliteWarehouse::open(&warehouse_path, blobs.clone())?);
+    let warehouse: Arc<dyn Warehouse> =
+        Arc::new(SqliteWarehouse::open(&warehouse_path, blobs.clone())?);
     let pipeline = Arc::new(LocalPipeline::new(
         salesforce,
         blobs.clone(),
@@ -293,7 +301,11 @@ pub async fn run_demo(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         None
     };
     let records = result.merged_records(blobs.as_ref()).await;
-    let merged_at = progress.merged_at.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let merged_at = progress
+        .merged_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let live = warehouse_live_counts(&warehouse_path, &objects)?;
     let summaries = result
         .report
@@ -327,7 +339,10 @@ pub async fn run_demo(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     })
 }
 
-fn warehouse_live_counts(path: &Path, objects: &[ObjectName]) -> anyhow::Result<BTreeMap<String, u64>> {
+fn warehouse_live_counts(
+    path: &Path,
+    objects: &[ObjectName],
+) -> anyhow::Result<BTreeMap<String, u64>> {
     let connection = rusqlite::Connection::open(path)?;
     let mut counts = BTreeMap::new();
     for object in objects {
@@ -363,7 +378,15 @@ pub fn render(outcome: &DemoOutcome) -> String {
     ));
     out.push_str(&format!(
         "{:<12} {:<28} {:>11} {:>11} {:>10} {:>8} {:>6} {:>10} {:>8}\n",
-        "object", "window", "SF live", "WH live", "extracted", "changed", "files", "bytes", "seconds"
+        "object",
+        "window",
+        "SF live",
+        "WH live",
+        "extracted",
+        "changed",
+        "files",
+        "bytes",
+        "seconds"
     ));
     for o in &outcome.objects {
         let window = match (o.mode, o.since) {
@@ -372,8 +395,15 @@ pub fn render(outcome: &DemoOutcome) -> String {
         };
         out.push_str(&format!(
             "{:<12} {:<28} {:>11} {:>11} {:>10} {:>8} {:>6} {:>10} {:>8.2}\n",
-            o.object, window, o.salesforce_live, o.warehouse_live, o.extracted, o.changed, o.files,
-            human_bytes(o.bytes), o.seconds
+            o.object,
+            window,
+            o.salesforce_live,
+            o.warehouse_live,
+            o.extracted,
+            o.changed,
+            o.files,
+            human_bytes(o.bytes),
+            o.seconds
         ));
     }
     if let Some(checks) = &outcome.checks {
@@ -397,7 +427,10 @@ pub fn render(outcome: &DemoOutcome) -> String {
         }
     }
     for dead in &outcome.dead_letters {
-        out.push_str(&format!("\ndead letter in {}: {}\n", dead.queue, dead.reason));
+        out.push_str(&format!(
+            "\ndead letter in {}: {}\n",
+            dead.queue, dead.reason
+        ));
     }
     out.push_str(&format!("\nwarehouse: {}\n", outcome.warehouse.display()));
     out.push_str("run the demo again to mutate the org and load only what changed\n");

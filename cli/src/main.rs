@@ -9,7 +9,11 @@ use sfpipe_cli::demo::{DemoOptions, render, run_demo};
 use sfpipe_simulator::{SimConfig, Simulator};
 
 #[derive(Parser)]
-#[command(name = "sfpipe", version, about = "Salesforce to Snowflake, serverless: the local tools")]
+#[command(
+    name = "sfpipe",
+    version,
+    about = "Salesforce to Snowflake, serverless: the local tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +60,13 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Demo { rows, seed, dir, fresh, no_verify } => {
+        Command::Demo {
+            rows,
+            seed,
+            dir,
+            fresh,
+            no_verify,
+        } => {
             let mut options = DemoOptions::new(dir, rows, seed);
             options.fresh = fresh;
             options.verify = !no_verify;
@@ -68,13 +78,26 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Sim { port, rows, seed } => {
-            let config = SimConfig { rows, seed, ..SimConfig::default() };
-            let simulator = Simulator::start(config.clone(), SocketAddr::from(([127, 0, 0, 1], port))).await?;
+            let config = SimConfig {
+                rows,
+                seed,
+                ..SimConfig::default()
+            };
+            let simulator =
+                Simulator::start(config.clone(), SocketAddr::from(([127, 0, 0, 1], port))).await?;
             println!("Salesforce simulator at {}", simulator.url());
             println!("  login URL and instance URL: {}", simulator.url());
-            println!("  client credentials: client_id={} client_secret={}", config.client_id, config.client_secret);
-            println!("  password flow: username={} password={}", config.username, config.password);
-            println!("  objects: Account, Contact, Opportunity, Lead, Case, Invoice__c ({rows} rows each, seed {seed})");
+            println!(
+                "  client credentials: client_id={} client_secret={}",
+                config.client_id, config.client_secret
+            );
+            println!(
+                "  password flow: username={} password={}",
+                config.username, config.password
+            );
+            println!(
+                "  objects: Account, Contact, Opportunity, Lead, Case, Invoice__c ({rows} rows each, seed {seed})"
+            );
             println!("Ctrl-C stops it.");
             tokio::signal::ctrl_c().await?;
             simulator.stop().await;

@@ -36,8 +36,9 @@ fn same(sf_type: &str, expected: Option<&str>, actual: ValueRef<'_>) -> bool {
         (None, ValueRef::Null) => true,
         (None, _) | (Some(_), ValueRef::Null) => false,
         (Some(e), ValueRef::Integer(i)) if sf_type == "boolean" => (e == "true") == (i == 1),
-        (Some(e), ValueRef::Integer(i)) => e.parse::<i64>().is_ok_and(|x| x == i)
-            || e.parse::<f64>().is_ok_and(|x| x == i as f64),
+        (Some(e), ValueRef::Integer(i)) => {
+            e.parse::<i64>().is_ok_and(|x| x == i) || e.parse::<f64>().is_ok_and(|x| x == i as f64)
+        }
         (Some(e), ValueRef::Real(r)) => e
             .parse::<f64>()
             .is_ok_and(|x| (x - r).abs() <= 1e-9 * x.abs().max(1.0)),
@@ -62,7 +63,11 @@ pub fn compare(org: &Org, warehouse: &Path) -> anyhow::Result<Vec<ObjectCheck>> 
 }
 
 /// Checks the named objects (all, if none are named).
-pub fn compare_objects(org: &Org, warehouse: &Path, only: &[&str]) -> anyhow::Result<Vec<ObjectCheck>> {
+pub fn compare_objects(
+    org: &Org,
+    warehouse: &Path,
+    only: &[&str],
+) -> anyhow::Result<Vec<ObjectCheck>> {
     let connection = Connection::open(warehouse)?;
     let mut checks = Vec::new();
     for (object, def) in org.objects.iter().enumerate() {
@@ -77,7 +82,9 @@ pub fn compare_objects(org: &Org, warehouse: &Path, only: &[&str]) -> anyhow::Re
         };
         if !table_exists(&connection, def.name)? {
             check.mismatch_count = check.salesforce_rows;
-            check.mismatches.push(format!("table {} is missing", def.name));
+            check
+                .mismatches
+                .push(format!("table {} is missing", def.name));
             checks.push(check);
             continue;
         }
@@ -96,7 +103,10 @@ pub fn compare_objects(org: &Org, warehouse: &Path, only: &[&str]) -> anyhow::Re
             .enumerate()
             .filter(|(_, f)| !matches!(f.sf_type, "address" | "location" | "base64"))
             .collect();
-        let columns: Vec<String> = fields.iter().map(|(_, f)| format!("\"{}\"", f.name)).collect();
+        let columns: Vec<String> = fields
+            .iter()
+            .map(|(_, f)| format!("\"{}\"", f.name))
+            .collect();
         let mut statement = connection.prepare(&format!(
             "SELECT {} FROM {table} ORDER BY \"Id\"",
             columns.join(", ")
@@ -118,7 +128,10 @@ pub fn compare_objects(org: &Org, warehouse: &Path, only: &[&str]) -> anyhow::Re
                 continue;
             };
             if position > index {
-                note(&mut check, format!("{} rows before {id} are missing", position - index));
+                note(
+                    &mut check,
+                    format!("{} rows before {id} are missing", position - index),
+                );
                 index = position;
             }
             let expected = org.row_values(object, index);

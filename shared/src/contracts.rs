@@ -12,7 +12,10 @@ pub const CONTRACT_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ContractError {
     #[error("message is not valid JSON for a {expected} message: {detail}")]
-    Malformed { expected: &'static str, detail: String },
+    Malformed {
+        expected: &'static str,
+        detail: String,
+    },
     #[error(
         "message has contract version {found}; this build understands version {CONTRACT_VERSION}: \
          deploy matching versions of every function, then redrive the dead-letter queue"
@@ -518,7 +521,10 @@ mod tests {
         let mut body: serde_json::Value = serde_json::from_str(&extract().to_body()).unwrap();
         body["object"] = "Account'--".into();
         let err = ExtractMessage::from_body(&body.to_string()).unwrap_err();
-        assert!(err.to_string().contains("invalid Salesforce object name"), "{err}");
+        assert!(
+            err.to_string().contains("invalid Salesforce object name"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -565,9 +571,15 @@ mod tests {
 
     #[test]
     fn layout_keys_are_stable() {
-        let layout = RunLayout::new(&ObjectName::new("Account").unwrap(), &RunId::new("r1").unwrap());
+        let layout = RunLayout::new(
+            &ObjectName::new("Account").unwrap(),
+            &RunId::new("r1").unwrap(),
+        );
         assert_eq!(layout.part(7), "runs/Account/r1/part-00007.csv.gz");
-        assert_eq!(layout.manifest(7), "runs/Account/r1/part-00007.manifest.json");
+        assert_eq!(
+            layout.manifest(7),
+            "runs/Account/r1/part-00007.manifest.json"
+        );
         assert_eq!(layout.schema(), "runs/Account/r1/schema.json");
     }
 }

@@ -101,8 +101,7 @@ pub trait Queue: Send + Sync {
     /// Make the message visible again after `delay` (zero: at once).
     async fn release(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
     /// Move the message to this queue's dead-letter queue, with a reason, and delete it here.
-    async fn dead_letter(&self, message: &ReceivedMessage, reason: &str)
-    -> Result<(), QueueError>;
+    async fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<(), QueueError>;
 }
 
 /// The largest message body SQS accepts.
@@ -213,7 +212,9 @@ pub struct MergeReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
-    #[error("warehouse, table {object}: file {file} is not a valid gzipped CSV of the run: {detail}")]
+    #[error(
+        "warehouse, table {object}: file {file} is not a valid gzipped CSV of the run: {detail}"
+    )]
     BadFile {
         object: String,
         file: String,
@@ -236,7 +237,8 @@ pub trait Warehouse: Send + Sync {
     /// object's watermark moves forward to the newest SystemModstamp merged.
     async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError>;
     /// The newest SystemModstamp merged so far for the object.
-    async fn watermark(&self, object: &ObjectName) -> Result<Option<DateTime<Utc>>, WarehouseError>;
+    async fn watermark(&self, object: &ObjectName)
+    -> Result<Option<DateTime<Utc>>, WarehouseError>;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,8 +12,13 @@ use crate::stages::StageError;
 pub enum Disposition {
     Done,
     /// Released for another try after the given delay.
-    Retried { delay: Duration, reason: String },
-    DeadLettered { reason: String },
+    Retried {
+        delay: Duration,
+        reason: String,
+    },
+    DeadLettered {
+        reason: String,
+    },
 }
 
 /// The delay before a failed message is tried again: grows with its receive count.
@@ -65,6 +70,10 @@ mod tests {
         assert_eq!(retry_delay(1, base), Duration::from_millis(100));
         assert_eq!(retry_delay(2, base), Duration::from_millis(200));
         assert_eq!(retry_delay(4, base), Duration::from_millis(800));
-        assert_eq!(retry_delay(50, base), Duration::from_secs(102).min(Duration::from_secs(300)));
+        assert_eq!(retry_delay(50, base), Duration::from_millis(102_400));
+        assert_eq!(
+            retry_delay(50, Duration::from_secs(1)),
+            Duration::from_secs(300)
+        );
     }
 }

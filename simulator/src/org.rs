@@ -43,8 +43,9 @@ fn mix(mut z: u64) -> u64 {
 }
 
 fn name_hash(name: &str) -> u64 {
-    name.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,14 +147,22 @@ fn field(name: &'static str, sf_type: &'static str, generator: Gen) -> FieldDef 
         scale,
         calculated: false,
         compound_field_name: None,
-        nillable: !matches!(generator, Gen::Id | Gen::IsDeleted | Gen::CreatedDate | Gen::SystemModstamp),
+        nillable: !matches!(
+            generator,
+            Gen::Id | Gen::IsDeleted | Gen::CreatedDate | Gen::SystemModstamp
+        ),
         custom: name.ends_with("__c"),
         generator,
         immutable: matches!(generator, Gen::Id | Gen::CreatedDate | Gen::AutoNumber(_)),
     }
 }
 
-fn component(name: &'static str, sf_type: &'static str, generator: Gen, compound: &'static str) -> FieldDef {
+fn component(
+    name: &'static str,
+    sf_type: &'static str,
+    generator: Gen,
+    compound: &'static str,
+) -> FieldDef {
     FieldDef {
         compound_field_name: Some(compound),
         ..field(name, sf_type, generator)
@@ -163,7 +172,8 @@ fn component(name: &'static str, sf_type: &'static str, generator: Gen, compound
 fn address(prefix: &'static str, compound: &'static str) -> Vec<FieldDef> {
     // Component names are the prefix plus a suffix; leaking the concatenation is fine: these are
     // a fixed handful per process.
-    let name = |suffix: &str| -> &'static str { Box::leak(format!("{prefix}{suffix}").into_boxed_str()) };
+    let name =
+        |suffix: &str| -> &'static str { Box::leak(format!("{prefix}{suffix}").into_boxed_str()) };
     vec![
         component(name("Street"), "textarea", Gen::Street, compound),
         component(name("City"), "string", Gen::City, compound),
@@ -190,12 +200,48 @@ fn system_fields() -> Vec<FieldDef> {
     ]
 }
 
-const INDUSTRIES: &[&str] = &["Agriculture", "Banking", "Chemicals", "Education", "Energy", "Healthcare", "Manufacturing", "Retail", "Technology", "Transportation"];
-const ACCOUNT_TYPES: &[&str] = &["Prospect", "Customer - Direct", "Customer - Channel", "Partner", "Other"];
+const INDUSTRIES: &[&str] = &[
+    "Agriculture",
+    "Banking",
+    "Chemicals",
+    "Education",
+    "Energy",
+    "Healthcare",
+    "Manufacturing",
+    "Retail",
+    "Technology",
+    "Transportation",
+];
+const ACCOUNT_TYPES: &[&str] = &[
+    "Prospect",
+    "Customer - Direct",
+    "Customer - Channel",
+    "Partner",
+    "Other",
+];
 const RATINGS: &[&str] = &["Hot", "Warm", "Cold"];
-const STAGES: &[&str] = &["Prospecting", "Qualification", "Needs Analysis", "Proposal/Price Quote", "Negotiation/Review", "Closed Won", "Closed Lost"];
-const LEAD_STATUS: &[&str] = &["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"];
-const LEAD_SOURCES: &[&str] = &["Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other"];
+const STAGES: &[&str] = &[
+    "Prospecting",
+    "Qualification",
+    "Needs Analysis",
+    "Proposal/Price Quote",
+    "Negotiation/Review",
+    "Closed Won",
+    "Closed Lost",
+];
+const LEAD_STATUS: &[&str] = &[
+    "Open - Not Contacted",
+    "Working - Contacted",
+    "Closed - Converted",
+    "Closed - Not Converted",
+];
+const LEAD_SOURCES: &[&str] = &[
+    "Web",
+    "Phone Inquiry",
+    "Partner Referral",
+    "Purchased List",
+    "Other",
+];
 const CASE_STATUS: &[&str] = &["New", "Working", "Escalated", "Closed"];
 const PRIORITIES: &[&str] = &["High", "Medium", "Low"];
 const INVOICE_STATUS: &[&str] = &["Draft", "Sent", "Paid", "Void"];
@@ -295,12 +341,48 @@ pub fn demo_objects() -> Vec<ObjectDef> {
     ]);
 
     vec![
-        ObjectDef { name: "Account", label: "Account", key_prefix: "001", custom: false, fields: account },
-        ObjectDef { name: "Contact", label: "Contact", key_prefix: "003", custom: false, fields: contact },
-        ObjectDef { name: "Opportunity", label: "Opportunity", key_prefix: "006", custom: false, fields: opportunity },
-        ObjectDef { name: "Lead", label: "Lead", key_prefix: "00Q", custom: false, fields: lead },
-        ObjectDef { name: "Case", label: "Case", key_prefix: "500", custom: false, fields: case },
-        ObjectDef { name: "Invoice__c", label: "Invoice", key_prefix: "a01", custom: true, fields: invoice },
+        ObjectDef {
+            name: "Account",
+            label: "Account",
+            key_prefix: "001",
+            custom: false,
+            fields: account,
+        },
+        ObjectDef {
+            name: "Contact",
+            label: "Contact",
+            key_prefix: "003",
+            custom: false,
+            fields: contact,
+        },
+        ObjectDef {
+            name: "Opportunity",
+            label: "Opportunity",
+            key_prefix: "006",
+            custom: false,
+            fields: opportunity,
+        },
+        ObjectDef {
+            name: "Lead",
+            label: "Lead",
+            key_prefix: "00Q",
+            custom: false,
+            fields: lead,
+        },
+        ObjectDef {
+            name: "Case",
+            label: "Case",
+            key_prefix: "500",
+            custom: false,
+            fields: case,
+        },
+        ObjectDef {
+            name: "Invoice__c",
+            label: "Invoice",
+            key_prefix: "a01",
+            custom: true,
+            fields: invoice,
+        },
     ]
 }
 
@@ -452,7 +534,8 @@ impl Org {
             return *state;
         }
         let mut rng = Rng::new(&[self.seed, self.object_salt(object), index, 0xBA5E]);
-        let modstamp_ms = history_end().timestamp_millis() - 1 - rng.below(HISTORY_MS as u64) as i64;
+        let modstamp_ms =
+            history_end().timestamp_millis() - 1 - rng.below(HISTORY_MS as u64) as i64;
         let created_ms = modstamp_ms - rng.below(HISTORY_MS as u64 / 2) as i64;
         RowState {
             version: 0,
@@ -489,7 +572,18 @@ impl Org {
         def: &ObjectDef,
     ) -> Option<String> {
         // Optional fields are null now and then, as in real data.
-        if field.nillable && !matches!(field.generator, Gen::Bool | Gen::Address(_) | Gen::ExpectedRevenue | Gen::LastModifiedDate | Gen::AutoNumber(_) | Gen::Owner) && rng.chance(60) {
+        if field.nillable
+            && !matches!(
+                field.generator,
+                Gen::Bool
+                    | Gen::Address(_)
+                    | Gen::ExpectedRevenue
+                    | Gen::LastModifiedDate
+                    | Gen::AutoNumber(_)
+                    | Gen::Owner
+            )
+            && rng.chance(60)
+        {
             return None;
         }
         let value = match field.generator {
@@ -515,7 +609,10 @@ impl Org {
                 rng.below(1000)
             ),
             Gen::Phone => format!("(555) {:03}-{:04}", rng.below(1000), rng.below(10000)),
-            Gen::Url => format!("https://www.{}.example.com", rng.pick(COMPANY_WORDS).to_lowercase()),
+            Gen::Url => format!(
+                "https://www.{}.example.com",
+                rng.pick(COMPANY_WORDS).to_lowercase()
+            ),
             Gen::Street => {
                 let number = rng.below(9999) + 1;
                 let street = rng.pick(STREETS);
@@ -537,12 +634,16 @@ impl Org {
             Gen::Int(max) => rng.below(max).to_string(),
             Gen::Bool => rng.chance(500).to_string(),
             Gen::Date => {
-                let day = history_end() - Duration::days(rng.below(1500) as i64) + Duration::days(365);
+                let day =
+                    history_end() - Duration::days(rng.below(1500) as i64) + Duration::days(365);
                 day.format("%Y-%m-%d").to_string()
             }
             Gen::Sentence => {
                 let words = 2 + rng.below(4);
-                (0..words).map(|_| rng.pick(WORDS)).collect::<Vec<_>>().join(" ")
+                (0..words)
+                    .map(|_| rng.pick(WORDS))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             }
             Gen::Paragraph => paragraph(rng),
             Gen::Base64 => {
@@ -552,8 +653,12 @@ impl Org {
             }
             Gen::AutoNumber(prefix) => format!("{prefix}{:08}", index + 1),
             Gen::ExpectedRevenue => {
-                let amount = def.field("Amount").and_then(|(i, _)| earlier.get(i).cloned().flatten());
-                let probability = def.field("Probability").and_then(|(i, _)| earlier.get(i).cloned().flatten());
+                let amount = def
+                    .field("Amount")
+                    .and_then(|(i, _)| earlier.get(i).cloned().flatten());
+                let probability = def
+                    .field("Probability")
+                    .and_then(|(i, _)| earlier.get(i).cloned().flatten());
                 match (amount, probability) {
                     (Some(a), Some(p)) => {
                         let a: f64 = a.parse().unwrap_or(0.0);
@@ -654,15 +759,153 @@ fn paragraph(rng: &mut Rng) -> String {
     text
 }
 
-const COMPANY_WORDS: &[&str] = &["Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Wonka", "Hooli", "Vehement", "Massive", "Soylent", "Cyberdyne", "Tyrell", "Aperture", "Oscorp", "Gringotts", "Monarch", "Dunder", "Pied Piper", "Blue Sun"];
-const COMPANY_SUFFIXES: &[&str] = &["Inc.", "LLC", "Ltd", "GmbH", "Corp.", "& Sons", "Group", "Holdings", "S.A.", "Partners, LLP"];
-const FIRST_NAMES: &[&str] = &["Ada", "Alan", "Grace", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Frances", "Edsger", "Radia", "Tim", "Hedy", "John", "Katherine", "Niklaus", "Sophie", "José", "Zoë", "Ólafur"];
-const LAST_NAMES: &[&str] = &["Lovelace", "Turing", "Hopper", "Torvalds", "Hamilton", "Thompson", "Liskov", "Ritchie", "Allen", "Dijkstra", "Perlman", "Berners-Lee", "Lamarr", "McCarthy", "Johnson", "Wirth", "Wilson", "García", "O'Neil", "Müller"];
-const STREETS: &[&str] = &["Main St", "Market Street", "Broadway", "Elm Avenue", "Mission St", "Oak Lane", "Pine Road", "1st Ave", "Sunset Blvd", "Harbour Way"];
-const CITIES: &[&str] = &["San Francisco", "New York", "Austin", "Chicago", "Seattle", "London", "Paris", "Berlin", "Tokyo", "São Paulo", "Zürich", "Montréal"];
+const COMPANY_WORDS: &[&str] = &[
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Wonka",
+    "Hooli",
+    "Vehement",
+    "Massive",
+    "Soylent",
+    "Cyberdyne",
+    "Tyrell",
+    "Aperture",
+    "Oscorp",
+    "Gringotts",
+    "Monarch",
+    "Dunder",
+    "Pied Piper",
+    "Blue Sun",
+];
+const COMPANY_SUFFIXES: &[&str] = &[
+    "Inc.",
+    "LLC",
+    "Ltd",
+    "GmbH",
+    "Corp.",
+    "& Sons",
+    "Group",
+    "Holdings",
+    "S.A.",
+    "Partners, LLP",
+];
+const FIRST_NAMES: &[&str] = &[
+    "Ada",
+    "Alan",
+    "Grace",
+    "Linus",
+    "Margaret",
+    "Ken",
+    "Barbara",
+    "Dennis",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "Tim",
+    "Hedy",
+    "John",
+    "Katherine",
+    "Niklaus",
+    "Sophie",
+    "José",
+    "Zoë",
+    "Ólafur",
+];
+const LAST_NAMES: &[&str] = &[
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Torvalds",
+    "Hamilton",
+    "Thompson",
+    "Liskov",
+    "Ritchie",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Berners-Lee",
+    "Lamarr",
+    "McCarthy",
+    "Johnson",
+    "Wirth",
+    "Wilson",
+    "García",
+    "O'Neil",
+    "Müller",
+];
+const STREETS: &[&str] = &[
+    "Main St",
+    "Market Street",
+    "Broadway",
+    "Elm Avenue",
+    "Mission St",
+    "Oak Lane",
+    "Pine Road",
+    "1st Ave",
+    "Sunset Blvd",
+    "Harbour Way",
+];
+const CITIES: &[&str] = &[
+    "San Francisco",
+    "New York",
+    "Austin",
+    "Chicago",
+    "Seattle",
+    "London",
+    "Paris",
+    "Berlin",
+    "Tokyo",
+    "São Paulo",
+    "Zürich",
+    "Montréal",
+];
 const STATES: &[&str] = &["CA", "NY", "TX", "IL", "WA", "MA", "CO", "GA", "OR", "FL"];
-const COUNTRIES: &[&str] = &["United States", "United Kingdom", "France", "Germany", "Japan", "Brazil", "Switzerland", "Canada"];
-const WORDS: &[&str] = &["quarterly", "renewal", "pipeline", "enterprise", "platform", "migration", "support", "contract", "upgrade", "license", "integration", "rollout", "pilot", "expansion", "onboarding", "escalation", "invoice", "shipment", "warehouse", "forecast", "budget", "review", "priority", "customer", "partner", "regional", "global", "annual", "strategic", "follow-up"];
+const COUNTRIES: &[&str] = &[
+    "United States",
+    "United Kingdom",
+    "France",
+    "Germany",
+    "Japan",
+    "Brazil",
+    "Switzerland",
+    "Canada",
+];
+const WORDS: &[&str] = &[
+    "quarterly",
+    "renewal",
+    "pipeline",
+    "enterprise",
+    "platform",
+    "migration",
+    "support",
+    "contract",
+    "upgrade",
+    "license",
+    "integration",
+    "rollout",
+    "pilot",
+    "expansion",
+    "onboarding",
+    "escalation",
+    "invoice",
+    "shipment",
+    "warehouse",
+    "forecast",
+    "budget",
+    "review",
+    "priority",
+    "customer",
+    "partner",
+    "regional",
+    "global",
+    "annual",
+    "strategic",
+    "follow-up",
+];
 
 #[cfg(test)]
 mod tests {
@@ -693,14 +936,21 @@ mod tests {
         let mut live = Org::generate(3, 500);
         let report = live.mutate(at);
         let replayed = Org::replay(3, 500, &[at]);
-        for object in 0..live.objects.len() {
+        for (object, (_, counts)) in report.iter().enumerate() {
             assert_eq!(live.data[object].count, replayed.data[object].count);
-            assert_eq!(live.data[object].count, 500 + report[object].1.inserted);
+            assert_eq!(live.data[object].count, 500 + counts.inserted);
             for index in 0..live.data[object].count {
-                assert_eq!(live.row_values(object, index), replayed.row_values(object, index));
+                assert_eq!(
+                    live.row_values(object, index),
+                    replayed.row_values(object, index)
+                );
             }
         }
-        assert!(report.iter().all(|(_, c)| c.updated > 0 && c.deleted > 0 && c.inserted > 0));
+        assert!(
+            report
+                .iter()
+                .all(|(_, c)| c.updated > 0 && c.deleted > 0 && c.inserted > 0)
+        );
     }
 
     #[test]

@@ -156,8 +156,14 @@ pub(crate) fn router(state: Shared) -> Router {
     let data = Router::new()
         .route("/services/data/{v}/sobjects/", get(describe_global))
         .route("/services/data/{v}/sobjects", get(describe_global))
-        .route("/services/data/{v}/sobjects/{object}/describe", get(describe_object))
-        .route("/services/data/{v}/sobjects/{object}/describe/", get(describe_object))
+        .route(
+            "/services/data/{v}/sobjects/{object}/describe",
+            get(describe_object),
+        )
+        .route(
+            "/services/data/{v}/sobjects/{object}/describe/",
+            get(describe_object),
+        )
         .route("/services/data/{v}/limits/", get(limits))
         .route("/services/data/{v}/limits", get(limits))
         .route("/services/data/{v}/query", get(query))
@@ -166,14 +172,26 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/services/data/{v}/queryAll/", get(query_all))
         .route("/services/data/{v}/query/{cursor}", get(query_more))
         .route("/services/data/{v}/queryAll/{cursor}", get(query_more))
-        .route("/services/data/{v}/jobs/query", post(create_job).get(list_jobs))
-        .route("/services/data/{v}/jobs/query/", post(create_job).get(list_jobs))
+        .route(
+            "/services/data/{v}/jobs/query",
+            post(create_job).get(list_jobs),
+        )
+        .route(
+            "/services/data/{v}/jobs/query/",
+            post(create_job).get(list_jobs),
+        )
         .route(
             "/services/data/{v}/jobs/query/{id}",
             get(job_info).patch(update_job).delete(delete_job),
         )
-        .route("/services/data/{v}/jobs/query/{id}/results", get(job_results))
-        .route("/services/data/{v}/jobs/query/{id}/resultPages", get(result_pages))
+        .route(
+            "/services/data/{v}/jobs/query/{id}/results",
+            get(job_results),
+        )
+        .route(
+            "/services/data/{v}/jobs/query/{id}/resultPages",
+            get(result_pages),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), api_gate));
     Router::new()
         .route("/services/oauth2/token", post(token))
@@ -192,7 +210,10 @@ async fn api_gate(State(state): State<Shared>, request: Request, next: Next) -> 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("OAuth ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("OAuth "))
+        })
         .map(str::to_string);
     let valid = token.is_some_and(|t| lock(&state.tokens).contains(&t));
     if !valid {
@@ -255,7 +276,8 @@ struct TokenForm {
 
 async fn token(State(state): State<Shared>, Form(form): Form<TokenForm>) -> Response {
     let config = &state.config;
-    let client_ok = form.client_id == config.client_id && form.client_secret == config.client_secret;
+    let client_ok =
+        form.client_id == config.client_id && form.client_secret == config.client_secret;
     let ok = match form.grant_type.as_str() {
         "client_credentials" => client_ok,
         "password" => {
@@ -278,8 +300,7 @@ async fn token(State(state): State<Shared>, Form(form): Form<TokenForm>) -> Resp
     }
     let token = format!(
         "00D000000000001!{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(state.new_id("TOK").as_bytes())
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(state.new_id("TOK").as_bytes())
     );
     lock(&state.tokens).insert(token.clone());
     Json(json!({
@@ -425,7 +446,12 @@ fn matching_rows(org: &Org, query: &SoqlQuery, include_deleted: bool) -> Vec<u64
         } else {
             let values = org.row_values(object, index);
             query.conditions.iter().all(|c| {
-                soql::matches(def.fields[c.field].sf_type, values[c.field].as_deref(), c.op, &c.value)
+                soql::matches(
+                    def.fields[c.field].sf_type,
+                    values[c.field].as_deref(),
+                    c.op,
+                    &c.value,
+                )
             })
         };
         if ok {
@@ -465,7 +491,10 @@ fn batch_size(headers: &HeaderMap) -> usize {
     headers
         .get("Sforce-Query-Options")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').find_map(|p| p.trim().strip_prefix("batchSize=")))
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|p| p.trim().strip_prefix("batchSize="))
+        })
         .and_then(|n| n.trim().parse::<usize>().ok())
         .map_or(2000, |n| n.clamp(200, 2000))
 }
@@ -500,14 +529,26 @@ async fn query_more(
     Path((v, cursor)): Path<(String, String)>,
 ) -> Response {
     let Some((id, offset)) = cursor.rsplit_once('-') else {
-        return sf_error(StatusCode::BAD_REQUEST, "INVALID_QUERY_LOCATOR", "invalid query locator");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY_LOCATOR",
+            "invalid query locator",
+        );
     };
     let Ok(offset) = offset.parse::<usize>() else {
-        return sf_error(StatusCode::BAD_REQUEST, "INVALID_QUERY_LOCATOR", "invalid query locator");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY_LOCATOR",
+            "invalid query locator",
+        );
     };
     let cursors = lock(&state.cursors);
     let Some(cursor) = cursors.get(id) else {
-        return sf_error(StatusCode::BAD_REQUEST, "INVALID_QUERY_LOCATOR", "invalid query locator");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY_LOCATOR",
+            "invalid query locator",
+        );
     };
     let org = read_org(&state);
     Json(rest_page(&org, &v, id, cursor, offset)).into_response()
@@ -549,7 +590,10 @@ fn record_json(org: &Org, v: &str, query: &SoqlQuery, index: u64) -> Value {
                 r.parse::<f64>().map_or(Value::Null, |n| json!(n))
             }
             ("datetime", Some(r)) => json!(r.replace('Z', "+0000")),
-            ("base64", Some(_)) => json!(format!("/services/data/{v}/sobjects/{}/{id}/{}", def.name, field.name)),
+            ("base64", Some(_)) => json!(format!(
+                "/services/data/{v}/sobjects/{}/{id}/{}",
+                def.name, field.name
+            )),
             (_, Some(r)) => json!(r),
         };
         record.insert(field.name.to_string(), value);
@@ -576,7 +620,10 @@ fn address_json(def: &crate::org::ObjectDef, values: &[Option<String>], compound
         "postalCode": part("PostalCode"), "country": part("Country"),
         "latitude": part("Latitude"), "longitude": part("Longitude"), "geocodeAccuracy": null,
     });
-    if address.as_object().is_some_and(|o| o.values().all(Value::is_null)) {
+    if address
+        .as_object()
+        .is_some_and(|o| o.values().all(Value::is_null))
+    {
         Value::Null
     } else {
         address
@@ -618,7 +665,10 @@ async fn create_job(
         return sf_error(StatusCode::BAD_REQUEST, "INVALIDJOB", "Invalid operation");
     }
     if request.content_type.as_deref().is_some_and(|c| c != "CSV")
-        || request.column_delimiter.as_deref().is_some_and(|c| c != "COMMA")
+        || request
+            .column_delimiter
+            .as_deref()
+            .is_some_and(|c| c != "COMMA")
         || request.line_ending.as_deref().is_some_and(|l| l != "LF")
     {
         return sf_error(
@@ -649,14 +699,25 @@ async fn create_job(
         return sf_error(
             StatusCode::BAD_REQUEST,
             "INVALIDJOB",
-            &format!("Selecting compound data not supported in Bulk Query: {}", field.name),
+            &format!(
+                "Selecting compound data not supported in Bulk Query: {}",
+                field.name
+            ),
         );
     }
-    if let Some(field) = query.fields.iter().map(|&i| &def.fields[i]).find(|f| f.sf_type == "base64") {
+    if let Some(field) = query
+        .fields
+        .iter()
+        .map(|&i| &def.fields[i])
+        .find(|f| f.sf_type == "base64")
+    {
         return sf_error(
             StatusCode::BAD_REQUEST,
             "INVALIDJOB",
-            &format!("Base64 fields are not supported in Bulk Query: {}", field.name),
+            &format!(
+                "Base64 fields are not supported in Bulk Query: {}",
+                field.name
+            ),
         );
     }
     let rows = Arc::new(matching_rows(&org, &query, request.operation == "queryAll"));
@@ -679,7 +740,10 @@ async fn create_job(
 
 async fn list_jobs(State(state): State<Shared>, Path(v): Path<String>) -> Json<Value> {
     let jobs = lock(&state.jobs);
-    let records: Vec<Value> = jobs.values().map(|j| job_json(&v, j, j.rows.len())).collect();
+    let records: Vec<Value> = jobs
+        .values()
+        .map(|j| job_json(&v, j, j.rows.len()))
+        .collect();
     Json(json!({ "done": true, "records": records, "nextRecordsUrl": null }))
 }
 
@@ -723,7 +787,11 @@ async fn update_job(
         return job_not_found();
     };
     if update.state != "Aborted" {
-        return sf_error(StatusCode::BAD_REQUEST, "INVALIDJOBSTATE", "Only Aborted is allowed");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDJOBSTATE",
+            "Only Aborted is allowed",
+        );
     }
     if !matches!(job.state, "UploadComplete" | "InProgress") {
         return sf_error(
@@ -737,7 +805,10 @@ async fn update_job(
     Json(job_json(&v, job, rows)).into_response()
 }
 
-async fn delete_job(State(state): State<Shared>, Path((_v, id)): Path<(String, String)>) -> Response {
+async fn delete_job(
+    State(state): State<Shared>,
+    Path((_v, id)): Path<(String, String)>,
+) -> Response {
     let mut jobs = lock(&state.jobs);
     match jobs.get(&id) {
         None => job_not_found(),
@@ -780,17 +851,17 @@ fn decode_locator(locator: Option<&str>) -> Option<usize> {
 }
 
 /// Takes a finished job's rows and query, or the error Salesforce answers with.
-fn finished_job(state: &SimState, id: &str) -> Result<(Arc<Vec<u64>>, SoqlQuery), Response> {
+fn finished_job(state: &SimState, id: &str) -> Result<(Arc<Vec<u64>>, SoqlQuery), Box<Response>> {
     let jobs = lock(&state.jobs);
     let Some(job) = jobs.get(id) else {
-        return Err(job_not_found());
+        return Err(Box::new(job_not_found()));
     };
     if job.state != "JobComplete" {
-        return Err(sf_error(
+        return Err(Box::new(sf_error(
             StatusCode::PRECONDITION_FAILED,
             "JOB_NOT_COMPLETE",
             "Job is not complete",
-        ));
+        )));
     }
     Ok((job.rows.clone(), job.query.clone()))
 }
@@ -802,17 +873,23 @@ async fn result_pages(
 ) -> Response {
     let (rows, _) = match finished_job(&state, &id) {
         Ok(job) => job,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(start) = decode_locator(params.locator.as_deref()) else {
-        return sf_error(StatusCode::BAD_REQUEST, "INVALID_LOCATOR", "invalid locator");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_LOCATOR",
+            "invalid locator",
+        );
     };
     let max = params.max_records.unwrap_or(DEFAULT_MAX_RECORDS).max(1) as usize;
     const LINKS_PER_RESPONSE: usize = 5;
     let mut links = Vec::new();
     let mut offset = start;
     // An empty result still has one (header-only) page.
-    while links.len() < LINKS_PER_RESPONSE && (offset < rows.len() || (offset == 0 && links.is_empty())) {
+    while links.len() < LINKS_PER_RESPONSE
+        && (offset < rows.len() || (offset == 0 && links.is_empty()))
+    {
         let locator = if offset == 0 {
             String::new()
         } else {
@@ -842,10 +919,14 @@ async fn job_results(
 ) -> Response {
     let (rows, query) = match finished_job(&state, &id) {
         Ok(job) => job,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Some(start) = decode_locator(params.locator.as_deref()) else {
-        return sf_error(StatusCode::BAD_REQUEST, "INVALID_LOCATOR", "invalid locator");
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_LOCATOR",
+            "invalid locator",
+        );
     };
     let max = params.max_records.unwrap_or(DEFAULT_MAX_RECORDS).max(1) as usize;
     let start = start.min(rows.len());
@@ -912,7 +993,8 @@ fn csv_page_stream(
                 let org = read_org(&state);
                 let def = &org.objects[query.object];
                 if !cursor.header_sent {
-                    let header: Vec<&str> = query.fields.iter().map(|&i| def.fields[i].name).collect();
+                    let header: Vec<&str> =
+                        query.fields.iter().map(|&i| def.fields[i].name).collect();
                     if let Err(e) = writer.write_record(&header) {
                         return Some((Err(std::io::Error::other(e)), cursor));
                     }
@@ -921,7 +1003,10 @@ fn csv_page_stream(
                 let chunk_end = (cursor.next + CHUNK_ROWS).min(end);
                 for &index in &rows[cursor.next..chunk_end] {
                     let values = org.row_values(query.object, index);
-                    let record = query.fields.iter().map(|&i| values[i].as_deref().unwrap_or(""));
+                    let record = query
+                        .fields
+                        .iter()
+                        .map(|&i| values[i].as_deref().unwrap_or(""));
                     if let Err(e) = writer.write_record(record) {
                         return Some((Err(std::io::Error::other(e)), cursor));
                     }

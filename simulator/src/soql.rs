@@ -93,11 +93,12 @@ fn tokenize(soql: &str) -> Result<Vec<Token>, SoqlError> {
                 }
             }
             tokens.push(Token::Text(text));
-        } else if c == ',' || c == '(' || c == ')' {
+        } else if ",();".contains(c) {
             tokens.push(Token::Symbol(match c {
                 ',' => ",",
                 '(' => "(",
-                _ => ")",
+                ')' => ")",
+                _ => ";",
             }));
             i += 1;
         } else if "=!<>".contains(c) {
@@ -114,14 +115,15 @@ fn tokenize(soql: &str) -> Result<Vec<Token>, SoqlError> {
                     _ => return Err(malformed(format!("unexpected token: '{c}'"))),
                 },
             };
-            i += if symbol.len() == 2 || two == "<>" { 2 } else { 1 };
+            i += if symbol.len() == 2 || two == "<>" {
+                2
+            } else {
+                1
+            };
             tokens.push(Token::Symbol(symbol));
         } else {
             let start = i;
-            while i < chars.len()
-                && !chars[i].is_whitespace()
-                && !",()'=!<>".contains(chars[i])
-            {
+            while i < chars.len() && !chars[i].is_whitespace() && !",();'=!<>".contains(chars[i]) {
                 i += 1;
             }
             tokens.push(Token::Word(chars[start..i].iter().collect()));
@@ -156,13 +158,19 @@ impl Parser {
         if self.keyword(word) {
             Ok(())
         } else {
-            Err(malformed(format!("expecting '{word}', found '{}'", self.describe_next())))
+            Err(malformed(format!(
+                "expecting '{word}', found '{}'",
+                self.describe_next()
+            )))
         }
     }
     fn word(&mut self) -> Result<String, SoqlError> {
         match self.next() {
             Some(Token::Word(w)) => Ok(w),
-            other => Err(malformed(format!("unexpected token: '{}'", show(other.as_ref())))),
+            other => Err(malformed(format!(
+                "unexpected token: '{}'",
+                show(other.as_ref())
+            ))),
         }
     }
     fn describe_next(&self) -> String {
@@ -204,7 +212,10 @@ fn literal(token: Option<Token>) -> Result<Literal, SoqlError> {
                 Err(malformed(format!("unexpected token: '{w}'")))
             }
         }
-        other => Err(malformed(format!("unexpected token: '{}'", show(other.as_ref())))),
+        other => Err(malformed(format!(
+            "unexpected token: '{}'",
+            show(other.as_ref())
+        ))),
     }
 }
 
@@ -275,9 +286,7 @@ pub fn parse(org: &Org, soql: &str) -> Result<Query, SoqlError> {
         }
     }
     for name in &names {
-        let (i, _) = def
-            .field(name)
-            .ok_or_else(|| no_such_column(name, def))?;
+        let (i, _) = def.field(name).ok_or_else(|| no_such_column(name, def))?;
         fields.push(i);
     }
     let mut conditions = Vec::new();
@@ -292,7 +301,12 @@ pub fn parse(org: &Org, soql: &str) -> Result<Query, SoqlError> {
                 Some(Token::Symbol("<=")) => Op::Le,
                 Some(Token::Symbol(">")) => Op::Gt,
                 Some(Token::Symbol(">=")) => Op::Ge,
-                other => return Err(malformed(format!("unexpected token: '{}'", show(other.as_ref())))),
+                other => {
+                    return Err(malformed(format!(
+                        "unexpected token: '{}'",
+                        show(other.as_ref())
+                    )));
+                }
             };
             let value = literal(parser.next())?;
             conditions.push(Condition { field, op, value });
@@ -310,13 +324,21 @@ pub fn parse(org: &Org, soql: &str) -> Result<Query, SoqlError> {
     let mut limit = None;
     if parser.keyword("LIMIT") {
         let n = parser.word()?;
-        limit = Some(n.parse::<u64>().map_err(|_| malformed(format!("invalid LIMIT {n}")))?);
+        limit = Some(
+            n.parse::<u64>()
+                .map_err(|_| malformed(format!("invalid LIMIT {n}")))?,
+        );
     }
     if parser.peek().is_some() {
-        return Err(malformed(format!("unexpected token: '{}'", parser.describe_next())));
+        return Err(malformed(format!(
+            "unexpected token: '{}'",
+            parser.describe_next()
+        )));
     }
     if fields_function.is_some() && limit.is_none_or(|l| l > 200) {
-        return Err(malformed("The SOQL FIELDS function must have a LIMIT of at most 200"));
+        return Err(malformed(
+            "The SOQL FIELDS function must have a LIMIT of at most 200",
+        ));
     }
     Ok(Query {
         object,
@@ -341,7 +363,10 @@ pub fn matches(sf_type: &str, value: Option<&str>, op: Op, literal: &Literal) ->
         (Literal::Text(t), Some(v)) => Some(v.cmp(t.as_str())),
     };
     match ordering {
-        None => matches!((op, literal, value), (Op::Ne, Literal::Null, Some(_)) | (Op::Ne, _, None)),
+        None => matches!(
+            (op, literal, value),
+            (Op::Ne, Literal::Null, Some(_)) | (Op::Ne, _, None)
+        ),
         Some(o) => match op {
             Op::Eq => o == Ordering::Equal,
             Op::Ne => o != Ordering::Equal,
@@ -379,20 +404,56 @@ mod tests {
         assert_eq!(err.code, "MALFORMED_QUERY");
         assert!(err.message.contains("LIMIT of at most 200"));
         assert!(parse(&org(), "SELECT FIELDS(ALL) FROM Account LIMIT 200").is_ok());
-        assert_eq!(parse(&org(), "SELECT Nope FROM Account").unwrap_err().code, "INVALID_FIELD");
-        assert_eq!(parse(&org(), "SELECT Id FROM Nope__c").unwrap_err().code, "INVALID_TYPE");
-        assert_eq!(parse(&org(), "SELECT Id FROM Account WHERE").unwrap_err().code, "MALFORMED_QUERY");
-        assert_eq!(parse(&org(), "SELECT Id FROM Account; DELETE").unwrap_err().code, "MALFORMED_QUERY");
+        assert_eq!(
+            parse(&org(), "SELECT Nope FROM Account").unwrap_err().code,
+            "INVALID_FIELD"
+        );
+        assert_eq!(
+            parse(&org(), "SELECT Id FROM Nope__c").unwrap_err().code,
+            "INVALID_TYPE"
+        );
+        assert_eq!(
+            parse(&org(), "SELECT Id FROM Account WHERE")
+                .unwrap_err()
+                .code,
+            "MALFORMED_QUERY"
+        );
+        assert_eq!(
+            parse(&org(), "SELECT Id FROM Account; DELETE")
+                .unwrap_err()
+                .code,
+            "MALFORMED_QUERY"
+        );
     }
 
     #[test]
     fn conditions_compare_by_type() {
         let lit = Literal::DateTime(parse_datetime("2025-01-01T00:00:00Z").unwrap());
-        assert!(matches("datetime", Some("2025-01-01T00:00:00.000Z"), Op::Ge, &lit));
-        assert!(!matches("datetime", Some("2025-01-01T00:00:00.000Z"), Op::Lt, &lit));
-        assert!(matches("boolean", Some("false"), Op::Eq, &Literal::Bool(false)));
+        assert!(matches(
+            "datetime",
+            Some("2025-01-01T00:00:00.000Z"),
+            Op::Ge,
+            &lit
+        ));
+        assert!(!matches(
+            "datetime",
+            Some("2025-01-01T00:00:00.000Z"),
+            Op::Lt,
+            &lit
+        ));
+        assert!(matches(
+            "boolean",
+            Some("false"),
+            Op::Eq,
+            &Literal::Bool(false)
+        ));
         assert!(matches("string", None, Op::Eq, &Literal::Null));
         assert!(matches("string", Some("x"), Op::Ne, &Literal::Null));
-        assert!(matches("currency", Some("10.5"), Op::Gt, &Literal::Number(10.0)));
+        assert!(matches(
+            "currency",
+            Some("10.5"),
+            Op::Gt,
+            &Literal::Number(10.0)
+        ));
     }
 }

@@ -88,24 +88,58 @@ fn blob_fault(key: &str) -> BlobError {
 #[async_trait]
 impl BlobStore for FaultyBlobs {
     async fn put(&self, key: &str, body: ByteStream) -> Result<u64, BlobError> {
-        self.plan.around(&format!("put {key}"), || blob_fault(key), self.inner.put(key, body)).await
+        self.plan
+            .around(
+                &format!("put {key}"),
+                || blob_fault(key),
+                self.inner.put(key, body),
+            )
+            .await
     }
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, BlobError> {
         self.plan
-            .around(&format!("put_if_absent {key}"), || blob_fault(key), self.inner.put_if_absent(key, body))
+            .around(
+                &format!("put_if_absent {key}"),
+                || blob_fault(key),
+                self.inner.put_if_absent(key, body),
+            )
             .await
     }
     async fn get(&self, key: &str) -> Result<ByteStream, BlobError> {
-        self.plan.around(&format!("get {key}"), || blob_fault(key), self.inner.get(key)).await
+        self.plan
+            .around(
+                &format!("get {key}"),
+                || blob_fault(key),
+                self.inner.get(key),
+            )
+            .await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<BlobMeta>, BlobError> {
-        self.plan.around(&format!("list {prefix}"), || blob_fault(prefix), self.inner.list(prefix)).await
+        self.plan
+            .around(
+                &format!("list {prefix}"),
+                || blob_fault(prefix),
+                self.inner.list(prefix),
+            )
+            .await
     }
     async fn head(&self, key: &str) -> Result<Option<BlobMeta>, BlobError> {
-        self.plan.around(&format!("head {key}"), || blob_fault(key), self.inner.head(key)).await
+        self.plan
+            .around(
+                &format!("head {key}"),
+                || blob_fault(key),
+                self.inner.head(key),
+            )
+            .await
     }
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
-        self.plan.around(&format!("delete {key}"), || blob_fault(key), self.inner.delete(key)).await
+        self.plan
+            .around(
+                &format!("delete {key}"),
+                || blob_fault(key),
+                self.inner.delete(key),
+            )
+            .await
     }
 }
 
@@ -122,20 +156,38 @@ fn warehouse_fault() -> WarehouseError {
 impl Warehouse for FaultyWarehouse {
     async fn ensure_table(&self, schema: &TableSchema) -> Result<(), WarehouseError> {
         self.plan
-            .around(&format!("ensure_table {}", schema.object), warehouse_fault, self.inner.ensure_table(schema))
+            .around(
+                &format!("ensure_table {}", schema.object),
+                warehouse_fault,
+                self.inner.ensure_table(schema),
+            )
             .await
     }
     async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError> {
         self.plan
-            .around(&format!("merge {}", batch.schema.object), warehouse_fault, self.inner.merge(batch))
+            .around(
+                &format!("merge {}", batch.schema.object),
+                warehouse_fault,
+                self.inner.merge(batch),
+            )
             .await
     }
-    async fn watermark(&self, object: &ObjectName) -> Result<Option<DateTime<Utc>>, WarehouseError> {
+    async fn watermark(
+        &self,
+        object: &ObjectName,
+    ) -> Result<Option<DateTime<Utc>>, WarehouseError> {
         self.plan
-            .around(&format!("watermark {object}"), warehouse_fault, self.inner.watermark(object))
+            .around(
+                &format!("watermark {object}"),
+                warehouse_fault,
+                self.inner.watermark(object),
+            )
             .await
     }
 }
+
+/// Messages sent, with the name of the queue each went to.
+pub type SentLog = Arc<Mutex<Vec<(String, OutgoingMessage)>>>;
 
 /// What a wrapped queue does with each send besides passing it on.
 #[derive(Clone, Default)]
@@ -146,7 +198,7 @@ pub struct SendBehaviour {
     /// after a FIFO queue's deduplication window would be.
     pub duplicate: bool,
     /// Every message sent, for replaying later.
-    pub record: Option<Arc<Mutex<Vec<(String, OutgoingMessage)>>>>,
+    pub record: Option<SentLog>,
 }
 
 pub struct WrappedQueue {
@@ -161,7 +213,10 @@ impl Queue for WrappedQueue {
     }
     async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError> {
         if let Some(record) = &self.behaviour.record {
-            record.lock().unwrap().push((self.inner.name().to_string(), message.clone()));
+            record
+                .lock()
+                .unwrap()
+                .push((self.inner.name().to_string(), message.clone()));
         }
         let copy = self.behaviour.duplicate.then(|| OutgoingMessage {
             dedup_id: format!("{}-copy", message.dedup_id),
@@ -173,7 +228,10 @@ impl Queue for WrappedQueue {
             Some(plan) => {
                 plan.around(
                     &format!("send to {queue}"),
-                    || QueueError::Service { queue: queue.clone(), message: "injected fault".into() },
+                    || QueueError::Service {
+                        queue: queue.clone(),
+                        message: "injected fault".into(),
+                    },
                     send,
                 )
                 .await?
@@ -185,7 +243,11 @@ impl Queue for WrappedQueue {
         }
         Ok(())
     }
-    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
         self.inner.receive(max, wait).await
     }
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {

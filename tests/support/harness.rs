@@ -57,23 +57,36 @@ impl Harness {
         let mut blobs: Arc<dyn BlobStore> =
             Arc::new(FsBlobStore::new(dir.path().join("blobs")).expect("blob store"));
         if let Some(plan) = &options.plan {
-            blobs = Arc::new(FaultyBlobs { inner: blobs, plan: plan.clone() });
+            blobs = Arc::new(FaultyBlobs {
+                inner: blobs,
+                plan: plan.clone(),
+            });
         }
         let warehouse_path = dir.path().join("warehouse.sqlite");
         let mut warehouse: Arc<dyn Warehouse> =
             Arc::new(SqliteWarehouse::open(&warehouse_path, blobs.clone()).expect("warehouse"));
         if let Some(plan) = &options.plan {
-            warehouse = Arc::new(FaultyWarehouse { inner: warehouse, plan: plan.clone() });
+            warehouse = Arc::new(FaultyWarehouse {
+                inner: warehouse,
+                plan: plan.clone(),
+            });
         }
         let mut sends = options.sends.clone();
         if sends.plan.is_none() {
             sends.plan = options.plan.clone();
         }
         let wrap: QueueWrapper = Arc::new(move |inner: Arc<dyn Queue>| -> Arc<dyn Queue> {
-            Arc::new(WrappedQueue { inner, behaviour: sends.clone() })
+            Arc::new(WrappedQueue {
+                inner,
+                behaviour: sends.clone(),
+            })
         });
         let mut config = LocalPipelineConfig {
-            workers: WorkerCounts { extract: 1, upload: 1, merge: 1 },
+            workers: WorkerCounts {
+                extract: 1,
+                upload: 1,
+                merge: 1,
+            },
             retry_base: Duration::from_millis(5),
             ..LocalPipelineConfig::default()
         };
@@ -92,7 +105,14 @@ impl Harness {
             .iter()
             .map(|o| ObjectName::new(*o).expect("object name"))
             .collect();
-        Self { sim, pipeline, warehouse_path, objects, names: options.objects, _dir: dir }
+        Self {
+            sim,
+            pipeline,
+            warehouse_path,
+            objects,
+            names: options.objects,
+            _dir: dir,
+        }
     }
 
     /// One scheduled run. The loader is retried as EventBridge would retry a failed invocation.
@@ -106,7 +126,11 @@ impl Harness {
         let triggered_at = Utc::now();
         let mut last_error = None;
         for _ in 0..3 {
-            match self.pipeline.run(&request, triggered_at, Arc::new(NoEvents)).await {
+            match self
+                .pipeline
+                .run(&request, triggered_at, Arc::new(NoEvents))
+                .await
+            {
                 Ok(result) => return result,
                 Err(error) => last_error = Some(error),
             }
@@ -116,20 +140,30 @@ impl Harness {
 
     /// Mutates the org a millisecond ago, so the next run's window includes the changes.
     pub fn mutate(&self) {
-        self.sim.mutate(Utc::now() - chrono::Duration::milliseconds(1));
+        self.sim
+            .mutate(Utc::now() - chrono::Duration::milliseconds(1));
     }
 
     /// The warehouse compared with the org, for the harness's objects.
     pub fn check(&self) -> Vec<ObjectCheck> {
         let org = self.sim.with_org(|org| org.clone());
-        let names: Vec<&str> = self.names.iter().copied().filter(|n| org.object(n).is_some()).collect();
+        let names: Vec<&str> = self
+            .names
+            .iter()
+            .copied()
+            .filter(|n| org.object(n).is_some())
+            .collect();
         compare_objects(&org, &self.warehouse_path, &names).expect("compare")
     }
 
     pub fn assert_exact(&self, context: &str) {
         for check in self.check() {
             assert!(check.is_exact(), "{context}: {check:#?}");
-            assert!(check.fields_checked > 0, "{context}: nothing was compared for {}", check.object);
+            assert!(
+                check.fields_checked > 0,
+                "{context}: nothing was compared for {}",
+                check.object
+            );
         }
     }
 
@@ -146,7 +180,9 @@ impl Harness {
         tables.sort();
         let mut out = Vec::new();
         for table in tables {
-            let mut statement = connection.prepare(&format!("SELECT * FROM \"{table}\" ORDER BY 1")).expect("prepare");
+            let mut statement = connection
+                .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY 1"))
+                .expect("prepare");
             let columns = statement.column_count();
             let mut rows = statement.query([]).expect("query");
             while let Some(row) = rows.next().expect("row") {

@@ -8,7 +8,9 @@ use sfpipe_simulator::{SimConfig, Simulator};
 
 /// A simulator on a free port of 127.0.0.1; it stops when dropped.
 pub async fn simulator(config: SimConfig) -> Simulator {
-    Simulator::start_local(config).await.expect("start the simulator")
+    Simulator::start_local(config)
+        .await
+        .expect("start the simulator")
 }
 
 /// sfpipe's client, logged in with the given credentials.

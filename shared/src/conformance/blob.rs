@@ -42,21 +42,33 @@ pub async fn put_get_head_round_trip(store: &dyn BlobStore) {
     // Larger than one S3 multipart part (5 MiB), sent in small chunks.
     let data = sample(6 * 1024 * 1024 + 123);
     let key = "conformance/roundtrip/data.bin";
-    let written = store.put(key, chunked(&data, 64 * 1024)).await.expect("put");
+    let written = store
+        .put(key, chunked(&data, 64 * 1024))
+        .await
+        .expect("put");
     assert_eq!(written, data.len() as u64);
     assert_eq!(read_all(store, key).await, data);
     let head = store.head(key).await.expect("head").expect("exists");
     assert_eq!(head.size, data.len() as u64);
     let empty = "conformance/roundtrip/empty.bin";
-    assert_eq!(store.put(empty, chunked(&[], 1)).await.expect("put empty"), 0);
+    assert_eq!(
+        store.put(empty, chunked(&[], 1)).await.expect("put empty"),
+        0
+    );
     assert!(read_all(store, empty).await.is_empty());
 }
 
 pub async fn missing_objects_are_reported(store: &dyn BlobStore) {
     let key = "conformance/missing/nothing-here";
-    assert!(matches!(store.get(key).await, Err(BlobError::NotFound { .. })));
+    assert!(matches!(
+        store.get(key).await,
+        Err(BlobError::NotFound { .. })
+    ));
     assert_eq!(store.head(key).await.expect("head"), None);
-    store.delete(key).await.expect("deleting a missing object is fine");
+    store
+        .delete(key)
+        .await
+        .expect("deleting a missing object is fine");
 }
 
 pub async fn put_replaces(store: &dyn BlobStore) {
@@ -68,8 +80,18 @@ pub async fn put_replaces(store: &dyn BlobStore) {
 
 pub async fn put_if_absent_creates_once(store: &dyn BlobStore) {
     let key = "conformance/absent/marker";
-    assert!(store.put_if_absent(key, Bytes::from("first")).await.expect("create"));
-    assert!(!store.put_if_absent(key, Bytes::from("second")).await.expect("create again"));
+    assert!(
+        store
+            .put_if_absent(key, Bytes::from("first"))
+            .await
+            .expect("create")
+    );
+    assert!(
+        !store
+            .put_if_absent(key, Bytes::from("second"))
+            .await
+            .expect("create again")
+    );
     assert_eq!(read_all(store, key).await, b"first");
 }
 
@@ -101,7 +123,10 @@ pub async fn list_filters_by_prefix_in_key_order(store: &dyn BlobStore) {
         "conformance/list/run1/schema.json",
         "conformance/list/run10/part-00001.csv.gz",
     ] {
-        store.put(key, bytes_stream(key.to_string())).await.expect("put");
+        store
+            .put(key, bytes_stream(key.to_string()))
+            .await
+            .expect("put");
     }
     let listed: Vec<String> = store
         .list("conformance/list/run1/part-")
@@ -121,7 +146,13 @@ pub async fn list_filters_by_prefix_in_key_order(store: &dyn BlobStore) {
     assert_eq!(all.len(), 4, "{all:?}");
     let sizes: Vec<u64> = all.iter().map(|b| b.size).collect();
     assert!(sizes.iter().all(|&s| s > 0));
-    assert!(store.list("conformance/list/none/").await.expect("list").is_empty());
+    assert!(
+        store
+            .list("conformance/list/none/")
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 pub async fn delete_removes(store: &dyn BlobStore) {
@@ -141,9 +172,16 @@ pub async fn failed_writes_leave_nothing_behind(store: &dyn BlobStore) {
     };
     let fresh = "conformance/atomic/fresh";
     assert!(store.put(fresh, failing()).await.is_err());
-    assert_eq!(store.head(fresh).await.expect("head"), None, "a partial object was left behind");
+    assert_eq!(
+        store.head(fresh).await.expect("head"),
+        None,
+        "a partial object was left behind"
+    );
     let existing = "conformance/atomic/existing";
-    store.put(existing, bytes_stream("good")).await.expect("put");
+    store
+        .put(existing, bytes_stream("good"))
+        .await
+        .expect("put");
     assert!(store.put(existing, failing()).await.is_err());
     assert_eq!(read_all(store, existing).await, b"good");
 }

@@ -48,8 +48,15 @@ async fn receive_n(queue: &dyn Queue, n: usize) -> Vec<ReceivedMessage> {
 }
 
 async fn assert_empty(queue: &dyn Queue) {
-    let got = queue.receive(10, Duration::from_millis(500)).await.expect("receive");
-    assert!(got.is_empty(), "{}: expected no visible message, got {got:?}", queue.name());
+    let got = queue
+        .receive(10, Duration::from_millis(500))
+        .await
+        .expect("receive");
+    assert!(
+        got.is_empty(),
+        "{}: expected no visible message, got {got:?}",
+        queue.name()
+    );
 }
 
 pub async fn send_receive_delete(factory: &dyn QueueFactory) {
@@ -62,7 +69,10 @@ pub async fn send_receive_delete(factory: &dyn QueueFactory) {
     }
     let got = receive_n(queue.as_ref(), 3).await;
     let bodies: BTreeSet<String> = got.iter().map(|m| m.body.clone()).collect();
-    assert_eq!(bodies, ["body-0", "body-1", "body-2"].map(String::from).into());
+    assert_eq!(
+        bodies,
+        ["body-0", "body-1", "body-2"].map(String::from).into()
+    );
     assert!(got.iter().all(|m| m.receive_count == 1), "{got:?}");
     for message in &got {
         queue.delete(&message.receipt).await.expect("delete");
@@ -70,7 +80,9 @@ pub async fn send_receive_delete(factory: &dyn QueueFactory) {
     assert_empty(queue.as_ref()).await;
 }
 
-pub async fn unacknowledged_messages_come_back_after_the_visibility_timeout(factory: &dyn QueueFactory) {
+pub async fn unacknowledged_messages_come_back_after_the_visibility_timeout(
+    factory: &dyn QueueFactory,
+) {
     let (queue, _) = factory
         .make(QueueSpec {
             visibility_timeout: Duration::from_secs(1),
@@ -84,7 +96,10 @@ pub async fn unacknowledged_messages_come_back_after_the_visibility_timeout(fact
     let first = receive_n(queue.as_ref(), 1).await;
     assert_eq!(first.len(), 1);
     let invisible = queue.receive(1, Duration::ZERO).await.expect("receive");
-    assert!(invisible.is_empty(), "a received message must be invisible: {invisible:?}");
+    assert!(
+        invisible.is_empty(),
+        "a received message must be invisible: {invisible:?}"
+    );
     let second = receive_n(queue.as_ref(), 1).await;
     assert_eq!(second.len(), 1, "the message did not come back");
     assert_eq!(second[0].body, "again");
@@ -142,7 +157,10 @@ pub async fn dead_lettered_messages_carry_their_reason(factory: &dyn QueueFactor
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body, "poison");
     assert_eq!(
-        dead[0].attributes.get(DEAD_LETTER_REASON).map(String::as_str),
+        dead[0]
+            .attributes
+            .get(DEAD_LETTER_REASON)
+            .map(String::as_str),
         Some("extract stage, object Nope: object does not exist")
     );
 }
@@ -161,11 +179,18 @@ pub async fn messages_received_too_often_are_redriven(factory: &dyn QueueFactory
     for attempt in 1..=2 {
         let got = receive_n(queue.as_ref(), 1).await;
         assert_eq!(got.len(), 1, "receive {attempt}");
-        queue.release(&got[0].receipt, Duration::ZERO).await.expect("release");
+        queue
+            .release(&got[0].receipt, Duration::ZERO)
+            .await
+            .expect("release");
     }
     assert_empty(queue.as_ref()).await;
     let dead = receive_n(dlq.as_ref(), 1).await;
-    assert_eq!(dead.len(), 1, "the message was not redriven to the dead-letter queue");
+    assert_eq!(
+        dead.len(),
+        1,
+        "the message was not redriven to the dead-letter queue"
+    );
     assert_eq!(dead[0].body, "flaky");
 }
 
@@ -184,11 +209,20 @@ pub async fn fifo_deduplicates_and_orders_each_group(factory: &dyn QueueFactory)
     }
     let first = receive_n(queue.as_ref(), 1).await;
     assert_eq!(first[0].body, "a1");
-    let blocked = queue.receive(10, Duration::from_millis(500)).await.expect("receive");
-    assert!(blocked.is_empty(), "a group's next message was delivered while one was in flight: {blocked:?}");
+    let blocked = queue
+        .receive(10, Duration::from_millis(500))
+        .await
+        .expect("receive");
+    assert!(
+        blocked.is_empty(),
+        "a group's next message was delivered while one was in flight: {blocked:?}"
+    );
     queue.delete(&first[0].receipt).await.expect("delete");
     let second = receive_n(queue.as_ref(), 1).await;
-    assert_eq!(second[0].body, "a2", "the duplicate id was not deduplicated, or order was lost");
+    assert_eq!(
+        second[0].body, "a2",
+        "the duplicate id was not deduplicated, or order was lost"
+    );
     queue.delete(&second[0].receipt).await.expect("delete");
     assert_empty(queue.as_ref()).await;
 }
@@ -196,10 +230,16 @@ pub async fn fifo_deduplicates_and_orders_each_group(factory: &dyn QueueFactory)
 pub async fn oversized_messages_are_refused(factory: &dyn QueueFactory) {
     let (queue, _) = factory.make(standard()).await;
     let result = queue
-        .send(OutgoingMessage::new("x".repeat(256 * 1024 + 1), "big".into()))
+        .send(OutgoingMessage::new(
+            "x".repeat(256 * 1024 + 1),
+            "big".into(),
+        ))
         .await;
     assert!(
-        matches!(result, Err(QueueError::TooLarge { .. } | QueueError::Service { .. })),
+        matches!(
+            result,
+            Err(QueueError::TooLarge { .. } | QueueError::Service { .. })
+        ),
         "{result:?}"
     );
 }

@@ -10,7 +10,10 @@ pub const VALUE: &str = "s3cr3t-value";
 pub async fn reads_a_secret(secrets: &dyn Secrets) {
     let value = secrets.get(NAME).await.expect("get");
     assert_eq!(value.expose_secret(), VALUE);
-    assert!(!format!("{value:?}").contains(VALUE), "a secret showed in Debug output");
+    assert!(
+        !format!("{value:?}").contains(VALUE),
+        "a secret showed in Debug output"
+    );
 }
 
 pub async fn a_missing_secret_is_named(secrets: &dyn Secrets) {

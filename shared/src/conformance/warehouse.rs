@@ -97,7 +97,12 @@ fn normalized(rows: Vec<Vec<Option<String>>>) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
-async fn write_file(blobs: &dyn BlobStore, key: &str, header: &[&str], rows: &[Vec<String>]) -> String {
+async fn write_file(
+    blobs: &dyn BlobStore,
+    key: &str,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> String {
     let mut csv = csv::WriterBuilder::new()
         .quote_style(csv::QuoteStyle::Always)
         .from_writer(Vec::new());
@@ -119,10 +124,22 @@ async fn file(blobs: &dyn BlobStore, object: &str, name: &str, rows: &[Row<'_>])
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|(n, name, amount, deleted, day)| {
-            vec![id(n), name.to_string(), amount.to_string(), deleted.to_string(), stamp(*day)]
+            vec![
+                id(n),
+                name.to_string(),
+                amount.to_string(),
+                deleted.to_string(),
+                stamp(*day),
+            ]
         })
         .collect();
-    write_file(blobs, &format!("conformance/warehouse/{object}/{name}.csv.gz"), &COLUMNS, &rows).await
+    write_file(
+        blobs,
+        &format!("conformance/warehouse/{object}/{name}.csv.gz"),
+        &COLUMNS,
+        &rows,
+    )
+    .await
 }
 
 fn batch(object: &str, run: &str, files: Vec<String>) -> MergeBatch {
@@ -134,9 +151,20 @@ fn batch(object: &str, run: &str, files: Vec<String>) -> MergeBatch {
     }
 }
 
-async fn merge(w: &WarehouseUnderTest, object: &str, run: &str, files: Vec<String>) -> crate::ports::MergeReport {
-    w.warehouse.ensure_table(&schema(object)).await.expect("ensure_table");
-    w.warehouse.merge(&batch(object, run, files)).await.expect("merge")
+async fn merge(
+    w: &WarehouseUnderTest,
+    object: &str,
+    run: &str,
+    files: Vec<String>,
+) -> crate::ports::MergeReport {
+    w.warehouse
+        .ensure_table(&schema(object))
+        .await
+        .expect("ensure_table");
+    w.warehouse
+        .merge(&batch(object, run, files))
+        .await
+        .expect("merge")
 }
 
 async fn table(w: &WarehouseUnderTest, object: &str) -> Vec<Vec<Option<String>>> {
@@ -157,7 +185,10 @@ pub async fn first_load_creates_the_table(w: &WarehouseUnderTest) {
     assert_eq!(report.rows_changed, 3);
     assert_eq!(table(w, object).await, normalized(expected(&FIRST)));
     assert_eq!(
-        w.warehouse.watermark(&ObjectName::new(object).unwrap()).await.expect("watermark"),
+        w.warehouse
+            .watermark(&ObjectName::new(object).unwrap())
+            .await
+            .expect("watermark"),
         Some(Utc.with_ymd_and_hms(2026, 1, 3, 0, 0, 0).unwrap())
     );
 }
@@ -166,7 +197,10 @@ pub async fn newer_rows_update_and_new_rows_insert(w: &WarehouseUnderTest) {
     let object = "WhNewer__c";
     let first = file(w.blobs.as_ref(), object, "first", &FIRST).await;
     merge(w, object, "r1", vec![first]).await;
-    let changes = [("2", "Globex Corp", "5.00", false, 10), ("4", "Initech", "1.00", false, 11)];
+    let changes = [
+        ("2", "Globex Corp", "5.00", false, 10),
+        ("4", "Initech", "1.00", false, 11),
+    ];
     let second = file(w.blobs.as_ref(), object, "second", &changes).await;
     let report = merge(w, object, "r2", vec![second]).await;
     assert_eq!(report.rows_changed, 2);
@@ -197,7 +231,10 @@ pub async fn an_older_file_after_a_newer_one_changes_nothing(w: &WarehouseUnderT
     assert_eq!(late.rows_changed, 0);
     assert_eq!(table(w, object).await, normalized(expected(&newer)));
     assert_eq!(
-        w.warehouse.watermark(&ObjectName::new(object).unwrap()).await.expect("watermark"),
+        w.warehouse
+            .watermark(&ObjectName::new(object).unwrap())
+            .await
+            .expect("watermark"),
         Some(Utc.with_ymd_and_hms(2026, 1, 20, 0, 0, 0).unwrap()),
         "the watermark moved backwards"
     );
@@ -206,8 +243,20 @@ pub async fn an_older_file_after_a_newer_one_changes_nothing(w: &WarehouseUnderT
 pub async fn the_newest_version_in_one_batch_wins_in_any_order(w: &WarehouseUnderTest) {
     for (object, order) in [("WhDupA__c", [0usize, 1]), ("WhDupB__c", [1, 0])] {
         let versions = [
-            file(w.blobs.as_ref(), object, "v1", &[("1", "Version one", "1.00", false, 1)]).await,
-            file(w.blobs.as_ref(), object, "v2", &[("1", "Version two", "2.00", false, 2)]).await,
+            file(
+                w.blobs.as_ref(),
+                object,
+                "v1",
+                &[("1", "Version one", "1.00", false, 1)],
+            )
+            .await,
+            file(
+                w.blobs.as_ref(),
+                object,
+                "v2",
+                &[("1", "Version two", "2.00", false, 2)],
+            )
+            .await,
         ];
         let files = order.iter().map(|&i| versions[i].clone()).collect();
         merge(w, object, "r1", files).await;
@@ -238,8 +287,14 @@ pub async fn a_new_field_adds_a_column(w: &WarehouseUnderTest) {
     merge(w, object, "r1", vec![first]).await;
     let mut wider = schema(object);
     wider.columns.push(column("Region__c", "string"));
-    w.warehouse.ensure_table(&wider).await.expect("ensure wider table");
-    w.warehouse.ensure_table(&wider).await.expect("ensure is idempotent");
+    w.warehouse
+        .ensure_table(&wider)
+        .await
+        .expect("ensure wider table");
+    w.warehouse
+        .ensure_table(&wider)
+        .await
+        .expect("ensure is idempotent");
     let columns = w.inspector.columns(&wider.object).await;
     assert!(
         columns.iter().any(|c| c.eq_ignore_ascii_case("Region__c")),
@@ -251,7 +306,14 @@ pub async fn a_new_field_adds_a_column(w: &WarehouseUnderTest) {
         w.blobs.as_ref(),
         &format!("conformance/warehouse/{object}/wider.csv.gz"),
         &header,
-        &[vec![id("4"), "Hooli".into(), "3.00".into(), "false".into(), stamp(12), "EMEA".into()]],
+        &[vec![
+            id("4"),
+            "Hooli".into(),
+            "3.00".into(),
+            "false".into(),
+            stamp(12),
+            "EMEA".into(),
+        ]],
     )
     .await;
     let report = w
@@ -280,19 +342,42 @@ pub async fn a_failure_midway_leaves_the_table_as_it_was(w: &WarehouseUnderTest)
     let first = file(w.blobs.as_ref(), object, "first", &FIRST).await;
     merge(w, object, "r1", vec![first]).await;
     let before = table(w, object).await;
-    let watermark_before = w.warehouse.watermark(&ObjectName::new(object).unwrap()).await.expect("watermark");
-    let good = file(w.blobs.as_ref(), object, "good", &[("1", "Changed", "9.00", false, 25)]).await;
+    let watermark_before = w
+        .warehouse
+        .watermark(&ObjectName::new(object).unwrap())
+        .await
+        .expect("watermark");
+    let good = file(
+        w.blobs.as_ref(),
+        object,
+        "good",
+        &[("1", "Changed", "9.00", false, 25)],
+    )
+    .await;
     let broken = format!("conformance/warehouse/{object}/broken.csv.gz");
     // A gzip stream cut short: what a truncated page or a half-written file looks like.
     w.blobs
-        .put(&broken, bytes_stream(Bytes::from_static(&[0x1f, 0x8b, 0x08, 0x00, 0x00])))
+        .put(
+            &broken,
+            bytes_stream(Bytes::from_static(&[0x1f, 0x8b, 0x08, 0x00, 0x00])),
+        )
         .await
         .expect("put");
-    let result = w.warehouse.merge(&batch(object, "r2", vec![good, broken])).await;
+    let result = w
+        .warehouse
+        .merge(&batch(object, "r2", vec![good, broken]))
+        .await;
     assert!(result.is_err(), "merging a broken file must fail");
-    assert_eq!(table(w, object).await, before, "a failed merge changed the table");
     assert_eq!(
-        w.warehouse.watermark(&ObjectName::new(object).unwrap()).await.expect("watermark"),
+        table(w, object).await,
+        before,
+        "a failed merge changed the table"
+    );
+    assert_eq!(
+        w.warehouse
+            .watermark(&ObjectName::new(object).unwrap())
+            .await
+            .expect("watermark"),
         watermark_before
     );
 }

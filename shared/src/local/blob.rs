@@ -37,12 +37,15 @@ impl FsBlobStore {
         Ok(self.root.join(key))
     }
 
-    async fn write_temp(&self, key: &str, mut body: ByteStream) -> Result<(PathBuf, u64), BlobError> {
-        let tmp = self.root.join(TMP_DIR).join(format!(
-            "{}-{}",
-            std::process::id(),
-            unique_suffix()
-        ));
+    async fn write_temp(
+        &self,
+        key: &str,
+        mut body: ByteStream,
+    ) -> Result<(PathBuf, u64), BlobError> {
+        let tmp =
+            self.root
+                .join(TMP_DIR)
+                .join(format!("{}-{}", std::process::id(), unique_suffix()));
         let service = |e: io::Error| BlobError::Service {
             key: key.to_string(),
             message: e.to_string(),
@@ -246,5 +249,9 @@ impl BlobStore for FsBlobStore {
 }
 
 fn prefix_for_error(dir: &str) -> String {
-    if dir.is_empty() { "/".into() } else { dir.into() }
+    if dir.is_empty() {
+        "/".into()
+    } else {
+        dir.into()
+    }
 }

@@ -8,7 +8,7 @@ pub mod secrets;
 pub mod warehouse;
 
 pub use blob::FsBlobStore;
+pub use pipeline::{LocalPipeline, LocalPipelineConfig, NoEvents, PipelineEvent, PipelineEvents};
 pub use queue::{LocalQueue, LocalQueueConfig, QueueDepth};
 pub use secrets::{EnvSecrets, StaticSecrets};
 pub use warehouse::SqliteWarehouse;
-pub use pipeline::{LocalPipeline, LocalPipelineConfig, NoEvents, PipelineEvent, PipelineEvents};

@@ -24,12 +24,31 @@ use crate::worker::{Disposition, process};
 /// What happened, for progress bars and summaries.
 #[derive(Debug, Clone)]
 pub enum PipelineEvent {
-    Queued { report: LoadReport },
-    Extracted { object: ObjectName, parts: u32 },
-    Stored { object: ObjectName, part: u32, records: u64, bytes: u64 },
-    Merged { object: ObjectName, record: MergedRecord },
-    Retrying { stage: Stage, reason: String },
-    DeadLettered { stage: Stage, reason: String },
+    Queued {
+        report: LoadReport,
+    },
+    Extracted {
+        object: ObjectName,
+        parts: u32,
+    },
+    Stored {
+        object: ObjectName,
+        part: u32,
+        records: u64,
+        bytes: u64,
+    },
+    Merged {
+        object: ObjectName,
+        record: MergedRecord,
+    },
+    Retrying {
+        stage: Stage,
+        reason: String,
+    },
+    DeadLettered {
+        stage: Stage,
+        reason: String,
+    },
 }
 
 pub trait PipelineEvents: Send + Sync {
@@ -187,13 +206,22 @@ impl LocalPipeline {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut workers = JoinSet::new();
         for _ in 0..self.config.workers.extract.max(1) {
-            workers.spawn(self.clone().work(Stage::Extract, stop_rx.clone(), events.clone()));
+            workers.spawn(
+                self.clone()
+                    .work(Stage::Extract, stop_rx.clone(), events.clone()),
+            );
         }
         for _ in 0..self.config.workers.upload.max(1) {
-            workers.spawn(self.clone().work(Stage::Upload, stop_rx.clone(), events.clone()));
+            workers.spawn(
+                self.clone()
+                    .work(Stage::Upload, stop_rx.clone(), events.clone()),
+            );
         }
         for _ in 0..self.config.workers.merge.max(1) {
-            workers.spawn(self.clone().work(Stage::Merge, stop_rx.clone(), events.clone()));
+            workers.spawn(
+                self.clone()
+                    .work(Stage::Merge, stop_rx.clone(), events.clone()),
+            );
         }
         self.wait_until_drained().await;
         let _ = stop_tx.send(true);
@@ -224,14 +252,16 @@ impl LocalPipeline {
             .iter()
             .filter_map(|q| q.dead_letter_queue())
             .flat_map(|dlq| {
-                dlq.messages().into_iter().map(|(body, attributes)| DeadLetter {
-                    queue: dlq.name().to_string(),
-                    body,
-                    reason: attributes
-                        .get(DEAD_LETTER_REASON)
-                        .cloned()
-                        .unwrap_or_default(),
-                })
+                dlq.messages()
+                    .into_iter()
+                    .map(|(body, attributes)| DeadLetter {
+                        queue: dlq.name().to_string(),
+                        body,
+                        reason: attributes
+                            .get(DEAD_LETTER_REASON)
+                            .cloned()
+                            .unwrap_or_default(),
+                    })
             })
             .collect()
     }
@@ -269,17 +299,16 @@ impl LocalPipeline {
             for message in messages {
                 let handler_events = events.clone();
                 let pipeline = self.clone();
-                let settled = process(
-                    queue.as_ref(),
-                    &message,
-                    self.config.retry_base,
-                    |body| async move {
-                        pipeline
-                            .handle(stage, &body, handler_events.as_ref())
-                            .await
-                    },
-                )
-                .await;
+                let settled =
+                    process(
+                        queue.as_ref(),
+                        &message,
+                        self.config.retry_base,
+                        |body| async move {
+                            pipeline.handle(stage, &body, handler_events.as_ref()).await
+                        },
+                    )
+                    .await;
                 match settled {
                     Ok(Disposition::Done) => {}
                     Ok(Disposition::Retried { reason, .. }) => {
@@ -289,7 +318,9 @@ impl LocalPipeline {
                         events.event(PipelineEvent::DeadLettered { stage, reason })
                     }
                     // The message stays invisible until its visibility timeout, then comes back.
-                    Err(error) => tracing::warn!(queue = queue.name(), %error, "could not settle a message"),
+                    Err(error) => {
+                        tracing::warn!(queue = queue.name(), %error, "could not settle a message")
+                    }
                 }
             }
         }
@@ -313,7 +344,9 @@ impl LocalPipeline {
                     merge_queue: self.merge.port.as_ref(),
                     config: &self.config.extract,
                 };
-                if let ExtractOutcome::FannedOut { parts, .. } = handle_extract(&deps, &message).await? {
+                if let ExtractOutcome::FannedOut { parts, .. } =
+                    handle_extract(&deps, &message).await?
+                {
                     events.event(PipelineEvent::Extracted {
                         object: message.object,
                         parts,

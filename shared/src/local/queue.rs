@@ -218,10 +218,11 @@ impl LocalQueue {
         let mut busy_groups: Vec<String> = Vec::new();
         if self.config.fifo {
             for entry in state.entries.values() {
-                if entry.receipt.is_some() && entry.visible_at > now {
-                    if let Some(group) = &entry.group {
-                        busy_groups.push(group.clone());
-                    }
+                if entry.receipt.is_some()
+                    && entry.visible_at > now
+                    && let Some(group) = &entry.group
+                {
+                    busy_groups.push(group.clone());
                 }
             }
         }
@@ -245,7 +246,8 @@ impl LocalQueue {
                 seen_groups.push(group.clone());
             }
             if entry.visible_at > now {
-                next_visible = Some(next_visible.map_or(entry.visible_at, |n| n.min(entry.visible_at)));
+                next_visible =
+                    Some(next_visible.map_or(entry.visible_at, |n| n.min(entry.visible_at)));
                 continue;
             }
             if entry.receive_count >= self.config.max_receives {
@@ -385,11 +387,7 @@ impl Queue for LocalQueue {
         Ok(())
     }
 
-    async fn dead_letter(
-        &self,
-        message: &ReceivedMessage,
-        reason: &str,
-    ) -> Result<(), QueueError> {
+    async fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<(), QueueError> {
         let mut state = self.lock();
         let seq = self.entry_for_receipt(&state, &message.receipt)?;
         state.receipts.remove(&message.receipt);

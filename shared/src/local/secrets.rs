@@ -17,7 +17,9 @@ impl std::fmt::Debug for StaticSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut names: Vec<&String> = self.values.keys().collect();
         names.sort();
-        f.debug_struct("StaticSecrets").field("names", &names).finish()
+        f.debug_struct("StaticSecrets")
+            .field("names", &names)
+            .finish()
     }
 }
 
@@ -53,7 +55,13 @@ impl EnvSecrets {
     pub fn variable_for(name: &str) -> String {
         let upper: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
         format!("SFPIPE_SECRET_{upper}")
     }

@@ -36,7 +36,9 @@ pub struct SqliteWarehouse {
 
 impl std::fmt::Debug for SqliteWarehouse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteWarehouse").field("path", &self.path).finish()
+        f.debug_struct("SqliteWarehouse")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -231,9 +233,7 @@ fn merge_blocking(
         };
         let cursor_index = columns.iter().position(|c| c.name == CURSOR);
         let merge = FileMerge { table, columns };
-        let mut statement = transaction
-            .prepare(&merge.upsert_sql())
-            .map_err(service)?;
+        let mut statement = transaction.prepare(&merge.upsert_sql()).map_err(service)?;
         let mut record = csv::StringRecord::new();
         let mut values: Vec<Value> = Vec::with_capacity(merge.columns.len() + 4);
         loop {
@@ -265,7 +265,10 @@ fn merge_blocking(
                 .execute(params_from_iter(values.iter()))
                 .map_err(service)? as u64;
             report.rows_read += 1;
-            if let Some(raw) = cursor_index.and_then(|i| record.get(i)).filter(|r| !r.is_empty()) {
+            if let Some(raw) = cursor_index
+                .and_then(|i| record.get(i))
+                .filter(|r| !r.is_empty())
+            {
                 let at = DateTime::parse_from_rfc3339(raw)
                     .map_err(|e| bad(format!("{CURSOR} {raw:?}: {e}")))?
                     .with_timezone(&Utc);
@@ -322,7 +325,10 @@ impl Warehouse for SqliteWarehouse {
                 .map_err(service)?;
             let existing = existing_columns(&connection, table).map_err(service)?;
             for column in &schema.columns {
-                if !existing.iter().any(|e| e.eq_ignore_ascii_case(&column.name)) {
+                if !existing
+                    .iter()
+                    .any(|e| e.eq_ignore_ascii_case(&column.name))
+                {
                     connection
                         .execute_batch(&format!(
                             "ALTER TABLE {} ADD COLUMN {} {}",
@@ -354,7 +360,10 @@ impl Warehouse for SqliteWarehouse {
         .map_err(service)?
     }
 
-    async fn watermark(&self, object: &ObjectName) -> Result<Option<DateTime<Utc>>, WarehouseError> {
+    async fn watermark(
+        &self,
+        object: &ObjectName,
+    ) -> Result<Option<DateTime<Utc>>, WarehouseError> {
         let connection = self.connection.clone();
         let object = object.to_string();
         let stored: Option<String> = tokio::task::spawn_blocking(move || {
@@ -396,11 +405,20 @@ mod tests {
 
     #[test]
     fn csv_fields_become_typed_values() {
-        assert_eq!(to_value(&column("B", "boolean"), "true"), Ok(Value::Integer(1)));
-        assert_eq!(to_value(&column("B", "boolean"), "false"), Ok(Value::Integer(0)));
+        assert_eq!(
+            to_value(&column("B", "boolean"), "true"),
+            Ok(Value::Integer(1))
+        );
+        assert_eq!(
+            to_value(&column("B", "boolean"), "false"),
+            Ok(Value::Integer(0))
+        );
         assert!(to_value(&column("B", "boolean"), "yes").is_err());
         assert_eq!(to_value(&column("N", "int"), "42"), Ok(Value::Integer(42)));
-        assert_eq!(to_value(&column("C", "currency"), "12.5"), Ok(Value::Real(12.5)));
+        assert_eq!(
+            to_value(&column("C", "currency"), "12.5"),
+            Ok(Value::Real(12.5))
+        );
         assert_eq!(to_value(&column("S", "string"), ""), Ok(Value::Null));
         assert_eq!(
             to_value(&column("S", "textarea"), "a,\"b\"\nc"),
@@ -423,7 +441,10 @@ mod tests {
             sql.contains("excluded.\"SystemModstamp\" > \"Account\".\"SystemModstamp\""),
             "{sql}"
         );
-        assert!(sql.contains("excluded.\"Name\" IS NOT \"Account\".\"Name\""), "{sql}");
+        assert!(
+            sql.contains("excluded.\"Name\" IS NOT \"Account\".\"Name\""),
+            "{sql}"
+        );
     }
 }
 

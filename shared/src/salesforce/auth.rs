@@ -189,10 +189,14 @@ mod tests {
     #[test]
     fn malformed_secrets_are_reported_without_their_content() {
         let json = secret(r#"{"flow":"client_credentials","client_id":"x","client_secret":"#);
-        let err = Credentials::from_secret_json(&json).unwrap_err().to_string();
+        let err = Credentials::from_secret_json(&json)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not valid credentials JSON"), "{err}");
         let json = secret(r#"{"flow":"magic","token":"very-secret-value"}"#);
-        let err = Credentials::from_secret_json(&json).unwrap_err().to_string();
+        let err = Credentials::from_secret_json(&json)
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("very-secret-value"), "{err}");
     }
 }

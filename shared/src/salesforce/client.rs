@@ -58,7 +58,10 @@ pub enum JobState {
 
 impl JobState {
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::JobComplete | JobState::Failed | JobState::Aborted)
+        matches!(
+            self,
+            JobState::JobComplete | JobState::Failed | JobState::Aborted
+        )
     }
 }
 
@@ -121,7 +124,10 @@ impl std::fmt::Debug for SalesforceClient {
 }
 
 impl SalesforceClient {
-    pub fn new(config: SalesforceConfig, credentials: Credentials) -> Result<Self, SalesforceError> {
+    pub fn new(
+        config: SalesforceConfig,
+        credentials: Credentials,
+    ) -> Result<Self, SalesforceError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("sfpipe/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -212,7 +218,10 @@ impl SalesforceClient {
             }
             let error = api_error(response).await;
             if status == StatusCode::UNAUTHORIZED && !renewed {
-                tracing::info!(code = error.code().unwrap_or(""), "Salesforce session expired; logging in again");
+                tracing::info!(
+                    code = error.code().unwrap_or(""),
+                    "Salesforce session expired; logging in again"
+                );
                 self.drop_session(&session).await;
                 renewed = true;
                 continue;
@@ -266,7 +275,9 @@ impl SalesforceClient {
             "lineEnding": "LF",
         });
         let response = self
-            .request(Method::POST, &self.data_path("jobs/query"), |r| r.json(&body))
+            .request(Method::POST, &self.data_path("jobs/query"), |r| {
+                r.json(&body)
+            })
             .await?;
         Self::json(response, "bulk job").await
     }
@@ -308,7 +319,9 @@ impl SalesforceClient {
     /// Streams one result page, asking for gzip so the bytes can go to storage as they are.
     pub async fn download_results(&self, result_url: &str) -> Result<ResultPage, SalesforceError> {
         let response = self
-            .request(Method::GET, result_url, |r| r.header(ACCEPT_ENCODING, "gzip"))
+            .request(Method::GET, result_url, |r| {
+                r.header(ACCEPT_ENCODING, "gzip")
+            })
             .await?;
         let headers = response.headers();
         let gzipped = headers
@@ -338,7 +351,8 @@ impl SalesforceClient {
     pub async fn abort_job(&self, job_id: &str) -> Result<(), SalesforceError> {
         let path = self.data_path(&format!("jobs/query/{job_id}"));
         let body = serde_json::json!({"state": "Aborted"});
-        self.request(Method::PATCH, &path, |r| r.json(&body)).await?;
+        self.request(Method::PATCH, &path, |r| r.json(&body))
+            .await?;
         Ok(())
     }
 

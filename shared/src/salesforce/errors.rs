@@ -17,7 +17,9 @@ pub enum SalesforceError {
         code: String,
         message: String,
     },
-    #[error("Salesforce login failed ({code}): {message}. Check the credentials in the Salesforce secret")]
+    #[error(
+        "Salesforce login failed ({code}): {message}. Check the credentials in the Salesforce secret"
+    )]
     Auth { code: String, message: String },
     #[error("Salesforce could not be reached: {0}")]
     Transport(String),

@@ -95,7 +95,8 @@ mod tests {
 
     #[test]
     fn full_query_has_only_the_upper_bound() {
-        let soql = extraction_query(&account(), &["Id"], Some("SystemModstamp"), &window(None)).unwrap();
+        let soql =
+            extraction_query(&account(), &["Id"], Some("SystemModstamp"), &window(None)).unwrap();
         assert_eq!(
             soql,
             "SELECT Id FROM Account WHERE SystemModstamp < 2026-01-01T12:30:00.000Z"
@@ -110,7 +111,13 @@ mod tests {
 
     #[test]
     fn hostile_field_names_never_reach_the_query() {
-        for bad in ["Name, (SELECT Id FROM Contacts)", "Id--", "Na'me", "", "Name FROM User"] {
+        for bad in [
+            "Name, (SELECT Id FROM Contacts)",
+            "Id--",
+            "Na'me",
+            "",
+            "Name FROM User",
+        ] {
             let err = extraction_query(&account(), &["Id", bad], None, &window(None)).unwrap_err();
             assert_eq!(
                 err,

@@ -238,9 +238,15 @@ where
     let job = match deps.salesforce.query_job(&progress.job_id).await {
         Ok(job) => job,
         Err(SalesforceError::Api { status: 404, .. }) => {
-            return job_gone(deps.blobs, Stage::Extract, message.object.clone(), &message.run_id, &progress.job_id)
-                .await
-                .map(|()| ExtractOutcome::AlreadyDone);
+            return job_gone(
+                deps.blobs,
+                Stage::Extract,
+                message.object.clone(),
+                &message.run_id,
+                &progress.job_id,
+            )
+            .await
+            .map(|()| ExtractOutcome::AlreadyDone);
         }
         Err(error) => return Err(StageError::new(Stage::Extract, object, error)),
     };
@@ -288,10 +294,21 @@ where
     Q: Queue + ?Sized,
 {
     let object = &message.object;
-    let pages = match deps.salesforce.result_pages(job_id, deps.config.page_records).await {
+    let pages = match deps
+        .salesforce
+        .result_pages(job_id, deps.config.page_records)
+        .await
+    {
         Ok(pages) => pages,
         Err(SalesforceError::Api { status: 404, .. }) => {
-            job_gone(deps.blobs, Stage::Extract, object.clone(), &message.run_id, job_id).await?;
+            job_gone(
+                deps.blobs,
+                Stage::Extract,
+                object.clone(),
+                &message.run_id,
+                job_id,
+            )
+            .await?;
             return Ok(ExtractOutcome::AlreadyDone);
         }
         Err(error) => return Err(StageError::new(Stage::Extract, object, error)),

@@ -87,7 +87,11 @@ where
             (Mode::Full, _) => (Mode::Full, None),
             (Mode::Incremental, Some(since)) => (Mode::Incremental, Some(since)),
             (Mode::Incremental, None) => {
-                match warehouse.watermark(object).await.at(Stage::Loader, object)? {
+                match warehouse
+                    .watermark(object)
+                    .await
+                    .at(Stage::Loader, object)?
+                {
                     Some(watermark) => (Mode::Incremental, Some(watermark - overlap)),
                     // Never loaded: the first incremental run is a full one.
                     None => (Mode::Full, None),
@@ -108,7 +112,10 @@ where
             bulk_job: None,
         };
         extract_queue
-            .send(OutgoingMessage::new(message.to_body(), message.message_id()))
+            .send(OutgoingMessage::new(
+                message.to_body(),
+                message.message_id(),
+            ))
             .await
             .at(Stage::Loader, object)?;
         tracing::info!(run_id = %run_id, %object, ?mode, "queued extract");

@@ -37,7 +37,8 @@ where
     W: Warehouse + ?Sized,
 {
     let object = &message.object;
-    let inconsistent = |what: String| StageError::new(Stage::Merge, object, Cause::Inconsistent(what));
+    let inconsistent =
+        |what: String| StageError::new(Stage::Merge, object, Cause::Inconsistent(what));
     let layout = RunLayout::new(object, &message.run_id);
     let schema: TableSchema = read_json(deps.blobs, &message.schema_key)
         .await
@@ -56,7 +57,9 @@ where
         let manifest: PartManifest = read_json(deps.blobs, &layout.manifest(part))
             .await
             .at(Stage::Merge, object)?
-            .ok_or_else(|| inconsistent(format!("part {part} of {} has no manifest", message.parts)))?;
+            .ok_or_else(|| {
+                inconsistent(format!("part {part} of {} has no manifest", message.parts))
+            })?;
         records += manifest.records;
         bytes += manifest.bytes;
         extracted_at = Some(extracted_at.map_or(manifest.stored_at, |t| t.max(manifest.stored_at)));

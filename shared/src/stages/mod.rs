@@ -58,7 +58,7 @@ pub struct StageError {
     pub stage: Stage,
     pub object: String,
     #[source]
-    pub cause: Cause,
+    pub cause: Box<Cause>,
     /// Set when retrying cannot help, whatever the cause.
     pub permanent: bool,
 }
@@ -68,7 +68,7 @@ impl StageError {
         Self {
             stage,
             object: object.to_string(),
-            cause: cause.into(),
+            cause: Box::new(cause.into()),
             permanent: false,
         }
     }
@@ -84,12 +84,14 @@ impl StageError {
         if self.permanent {
             return false;
         }
-        match &self.cause {
+        match self.cause.as_ref() {
             Cause::Contract(_) | Cause::Soql(_) => false,
             Cause::Salesforce(e) => e.is_retryable(),
             Cause::Blob(BlobError::InvalidKey { .. }) => false,
             Cause::Blob(_) | Cause::Queue(_) => true,
-            Cause::Warehouse(WarehouseError::BadFile { .. } | WarehouseError::Schema { .. }) => false,
+            Cause::Warehouse(WarehouseError::BadFile { .. } | WarehouseError::Schema { .. }) => {
+                false
+            }
             Cause::Warehouse(_) => true,
             // A part may still be on its way (a late upload); let the queue try again.
             Cause::Inconsistent(_) => true,

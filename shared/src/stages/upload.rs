@@ -48,23 +48,29 @@ where
         .await
         .at(Stage::Upload, object)?
         .is_some()
+        && let Some(manifest) =
+            read_json::<PartManifest, _>(deps.blobs, &layout.manifest(message.part))
+                .await
+                .at(Stage::Upload, object)?
     {
-        if let Some(manifest) = read_json::<PartManifest, _>(deps.blobs, &layout.manifest(message.part))
-            .await
-            .at(Stage::Upload, object)?
-        {
-            tracing::info!(run_id = %message.run_id, %object, part = message.part, "late duplicate: the part is stored already");
-            return Ok(UploadOutcome {
-                manifest,
-                requested_merge: false,
-            });
-        }
+        tracing::info!(run_id = %message.run_id, %object, part = message.part, "late duplicate: the part is stored already");
+        return Ok(UploadOutcome {
+            manifest,
+            requested_merge: false,
+        });
     }
 
     let page = match deps.salesforce.download_results(&message.result_url).await {
         Ok(page) => page,
         Err(SalesforceError::Api { status: 404, .. }) => {
-            job_gone(deps.blobs, Stage::Upload, object.clone(), &message.run_id, &message.job_id).await?;
+            job_gone(
+                deps.blobs,
+                Stage::Upload,
+                object.clone(),
+                &message.run_id,
+                &message.job_id,
+            )
+            .await?;
             let manifest = read_json::<PartManifest, _>(deps.blobs, &layout.manifest(message.part))
                 .await
                 .at(Stage::Upload, object)?
@@ -90,7 +96,10 @@ where
         page.body
     } else {
         let reader = tokio::io::BufReader::new(StreamReader::new(page.body));
-        Box::pin(ReaderStream::with_capacity(GzipEncoder::new(reader), 64 * 1024))
+        Box::pin(ReaderStream::with_capacity(
+            GzipEncoder::new(reader),
+            64 * 1024,
+        ))
     };
     let hasher = Arc::new(Mutex::new(Sha256::new()));
     let hashing = {
