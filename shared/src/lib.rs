@@ -18,3 +18,12 @@ pub mod local;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+
+#[cfg(feature = "aws")]
+pub mod aws;
+
+#[cfg(feature = "lambda")]
+pub mod lambda;
+
+#[cfg(feature = "runtime")]
+pub mod runtime;

@@ -1,0 +1,379 @@
+//! What the Lambda entry points share: turning an SQS batch into stage calls with partial batch
+//! failures, and reading the loader's trigger (a scheduled rule or a manual event).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::contracts::{ContractError, Mode, ObjectName};
+use crate::ports::{Queue, ReceivedMessage};
+use crate::stages::StageError;
+use crate::stages::loader::LoadRequest;
+use crate::worker::{Disposition, process};
+
+/// How an SQS-triggered function settles a batch.
+#[derive(Debug, Clone)]
+pub struct BatchPolicy {
+    /// FIFO queues: after the first failure, the rest of the batch is failed too, unprocessed, so
+    /// a group's order holds.
+    pub fifo: bool,
+    /// Messages are not started when less than this is left before the function's deadline;
+    /// they are handed back to the queue instead of timing out halfway.
+    pub reserve: Duration,
+    pub retry_base: Duration,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        Self {
+            fifo: false,
+            reserve: Duration::from_secs(30),
+            retry_base: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Handles every message of the batch with `handler(body)`. Successes and permanent failures
+/// (sent to the dead-letter queue with their reason) are reported done; retryable failures, and
+/// messages not started, are reported as batch item failures.
+pub async fn handle_sqs_batch<Q, F, Fut>(
+    queue: &Q,
+    event: SqsEvent,
+    policy: &BatchPolicy,
+    time_left: impl Fn() -> Duration,
+    mut handler: F,
+) -> SqsBatchResponse
+where
+    Q: Queue + ?Sized,
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<(), StageError>>,
+{
+    let mut response = SqsBatchResponse::default();
+    let mut failing = false;
+    for record in event.records {
+        let Some(message_id) = record.message_id.clone() else {
+            continue;
+        };
+        if failing || time_left() < policy.reserve {
+            response.add_failure(message_id);
+            continue;
+        }
+        let receive_count = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        let message = ReceivedMessage {
+            body: record.body.clone().unwrap_or_default(),
+            receipt: record.receipt_handle.clone().unwrap_or_default(),
+            message_id: message_id.clone(),
+            receive_count,
+            attributes: BTreeMap::new(),
+        };
+        match process(queue, &message, policy.retry_base, &mut handler).await {
+            Ok(Disposition::Done | Disposition::DeadLettered { .. }) => {}
+            Ok(Disposition::Retried { .. }) => {
+                response.add_failure(message_id);
+                failing = policy.fifo;
+            }
+            Err(error) => {
+                // Could not even settle it: let the event source retry it.
+                tracing::error!(%error, "could not settle a message");
+                response.add_failure(message_id);
+                failing = policy.fifo;
+            }
+        }
+    }
+    response
+}
+
+/// The loader's trigger: an EventBridge scheduled rule event, or a manual event for a backfill or
+/// a re-run, `{"objects": [...], "mode": "full"|"incremental", "since": ..., "until": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub request: LoadRequest,
+    /// When the trigger fired: the run id derives from it, so a retried invocation of the same
+    /// event is the same run.
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManualEvent {
+    #[serde(default)]
+    objects: Option<Vec<ObjectName>>,
+    #[serde(default)]
+    mode: Option<Mode>,
+    #[serde(default)]
+    since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
+    /// When the backfill was requested; defaults to now.
+    #[serde(default)]
+    requested_at: Option<DateTime<Utc>>,
+}
+
+/// Reads the loader's event. `scheduled_objects` is the configured object list used by schedules
+/// and by manual events that name no objects.
+pub fn parse_trigger(
+    event: &serde_json::Value,
+    scheduled_objects: &[ObjectName],
+    now: DateTime<Utc>,
+) -> Result<Trigger, ContractError> {
+    let scheduled = event.get("detail-type").and_then(|v| v.as_str()) == Some("Scheduled Event")
+        && event.get("source").and_then(|v| v.as_str()) == Some("aws.events");
+    if scheduled {
+        let at = event
+            .get("time")
+            .and_then(|t| t.as_str())
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or(now, |t| t.with_timezone(&Utc));
+        return Ok(Trigger {
+            request: LoadRequest {
+                objects: scheduled_objects.to_vec(),
+                mode: Mode::Incremental,
+                since: None,
+                until: None,
+            },
+            at,
+        });
+    }
+    let manual: ManualEvent =
+        serde_json::from_value(event.clone()).map_err(|e| ContractError::Malformed {
+            expected: "loader (scheduled or manual)",
+            detail: e.to_string(),
+        })?;
+    let objects = manual
+        .objects
+        .filter(|o| !o.is_empty())
+        .unwrap_or_else(|| scheduled_objects.to_vec());
+    if objects.is_empty() {
+        return Err(ContractError::Invalid(
+            "no objects to load: name them in the event or configure SFPIPE_OBJECTS".into(),
+        ));
+    }
+    if let (Some(since), Some(until)) = (manual.since, manual.until)
+        && since >= until
+    {
+        return Err(ContractError::Invalid(format!(
+            "since {since} is not before until {until}"
+        )));
+    }
+    Ok(Trigger {
+        request: LoadRequest {
+            objects,
+            mode: manual.mode.unwrap_or(Mode::Incremental),
+            since: manual.since,
+            until: manual.until,
+        },
+        at: manual.requested_at.unwrap_or(now),
+    })
+}
+
+/// Parses a comma-separated object list (the `SFPIPE_OBJECTS` setting).
+pub fn parse_object_list(list: &str) -> Result<Vec<ObjectName>, ContractError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(ObjectName::new)
+        .collect()
+}
+
+#[cfg(all(test, feature = "local"))]
+mod tests {
+    use super::*;
+    use crate::contracts::{Contract, ExtractMessage, MergeMessage, UploadMessage};
+    use crate::local::{LocalQueue, LocalQueueConfig};
+    use crate::ports::{DEAD_LETTER_REASON, OutgoingMessage};
+    use crate::stages::{Cause, Stage};
+    use chrono::TimeZone;
+
+    fn event(file: &str) -> SqsEvent {
+        let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn bodies(event: &SqsEvent) -> Vec<String> {
+        event
+            .records
+            .iter()
+            .map(|r| r.body.clone().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_sample_sqs_events_carry_valid_messages() {
+        for body in bodies(&event("extract-sqs.json")) {
+            ExtractMessage::from_body(&body).unwrap();
+        }
+        for body in bodies(&event("upload-sqs.json")) {
+            UploadMessage::from_body(&body).unwrap();
+        }
+        for body in bodies(&event("merge-sqs.json")) {
+            MergeMessage::from_body(&body).unwrap();
+        }
+    }
+
+    #[test]
+    fn schedules_and_manual_events_become_load_requests() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        let configured = parse_object_list("Account, Contact,Invoice__c").unwrap();
+        let read = |file: &str| -> serde_json::Value {
+            let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let scheduled = parse_trigger(&read("schedule.json"), &configured, now).unwrap();
+        assert_eq!(scheduled.request.objects, configured);
+        assert_eq!(scheduled.request.mode, Mode::Incremental);
+        assert_eq!(
+            scheduled.at,
+            Utc.with_ymd_and_hms(2026, 1, 1, 6, 0, 0).unwrap()
+        );
+
+        let backfill = parse_trigger(&read("backfill.json"), &configured, now).unwrap();
+        assert_eq!(backfill.request.objects.len(), 2);
+        assert_eq!(
+            backfill.request.since,
+            Some(Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap())
+        );
+        assert_eq!(backfill.at, now);
+
+        let full = parse_trigger(&read("full-refresh.json"), &configured, now).unwrap();
+        assert_eq!(full.request.mode, Mode::Full);
+
+        for bad in [
+            serde_json::json!({"objects": ["Acc'ount"]}),
+            serde_json::json!({"objcts": ["Account"]}),
+            serde_json::json!({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}),
+        ] {
+            assert!(parse_trigger(&bad, &configured, now).is_err(), "{bad}");
+        }
+        assert!(parse_trigger(&serde_json::json!({}), &[], now).is_err());
+        assert!(parse_object_list("Account,Bad Name").is_err());
+    }
+
+    /// Puts the sample event's bodies on a local queue and returns the event with the receipts
+    /// that queue handed out, as Lambda's event source mapping would.
+    async fn received(queue: &LocalQueue, file: &str, fifo: bool) -> SqsEvent {
+        let mut sample = event(file);
+        for (i, body) in bodies(&sample).into_iter().enumerate() {
+            let mut message = OutgoingMessage::new(body, format!("d{i}"));
+            if fifo {
+                message = message.in_group("Account");
+            }
+            queue.send(message).await.unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < sample.records.len() {
+            got.extend(queue.receive(10, Duration::from_millis(100)).await.unwrap());
+            if fifo {
+                break;
+            }
+        }
+        for (record, message) in sample.records.iter_mut().zip(got) {
+            record.receipt_handle = Some(message.receipt);
+        }
+        sample
+    }
+
+    fn failure(retryable: bool) -> StageError {
+        let cause = if retryable {
+            Cause::Inconsistent("a part is still on its way".into())
+        } else {
+            Cause::Contract(ContractError::Invalid("bad".into()))
+        };
+        StageError::new(Stage::Upload, "Account", cause)
+    }
+
+    #[tokio::test]
+    async fn retryable_failures_are_reported_and_permanent_ones_dead_lettered() {
+        let (queue, dlq) =
+            LocalQueue::with_dead_letter_queue("upload", LocalQueueConfig::default());
+        let batch = received(&queue, "upload-sqs.json", false).await;
+        let ids: Vec<String> = batch
+            .records
+            .iter()
+            .map(|r| r.message_id.clone().unwrap())
+            .collect();
+        let mut calls = 0;
+        let response = handle_sqs_batch(
+            queue.as_ref(),
+            batch,
+            &BatchPolicy::default(),
+            || Duration::from_secs(600),
+            |_| {
+                calls += 1;
+                let result = if calls == 1 {
+                    Err(failure(true))
+                } else {
+                    Err(failure(false))
+                };
+                async move { result }
+            },
+        )
+        .await;
+        let failed: Vec<String> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        assert_eq!(failed, vec![ids[0].clone()]);
+        let dead = dlq.messages();
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].1[DEAD_LETTER_REASON].contains("upload stage, object Account"));
+    }
+
+    #[tokio::test]
+    async fn fifo_batches_stop_at_the_first_failure_and_nothing_starts_near_the_deadline() {
+        let (queue, _dlq) = LocalQueue::with_dead_letter_queue(
+            "merge.fifo",
+            LocalQueueConfig {
+                fifo: true,
+                ..LocalQueueConfig::default()
+            },
+        );
+        let mut batch = received(&queue, "merge-sqs.json", true).await;
+        let mut second = batch.records[0].clone();
+        second.message_id = Some("second".into());
+        batch.records.push(second);
+        let mut calls = 0;
+        let response = handle_sqs_batch(
+            queue.as_ref(),
+            batch,
+            &BatchPolicy {
+                fifo: true,
+                ..BatchPolicy::default()
+            },
+            || Duration::from_secs(600),
+            |_| {
+                calls += 1;
+                async { Err(failure(true)) }
+            },
+        )
+        .await;
+        assert_eq!(calls, 1, "a FIFO batch went on after a failure");
+        assert_eq!(response.batch_item_failures.len(), 2);
+
+        let (queue, _dlq) =
+            LocalQueue::with_dead_letter_queue("extract", LocalQueueConfig::default());
+        let batch = received(&queue, "extract-sqs.json", false).await;
+        let mut started = 0;
+        let response = handle_sqs_batch(
+            queue.as_ref(),
+            batch,
+            &BatchPolicy::default(),
+            || Duration::from_secs(5),
+            |_| {
+                started += 1;
+                async { Ok(()) }
+            },
+        )
+        .await;
+        assert_eq!(started, 0, "work started with 5 s left");
+        assert_eq!(response.batch_item_failures.len(), 2);
+    }
+}

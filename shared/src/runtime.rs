@@ -1,0 +1,125 @@
+//! What a Lambda function reads at start: its settings from the environment, and the clients it
+//! builds once per container.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::aws::{S3BlobStore, SecretsManagerSecrets, SqsQueue, s3_client, sdk_config};
+use crate::contracts::{ContractError, ObjectName};
+use crate::lambda::parse_object_list;
+use crate::ports::Secrets;
+use crate::salesforce::client::DEFAULT_API_VERSION;
+use crate::salesforce::{Credentials, SalesforceClient, SalesforceConfig, SalesforceError};
+use crate::stages::extract::ExtractConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "environment variable {0} is not set: the SAM template sets it; set it by hand for a local run"
+    )]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+    #[error("the Salesforce secret: {0}")]
+    Secret(String),
+    #[error(transparent)]
+    Salesforce(#[from] SalesforceError),
+}
+
+fn required(name: &'static str) -> Result<String, ConfigError> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or(ConfigError::Missing(name))
+}
+
+fn optional(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn number(name: &'static str, default: u64) -> Result<u64, ConfigError> {
+    optional(name).map_or(Ok(default), |v| {
+        v.parse().map_err(|_| ConfigError::Invalid {
+            name,
+            why: format!("{v:?} is not a whole number"),
+        })
+    })
+}
+
+/// The queues a function sends to (and, for its own queue, dead-letters into).
+pub struct StageQueues {
+    pub extract: Arc<SqsQueue>,
+    pub upload: Arc<SqsQueue>,
+    pub merge: Arc<SqsQueue>,
+}
+
+/// Everything the extract and upload functions need, built once per container.
+pub struct Runtime {
+    pub queues: StageQueues,
+    pub blobs: Arc<S3BlobStore>,
+    pub salesforce: Arc<SalesforceClient>,
+    pub extract: ExtractConfig,
+    pub objects: Vec<ObjectName>,
+}
+
+impl Runtime {
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let sdk = sdk_config().await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let queue = |url: &'static str, dlq: &'static str| -> Result<Arc<SqsQueue>, ConfigError> {
+            Ok(Arc::new(SqsQueue::new(
+                sqs.clone(),
+                required(url)?,
+                optional(dlq),
+            )))
+        };
+        let queues = StageQueues {
+            extract: queue("SFPIPE_EXTRACT_QUEUE_URL", "SFPIPE_EXTRACT_DLQ_URL")?,
+            upload: queue("SFPIPE_UPLOAD_QUEUE_URL", "SFPIPE_UPLOAD_DLQ_URL")?,
+            merge: queue("SFPIPE_MERGE_QUEUE_URL", "SFPIPE_MERGE_DLQ_URL")?,
+        };
+        let mut blobs = S3BlobStore::new(
+            s3_client(&sdk),
+            required("SFPIPE_BUCKET")?,
+            optional("SFPIPE_PREFIX").unwrap_or_else(|| "sfpipe".into()),
+        );
+        if optional("SFPIPE_S3_ENCRYPTION").as_deref() == Some("none") {
+            blobs = blobs.with_encryption(None);
+        }
+        let secrets = SecretsManagerSecrets::new(
+            aws_sdk_secretsmanager::Client::new(&sdk),
+            Duration::from_secs(number("SFPIPE_SECRET_TTL_SECONDS", 300)?),
+        );
+        let secret_name = required("SFPIPE_SALESFORCE_SECRET")?;
+        let secret = secrets
+            .get(&secret_name)
+            .await
+            .map_err(|e| ConfigError::Secret(e.to_string()))?;
+        let credentials = Credentials::from_secret_json(&secret)?;
+        let salesforce = SalesforceClient::new(
+            SalesforceConfig {
+                login_url: required("SFPIPE_SALESFORCE_LOGIN_URL")?,
+                api_version: optional("SFPIPE_SALESFORCE_API_VERSION")
+                    .unwrap_or_else(|| DEFAULT_API_VERSION.into()),
+            },
+            credentials,
+        )?;
+        let extract = ExtractConfig {
+            page_records: number("SFPIPE_PAGE_RECORDS", ExtractConfig::default().page_records)?,
+            ..ExtractConfig::default()
+        };
+        let objects = parse_object_list(&optional("SFPIPE_OBJECTS").unwrap_or_default()).map_err(
+            |e: ContractError| ConfigError::Invalid {
+                name: "SFPIPE_OBJECTS",
+                why: e.to_string(),
+            },
+        )?;
+        Ok(Self {
+            queues,
+            blobs: Arc::new(blobs),
+            salesforce: Arc::new(salesforce),
+            extract,
+            objects,
+        })
+    }
+}
