@@ -43,3 +43,4 @@ pub fn shared_client(sim: &Simulator) -> Arc<SalesforceClient> {
 
 pub mod faults;
 pub mod harness;
+pub mod moto;

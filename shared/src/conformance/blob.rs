@@ -39,8 +39,8 @@ async fn read_all(store: &dyn BlobStore, key: &str) -> Vec<u8> {
 }
 
 pub async fn put_get_head_round_trip(store: &dyn BlobStore) {
-    // Larger than one S3 multipart part (5 MiB), sent in small chunks.
-    let data = sample(6 * 1024 * 1024 + 123);
+    // Three multipart parts on S3 (8 MiB each at most), sent in small chunks.
+    let data = sample(17 * 1024 * 1024 + 123);
     let key = "conformance/roundtrip/data.bin";
     let written = store
         .put(key, chunked(&data, 64 * 1024))

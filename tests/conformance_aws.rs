@@ -1,0 +1,126 @@
+//! The conformance suites against the AWS adapters, on moto's server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::QueueAttributeName;
+use sfpipe_shared::aws::{S3BlobStore, SecretsManagerSecrets, SqsQueue};
+use sfpipe_shared::conformance::{blob, queue, secrets};
+use sfpipe_shared::ports::Queue;
+use sfpipe_tests::moto::Moto;
+
+struct SqsQueues {
+    client: aws_sdk_sqs::Client,
+    next: AtomicU32,
+}
+
+impl SqsQueues {
+    async fn create(
+        &self,
+        name: String,
+        attributes: Vec<(QueueAttributeName, String)>,
+    ) -> (String, String) {
+        let mut request = self.client.create_queue().queue_name(name);
+        for (key, value) in attributes {
+            request = request.attributes(key, value);
+        }
+        let url = request
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("url");
+        let arn = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("attributes")
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("arn");
+        (url, arn)
+    }
+}
+
+#[async_trait]
+impl queue::QueueFactory for SqsQueues {
+    async fn make(&self, spec: queue::QueueSpec) -> (Arc<dyn Queue>, Arc<dyn Queue>) {
+        let n = self.next.fetch_add(1, Ordering::SeqCst);
+        let suffix = if spec.fifo { ".fifo" } else { "" };
+        let fifo = |mut a: Vec<(QueueAttributeName, String)>| {
+            if spec.fifo {
+                a.push((QueueAttributeName::FifoQueue, "true".into()));
+            }
+            a
+        };
+        let (dlq_url, dlq_arn) = self
+            .create(format!("conformance-{n}-dlq{suffix}"), fifo(vec![]))
+            .await;
+        let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.max_receives}).to_string();
+        let (url, _) = self
+            .create(
+                format!("conformance-{n}{suffix}"),
+                fifo(vec![
+                    (
+                        QueueAttributeName::VisibilityTimeout,
+                        spec.visibility_timeout.as_secs().to_string(),
+                    ),
+                    (QueueAttributeName::RedrivePolicy, redrive),
+                ]),
+            )
+            .await;
+        let queue = SqsQueue::new(self.client.clone(), url, Some(dlq_url.clone()));
+        let dlq = SqsQueue::new(self.client.clone(), dlq_url, None);
+        (Arc::new(queue), Arc::new(dlq))
+    }
+}
+
+#[tokio::test]
+async fn sqs_queue_conforms() {
+    let moto = Moto::start().await;
+    let factory = SqsQueues {
+        client: aws_sdk_sqs::Client::new(&moto.sdk_config().await),
+        next: AtomicU32::new(0),
+    };
+    queue::run_all(&factory).await;
+}
+
+#[tokio::test]
+async fn s3_blob_store_conforms() {
+    let moto = Moto::start().await;
+    let client = moto.s3().await;
+    client
+        .create_bucket()
+        .bucket("sfpipe-conformance")
+        .send()
+        .await
+        .expect("bucket");
+    blob::run_all(Arc::new(S3BlobStore::new(
+        client,
+        "sfpipe-conformance",
+        "prefix/under/test",
+    )))
+    .await;
+}
+
+#[tokio::test]
+async fn secrets_manager_conforms() {
+    let moto = Moto::start().await;
+    let client = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
+    client
+        .create_secret()
+        .name(secrets::NAME)
+        .secret_string(secrets::VALUE)
+        .send()
+        .await
+        .expect("create secret");
+    secrets::run_all(&SecretsManagerSecrets::new(
+        client,
+        std::time::Duration::from_secs(60),
+    ))
+    .await;
+}
