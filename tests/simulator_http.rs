@@ -37,42 +37,81 @@ async fn get(sim: &Simulator, token: &str, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
+fn secret_json(value: serde_json::Value) -> Credentials {
+    Credentials::from_secret_json(&value.to_string().into()).unwrap()
+}
+
 #[tokio::test]
-async fn every_supported_login_flow_works_and_bad_credentials_fail() {
+async fn every_login_flow_works_and_bad_credentials_fail() {
+    // A password with XML and form metacharacters, so escaping is exercised.
     let sim = simulator(SimConfig {
         rows: 10,
+        password: "p&ss<w>rd\"'%+=TOKEN".into(),
         ..SimConfig::default()
     })
     .await;
-    let config = sim.config().clone();
-    let password = Credentials::from_secret_json(
-        &serde_json::json!({
-            "flow": "password", "client_id": config.client_id, "client_secret": config.client_secret,
-            "username": config.username, "password": config.password,
-        })
-        .to_string()
-        .into(),
-    )
-    .unwrap();
-    let client = sfpipe_tests::client_with(&sim, password);
-    assert!(client.describe_global().await.is_ok());
-
-    let client = client_for(&sim);
-    assert!(client.describe_global().await.is_ok());
-
-    let wrong = Credentials::ClientCredentials {
-        client_id: config.client_id.clone(),
-        client_secret: "wrong".to_string().into(),
-    };
-    let err = sfpipe_tests::client_with(&sim, wrong)
-        .describe_global()
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, SalesforceError::Auth { ref code, .. } if code == "invalid_grant"),
-        "{err}"
-    );
-    assert!(!err.is_retryable());
+    let c = sim.config().clone();
+    let good = [
+        secret_json(serde_json::json!({
+            "flow": "jwt_bearer", "client_id": c.client_id, "username": c.username,
+            "private_key": sfpipe_simulator::DEMO_PRIVATE_KEY_PEM,
+        })),
+        secret_json(serde_json::json!({
+            "flow": "client_credentials", "client_id": c.client_id, "client_secret": c.client_secret,
+        })),
+        secret_json(serde_json::json!({
+            "flow": "refresh_token", "client_id": c.client_id, "client_secret": c.client_secret,
+            "refresh_token": c.refresh_token,
+        })),
+        secret_json(serde_json::json!({
+            "flow": "password", "client_id": c.client_id, "client_secret": c.client_secret,
+            "username": c.username, "password": "p&ss<w>rd\"'%+=", "security_token": "TOKEN",
+        })),
+        secret_json(serde_json::json!({
+            "flow": "soap", "username": c.username, "password": "p&ss<w>rd\"'%+=", "security_token": "TOKEN",
+        })),
+    ];
+    for credentials in good {
+        let flow = credentials.flow_name();
+        let client = sfpipe_tests::client_with(&sim, credentials);
+        let global = client.describe_global().await;
+        assert!(global.is_ok(), "{flow}: {:?}", global.err());
+    }
+    let bad = [
+        secret_json(serde_json::json!({
+            "flow": "jwt_bearer", "client_id": c.client_id, "username": "someone.else@example.com",
+            "private_key": sfpipe_simulator::DEMO_PRIVATE_KEY_PEM,
+        })),
+        secret_json(serde_json::json!({
+            "flow": "client_credentials", "client_id": c.client_id, "client_secret": "wrong",
+        })),
+        secret_json(serde_json::json!({
+            "flow": "refresh_token", "client_id": c.client_id, "client_secret": c.client_secret,
+            "refresh_token": "expired",
+        })),
+        secret_json(serde_json::json!({
+            "flow": "password", "client_id": c.client_id, "client_secret": c.client_secret,
+            "username": c.username, "password": "wrong",
+        })),
+        secret_json(
+            serde_json::json!({"flow": "soap", "username": c.username, "password": "wrong"}),
+        ),
+    ];
+    for credentials in bad {
+        let flow = credentials.flow_name();
+        let err = sfpipe_tests::client_with(&sim, credentials)
+            .describe_global()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SalesforceError::Auth { .. }), "{flow}: {err}");
+        assert!(!err.is_retryable(), "{flow}");
+        let expected = if flow == "soap" {
+            "INVALID_LOGIN"
+        } else {
+            "invalid_grant"
+        };
+        assert!(err.to_string().contains(expected), "{flow}: {err}");
+    }
 }
 
 #[tokio::test]

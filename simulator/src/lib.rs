@@ -13,6 +13,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 pub use org::{MutationCounts, Org};
+
+/// The demo connected app's public key: JWT bearer assertions are checked against it.
+pub const DEMO_PUBLIC_KEY_PEM: &str = include_str!("../keys/demo-connected-app.pub.pem");
+/// The matching private key, for the simulator's clients (the demo, tests). Protects nothing.
+pub const DEMO_PRIVATE_KEY_PEM: &str = include_str!("../keys/demo-connected-app.key.pem");
 pub use server::{Fault, SimConfig};
 
 /// A running simulator. Dropping it stops the server.

@@ -31,7 +31,11 @@ pub struct SimConfig {
     pub client_id: String,
     pub client_secret: String,
     pub username: String,
+    /// Password with the security token appended, as OAuth and SOAP logins send it.
     pub password: String,
+    pub refresh_token: String,
+    /// The connected app's certificate key: JWT bearer assertions must verify against it.
+    pub jwt_public_key_pem: String,
     /// Status checks a Bulk job answers InProgress before it is JobComplete.
     pub bulk_polls_to_complete: u32,
     pub daily_api_limit: u64,
@@ -48,6 +52,8 @@ impl Default for SimConfig {
             client_secret: "sfpipe-demo-secret".into(),
             username: "integration@sfpipe.demo".into(),
             password: "demo-password".into(),
+            refresh_token: "5Aep861demo.refresh.token".into(),
+            jwt_public_key_pem: crate::DEMO_PUBLIC_KEY_PEM.into(),
             bulk_polls_to_complete: 1,
             daily_api_limit: 100_000,
             rounds: Vec::new(),
@@ -197,6 +203,7 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/services/oauth2/token", post(token))
         .route("/services/data", get(versions))
         .route("/services/data/", get(versions))
+        .route("/services/Soap/u/{v}", post(soap_login))
         .route("/__sim/faults", post(add_faults))
         .route("/__sim/expire-sessions", post(expire_sessions))
         .route("/__sim/health", get(|| async { "ok" }))
@@ -272,6 +279,44 @@ struct TokenForm {
     username: String,
     #[serde(default)]
     password: String,
+    #[serde(default)]
+    refresh_token: String,
+    #[serde(default)]
+    assertion: String,
+}
+
+#[derive(Deserialize)]
+struct JwtClaims {
+    sub: String,
+}
+
+/// Checks a JWT bearer assertion: RS256 with the connected app's key, `iss` = consumer key,
+/// `aud` = a login host, `sub` = the integration user, not expired.
+fn valid_assertion(state: &SimState, assertion: &str) -> bool {
+    let Ok(key) =
+        jsonwebtoken::DecodingKey::from_rsa_pem(state.config.jwt_public_key_pem.as_bytes())
+    else {
+        return false;
+    };
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&[&state.config.client_id]);
+    validation.set_audience(&[
+        state.base_url.as_str(),
+        "https://login.salesforce.com",
+        "https://test.salesforce.com",
+    ]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    jsonwebtoken::decode::<JwtClaims>(assertion, &key, &validation)
+        .is_ok_and(|data| data.claims.sub == state.config.username)
+}
+
+fn new_session(state: &SimState) -> String {
+    let token = format!(
+        "00D000000000001!{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(state.new_id("TOK").as_bytes())
+    );
+    lock(&state.tokens).insert(token.clone());
+    token
 }
 
 async fn token(State(state): State<Shared>, Form(form): Form<TokenForm>) -> Response {
@@ -283,6 +328,8 @@ async fn token(State(state): State<Shared>, Form(form): Form<TokenForm>) -> Resp
         "password" => {
             client_ok && form.username == config.username && form.password == config.password
         }
+        "refresh_token" => client_ok && form.refresh_token == config.refresh_token,
+        "urn:ietf:params:oauth:grant-type:jwt-bearer" => valid_assertion(&state, &form.assertion),
         _ => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -313,6 +360,78 @@ async fn token(State(state): State<Shared>, Form(form): Form<TokenForm>) -> Resp
         "scope": "api",
     }))
     .into_response()
+}
+
+/// The text of the first `username` and `password` elements of a SOAP login envelope.
+fn soap_credentials(xml: &str) -> (Option<String>, Option<String>) {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let (mut username, mut password) = (None, None);
+    let mut current: Option<(bool, String)> = None;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(start)) => {
+                current = match start.local_name().into_inner() {
+                    "username" => Some((true, String::new())),
+                    "password" => Some((false, String::new())),
+                    _ => None,
+                };
+            }
+            Ok(Event::Text(text)) => {
+                if let Some((_, value)) = current.as_mut() {
+                    value.push_str(&text.xml10_content());
+                }
+            }
+            Ok(Event::GeneralRef(reference)) => {
+                if let Some((_, value)) = current.as_mut() {
+                    if let Ok(Some(c)) = reference.resolve_char_ref() {
+                        value.push(c);
+                    } else if let Some(r) =
+                        quick_xml::escape::resolve_predefined_entity(&reference.xml10_content())
+                    {
+                        value.push_str(r);
+                    }
+                }
+            }
+            Ok(Event::End(_)) => match current.take() {
+                Some((true, value)) => username = username.or(Some(value)),
+                Some((false, value)) => password = password.or(Some(value)),
+                None => {}
+            },
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    (username, password)
+}
+
+async fn soap_login(State(state): State<Shared>, Path(v): Path<String>, body: String) -> Response {
+    let (username, password) = soap_credentials(&body);
+    let xml = |status: StatusCode, body: String| {
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    };
+    if username.as_deref() != Some(state.config.username.as_str())
+        || password.as_deref() != Some(state.config.password.as_str())
+    {
+        return xml(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com"><soapenv:Body><soapenv:Fault><faultcode>sf:INVALID_LOGIN</faultcode><faultstring>INVALID_LOGIN: Invalid username, password, security token; or user locked out.</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#.to_string(),
+        );
+    }
+    let session = new_session(&state);
+    xml(
+        StatusCode::OK,
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com"><soapenv:Body><loginResponse><result><metadataServerUrl>{base}/services/Soap/m/{v}/00D000000000001</metadataServerUrl><passwordExpired>false</passwordExpired><sandbox>false</sandbox><serverUrl>{base}/services/Soap/u/{v}/00D000000000001</serverUrl><sessionId>{session}</sessionId><userId>005000000000001AAA</userId><userInfo><organizationId>00D000000000001EAA</organizationId><sessionSecondsValid>7200</sessionSecondsValid><userName>{user}</userName></userInfo></result></loginResponse></soapenv:Body></soapenv:Envelope>"#,
+            base = state.base_url,
+            user = state.config.username,
+        ),
+    )
 }
 
 async fn add_faults(State(state): State<Shared>, Json(faults): Json<Vec<Fault>>) -> StatusCode {

@@ -1,5 +1,6 @@
-//! Logging in: the OAuth 2.0 flows sfpipe supports, and the session they give.
+//! Logging in: the OAuth 2.0 flows and the SOAP partner login, and the session they give.
 
+use quick_xml::events::Event;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -12,13 +13,28 @@ pub struct Session {
     pub instance_url: String,
 }
 
-/// How sfpipe logs in. Built from the Salesforce secret (JSON); `Debug` never shows a secret.
+/// How sfpipe logs in, chosen by the Salesforce secret's `flow`. `Debug` never shows a secret.
 #[derive(Debug, Clone)]
 pub enum Credentials {
+    /// OAuth 2.0 JWT bearer: the recommended server-to-server flow. The connected app holds the
+    /// certificate; sfpipe signs an assertion with the private key.
+    JwtBearer {
+        client_id: String,
+        username: String,
+        private_key_pem: SecretString,
+        /// `aud` claim; defaults to the login URL.
+        audience: Option<String>,
+    },
     /// OAuth 2.0 client credentials (a connected app with a run-as user; My Domain host).
     ClientCredentials {
         client_id: String,
         client_secret: SecretString,
+    },
+    /// OAuth 2.0 refresh token.
+    RefreshToken {
+        client_id: String,
+        client_secret: SecretString,
+        refresh_token: SecretString,
     },
     /// OAuth 2.0 username-password (being deprecated by Salesforce; the security token is
     /// appended to the password).
@@ -28,18 +44,41 @@ pub enum Credentials {
         username: String,
         password: SecretString,
     },
+    /// The SOAP partner API login with username, password and security token.
+    Soap {
+        username: String,
+        password: SecretString,
+    },
 }
 
 #[derive(Deserialize)]
-#[serde(tag = "flow", rename_all = "snake_case")]
+#[serde(tag = "flow", rename_all = "snake_case", deny_unknown_fields)]
 enum CredentialsJson {
+    JwtBearer {
+        client_id: String,
+        username: String,
+        private_key: String,
+        #[serde(default)]
+        audience: Option<String>,
+    },
     ClientCredentials {
         client_id: String,
         client_secret: String,
     },
+    RefreshToken {
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+    },
     Password {
         client_id: String,
         client_secret: String,
+        username: String,
+        password: String,
+        #[serde(default)]
+        security_token: String,
+    },
+    Soap {
         username: String,
         password: String,
         #[serde(default)]
@@ -61,26 +100,69 @@ struct TokenError {
     error_description: String,
 }
 
+#[derive(serde::Serialize)]
+struct JwtClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    exp: i64,
+}
+
+/// The SOAP partner API version used for the login call.
+const SOAP_VERSION: &str = "62.0";
+
 impl Credentials {
-    /// Parses the Salesforce secret: `{"flow": "client_credentials", "client_id": ..., ...}`.
+    /// Parses the Salesforce secret: `{"flow": "jwt_bearer"|"client_credentials"|
+    /// "refresh_token"|"password"|"soap", ...}`.
     pub fn from_secret_json(json: &SecretString) -> Result<Self, SalesforceError> {
         let parsed: CredentialsJson = serde_json::from_str(json.expose_secret()).map_err(|e| {
             // serde's message can quote the input; keep only its position and category.
             SalesforceError::Config(format!(
                 "the Salesforce secret is not valid credentials JSON (line {}, column {}, {:?}): \
-                 expected {{\"flow\": \"client_credentials\"|\"password\", \"client_id\": ..., ...}}",
+                 expected {{\"flow\": \"jwt_bearer\"|\"client_credentials\"|\"refresh_token\"|\
+                 \"password\"|\"soap\", ...}} with that flow's fields",
                 e.line(),
                 e.column(),
                 e.classify()
             ))
         })?;
         Ok(match parsed {
+            CredentialsJson::JwtBearer {
+                client_id,
+                username,
+                private_key,
+                audience,
+            } => {
+                // Checked now, so a malformed key is a configuration error at start, not a
+                // failure on every message.
+                jsonwebtoken::EncodingKey::from_rsa_pem(private_key.as_bytes()).map_err(|_| {
+                    SalesforceError::Config(
+                        "the Salesforce secret's private_key is not an RSA private key in PEM form"
+                            .into(),
+                    )
+                })?;
+                Credentials::JwtBearer {
+                    client_id,
+                    username,
+                    private_key_pem: secret(private_key),
+                    audience,
+                }
+            }
             CredentialsJson::ClientCredentials {
                 client_id,
                 client_secret,
             } => Credentials::ClientCredentials {
                 client_id,
                 client_secret: secret(client_secret),
+            },
+            CredentialsJson::RefreshToken {
+                client_id,
+                client_secret,
+                refresh_token,
+            } => Credentials::RefreshToken {
+                client_id,
+                client_secret: secret(client_secret),
+                refresh_token: secret(refresh_token),
             },
             CredentialsJson::Password {
                 client_id,
@@ -94,13 +176,24 @@ impl Credentials {
                 username,
                 password: secret(format!("{password}{security_token}")),
             },
+            CredentialsJson::Soap {
+                username,
+                password,
+                security_token,
+            } => Credentials::Soap {
+                username,
+                password: secret(format!("{password}{security_token}")),
+            },
         })
     }
 
     pub fn flow_name(&self) -> &'static str {
         match self {
+            Credentials::JwtBearer { .. } => "jwt_bearer",
             Credentials::ClientCredentials { .. } => "client_credentials",
+            Credentials::RefreshToken { .. } => "refresh_token",
             Credentials::Password { .. } => "password",
+            Credentials::Soap { .. } => "soap",
         }
     }
 
@@ -109,7 +202,41 @@ impl Credentials {
         http: &reqwest::Client,
         login_url: &str,
     ) -> Result<Session, SalesforceError> {
+        let login_url = login_url.trim_end_matches('/');
+        let assertion;
         let form: Vec<(&str, &str)> = match self {
+            Credentials::Soap { username, password } => {
+                return soap_login(http, login_url, username, password).await;
+            }
+            Credentials::JwtBearer {
+                client_id,
+                username,
+                private_key_pem,
+                audience,
+            } => {
+                let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+                    private_key_pem.expose_secret().as_bytes(),
+                )
+                .map_err(|_| {
+                    SalesforceError::Config("the JWT private key is not an RSA PEM key".into())
+                })?;
+                let claims = JwtClaims {
+                    iss: client_id,
+                    sub: username,
+                    aud: audience.as_deref().unwrap_or(login_url),
+                    exp: chrono::Utc::now().timestamp() + 180,
+                };
+                assertion = jsonwebtoken::encode(
+                    &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+                    &claims,
+                    &key,
+                )
+                .map_err(|e| SalesforceError::Config(format!("signing the JWT: {e}")))?;
+                vec![
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", &assertion),
+                ]
+            }
             Credentials::ClientCredentials {
                 client_id,
                 client_secret,
@@ -117,6 +244,16 @@ impl Credentials {
                 ("grant_type", "client_credentials"),
                 ("client_id", client_id),
                 ("client_secret", client_secret.expose_secret()),
+            ],
+            Credentials::RefreshToken {
+                client_id,
+                client_secret,
+                refresh_token,
+            } => vec![
+                ("grant_type", "refresh_token"),
+                ("client_id", client_id),
+                ("client_secret", client_secret.expose_secret()),
+                ("refresh_token", refresh_token.expose_secret()),
             ],
             Credentials::Password {
                 client_id,
@@ -131,7 +268,7 @@ impl Credentials {
                 ("password", password.expose_secret()),
             ],
         };
-        let url = format!("{}/services/oauth2/token", login_url.trim_end_matches('/'));
+        let url = format!("{login_url}/services/oauth2/token");
         let response = http
             .post(&url)
             .form(&form)
@@ -169,6 +306,115 @@ impl Credentials {
     }
 }
 
+async fn soap_login(
+    http: &reqwest::Client,
+    login_url: &str,
+    username: &str,
+    password: &SecretString,
+) -> Result<Session, SalesforceError> {
+    let envelope = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<env:Envelope xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:env="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:partner.soap.sforce.com">
+  <env:Body>
+    <urn:login>
+      <urn:username>{}</urn:username>
+      <urn:password>{}</urn:password>
+    </urn:login>
+  </env:Body>
+</env:Envelope>"#,
+        quick_xml::escape::escape(username),
+        quick_xml::escape::escape(password.expose_secret()),
+    );
+    let response = http
+        .post(format!("{login_url}/services/Soap/u/{SOAP_VERSION}"))
+        .header("Content-Type", "text/xml; charset=UTF-8")
+        .header("SOAPAction", "login")
+        .body(envelope)
+        .send()
+        .await
+        .map_err(SalesforceError::transport)?;
+    let status = response.status();
+    let body = response.text().await.map_err(SalesforceError::transport)?;
+    let fields = xml_fields(
+        &body,
+        &["serverUrl", "sessionId", "faultcode", "faultstring"],
+    );
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    if !status.is_success() {
+        let code = field("faultcode").unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
+        let message = field("faultstring").unwrap_or_default();
+        if status.is_server_error() && !code.contains("INVALID_LOGIN") {
+            return Err(SalesforceError::Api {
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        return Err(SalesforceError::Auth { code, message });
+    }
+    let (Some(server_url), Some(session_id)) = (field("serverUrl"), field("sessionId")) else {
+        return Err(SalesforceError::Decode {
+            what: "SOAP login response",
+            detail: "no serverUrl or sessionId".into(),
+        });
+    };
+    let instance_url = url::Url::parse(&server_url)
+        .map(|u| u.origin().ascii_serialization())
+        .map_err(|e| SalesforceError::Decode {
+            what: "SOAP login serverUrl",
+            detail: e.to_string(),
+        })?;
+    Ok(Session {
+        access_token: secret(session_id),
+        instance_url,
+    })
+}
+
+/// The text of the first element with each wanted local name (entities resolved).
+fn xml_fields(xml: &str, wanted: &[&str]) -> Vec<(String, String)> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(start)) => {
+                let name = start.local_name().into_inner().to_string();
+                current = (wanted.contains(&name.as_str()) && !out.iter().any(|(n, _)| *n == name))
+                    .then(|| (name, String::new()));
+            }
+            Ok(Event::Text(text)) => {
+                if let Some((_, value)) = current.as_mut() {
+                    value.push_str(&text.xml10_content());
+                }
+            }
+            Ok(Event::GeneralRef(reference)) => {
+                if let Some((_, value)) = current.as_mut() {
+                    if let Ok(Some(c)) = reference.resolve_char_ref() {
+                        value.push(c);
+                    } else if let Some(resolved) =
+                        quick_xml::escape::resolve_predefined_entity(&reference.xml10_content())
+                    {
+                        value.push_str(resolved);
+                    }
+                }
+            }
+            Ok(Event::End(_)) => {
+                if let Some(field) = current.take() {
+                    out.push(field);
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +444,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("very-secret-value"), "{err}");
+        let json = secret(
+            r#"{"flow":"jwt_bearer","client_id":"c","username":"u","private_key":"-----BEGIN PRIVATE KEY-----\nnot-a-key\n-----END PRIVATE KEY-----"}"#,
+        );
+        let err = Credentials::from_secret_json(&json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an RSA private key"), "{err}");
+        assert!(!err.contains("not-a-key"), "{err}");
+    }
+
+    #[test]
+    fn soap_fields_are_read_from_a_login_response() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com"><soapenv:Body><loginResponse><result><serverUrl>https://na1.salesforce.com/services/Soap/u/62.0/00D</serverUrl><sessionId>00D!AQ&amp;x</sessionId></result></loginResponse></soapenv:Body></soapenv:Envelope>"#;
+        let fields = xml_fields(xml, &["serverUrl", "sessionId"]);
+        assert_eq!(
+            fields,
+            vec![
+                (
+                    "serverUrl".to_string(),
+                    "https://na1.salesforce.com/services/Soap/u/62.0/00D".to_string()
+                ),
+                ("sessionId".to_string(), "00D!AQ&x".to_string()),
+            ]
+        );
     }
 }
