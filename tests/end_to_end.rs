@@ -8,6 +8,7 @@ use sfpipe_cli::verify::compare;
 use sfpipe_shared::contracts::Mode;
 use sfpipe_shared::ports::{DEAD_LETTER_REASON, OutgoingMessage};
 use sfpipe_shared::stages::Stage;
+use sfpipe_simulator::{Fault, SimConfig};
 use sfpipe_tests::faults::{FailWhen, FaultPlan, SendBehaviour};
 use sfpipe_tests::harness::{Harness, HarnessOptions};
 
@@ -237,4 +238,61 @@ async fn malformed_and_unknown_version_messages_reach_the_dead_letter_queue_with
     );
     assert!(dead.iter().all(|d| !d.reason.is_empty()));
     let _ = DEAD_LETTER_REASON;
+}
+
+#[tokio::test]
+async fn a_session_that_expires_mid_run_is_renewed_and_the_run_ends_exact() {
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            rows: 30,
+            session_calls: Some(3),
+            ..HarnessOptions::default().sim
+        },
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("sessions expiring every 3 calls");
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_page_is_retried_and_the_run_ends_exact() {
+    let harness = Harness::start(HarnessOptions::default()).await;
+    harness.sim.inject(vec![Fault {
+        path_contains: "/results".into(),
+        drop_mid_body: true,
+        status: 200,
+        error_code: String::new(),
+        message: String::new(),
+        remaining: 2,
+    }]);
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("two pages cut short");
+}
+
+#[tokio::test]
+async fn a_failed_bulk_job_stops_its_object_with_the_reason() {
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            failing_job_objects: vec!["Contact".into()],
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account", "Contact"],
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert_eq!(result.dead_letters.len(), 1, "{:#?}", result.dead_letters);
+    let reason = &result.dead_letters[0].reason;
+    assert!(
+        reason.contains("Contact")
+            && reason.contains("ended Failed")
+            && reason.contains("Retried more than 15 times"),
+        "{reason}"
+    );
+    let checks = harness.check();
+    let account = checks.iter().find(|c| c.object == "Account").unwrap();
+    assert!(account.is_exact(), "{account:#?}");
 }

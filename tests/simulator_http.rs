@@ -422,37 +422,113 @@ async fn an_expired_session_is_renewed_once_and_the_call_goes_on() {
     assert!(usage.used >= 2 && usage.max == 100_000, "{usage:?}");
 }
 
+fn fault(path: &str, status: u16, code: &str, message: &str, remaining: u32) -> Fault {
+    Fault {
+        path_contains: path.into(),
+        drop_mid_body: false,
+        status,
+        error_code: code.into(),
+        message: message.into(),
+        remaining,
+    }
+}
+
 #[tokio::test]
-async fn injected_faults_surface_as_retryable_or_fatal_errors() {
+async fn transient_failures_are_retried_and_permanent_ones_are_not() {
     let sim = simulator(SimConfig {
         rows: 10,
         ..SimConfig::default()
     })
     .await;
     let client = client_for(&sim);
-    sim.inject(vec![
-        Fault {
-            path_contains: "/sobjects/Account/describe".into(),
-            status: 503,
-            error_code: "SERVER_UNAVAILABLE".into(),
-            message: "try later".into(),
-            remaining: 1,
-        },
-        Fault {
-            path_contains: "/sobjects/Contact/describe".into(),
-            status: 403,
-            error_code: "API_DISABLED_FOR_ORG".into(),
-            message: "API is disabled".into(),
-            remaining: 1,
-        },
-    ]);
-    let unavailable = client.describe("Account").await.unwrap_err();
-    assert!(unavailable.is_retryable(), "{unavailable}");
-    assert!(
-        client.describe("Account").await.is_ok(),
-        "the fault should have been used up"
+    client.describe_global().await.unwrap();
+
+    // Fewer failures than attempts: the call succeeds, after one request per failure.
+    for (object, status, code, message) in [
+        ("Account", 503, "SERVER_UNAVAILABLE", "try later"),
+        ("Lead", 500, "UNKNOWN_EXCEPTION", "boom"),
+        (
+            "Case",
+            403,
+            "REQUEST_LIMIT_EXCEEDED",
+            "ConcurrentPerOrgLongTxn Limit exceeded",
+        ),
+    ] {
+        sim.inject(vec![fault(
+            &format!("/sobjects/{object}/describe"),
+            status,
+            code,
+            message,
+            2,
+        )]);
+        let before = sim.api_calls();
+        assert!(
+            client.describe(object).await.is_ok(),
+            "{code} was not retried"
+        );
+        assert_eq!(
+            sim.api_calls() - before,
+            3,
+            "{code}: expected two failures and one success"
+        );
+    }
+
+    // More failures than attempts: the error surfaces, still marked retryable for the queue.
+    sim.inject(vec![fault(
+        "/sobjects/Opportunity/describe",
+        503,
+        "SERVER_UNAVAILABLE",
+        "down",
+        10,
+    )]);
+    let before = sim.api_calls();
+    let err = client.describe("Opportunity").await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(
+        sim.api_calls() - before,
+        4,
+        "the retry policy allows four attempts"
     );
-    let disabled = client.describe("Contact").await.unwrap_err();
-    assert!(!disabled.is_retryable(), "{disabled}");
-    assert_eq!(disabled.code(), Some("API_DISABLED_FOR_ORG"));
+
+    // Permanent errors are not retried.
+    for (code, message) in [
+        ("API_DISABLED_FOR_ORG", "API is disabled"),
+        ("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."),
+    ] {
+        sim.inject(vec![fault(
+            "/sobjects/Contact/describe",
+            403,
+            code,
+            message,
+            1,
+        )]);
+        let before = sim.api_calls();
+        let err = client.describe("Contact").await.unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+        assert_eq!(err.code(), Some(code));
+        assert_eq!(sim.api_calls() - before, 1, "{code} was retried");
+    }
+}
+
+#[tokio::test]
+async fn the_api_budget_stops_new_work_with_a_message_that_says_so() {
+    let sim = simulator(SimConfig {
+        rows: 10,
+        daily_api_limit: 10,
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client_for(&sim);
+    client.describe_global().await.unwrap();
+    assert!(client.check_budget().is_ok());
+    while client.api_usage().unwrap().used < 8 {
+        client.describe("Account").await.unwrap();
+    }
+    let err = client.check_budget().unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("8 of 10") && text.contains("budget 80%"),
+        "{text}"
+    );
+    assert!(!err.is_retryable());
 }

@@ -16,7 +16,6 @@ use sfpipe_shared::local::{
     FsBlobStore, LocalPipeline, PipelineEvent, PipelineEvents, SqliteWarehouse,
 };
 use sfpipe_shared::ports::{BlobStore, Warehouse};
-use sfpipe_shared::salesforce::client::DEFAULT_API_VERSION;
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
 use sfpipe_shared::stages::loader::LoadRequest;
 use sfpipe_simulator::{Org, SimConfig, Simulator};
@@ -254,10 +253,7 @@ pub async fn run_demo(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     state.save(dir)?;
 
     let salesforce = Arc::new(SalesforceClient::new(
-        SalesforceConfig {
-            login_url: simulator.url().to_string(),
-            api_version: DEFAULT_API_VERSION.to_string(),
-        },
+        SalesforceConfig::new(simulator.url()),
         Credentials::ClientCredentials {
             client_id: sim_config.client_id.clone(),
             client_secret: sim_config.client_secret.clone().into(),

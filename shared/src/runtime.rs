@@ -98,9 +98,10 @@ impl Runtime {
         let credentials = Credentials::from_secret_json(&secret)?;
         let salesforce = SalesforceClient::new(
             SalesforceConfig {
-                login_url: required("SFPIPE_SALESFORCE_LOGIN_URL")?,
                 api_version: optional("SFPIPE_SALESFORCE_API_VERSION")
                     .unwrap_or_else(|| DEFAULT_API_VERSION.into()),
+                api_budget: number("SFPIPE_API_BUDGET_PERCENT", 80)? as f64 / 100.0,
+                ..SalesforceConfig::new(required("SFPIPE_SALESFORCE_LOGIN_URL")?)
             },
             credentials,
         )?;

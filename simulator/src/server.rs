@@ -1,6 +1,6 @@
 //! The HTTP side: the endpoints sfpipe (and other Salesforce clients) call, in Salesforce's shapes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -39,6 +39,13 @@ pub struct SimConfig {
     /// Status checks a Bulk job answers InProgress before it is JobComplete.
     pub bulk_polls_to_complete: u32,
     pub daily_api_limit: u64,
+    /// A session stops working after this many API calls (Salesforce expires idle sessions;
+    /// this makes expiry happen mid-run, deterministically).
+    pub session_calls: Option<u64>,
+    /// Added to every API call.
+    pub latency: std::time::Duration,
+    /// Bulk jobs on these objects end Failed.
+    pub failing_job_objects: Vec<String>,
     /// Mutation rounds to replay at start (their timestamps), so an org survives restarts.
     pub rounds: Vec<DateTime<Utc>>,
 }
@@ -56,6 +63,9 @@ impl Default for SimConfig {
             jwt_public_key_pem: crate::DEMO_PUBLIC_KEY_PEM.into(),
             bulk_polls_to_complete: 1,
             daily_api_limit: 100_000,
+            session_calls: None,
+            latency: std::time::Duration::ZERO,
+            failing_job_objects: Vec::new(),
             rounds: Vec::new(),
         }
     }
@@ -66,6 +76,9 @@ impl Default for SimConfig {
 pub struct Fault {
     /// Requests whose path contains this are affected.
     pub path_contains: String,
+    /// Instead of an error answer, send the start of the real body and then drop the connection.
+    #[serde(default)]
+    pub drop_mid_body: bool,
     pub status: u16,
     #[serde(default)]
     pub error_code: String,
@@ -97,7 +110,8 @@ struct Cursor {
 pub(crate) struct SimState {
     pub(crate) config: SimConfig,
     pub(crate) org: RwLock<Org>,
-    tokens: Mutex<HashSet<String>>,
+    /// Live sessions and the API calls each has made.
+    tokens: Mutex<HashMap<String, u64>>,
     jobs: Mutex<HashMap<String, Job>>,
     cursors: Mutex<HashMap<String, Cursor>>,
     faults: Mutex<Vec<Fault>>,
@@ -114,7 +128,7 @@ impl SimState {
         Self {
             config,
             org: RwLock::new(org),
-            tokens: Mutex::new(HashSet::new()),
+            tokens: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
             faults: Mutex::new(Vec::new()),
@@ -222,7 +236,25 @@ async fn api_gate(State(state): State<Shared>, request: Request, next: Next) -> 
                 .or_else(|| v.strip_prefix("OAuth "))
         })
         .map(str::to_string);
-    let valid = token.is_some_and(|t| lock(&state.tokens).contains(&t));
+    let valid = token.is_some_and(|t| {
+        let mut tokens = lock(&state.tokens);
+        let Some(calls) = tokens.get_mut(&t) else {
+            return false;
+        };
+        *calls += 1;
+        if state
+            .config
+            .session_calls
+            .is_some_and(|limit| *calls > limit)
+        {
+            tokens.remove(&t);
+            return false;
+        }
+        true
+    });
+    if !state.config.latency.is_zero() {
+        tokio::time::sleep(state.config.latency).await;
+    }
     if !valid {
         return sf_error(
             StatusCode::UNAUTHORIZED,
@@ -243,6 +275,7 @@ async fn api_gate(State(state): State<Shared>, request: Request, next: Next) -> 
         })
     };
     let mut response = match fault {
+        Some(fault) if fault.drop_mid_body => truncated(next.run(request).await).await,
         Some(fault) => sf_error(
             StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             &fault.error_code,
@@ -262,6 +295,23 @@ async fn api_gate(State(state): State<Shared>, request: Request, next: Next) -> 
         response.headers_mut().insert("Sforce-Limit-Info", value);
     }
     response
+}
+
+/// The response's headers and the first half of its body, then a broken connection.
+async fn truncated(response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let half = bytes.slice(..bytes.len() / 2);
+    let stream = futures::stream::iter(vec![
+        Ok(half),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection dropped by the simulator",
+        )),
+    ]);
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 async fn versions() -> Json<Value> {
@@ -315,7 +365,7 @@ fn new_session(state: &SimState) -> String {
         "00D000000000001!{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(state.new_id("TOK").as_bytes())
     );
-    lock(&state.tokens).insert(token.clone());
+    lock(&state.tokens).insert(token.clone(), 0);
     token
 }
 
@@ -345,11 +395,7 @@ async fn token(State(state): State<Shared>, Form(form): Form<TokenForm>) -> Resp
         )
             .into_response();
     }
-    let token = format!(
-        "00D000000000001!{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(state.new_id("TOK").as_bytes())
-    );
-    lock(&state.tokens).insert(token.clone());
+    let token = new_session(&state);
     Json(json!({
         "access_token": token,
         "instance_url": state.base_url,
@@ -772,6 +818,7 @@ fn job_json(v: &str, job: &Job, rows: usize) -> Value {
         "jobType": "V2Query", "lineEnding": "LF", "columnDelimiter": "COMMA",
         "numberRecordsProcessed": if job.state == "JobComplete" { rows } else { 0 },
         "retries": 0, "totalProcessingTime": 0,
+        "errorMessage": if job.state == "Failed" { json!("InternalServerError : Retried more than 15 times") } else { Value::Null },
     })
 }
 
@@ -881,10 +928,17 @@ async fn job_info(State(state): State<Shared>, Path((v, id)): Path<(String, Stri
     };
     if matches!(job.state, "UploadComplete" | "InProgress") {
         job.status_checks += 1;
-        job.state = if job.status_checks > state.config.bulk_polls_to_complete {
-            "JobComplete"
-        } else {
+        job.state = if job.status_checks <= state.config.bulk_polls_to_complete {
             "InProgress"
+        } else if state
+            .config
+            .failing_job_objects
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(&job.object))
+        {
+            "Failed"
+        } else {
+            "JobComplete"
         };
     }
     let rows = job.rows.len();

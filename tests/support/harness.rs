@@ -17,7 +17,8 @@ use crate::faults::{FaultPlan, FaultyBlobs, FaultyWarehouse, SendBehaviour, Wrap
 
 #[derive(Clone)]
 pub struct HarnessOptions {
-    pub rows: u64,
+    /// The org: 30 rows per object by default, jobs done after one status check.
+    pub sim: SimConfig,
     pub objects: Vec<&'static str>,
     pub plan: Option<Arc<FaultPlan>>,
     pub sends: SendBehaviour,
@@ -27,7 +28,11 @@ pub struct HarnessOptions {
 impl Default for HarnessOptions {
     fn default() -> Self {
         Self {
-            rows: 30,
+            sim: SimConfig {
+                rows: 30,
+                bulk_polls_to_complete: 1,
+                ..SimConfig::default()
+            },
             objects: vec!["Account", "Contact"],
             plan: None,
             sends: SendBehaviour::default(),
@@ -48,12 +53,7 @@ pub struct Harness {
 impl Harness {
     pub async fn start(options: HarnessOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sim = crate::simulator(SimConfig {
-            rows: options.rows,
-            bulk_polls_to_complete: 1,
-            ..SimConfig::default()
-        })
-        .await;
+        let sim = crate::simulator(options.sim.clone()).await;
         let mut blobs: Arc<dyn BlobStore> =
             Arc::new(FsBlobStore::new(dir.path().join("blobs")).expect("blob store"));
         if let Some(plan) = &options.plan {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sfpipe_shared::salesforce::client::DEFAULT_API_VERSION;
+use sfpipe_shared::salesforce::client::RetryPolicy;
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
 use sfpipe_simulator::{SimConfig, Simulator};
 
@@ -17,8 +17,11 @@ pub async fn simulator(config: SimConfig) -> Simulator {
 pub fn client_with(sim: &Simulator, credentials: Credentials) -> SalesforceClient {
     SalesforceClient::new(
         SalesforceConfig {
-            login_url: sim.url().to_string(),
-            api_version: DEFAULT_API_VERSION.to_string(),
+            retry: RetryPolicy {
+                base_delay: std::time::Duration::from_millis(5),
+                ..RetryPolicy::default()
+            },
+            ..SalesforceConfig::new(sim.url())
         },
         credentials,
     )

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, HeaderMap};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -23,6 +23,54 @@ pub struct SalesforceConfig {
     /// My Domain, or the simulator.
     pub login_url: String,
     pub api_version: String,
+    pub retry: RetryPolicy,
+    /// No new extraction starts once this share of the daily API requests is used (0.8: 80%).
+    pub api_budget: f64,
+    /// Result pages downloaded at once by one client (an org allows 25 long requests at once).
+    pub max_concurrent_downloads: usize,
+}
+
+impl SalesforceConfig {
+    pub fn new(login_url: impl Into<String>) -> Self {
+        Self {
+            login_url: login_url.into(),
+            api_version: DEFAULT_API_VERSION.to_string(),
+            retry: RetryPolicy::default(),
+            api_budget: 0.8,
+            max_concurrent_downloads: 4,
+        }
+    }
+}
+
+/// Retries of requests that may succeed later (5xx, SERVER_UNAVAILABLE, concurrency limits,
+/// dropped connections): exponential backoff with full jitter, a bounded number of times.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: std::time::Duration,
+    pub max_delay: std::time::Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            base_delay: std::time::Duration::from_millis(500),
+            max_delay: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A random delay up to `base × 2^attempt`, capped (full jitter spreads retries of many
+    /// workers apart).
+    pub fn delay(&self, attempt: u32) -> std::time::Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_delay);
+        ceiling.mul_f64(fastrand::f64())
+    }
 }
 
 /// API usage from the latest `Sforce-Limit-Info: api-usage=USED/MAX` header.
@@ -111,6 +159,7 @@ pub struct SalesforceClient {
     credentials: Credentials,
     session: RwLock<Option<Arc<Session>>>,
     usage: Mutex<Option<ApiUsage>>,
+    downloads: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for SalesforceClient {
@@ -134,12 +183,16 @@ impl SalesforceClient {
             .read_timeout(std::time::Duration::from_secs(120))
             .build()
             .map_err(|e| SalesforceError::Config(format!("HTTP client: {e}")))?;
+        let downloads = Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_downloads.max(1),
+        ));
         Ok(Self {
             http,
             config,
             credentials,
             session: RwLock::new(None),
             usage: Mutex::new(None),
+            downloads,
         })
     }
 
@@ -150,6 +203,23 @@ impl SalesforceClient {
     /// The API usage Salesforce reported last.
     pub fn api_usage(&self) -> Option<ApiUsage> {
         *self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuses to start new work once the configured share of the daily API limit is used.
+    pub fn check_budget(&self) -> Result<(), SalesforceError> {
+        match self.api_usage() {
+            Some(usage)
+                if usage.max > 0
+                    && usage.used as f64 >= self.config.api_budget * usage.max as f64 =>
+            {
+                Err(SalesforceError::ApiBudget {
+                    used: usage.used,
+                    max: usage.max,
+                    budget_percent: (self.config.api_budget * 100.0).round() as u32,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn data_path(&self, rest: &str) -> String {
@@ -192,12 +262,39 @@ impl SalesforceClient {
     }
 
     /// Sends a request to the instance (`path` starts with `/services/`); on an expired session,
-    /// logs in again once and repeats it. Non-success answers become [`SalesforceError::Api`].
+    /// logs in again once and repeats it; retries what may succeed later, with backoff.
+    /// Non-success answers become [`SalesforceError::Api`].
     async fn request(
         &self,
         method: Method,
         path: &str,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, SalesforceError> {
+        let mut attempt = 0;
+        loop {
+            match self.request_once(&method, path, &build).await {
+                Err(error)
+                    if error.is_retryable()
+                        && attempt + 1 < self.config.retry.max_attempts
+                        // A POST whose connection failed may have been carried out: leave it
+                        // to the queue's redelivery, whose handler tolerates a duplicate job.
+                        && !(method == Method::POST && matches!(error, SalesforceError::Transport(_))) =>
+                {
+                    let delay = self.config.retry.delay(attempt);
+                    tracing::info!(path, attempt, ?delay, %error, "retrying a Salesforce request");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn request_once(
+        &self,
+        method: &Method,
+        path: &str,
+        build: &impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, SalesforceError> {
         let mut renewed = false;
         loop {
@@ -318,6 +415,12 @@ impl SalesforceClient {
 
     /// Streams one result page, asking for gzip so the bytes can go to storage as they are.
     pub async fn download_results(&self, result_url: &str) -> Result<ResultPage, SalesforceError> {
+        let permit = self
+            .downloads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| SalesforceError::Config(e.to_string()))?;
         let response = self
             .request(Method::GET, result_url, |r| {
                 r.header(ACCEPT_ENCODING, "gzip")
@@ -337,9 +440,13 @@ impl SalesforceClient {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && *v != "null")
             .map(str::to_string);
+        // The permit lives as long as the body is read.
         let body = response
             .bytes_stream()
-            .map_err(|e| std::io::Error::other(e.without_url()));
+            .map_err(|e| std::io::Error::other(e.without_url()))
+            .inspect(move |_| {
+                let _ = &permit;
+            });
         Ok(ResultPage {
             body: Box::pin(body),
             gzipped,

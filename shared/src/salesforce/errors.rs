@@ -37,6 +37,16 @@ pub enum SalesforceError {
         state: String,
         message: String,
     },
+    #[error(
+        "the Salesforce API budget is reached: {used} of {max} daily requests used (budget \
+         {budget_percent}%); no new extraction starts until usage falls. Wait for the 24-hour \
+         window to roll, or raise the budget, then redrive this message"
+    )]
+    ApiBudget {
+        used: u64,
+        max: u64,
+        budget_percent: u32,
+    },
     #[error("configuration: {0}")]
     Config(String),
 }

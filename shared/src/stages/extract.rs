@@ -117,6 +117,7 @@ where
         Ok(Some(job)) => job,
         Ok(None) => {
             let (schema, soql) = plan(deps, message, &layout).await?;
+            deps.salesforce.check_budget().at(Stage::Extract, object)?;
             let include_deleted = true; // deleted rows arrive flagged (IsDeleted) via queryAll
             let created = deps
                 .salesforce
