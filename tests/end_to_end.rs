@@ -296,3 +296,36 @@ async fn a_failed_bulk_job_stops_its_object_with_the_reason() {
     let account = checks.iter().find(|c| c.object == "Account").unwrap();
     assert!(account.is_exact(), "{account:#?}");
 }
+
+#[tokio::test]
+async fn objects_the_bulk_api_refuses_or_configured_for_rest_are_read_with_the_rest_api() {
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            rows: 450,
+            bulk_unsupported_objects: vec!["Case".into()],
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account", "Case", "Lead"],
+        rest_objects: vec!["Lead"],
+        page_records: 200,
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("Case and Lead over REST, Account over Bulk");
+    let records = result
+        .merged_records(harness.pipeline.blobs().as_ref())
+        .await;
+    for (object, parts) in [("Account", 3), ("Case", 1), ("Lead", 1)] {
+        let record = records[&sfpipe_shared::contracts::ObjectName::new(object).unwrap()]
+            .clone()
+            .unwrap();
+        assert_eq!(record.parts, parts, "{object}");
+        assert_eq!(record.records, 450, "{object}: the manifest's count");
+    }
+    harness.mutate();
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("the incremental run over REST");
+}

@@ -46,6 +46,8 @@ pub struct SimConfig {
     pub latency: std::time::Duration,
     /// Bulk jobs on these objects end Failed.
     pub failing_job_objects: Vec<String>,
+    /// The Bulk API refuses these objects (INVALIDENTITY), as it does some standard objects.
+    pub bulk_unsupported_objects: Vec<String>,
     /// Mutation rounds to replay at start (their timestamps), so an org survives restarts.
     pub rounds: Vec<DateTime<Utc>>,
 }
@@ -66,6 +68,7 @@ impl Default for SimConfig {
             session_calls: None,
             latency: std::time::Duration::ZERO,
             failing_job_objects: Vec::new(),
+            bulk_unsupported_objects: Vec::new(),
             rounds: Vec::new(),
         }
     }
@@ -856,6 +859,18 @@ async fn create_job(
         Err(e) => return sf_error(StatusCode::BAD_REQUEST, e.code, &e.message),
     };
     let def = &org.objects[query.object];
+    if state
+        .config
+        .bulk_unsupported_objects
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(def.name))
+    {
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "INVALIDENTITY",
+            &format!("Entity '{}' is not supported by the Bulk API.", def.name),
+        );
+    }
     if let Some(field) = query
         .fields
         .iter()

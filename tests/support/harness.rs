@@ -23,6 +23,8 @@ pub struct HarnessOptions {
     pub plan: Option<Arc<FaultPlan>>,
     pub sends: SendBehaviour,
     pub page_records: u64,
+    /// Objects configured to be read with the REST API.
+    pub rest_objects: Vec<&'static str>,
 }
 
 impl Default for HarnessOptions {
@@ -37,6 +39,7 @@ impl Default for HarnessOptions {
             plan: None,
             sends: SendBehaviour::default(),
             page_records: 12,
+            rest_objects: Vec::new(),
         }
     }
 }
@@ -93,6 +96,9 @@ impl Harness {
         config.loader.until_lag = Duration::ZERO;
         config.extract.page_records = options.page_records;
         config.extract.first_poll_delay = Duration::from_millis(5);
+        config.extract.rest_objects = options.rest_objects.iter().map(|o| o.to_string()).collect();
+        // The smallest page Salesforce allows, so small test objects still span several pages.
+        config.rest_batch_size = 200;
         let pipeline = Arc::new(LocalPipeline::new(
             crate::shared_client(&sim),
             blobs,

@@ -24,6 +24,7 @@ async fn handle(runtime: &Runtime, event: LambdaEvent<SqsEvent>) -> SqsBatchResp
         salesforce: runtime.salesforce.as_ref(),
         blobs: runtime.blobs.as_ref(),
         merge_queue: runtime.queues.merge.as_ref(),
+        rest_batch_size: 2000,
     };
     let context = event.context;
     handle_sqs_batch(

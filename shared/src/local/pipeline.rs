@@ -86,6 +86,8 @@ pub struct LocalPipelineConfig {
     pub queues: LocalQueueConfig,
     /// First retry delay of a failed message; doubles with each receive.
     pub retry_base: Duration,
+    /// Records per REST query page, for objects read with the REST API.
+    pub rest_batch_size: u32,
 }
 
 impl Default for LocalPipelineConfig {
@@ -104,6 +106,7 @@ impl Default for LocalPipelineConfig {
                 fifo: false,
             },
             retry_base: Duration::from_millis(20),
+            rest_batch_size: 2000,
         }
     }
 }
@@ -359,6 +362,7 @@ impl LocalPipeline {
                     salesforce: self.salesforce.as_ref(),
                     blobs: self.blobs.as_ref(),
                     merge_queue: self.merge.port.as_ref(),
+                    rest_batch_size: self.config.rest_batch_size,
                 };
                 let outcome = handle_upload(&deps, &message).await?;
                 events.event(PipelineEvent::Stored {

@@ -127,6 +127,17 @@ pub struct JobInfo {
 }
 
 /// One page of a Bulk API 2.0 query job's results, as a stream of the bytes Salesforce sent.
+/// One page of a REST query's records.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryPage {
+    pub total_size: u64,
+    pub done: bool,
+    #[serde(default)]
+    pub next_records_url: Option<String>,
+    pub records: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
 pub struct ResultPage {
     pub body: ByteStream,
     /// Whether `body` is gzip-compressed (Salesforce compresses when asked).
@@ -453,6 +464,27 @@ impl SalesforceClient {
             records,
             next_locator,
         })
+    }
+
+    /// The path of a REST `queryAll` (deleted rows included) for `soql`.
+    pub fn query_all_path(&self, soql: &str) -> String {
+        let query: String = url::form_urlencoded::byte_serialize(soql.as_bytes()).collect();
+        format!("{}?q={query}", self.data_path("queryAll"))
+    }
+
+    /// One page of a REST query: the first (`query_all_path`) or a `nextRecordsUrl`.
+    pub async fn query_page(
+        &self,
+        path: &str,
+        batch_size: u32,
+    ) -> Result<QueryPage, SalesforceError> {
+        let options = format!("batchSize={}", batch_size.clamp(200, 2000));
+        let response = self
+            .request(Method::GET, path, |r| {
+                r.header("Sforce-Query-Options", options.as_str())
+            })
+            .await?;
+        Self::json(response, "query page").await
     }
 
     pub async fn abort_job(&self, job_id: &str) -> Result<(), SalesforceError> {

@@ -70,6 +70,12 @@ impl SalesforceError {
         }
     }
 
+    /// Whether the Bulk API refused the object itself (the REST API can still read it).
+    pub fn is_bulk_unsupported(&self) -> bool {
+        matches!(self, SalesforceError::Api { code, message, .. }
+            if code == "INVALIDENTITY" || message.contains("not supported by the Bulk API"))
+    }
+
     pub fn code(&self) -> Option<&str> {
         match self {
             SalesforceError::Api { code, .. } | SalesforceError::Auth { code, .. } => Some(code),

@@ -24,6 +24,8 @@ pub struct ExtractConfig {
     pub first_poll_delay: Duration,
     /// The longest delay between checks (SQS allows 900 s).
     pub max_poll_delay: Duration,
+    /// Objects always read with the REST API (objects Bulk refuses are read with it anyway).
+    pub rest_objects: Vec<String>,
 }
 
 impl Default for ExtractConfig {
@@ -32,9 +34,13 @@ impl Default for ExtractConfig {
             page_records: 50_000,
             first_poll_delay: Duration::from_secs(5),
             max_poll_delay: Duration::from_secs(900),
+            rest_objects: Vec::new(),
         }
     }
 }
+
+/// The job id recorded for a run read with the REST API instead of a Bulk job.
+pub const REST_QUERY_JOB: &str = "rest-query";
 
 impl ExtractConfig {
     /// The delay before check number `polls + 1`.
@@ -118,30 +124,41 @@ where
         Ok(None) => {
             let (schema, soql) = plan(deps, message, &layout).await?;
             deps.salesforce.check_budget().at(Stage::Extract, object)?;
-            let include_deleted = true; // deleted rows arrive flagged (IsDeleted) via queryAll
-            let created = deps
-                .salesforce
-                .create_query_job(&soql, include_deleted)
-                .await
-                .at(Stage::Extract, object)?;
-            let record = BulkJobRecord {
-                job_id: created.id.clone(),
-                soql,
+            let job_id = if deps
+                .config
+                .rest_objects
+                .iter()
+                .any(|o| o == object.as_str())
+            {
+                REST_QUERY_JOB.to_string()
+            } else {
+                // Deleted rows arrive flagged (IsDeleted) through queryAll.
+                match deps.salesforce.create_query_job(&soql, true).await {
+                    Ok(created) => created.id,
+                    Err(error) if error.is_bulk_unsupported() => {
+                        tracing::info!(%object, %error, "the Bulk API refuses this object; reading it with the REST API");
+                        REST_QUERY_JOB.to_string()
+                    }
+                    Err(error) => return Err(StageError::new(Stage::Extract, object, error)),
+                }
             };
+            let record = BulkJobRecord { job_id, soql };
             let stored = deps
                 .blobs
                 .put_if_absent(&layout.bulk_job(), to_json(&record))
                 .await
                 .at(Stage::Extract, object)?;
             if stored {
-                tracing::info!(run_id = %message.run_id, %object, job_id = %record.job_id, columns = schema.columns.len(), "started bulk query job");
+                tracing::info!(run_id = %message.run_id, %object, job_id = %record.job_id, columns = schema.columns.len(), "started extraction");
                 record
             } else {
                 // A duplicate of this message got there first: use its job, drop ours.
-                if let Err(error) = deps.salesforce.abort_job(&created.id).await {
-                    tracing::warn!(%object, job_id = %created.id, %error, "could not abort a duplicate bulk job");
+                if record.job_id != REST_QUERY_JOB {
+                    if let Err(error) = deps.salesforce.abort_job(&record.job_id).await {
+                        tracing::warn!(%object, job_id = %record.job_id, %error, "could not abort a duplicate bulk job");
+                    }
+                    let _ = deps.salesforce.delete_job(&record.job_id).await;
                 }
-                let _ = deps.salesforce.delete_job(&created.id).await;
                 read_json::<BulkJobRecord, _>(deps.blobs, &layout.bulk_job())
                     .await
                     .map_err(at)?
@@ -150,6 +167,28 @@ where
         }
         Err(error) => return Err(at(error)),
     };
+    if job.job_id == REST_QUERY_JOB {
+        // No job to wait for: one upload pages through the REST query.
+        let upload = UploadMessage {
+            v: CONTRACT_VERSION,
+            run_id: message.run_id.clone(),
+            object: object.clone(),
+            job_id: REST_QUERY_JOB.to_string(),
+            part: 1,
+            parts: 1,
+            result_url: deps.salesforce.query_all_path(&job.soql),
+            mode: message.mode,
+            window: message.window,
+        };
+        deps.upload_queue
+            .send(OutgoingMessage::new(upload.to_body(), upload.message_id()))
+            .await
+            .at(Stage::Extract, object)?;
+        return Ok(ExtractOutcome::FannedOut {
+            job_id: job.job_id,
+            parts: 1,
+        });
+    }
     let progress = BulkJobProgress {
         job_id: job.job_id.clone(),
         polls: 0,

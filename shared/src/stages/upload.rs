@@ -9,16 +9,23 @@ use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use super::extract::REST_QUERY_JOB;
 use super::extract::{job_gone, read_json, send_merge, to_json};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{CONTRACT_VERSION, MergeMessage, PartManifest, RunLayout, UploadMessage};
+use crate::ports::TableSchema;
 use crate::ports::{BlobStore, ByteStream, Queue};
 use crate::salesforce::{SalesforceClient, SalesforceError};
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
 
 pub struct UploadDeps<'a, B: ?Sized, Q: ?Sized> {
     pub salesforce: &'a SalesforceClient,
     pub blobs: &'a B,
     pub merge_queue: &'a Q,
+    /// Records per REST query page (200 to 2,000), for runs read with the REST API.
+    pub rest_batch_size: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +67,9 @@ where
         });
     }
 
+    if message.job_id == REST_QUERY_JOB {
+        return upload_rest(deps, message, &layout, &key).await;
+    }
     let page = match deps.salesforce.download_results(&message.result_url).await {
         Ok(page) => page,
         Err(SalesforceError::Api { status: 404, .. }) => {
@@ -101,6 +111,26 @@ where
             64 * 1024,
         ))
     };
+    let records = page.records.unwrap_or(0);
+    store_part(deps, message, &layout, &key, body, &|| records).await
+}
+
+/// Stores the part's bytes, hashing them on the way, then its manifest; requests the merge if
+/// this part completes the set.
+async fn store_part<B, Q>(
+    deps: &UploadDeps<'_, B, Q>,
+    message: &UploadMessage,
+    layout: &RunLayout,
+    key: &str,
+    body: ByteStream,
+    // Read once the body is stored: a REST part knows its count only at the end.
+    records: &(dyn Fn() -> u64 + Sync),
+) -> Result<UploadOutcome, StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
     let hasher = Arc::new(Mutex::new(Sha256::new()));
     let hashing = {
         let hasher = hasher.clone();
@@ -113,7 +143,7 @@ where
     };
     let bytes = deps
         .blobs
-        .put(&key, Box::pin(hashing))
+        .put(key, Box::pin(hashing))
         .await
         .at(Stage::Upload, object)?;
     let sha256 = hex::encode(
@@ -128,8 +158,8 @@ where
         run_id: message.run_id.clone(),
         part: message.part,
         parts: message.parts,
-        key,
-        records: page.records.unwrap_or(0),
+        key: key.to_string(),
+        records: records(),
         bytes,
         sha256,
         stored_at: Utc::now(),
@@ -143,11 +173,153 @@ where
         .at(Stage::Upload, object)?;
     tracing::info!(run_id = %message.run_id, %object, part = message.part, parts = message.parts, records = manifest.records, bytes, "stored part");
 
-    let requested_merge = request_merge_if_complete(deps, message, &layout).await?;
+    let requested_merge = request_merge_if_complete(deps, message, layout).await?;
     Ok(UploadOutcome {
         manifest,
         requested_merge,
     })
+}
+
+/// A run read with the REST API: pages of JSON records, written as the same gzipped CSV a Bulk
+/// job gives, one page in memory at a time.
+async fn upload_rest<B, Q>(
+    deps: &UploadDeps<'_, B, Q>,
+    message: &UploadMessage,
+    layout: &RunLayout,
+    key: &str,
+) -> Result<UploadOutcome, StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    let schema: TableSchema = read_json(deps.blobs, &layout.schema())
+        .await
+        .at(Stage::Upload, object)?
+        .ok_or_else(|| {
+            StageError::new(
+                Stage::Upload,
+                object,
+                Cause::Inconsistent(format!("{} is missing", layout.schema())),
+            )
+        })?;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let body: ByteStream = Box::pin(futures::stream::unfold(receiver, |mut receiver| async {
+        receiver.recv().await.map(|item| (item, receiver))
+    }));
+    let counted = std::sync::atomic::AtomicU64::new(0);
+    let produce = async {
+        let result = rest_pages_as_csv(
+            deps.salesforce,
+            &message.result_url,
+            deps.rest_batch_size,
+            &schema,
+            &sender,
+            &counted,
+        )
+        .await;
+        if let Err(error) = &result {
+            // The store sees the error and keeps nothing; the message is retried.
+            let _ = sender
+                .send(Err(std::io::Error::other(error.to_string())))
+                .await;
+        }
+        // Closing the channel ends the body.
+        drop(sender);
+        result
+    };
+    let read_count = || counted.load(std::sync::atomic::Ordering::SeqCst);
+    let (produced, stored) = tokio::join!(
+        produce,
+        store_part(deps, message, layout, key, body, &read_count)
+    );
+    produced.at(Stage::Upload, object)?;
+    stored
+}
+
+/// Reads every page of the query and sends it on, gzipped CSV with a header row, counting the
+/// records.
+async fn rest_pages_as_csv(
+    salesforce: &SalesforceClient,
+    first: &str,
+    batch_size: u32,
+    schema: &TableSchema,
+    sender: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    records: &std::sync::atomic::AtomicU64,
+) -> Result<(), SalesforceError> {
+    let closed = || SalesforceError::Config("the part's store stopped reading".into());
+    let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
+    let header: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+    write_csv(
+        &mut gzip,
+        [header.iter().map(|h| h.to_string()).collect::<Vec<_>>()],
+    )?;
+    let mut next = Some(first.to_string());
+    while let Some(path) = next.take() {
+        let page = salesforce.query_page(&path, batch_size).await?;
+        records.fetch_add(
+            page.records.len() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        let rows = page.records.iter().map(|record| {
+            schema
+                .columns
+                .iter()
+                .map(|c| csv_value(&c.sf_type, record.get(&c.name)))
+                .collect::<Vec<_>>()
+        });
+        write_csv(&mut gzip, rows)?;
+        let chunk = std::mem::take(gzip.get_mut());
+        if !chunk.is_empty() {
+            sender
+                .send(Ok(Bytes::from(chunk)))
+                .await
+                .map_err(|_| closed())?;
+        }
+        if !page.done {
+            next = page.next_records_url;
+        }
+    }
+    let rest = gzip
+        .finish()
+        .map_err(|e| SalesforceError::Config(format!("gzip: {e}")))?;
+    sender
+        .send(Ok(Bytes::from(rest)))
+        .await
+        .map_err(|_| closed())
+}
+
+fn write_csv(
+    out: &mut GzEncoder<Vec<u8>>,
+    rows: impl IntoIterator<Item = Vec<String>>,
+) -> Result<(), SalesforceError> {
+    let mut writer = csv::WriterBuilder::new()
+        .quote_style(csv::QuoteStyle::Always)
+        .from_writer(out);
+    for row in rows {
+        writer
+            .write_record(&row)
+            .map_err(|e| SalesforceError::Config(format!("CSV: {e}")))?;
+    }
+    writer
+        .flush()
+        .map_err(|e| SalesforceError::Config(format!("CSV: {e}")))
+}
+
+/// A REST JSON value as Bulk CSV text: booleans `true`/`false`, numbers as written, datetimes in
+/// UTC with `Z` (REST says `+0000`), null as empty.
+fn csv_value(sf_type: &str, value: Option<&serde_json::Value>) -> String {
+    use serde_json::Value;
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) if sf_type == "datetime" => s
+            .strip_suffix("+0000")
+            .map_or_else(|| s.clone(), |t| format!("{t}Z")),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
 }
 
 /// Every upload writes its manifest before looking, so the last one to finish always sees the
