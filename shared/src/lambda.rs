@@ -91,6 +91,15 @@ where
     response
 }
 
+/// Time left before an invocation's deadline (milliseconds since the epoch, as Lambda's
+/// `Context::deadline` gives it).
+pub fn time_left(deadline_ms: u64) -> Duration {
+    let deadline = std::time::UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    deadline
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default()
+}
+
 /// The loader's trigger: an EventBridge scheduled rule event, or a manual event for a backfill or
 /// a re-run, `{"objects": [...], "mode": "full"|"incremental", "since": ..., "until": ...}`.
 #[derive(Debug, Clone, PartialEq, Eq)]

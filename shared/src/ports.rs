@@ -104,6 +104,24 @@ pub trait Queue: Send + Sync {
     async fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<(), QueueError>;
 }
 
+/// The limits SQS puts on a message, checked before sending so every adapter refuses alike.
+pub fn check_outgoing(queue: &str, message: &OutgoingMessage) -> Result<(), QueueError> {
+    if message.body.len() > MAX_MESSAGE_BYTES {
+        return Err(QueueError::TooLarge {
+            queue: queue.to_string(),
+            size: message.body.len(),
+            limit: MAX_MESSAGE_BYTES,
+        });
+    }
+    if message.delay > MAX_DELAY {
+        return Err(QueueError::DelayTooLong {
+            queue: queue.to_string(),
+            delay: message.delay,
+        });
+    }
+    Ok(())
+}
+
 /// The largest message body SQS accepts.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// The longest delay SQS accepts.

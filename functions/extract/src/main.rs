@@ -1,23 +1,14 @@
 //! extract, on SQS: describe, start or check the Bulk API job, fan out one upload per page.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sfpipe_shared::contracts::{Contract, ExtractMessage};
-use sfpipe_shared::lambda::{BatchPolicy, handle_sqs_batch};
+use sfpipe_shared::lambda::{BatchPolicy, handle_sqs_batch, time_left};
 use sfpipe_shared::runtime::Runtime;
 use sfpipe_shared::stages::StageError;
 use sfpipe_shared::stages::extract::{ExtractDeps, handle_extract};
-
-/// Time left before the invocation's deadline.
-fn time_left(context: &lambda_runtime::Context) -> Duration {
-    let deadline = UNIX_EPOCH + Duration::from_millis(context.deadline);
-    deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-}
 
 async fn handle(runtime: &Runtime, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
     let deps = ExtractDeps {
@@ -33,7 +24,7 @@ async fn handle(runtime: &Runtime, event: LambdaEvent<SqsEvent>) -> SqsBatchResp
         runtime.queues.extract.as_ref(),
         event.payload,
         &BatchPolicy::default(),
-        || time_left(&context),
+        || time_left(context.deadline),
         |body| {
             let deps = &deps;
             async move {

@@ -1,23 +1,14 @@
 //! upload, on SQS: stream one result page to S3; the last part of a run requests its merge.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sfpipe_shared::contracts::{Contract, UploadMessage};
-use sfpipe_shared::lambda::{BatchPolicy, handle_sqs_batch};
+use sfpipe_shared::lambda::{BatchPolicy, handle_sqs_batch, time_left};
 use sfpipe_shared::runtime::Runtime;
 use sfpipe_shared::stages::upload::{UploadDeps, handle_upload};
 use sfpipe_shared::stages::{Stage, StageError};
-
-/// Time left before the invocation's deadline.
-fn time_left(context: &lambda_runtime::Context) -> Duration {
-    let deadline = UNIX_EPOCH + Duration::from_millis(context.deadline);
-    deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-}
 
 async fn handle(runtime: &Runtime, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
     let deps = UploadDeps {
@@ -31,7 +22,7 @@ async fn handle(runtime: &Runtime, event: LambdaEvent<SqsEvent>) -> SqsBatchResp
         runtime.queues.upload.as_ref(),
         event.payload,
         &BatchPolicy::default(),
-        || time_left(&context),
+        || time_left(context.deadline),
         |body| {
             let deps = &deps;
             async move {

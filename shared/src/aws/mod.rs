@@ -24,3 +24,16 @@ pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
         .build();
     aws_sdk_s3::Client::from_conf(s3)
 }
+
+/// An SDK error with its whole chain of causes: the top-level message alone is often just
+/// "service error".
+pub(crate) fn describe<E: std::error::Error>(error: &E) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio_util::io::ReaderStream;
 
+use super::describe;
 use crate::ports::{BlobError, BlobMeta, BlobStore, ByteStream};
 
 /// S3's smallest multipart part (except the last) is 5 MiB; 8 MiB keeps the request count low.
@@ -29,18 +30,6 @@ fn service(key: &str, error: impl std::fmt::Display) -> BlobError {
         key: key.to_string(),
         message: error.to_string(),
     }
-}
-
-/// The error's full chain: the SDK's top-level message alone is often just "service error".
-fn describe<E: std::error::Error>(error: &E) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 impl S3BlobStore {

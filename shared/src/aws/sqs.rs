@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 
+use super::describe;
 use crate::ports::{
-    DEAD_LETTER_REASON, MAX_DELAY, MAX_MESSAGE_BYTES, OutgoingMessage, Queue, QueueError,
-    ReceivedMessage,
+    DEAD_LETTER_REASON, OutgoingMessage, Queue, QueueError, ReceivedMessage, check_outgoing,
 };
 
 const GROUP_ATTRIBUTE: &str = "MessageGroupId";
@@ -22,17 +22,6 @@ pub struct SqsQueue {
     name: String,
     url: String,
     dead_letter_url: Option<String>,
-}
-
-fn describe<E: std::error::Error>(error: &E) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 impl SqsQueue {
@@ -68,19 +57,7 @@ impl SqsQueue {
         message: OutgoingMessage,
         attributes: BTreeMap<String, String>,
     ) -> Result<(), QueueError> {
-        if message.body.len() > MAX_MESSAGE_BYTES {
-            return Err(QueueError::TooLarge {
-                queue: self.name.clone(),
-                size: message.body.len(),
-                limit: MAX_MESSAGE_BYTES,
-            });
-        }
-        if message.delay > MAX_DELAY {
-            return Err(QueueError::DelayTooLong {
-                queue: self.name.clone(),
-                delay: message.delay,
-            });
-        }
+        check_outgoing(&self.name, &message)?;
         let mut request = self
             .client
             .send_message()

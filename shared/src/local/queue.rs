@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::ports::{
-    DEAD_LETTER_REASON, MAX_DELAY, MAX_MESSAGE_BYTES, OutgoingMessage, Queue, QueueError,
-    ReceivedMessage,
+    DEAD_LETTER_REASON, MAX_DELAY, OutgoingMessage, Queue, QueueError, ReceivedMessage,
+    check_outgoing,
 };
 
 /// How long a FIFO queue remembers a deduplication id (as SQS does).
@@ -156,19 +156,7 @@ impl LocalQueue {
         message: OutgoingMessage,
         attributes: BTreeMap<String, String>,
     ) -> Result<(), QueueError> {
-        if message.body.len() > MAX_MESSAGE_BYTES {
-            return Err(QueueError::TooLarge {
-                queue: self.name.clone(),
-                size: message.body.len(),
-                limit: MAX_MESSAGE_BYTES,
-            });
-        }
-        if message.delay > MAX_DELAY {
-            return Err(QueueError::DelayTooLong {
-                queue: self.name.clone(),
-                delay: message.delay,
-            });
-        }
+        check_outgoing(&self.name, &message)?;
         if self.config.fifo && message.group_id.is_none() {
             return Err(QueueError::Service {
                 queue: self.name.clone(),
