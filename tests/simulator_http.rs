@@ -532,3 +532,151 @@ async fn the_api_budget_stops_new_work_with_a_message_that_says_so() {
     );
     assert!(!err.is_retryable());
 }
+
+/// The Python interpreter of the venv `scripts/tools` makes.
+fn venv_python() -> String {
+    std::env::var("SFPIPE_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/sfpipe/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    })
+}
+
+/// Rows of a finished Bulk job, through sfpipe's client, as maps of field to text.
+async fn sfpipe_rows(
+    client: &sfpipe_shared::salesforce::SalesforceClient,
+    soql: &str,
+    include_deleted: bool,
+) -> Vec<std::collections::BTreeMap<String, String>> {
+    let job = client
+        .create_query_job(soql, include_deleted)
+        .await
+        .unwrap();
+    while !client.query_job(&job.id).await.unwrap().state.is_final() {}
+    let mut rows: Vec<std::collections::BTreeMap<String, String>> = Vec::new();
+    for url in client.result_pages(&job.id, 100).await.unwrap() {
+        let page = client.download_results(&url).await.unwrap();
+        let bytes: Vec<u8> = page.body.map_ok(|b| b.to_vec()).try_concat().await.unwrap();
+        let text = if page.gzipped {
+            gunzip(&bytes)
+        } else {
+            String::from_utf8(bytes).unwrap()
+        };
+        let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+        let header = reader.headers().unwrap().clone();
+        for record in reader.records() {
+            let record = record.unwrap();
+            rows.push(
+                header
+                    .iter()
+                    .map(str::to_string)
+                    .zip(record.iter().map(str::to_string))
+                    .collect(),
+            );
+        }
+    }
+    rows.sort_by(|a, b| a["Id"].cmp(&b["Id"]));
+    rows
+}
+
+/// The simulator speaks Salesforce, not just sfpipe's dialect: the unmodified Python client reads
+/// the same rows over HTTPS.
+#[tokio::test]
+async fn simple_salesforce_reads_the_same_rows_sfpipe_extracts() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = dir.path().join("sim-cert.pem");
+    let sim = Simulator::start_tls(
+        SimConfig {
+            rows: 250,
+            ..SimConfig::default()
+        },
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        &certificate,
+    )
+    .await
+    .unwrap();
+    assert!(sim.url().starts_with("https://"));
+    let config = sim.config().clone();
+    let client = sfpipe_shared::salesforce::SalesforceClient::new(
+        sfpipe_shared::salesforce::SalesforceConfig {
+            extra_ca_pem: Some(std::fs::read(&certificate).unwrap()),
+            ..sfpipe_shared::salesforce::SalesforceConfig::new(sim.url())
+        },
+        Credentials::ClientCredentials {
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone().into(),
+        },
+    )
+    .unwrap();
+    let fields = "Id,Name,Description,AnnualRevenue,Active__c,SystemModstamp,BillingCity";
+    let soql = format!("SELECT {} FROM Account", fields.replace(',', ", "));
+    let ours = sfpipe_rows(&client, &soql, false).await;
+    let ours_all: Vec<String> = sfpipe_rows(&client, &soql, true)
+        .await
+        .into_iter()
+        .map(|r| r["Id"].clone())
+        .collect();
+
+    // A session from the token endpoint, as a Salesforce user of simple-salesforce would have.
+    let https = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&certificate).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let token: Value = https
+        .post(format!("{}/services/oauth2/token", sim.url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", config.client_id.as_str()),
+            ("client_secret", config.client_secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let script = format!("{}/simple_salesforce_peer.py", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(venv_python())
+        .args([
+            script.as_str(),
+            sim.url(),
+            token["access_token"].as_str().unwrap(),
+            "Account",
+            fields,
+        ])
+        .env("REQUESTS_CA_BUNDLE", &certificate)
+        .output()
+        .await
+        .expect("run python: ./scripts/tools installs it (or set SFPIPE_PYTHON)");
+    assert!(
+        output.status.success(),
+        "simple-salesforce failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let theirs: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let mut their_rows: Vec<std::collections::BTreeMap<String, String>> =
+        serde_json::from_value(theirs["bulk2_rows"].clone()).unwrap();
+    their_rows.sort_by(|a, b| a["Id"].cmp(&b["Id"]));
+    assert_eq!(
+        their_rows.len() as u64,
+        sim.with_org(|org| org.live_count(0))
+    );
+    assert_eq!(
+        their_rows, ours,
+        "bulk2 download and sfpipe's extraction differ"
+    );
+    assert_eq!(
+        theirs["bulk2_files"], 3,
+        "250 rows at 100 per page are 3 files"
+    );
+    let their_all: Vec<String> = serde_json::from_value(theirs["query_all_ids"].clone()).unwrap();
+    assert_eq!(
+        their_all, ours_all,
+        "query_all and sfpipe's queryAll job differ"
+    );
+    assert_eq!(their_all.len(), 250);
+}

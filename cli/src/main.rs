@@ -47,6 +47,11 @@ enum Command {
         rows: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Serve HTTPS with a self-signed certificate for 127.0.0.1, written to --cert-file.
+        #[arg(long)]
+        tls: bool,
+        #[arg(long, default_value = "sfpipe-sim-cert.pem")]
+        cert_file: PathBuf,
     },
 }
 
@@ -77,15 +82,31 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("the warehouse does not match Salesforce; see above");
             }
         }
-        Command::Sim { port, rows, seed } => {
+        Command::Sim {
+            port,
+            rows,
+            seed,
+            tls,
+            cert_file,
+        } => {
             let config = SimConfig {
                 rows,
                 seed,
                 ..SimConfig::default()
             };
-            let simulator =
-                Simulator::start(config.clone(), SocketAddr::from(([127, 0, 0, 1], port))).await?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let simulator = if tls {
+                Simulator::start_tls(config.clone(), addr, &cert_file).await?
+            } else {
+                Simulator::start(config.clone(), addr).await?
+            };
             println!("Salesforce simulator at {}", simulator.url());
+            if tls {
+                println!(
+                    "  its certificate (trust it, e.g. with REQUESTS_CA_BUNDLE): {}",
+                    cert_file.display()
+                );
+            }
             println!("  login URL and instance URL: {}", simulator.url());
             println!(
                 "  client credentials: client_id={} client_secret={}",

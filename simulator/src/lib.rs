@@ -55,6 +55,52 @@ impl Simulator {
         })
     }
 
+    /// Serves HTTPS on `addr` with a self-signed certificate for 127.0.0.1 and localhost, which
+    /// it writes (PEM) to `certificate_file` for clients to trust.
+    pub async fn start_tls(
+        config: SimConfig,
+        addr: SocketAddr,
+        certificate_file: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+        ])
+        .map_err(std::io::Error::other)?;
+        let certificate_pem = certified.cert.pem();
+        std::fs::write(certificate_file, &certificate_pem)?;
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+            certificate_pem.into_bytes(),
+            certified.signing_key.serialize_pem().into_bytes(),
+        )
+        .await?;
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        let url = format!("https://{local}");
+        let state = Arc::new(server::SimState::new(config, url.clone()));
+        let app = server::router(state.clone());
+        let handle = axum_server::Handle::new();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            let _ = stopped.await;
+            stopper.graceful_shutdown(Some(std::time::Duration::from_secs(1)));
+        });
+        let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle);
+        let task = tokio::spawn(async move {
+            if let Err(error) = server.serve(app.into_make_service()).await {
+                tracing::error!(%error, "simulator stopped with an error");
+            }
+        });
+        Ok(Self {
+            url,
+            state,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
+    }
+
     /// Serves on a free port of 127.0.0.1.
     pub async fn start_local(config: SimConfig) -> std::io::Result<Self> {
         Self::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await

@@ -28,6 +28,8 @@ pub struct SalesforceConfig {
     pub api_budget: f64,
     /// Result pages downloaded at once by one client (an org allows 25 long requests at once).
     pub max_concurrent_downloads: usize,
+    /// An extra certificate authority to trust (PEM), for a simulator's self-signed certificate.
+    pub extra_ca_pem: Option<Vec<u8>>,
 }
 
 impl SalesforceConfig {
@@ -38,6 +40,7 @@ impl SalesforceConfig {
             retry: RetryPolicy::default(),
             api_budget: 0.8,
             max_concurrent_downloads: 4,
+            extra_ca_pem: None,
         }
     }
 }
@@ -188,10 +191,16 @@ impl SalesforceClient {
         config: SalesforceConfig,
         credentials: Credentials,
     ) -> Result<Self, SalesforceError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("sfpipe/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(std::time::Duration::from_secs(120))
+            .read_timeout(std::time::Duration::from_secs(120));
+        if let Some(pem) = &config.extra_ca_pem {
+            let certificate = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| SalesforceError::Config(format!("the extra CA certificate: {e}")))?;
+            builder = builder.add_root_certificate(certificate);
+        }
+        let http = builder
             .build()
             .map_err(|e| SalesforceError::Config(format!("HTTP client: {e}")))?;
         let downloads = Arc::new(tokio::sync::Semaphore::new(
