@@ -329,3 +329,71 @@ async fn objects_the_bulk_api_refuses_or_configured_for_rest_are_read_with_the_r
     assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
     harness.assert_exact("the incremental run over REST");
 }
+
+#[tokio::test]
+async fn configured_field_lists_shape_the_tables_and_unknown_fields_stop_the_object() {
+    use sfpipe_shared::stages::extract::FieldSelection;
+    let harness = Harness::start(HarnessOptions {
+        objects: vec!["Account", "Contact", "Lead"],
+        fields: vec![
+            (
+                "Account",
+                FieldSelection {
+                    exclude: vec!["Description".into(), "Website".into()],
+                    ..FieldSelection::default()
+                },
+            ),
+            (
+                "Contact",
+                FieldSelection {
+                    include: vec!["FirstName".into(), "LastName".into()],
+                    exclude: vec!["Id".into()],
+                },
+            ),
+            (
+                "Lead",
+                FieldSelection {
+                    include: vec!["Nope__c".into()],
+                    ..FieldSelection::default()
+                },
+            ),
+        ],
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert_eq!(result.dead_letters.len(), 1, "{:#?}", result.dead_letters);
+    assert!(
+        result.dead_letters[0]
+            .reason
+            .contains("Nope__c in the configured field list is not a field of Lead"),
+        "{}",
+        result.dead_letters[0].reason
+    );
+    let connection = rusqlite::Connection::open(&harness.warehouse_path).unwrap();
+    let columns = |table: &str| -> Vec<String> {
+        connection
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}') WHERE name NOT LIKE '\\_SFPIPE%' ESCAPE '\\'"))
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let account = columns("Account");
+    assert!(
+        account.contains(&"Name".to_string())
+            && !account.contains(&"Description".to_string())
+            && !account.contains(&"Website".to_string()),
+        "{account:?}"
+    );
+    assert_eq!(
+        columns("Contact"),
+        ["Id", "IsDeleted", "SystemModstamp", "FirstName", "LastName"],
+        "the merge's fields stay, whatever the list says"
+    );
+    let rows: i64 = connection
+        .query_row("SELECT COUNT(*) FROM \"Contact\"", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 30);
+}

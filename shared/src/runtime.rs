@@ -105,8 +105,26 @@ impl Runtime {
             },
             credentials,
         )?;
+        let fields = match optional("SFPIPE_FIELDS") {
+            None => Default::default(),
+            Some(json) => serde_json::from_str(&json).map_err(|e| ConfigError::Invalid {
+                name: "SFPIPE_FIELDS",
+                why: format!(
+                    "{e}; expected {{\"Account\": {{\"include\": [...], \"exclude\": [...]}}}}"
+                ),
+            })?,
+        };
         let extract = ExtractConfig {
             page_records: number("SFPIPE_PAGE_RECORDS", ExtractConfig::default().page_records)?,
+            rest_objects: optional("SFPIPE_REST_OBJECTS")
+                .map(|list| {
+                    list.split(',')
+                        .map(|o| o.trim().to_string())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            fields,
             ..ExtractConfig::default()
         };
         let objects = parse_object_list(&optional("SFPIPE_OBJECTS").unwrap_or_default()).map_err(

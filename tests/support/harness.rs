@@ -25,6 +25,8 @@ pub struct HarnessOptions {
     pub page_records: u64,
     /// Objects configured to be read with the REST API.
     pub rest_objects: Vec<&'static str>,
+    /// Per-object field lists.
+    pub fields: Vec<(&'static str, sfpipe_shared::stages::extract::FieldSelection)>,
 }
 
 impl Default for HarnessOptions {
@@ -40,6 +42,7 @@ impl Default for HarnessOptions {
             sends: SendBehaviour::default(),
             page_records: 12,
             rest_objects: Vec::new(),
+            fields: Vec::new(),
         }
     }
 }
@@ -97,6 +100,11 @@ impl Harness {
         config.extract.page_records = options.page_records;
         config.extract.first_poll_delay = Duration::from_millis(5);
         config.extract.rest_objects = options.rest_objects.iter().map(|o| o.to_string()).collect();
+        config.extract.fields = options
+            .fields
+            .iter()
+            .map(|(o, f)| (o.to_string(), f.clone()))
+            .collect();
         // The smallest page Salesforce allows, so small test objects still span several pages.
         config.rest_batch_size = 200;
         let pipeline = Arc::new(LocalPipeline::new(

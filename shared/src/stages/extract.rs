@@ -26,6 +26,54 @@ pub struct ExtractConfig {
     pub max_poll_delay: Duration,
     /// Objects always read with the REST API (objects Bulk refuses are read with it anyway).
     pub rest_objects: Vec<String>,
+    /// Per-object field lists; objects not named get every field Bulk can select.
+    pub fields: std::collections::BTreeMap<String, FieldSelection>,
+}
+
+/// Which fields of an object to extract. Id, SystemModstamp and IsDeleted are always kept: the
+/// merge needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSelection {
+    /// Only these fields (empty: all).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Never these fields.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// Fields the merge relies on, kept whatever a selection says.
+const REQUIRED_FIELDS: [&str; 3] = ["Id", "SystemModstamp", "IsDeleted"];
+
+impl FieldSelection {
+    /// The selected fields of `describe`, in describe order; an unknown name is an error.
+    pub fn apply<'d>(
+        &self,
+        describe: &'d crate::salesforce::ObjectDescribe,
+    ) -> Result<Vec<&'d crate::salesforce::FieldDescribe>, String> {
+        if let Some(unknown) = self
+            .include
+            .iter()
+            .chain(&self.exclude)
+            .find(|name| describe.field(name).is_none())
+        {
+            return Err(format!(
+                "field {unknown} in the configured field list is not a field of {}: fix the list",
+                describe.name
+            ));
+        }
+        Ok(describe
+            .bulk_fields()
+            .into_iter()
+            .filter(|f| {
+                let required = REQUIRED_FIELDS.contains(&f.name.as_str());
+                required
+                    || ((self.include.is_empty() || self.include.contains(&f.name))
+                        && !self.exclude.contains(&f.name))
+            })
+            .collect())
+    }
 }
 
 impl Default for ExtractConfig {
@@ -35,6 +83,7 @@ impl Default for ExtractConfig {
             first_poll_delay: Duration::from_secs(5),
             max_poll_delay: Duration::from_secs(900),
             rest_objects: Vec::new(),
+            fields: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -241,9 +290,19 @@ where
             )),
         ));
     }
+    let selected = deps
+        .config
+        .fields
+        .get(object.as_str())
+        .cloned()
+        .unwrap_or_default()
+        .apply(&describe)
+        .map_err(|why| {
+            StageError::new(Stage::Extract, object, Cause::Inconsistent(why)).permanent()
+        })?;
     let described = TableSchema {
         object: object.clone(),
-        columns: describe.bulk_fields().iter().map(|f| f.column()).collect(),
+        columns: selected.iter().map(|f| f.column()).collect(),
     };
     deps.blobs
         .put_if_absent(&layout.schema(), to_json(&described))
