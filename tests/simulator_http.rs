@@ -10,8 +10,13 @@ use sfpipe_simulator::{Fault, SimConfig, Simulator};
 use sfpipe_tests::{client_for, simulator};
 
 async fn token(sim: &Simulator) -> String {
+    token_with(&reqwest::Client::new(), sim).await
+}
+
+/// A session from the simulator's token endpoint (client credentials).
+async fn token_with(http: &reqwest::Client, sim: &Simulator) -> String {
     let config = sim.config();
-    let response: Value = reqwest::Client::new()
+    let response: Value = http
         .post(format!("{}/services/oauth2/token", sim.url()))
         .form(&[
             ("grant_type", "client_credentials"),
@@ -625,25 +630,13 @@ async fn simple_salesforce_reads_the_same_rows_sfpipe_extracts() {
         )
         .build()
         .unwrap();
-    let token: Value = https
-        .post(format!("{}/services/oauth2/token", sim.url()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", config.client_id.as_str()),
-            ("client_secret", config.client_secret.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = token_with(&https, &sim).await;
     let script = format!("{}/simple_salesforce_peer.py", env!("CARGO_MANIFEST_DIR"));
     let output = tokio::process::Command::new(venv_python())
         .args([
             script.as_str(),
             sim.url(),
-            token["access_token"].as_str().unwrap(),
+            token.as_str(),
             "Account",
             fields,
         ])
