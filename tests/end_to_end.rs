@@ -397,3 +397,44 @@ async fn configured_field_lists_shape_the_tables_and_unknown_fields_stop_the_obj
         .unwrap();
     assert_eq!(rows, 30);
 }
+
+#[tokio::test]
+async fn sfpipe_run_loads_an_org_given_only_its_url_and_credentials() {
+    let sim = sfpipe_tests::simulator(SimConfig {
+        rows: 120,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("salesforce.json");
+    let config = sim.config().clone();
+    std::fs::write(
+        &credentials,
+        serde_json::json!({"flow": "refresh_token", "client_id": config.client_id, "client_secret": config.client_secret, "refresh_token": config.refresh_token}).to_string(),
+    )
+    .unwrap();
+    let options = sfpipe_cli::run::RunOptions {
+        login_url: sim.url().to_string(),
+        credentials,
+        objects: "Account,Invoice__c".into(),
+        dir: dir.path().join("out"),
+        full: false,
+        ca_cert: None,
+    };
+    let summary = sfpipe_cli::run::run(&options).await.unwrap();
+    assert!(
+        summary.contains("Invoice__c") && summary.contains("120 rows"),
+        "{summary}"
+    );
+    assert!(!summary.contains("dead letter"), "{summary}");
+    let org = sim.with_org(|org| org.clone());
+    for check in sfpipe_cli::verify::compare_objects(
+        &org,
+        &dir.path().join("out/warehouse.sqlite"),
+        &["Account", "Invoice__c"],
+    )
+    .unwrap()
+    {
+        assert!(check.is_exact(), "{check:#?}");
+    }
+}

@@ -1,4 +1,5 @@
 //! The `sfpipe` command's library: the demo and the warehouse check, callable from tests.
 
 pub mod demo;
+pub mod run;
 pub mod verify;

@@ -39,6 +39,27 @@ enum Command {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Run the pipeline on this machine against a Salesforce org (real, or `sfpipe sim` elsewhere)
+    /// into a SQLite warehouse. Run again to load incrementally.
+    Run {
+        /// Where to log in, e.g. https://login.salesforce.com or the simulator's URL.
+        #[arg(long)]
+        login_url: String,
+        /// The Salesforce secret as a JSON file (the format the README gives).
+        #[arg(long)]
+        credentials: PathBuf,
+        /// Objects, comma-separated.
+        #[arg(long)]
+        objects: String,
+        #[arg(long, default_value = ".sfpipe-run")]
+        dir: PathBuf,
+        /// Read everything again instead of what changed since the last run.
+        #[arg(long)]
+        full: bool,
+        /// An extra CA certificate to trust (PEM), e.g. `sfpipe sim --tls`'s.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+    },
     /// Serve the simulated Salesforce org until interrupted.
     Sim {
         #[arg(long, default_value_t = 0)]
@@ -81,6 +102,25 @@ async fn main() -> anyhow::Result<()> {
             if !outcome.is_exact() {
                 anyhow::bail!("the warehouse does not match Salesforce; see above");
             }
+        }
+        Command::Run {
+            login_url,
+            credentials,
+            objects,
+            dir,
+            full,
+            ca_cert,
+        } => {
+            let options = sfpipe_cli::run::RunOptions {
+                login_url,
+                credentials,
+                objects,
+                dir,
+                full,
+                ca_cert,
+            };
+            let outcome = sfpipe_cli::run::run(&options).await?;
+            print!("{outcome}");
         }
         Command::Sim {
             port,
