@@ -438,3 +438,77 @@ async fn sfpipe_run_loads_an_org_given_only_its_url_and_credentials() {
         assert!(check.is_exact(), "{check:#?}");
     }
 }
+
+#[tokio::test]
+async fn a_query_timeout_splits_the_window_until_each_half_succeeds() {
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            rows: 60,
+            query_timeout_rows: Some(12),
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account"],
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("a full run split into windows of at most 12 rows");
+    let blobs = harness.pipeline.blobs();
+    let holes = blobs.list("holes/Account/").await.unwrap();
+    assert!(
+        holes.is_empty(),
+        "every half merged, yet holes remain: {holes:?}"
+    );
+    let merged = blobs
+        .list("runs/Account/")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.key.ends_with("_merged.json"))
+        .count();
+    assert!(
+        merged >= 5,
+        "60 rows at most 12 per query need at least 5 runs, got {merged}"
+    );
+
+    harness.mutate();
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("the incremental run after the split");
+}
+
+#[tokio::test]
+async fn an_open_hole_moves_the_next_window_back_to_its_start() {
+    use sfpipe_shared::contracts::{ObjectName, RunId, Window, hole_key};
+    let harness = Harness::start(HarnessOptions {
+        objects: vec!["Account"],
+        ..HarnessOptions::default()
+    })
+    .await;
+    harness.run().await;
+    let hole_start = chrono::DateTime::parse_from_rfc3339("2024-03-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let hole = Window {
+        since: Some(hole_start),
+        until: hole_start + chrono::Duration::days(30),
+    };
+    let object = ObjectName::new("Account").unwrap();
+    harness
+        .pipeline
+        .blobs()
+        .put(
+            &hole_key(&object, &RunId::new("20260101T000000Z-failed-a").unwrap()),
+            sfpipe_shared::ports::bytes_stream(serde_json::to_vec(&hole).unwrap()),
+        )
+        .await
+        .unwrap();
+    let result = harness.run().await;
+    assert_eq!(
+        result.report.queued[0].window.since,
+        Some(hole_start),
+        "the next window did not start at the hole"
+    );
+    harness.assert_exact("after re-reading from the hole");
+}

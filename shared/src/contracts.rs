@@ -113,6 +113,11 @@ impl RunId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The run of one half of this run's window, after a split (`a` or `b`).
+    pub fn child(&self, half: char) -> Result<Self, ContractError> {
+        Self::new(format!("{}-{half}", self.0))
+    }
 }
 
 impl TryFrom<String> for RunId {
@@ -397,6 +402,17 @@ impl RunLayout {
     pub fn merged(&self) -> String {
         format!("{}_merged.json", self.prefix)
     }
+}
+
+/// Where a split run's window is recorded until that run is merged: the job-loader starts an
+/// object's incremental window no later than its oldest open hole, so a half that failed is read
+/// again even after the other half moved the watermark past it.
+pub fn hole_key(object: &ObjectName, run: &RunId) -> String {
+    format!("{}{run}.json", holes_prefix(object))
+}
+
+pub fn holes_prefix(object: &ObjectName) -> String {
+    format!("holes/{object}/")
 }
 
 /// What upload records beside every stored part.

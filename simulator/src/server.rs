@@ -48,6 +48,9 @@ pub struct SimConfig {
     pub failing_job_objects: Vec<String>,
     /// The Bulk API refuses these objects (INVALIDENTITY), as it does some standard objects.
     pub bulk_unsupported_objects: Vec<String>,
+    /// A Bulk query matching more rows than this times out (QUERY_TIMEOUT), as a query over too
+    /// wide a window of a huge object does.
+    pub query_timeout_rows: Option<u64>,
     /// Mutation rounds to replay at start (their timestamps), so an org survives restarts.
     pub rounds: Vec<DateTime<Utc>>,
 }
@@ -69,6 +72,7 @@ impl Default for SimConfig {
             latency: std::time::Duration::ZERO,
             failing_job_objects: Vec::new(),
             bulk_unsupported_objects: Vec::new(),
+            query_timeout_rows: None,
             rounds: Vec::new(),
         }
     }
@@ -902,6 +906,17 @@ async fn create_job(
         );
     }
     let rows = Arc::new(matching_rows(&org, &query, request.operation == "queryAll"));
+    if state
+        .config
+        .query_timeout_rows
+        .is_some_and(|limit| rows.len() as u64 > limit)
+    {
+        return sf_error(
+            StatusCode::BAD_REQUEST,
+            "QUERY_TIMEOUT",
+            "Your query request was running for too long.",
+        );
+    }
     let object = def.name.to_string();
     drop(org);
     let job = Job {

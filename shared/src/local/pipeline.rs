@@ -184,6 +184,7 @@ impl LocalPipeline {
         let report = run_loader(
             self.extract.port.as_ref(),
             self.warehouse.as_ref(),
+            self.blobs.as_ref(),
             &self.config.loader,
             request,
             triggered_at,

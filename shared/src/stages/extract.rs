@@ -121,6 +121,8 @@ pub enum ExtractOutcome {
     FannedOut { job_id: String, parts: u32 },
     /// A late duplicate: the run's uploads are all done, so there is nothing left to do.
     AlreadyDone,
+    /// The query timed out; each half of the window was queued as a run of its own.
+    Split,
 }
 
 /// Recorded once per run of an object, so a duplicate extract reuses the job instead of starting
@@ -184,6 +186,9 @@ where
                 // Deleted rows arrive flagged (IsDeleted) through queryAll.
                 match deps.salesforce.create_query_job(&soql, true).await {
                     Ok(created) => created.id,
+                    Err(error) if error.code() == Some("QUERY_TIMEOUT") => {
+                        return split(deps, message).await;
+                    }
                     Err(error) if error.is_bulk_unsupported() => {
                         tracing::info!(%object, %error, "the Bulk API refuses this object; reading it with the REST API");
                         REST_QUERY_JOB.to_string()
@@ -244,6 +249,86 @@ where
     };
     requeue(deps, message, progress).await?;
     Ok(ExtractOutcome::Started { job_id: job.job_id })
+}
+
+/// The start assumed for a full window when it must be split (no Salesforce data is older).
+fn earliest_modstamp() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(946_684_800, 0).unwrap_or_default()
+}
+
+/// The query timed out on this window: extract each half as a run of its own. Each half is
+/// recorded as a hole until it is merged, so the watermark the other half moves cannot hide it.
+async fn split<B, Q>(
+    deps: &ExtractDeps<'_, B, Q>,
+    message: &ExtractMessage,
+) -> Result<ExtractOutcome, StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    let since = message.window.since.unwrap_or_else(earliest_modstamp);
+    let until = message.window.until;
+    let too_small = || {
+        StageError::new(
+            Stage::Extract,
+            object,
+            Cause::Inconsistent(format!(
+                "the query timed out even on the window {} to {}; split no further: narrow the \
+                 object's field list, or ask Salesforce for a custom index on SystemModstamp",
+                crate::contracts::rfc3339(since),
+                crate::contracts::rfc3339(until)
+            )),
+        )
+        .permanent()
+    };
+    if until - since < chrono::Duration::seconds(60) {
+        return Err(too_small());
+    }
+    let mid = since + (until - since) / 2;
+    let halves = [(message.window.since, mid, 'a'), (Some(mid), until, 'b')];
+    let mut children = Vec::new();
+    for (half_since, half_until, name) in halves {
+        let run_id = message.run_id.child(name).map_err(|_| too_small())?;
+        let window = crate::contracts::Window {
+            since: half_since,
+            until: half_until,
+        };
+        let hole = crate::contracts::hole_key(object, &run_id);
+        deps.blobs
+            .put(&hole, crate::ports::bytes_stream(to_json(&window)))
+            .await
+            .at(Stage::Extract, object)?;
+        // A late duplicate of this split: the half may be merged already.
+        if deps
+            .blobs
+            .head(&RunLayout::new(object, &run_id).merged())
+            .await
+            .at(Stage::Extract, object)?
+            .is_some()
+        {
+            deps.blobs.delete(&hole).await.at(Stage::Extract, object)?;
+        }
+        children.push(ExtractMessage {
+            run_id,
+            window,
+            bulk_job: None,
+            ..message.clone()
+        });
+    }
+    for child in &children {
+        deps.extract_queue
+            .send(OutgoingMessage::new(child.to_body(), child.message_id()))
+            .await
+            .at(Stage::Extract, object)?;
+    }
+    // This window is covered by its halves now (when it was itself a half).
+    deps.blobs
+        .delete(&crate::contracts::hole_key(object, &message.run_id))
+        .await
+        .at(Stage::Extract, object)?;
+    tracing::info!(run_id = %message.run_id, %object, mid = %crate::contracts::rfc3339(mid), "query timed out; split the window in two");
+    Ok(ExtractOutcome::Split)
 }
 
 /// Describes the object and fixes the run's schema (first writer wins, so every retry of the run

@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Stage, StageError, StageResultExt};
 use crate::contracts::{
-    CONTRACT_VERSION, Contract, ExtractMessage, Mode, ObjectName, RunId, Window, rfc3339,
+    CONTRACT_VERSION, Contract, ExtractMessage, Mode, ObjectName, RunId, Window, holes_prefix,
+    rfc3339,
 };
-use crate::ports::{OutgoingMessage, Queue, Warehouse};
+use crate::ports::{BlobStore, OutgoingMessage, Queue, Warehouse};
 
 /// What to load: the scheduled objects, or a manual backfill/re-run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,9 +59,10 @@ pub struct LoadReport {
 
 /// Queues one extract per object. Deterministic: the same request at the same trigger time over
 /// the same warehouse state queues the same messages with the same ids.
-pub async fn run_loader<Q, W>(
+pub async fn run_loader<Q, W, B>(
     extract_queue: &Q,
     warehouse: &W,
+    blobs: &B,
     config: &LoaderConfig,
     request: &LoadRequest,
     triggered_at: DateTime<Utc>,
@@ -68,6 +70,7 @@ pub async fn run_loader<Q, W>(
 where
     Q: Queue + ?Sized,
     W: Warehouse + ?Sized,
+    B: BlobStore + ?Sized,
 {
     let lag = chrono::Duration::from_std(config.until_lag).unwrap_or_default();
     let overlap = chrono::Duration::from_std(config.overlap).unwrap_or_default();
@@ -92,7 +95,17 @@ where
                     .await
                     .at(Stage::Loader, object)?
                 {
-                    Some(watermark) => (Mode::Incremental, Some(watermark - overlap)),
+                    Some(watermark) => {
+                        let since = watermark - overlap;
+                        match oldest_hole(blobs, object).await? {
+                            // A half of a split window that is not merged yet: read it again.
+                            Some(Window { since: None, .. }) => (Mode::Full, None),
+                            Some(Window { since: Some(h), .. }) if h < since => {
+                                (Mode::Incremental, Some(h))
+                            }
+                            _ => (Mode::Incremental, Some(since)),
+                        }
+                    }
                     // Never loaded: the first incremental run is a full one.
                     None => (Mode::Full, None),
                 }
@@ -126,4 +139,36 @@ where
         });
     }
     Ok(LoadReport { run_id, queued })
+}
+
+/// The open hole of `object` that starts earliest.
+async fn oldest_hole<B: BlobStore + ?Sized>(
+    blobs: &B,
+    object: &ObjectName,
+) -> Result<Option<Window>, StageError> {
+    let mut oldest: Option<Window> = None;
+    for hole in blobs
+        .list(&holes_prefix(object))
+        .await
+        .at(Stage::Loader, object)?
+    {
+        let bytes = blobs.get_bytes(&hole.key).await.at(Stage::Loader, object)?;
+        let window: Window = serde_json::from_slice(&bytes).map_err(|e| {
+            StageError::new(
+                Stage::Loader,
+                object,
+                crate::stages::Cause::Inconsistent(format!("{} is not a window: {e}", hole.key)),
+            )
+        })?;
+        let earlier = match (&oldest, window.since) {
+            (None, _) => true,
+            (Some(Window { since: None, .. }), _) => false,
+            (Some(_), None) => true,
+            (Some(Window { since: Some(o), .. }), Some(w)) => w < *o,
+        };
+        if earlier {
+            oldest = Some(window);
+        }
+    }
+    Ok(oldest)
 }

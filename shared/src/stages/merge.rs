@@ -94,6 +94,12 @@ where
         .put_if_absent(&layout.merged(), to_json(&record))
         .await
         .at(Stage::Merge, object)?;
+    // A split run's window is covered now. After the record: a split that re-creates the hole
+    // checks for the record and removes it again.
+    deps.blobs
+        .delete(&crate::contracts::hole_key(object, &message.run_id))
+        .await
+        .at(Stage::Merge, object)?;
     tracing::info!(run_id = %message.run_id, %object, rows_read = record.report.rows_read, rows_changed = record.report.rows_changed, "merged");
     Ok(record)
 }
