@@ -512,3 +512,93 @@ async fn an_open_hole_moves_the_next_window_back_to_its_start() {
     );
     harness.assert_exact("after re-reading from the hole");
 }
+
+#[tokio::test]
+async fn permanent_salesforce_errors_dead_letter_with_their_code_the_object_and_what_to_do() {
+    let cases = [
+        (
+            400,
+            "INVALID_FIELD",
+            "No such column 'Gone__c' on entity 'Account'.",
+            "field-level security",
+        ),
+        (
+            400,
+            "MALFORMED_QUERY",
+            "unexpected token",
+            "report it as a bug",
+        ),
+        (
+            403,
+            "API_DISABLED_FOR_ORG",
+            "The REST API is not enabled for this Organization.",
+            "API Enabled",
+        ),
+        (
+            403,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
+            "daily API limit",
+        ),
+    ];
+    for (status, code, message, advice) in cases {
+        let harness = Harness::start(HarnessOptions {
+            objects: vec!["Account"],
+            ..HarnessOptions::default()
+        })
+        .await;
+        harness.sim.inject(vec![Fault {
+            path_contains: "/jobs/query".into(),
+            drop_mid_body: false,
+            status,
+            error_code: code.into(),
+            message: message.into(),
+            remaining: 1,
+        }]);
+        let result = harness.run().await;
+        assert_eq!(
+            result.dead_letters.len(),
+            1,
+            "{code}: {:#?}",
+            result.dead_letters
+        );
+        let reason = &result.dead_letters[0].reason;
+        for expected in [code, "Account", "extract stage", advice] {
+            assert!(
+                reason.contains(expected),
+                "{code}: {expected:?} missing from {reason:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn without_result_pages_the_locator_chain_is_followed_part_by_part() {
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            without_result_pages: true,
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account", "Contact"],
+        sends: SendBehaviour {
+            duplicate: true,
+            ..SendBehaviour::default()
+        },
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("pages fetched along the locator chain, every message twice");
+    let records = result
+        .merged_records(harness.pipeline.blobs().as_ref())
+        .await;
+    for record in records.values() {
+        let record = record.clone().unwrap();
+        assert_eq!(
+            (record.parts, record.records),
+            (3, 30),
+            "30 rows at 12 per page"
+        );
+    }
+}

@@ -207,6 +207,10 @@ pub struct UploadMessage {
     /// The run's mode and window, passed on to the merge message.
     pub mode: Mode,
     pub window: Window,
+    /// Pages follow a locator chain (no `resultPages` in the org's API version): after storing
+    /// this page, queue the next part with the locator Salesforce gave.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chain: bool,
 }
 
 /// upload → merge: every part of one object's run is stored; merge them.
@@ -481,6 +485,7 @@ mod tests {
             result_url: "/services/data/v62.0/jobs/query/750xx/results?locator=MQ".into(),
             mode: message.mode,
             window: message.window,
+            chain: false,
         };
         assert_eq!(UploadMessage::from_body(&upload.to_body()).unwrap(), upload);
     }
@@ -570,6 +575,7 @@ mod tests {
                 since: None,
                 until: at(1),
             },
+            chain: false,
         };
         assert!(UploadMessage::from_body(&upload.to_body()).is_err());
     }

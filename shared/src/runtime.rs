@@ -90,11 +90,14 @@ impl Runtime {
             aws_sdk_secretsmanager::Client::new(&sdk),
             Duration::from_secs(number("SFPIPE_SECRET_TTL_SECONDS", 300)?),
         );
-        let secret_name = required("SFPIPE_SALESFORCE_SECRET")?;
-        let secret = secrets
-            .get(&secret_name)
-            .await
-            .map_err(|e| ConfigError::Secret(e.to_string()))?;
+        // The credentials JSON straight from the environment (local runs), else the secret.
+        let secret = match optional("SFPIPE_SALESFORCE_CREDENTIALS") {
+            Some(json) => secrecy::SecretString::from(json),
+            None => secrets
+                .get(&required("SFPIPE_SALESFORCE_SECRET")?)
+                .await
+                .map_err(|e| ConfigError::Secret(e.to_string()))?,
+        };
         let credentials = Credentials::from_secret_json(&secret)?;
         let salesforce = SalesforceClient::new(
             SalesforceConfig {

@@ -48,6 +48,9 @@ pub struct SimConfig {
     pub failing_job_objects: Vec<String>,
     /// The Bulk API refuses these objects (INVALIDENTITY), as it does some standard objects.
     pub bulk_unsupported_objects: Vec<String>,
+    /// Answer 404 to `resultPages`, as API versions before it existed do: clients must follow
+    /// the `Sforce-Locator` chain.
+    pub without_result_pages: bool,
     /// A Bulk query matching more rows than this times out (QUERY_TIMEOUT), as a query over too
     /// wide a window of a huge object does.
     pub query_timeout_rows: Option<u64>,
@@ -73,6 +76,7 @@ impl Default for SimConfig {
             failing_job_objects: Vec::new(),
             bulk_unsupported_objects: Vec::new(),
             query_timeout_rows: None,
+            without_result_pages: false,
             rounds: Vec::new(),
         }
     }
@@ -1074,6 +1078,13 @@ async fn result_pages(
     Path((v, id)): Path<(String, String)>,
     Query(params): Query<PageParams>,
 ) -> Response {
+    if state.config.without_result_pages {
+        return sf_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        );
+    }
     let (rows, _) = match finished_job(&state, &id) {
         Ok(job) => job,
         Err(response) => return *response,

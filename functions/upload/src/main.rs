@@ -14,6 +14,7 @@ async fn handle(runtime: &Runtime, event: LambdaEvent<SqsEvent>) -> SqsBatchResp
     let deps = UploadDeps {
         salesforce: runtime.salesforce.as_ref(),
         blobs: runtime.blobs.as_ref(),
+        upload_queue: runtime.queues.upload.as_ref(),
         merge_queue: runtime.queues.merge.as_ref(),
         rest_batch_size: 2000,
     };

@@ -362,6 +362,7 @@ impl LocalPipeline {
                 let deps = UploadDeps {
                     salesforce: self.salesforce.as_ref(),
                     blobs: self.blobs.as_ref(),
+                    upload_queue: self.upload.port.as_ref(),
                     merge_queue: self.merge.port.as_ref(),
                     rest_batch_size: self.config.rest_batch_size,
                 };

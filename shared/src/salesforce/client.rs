@@ -433,6 +433,19 @@ impl SalesforceClient {
         Ok(links)
     }
 
+    /// The path of one page of a job's results (the first when `locator` is `None`).
+    pub fn results_path(&self, job_id: &str, locator: Option<&str>, max_records: u64) -> String {
+        let base = self.data_path(&format!("jobs/query/{job_id}/results"));
+        match locator {
+            None => format!("{base}?maxRecords={max_records}"),
+            Some(locator) => {
+                let locator: String =
+                    url::form_urlencoded::byte_serialize(locator.as_bytes()).collect();
+                format!("{base}?locator={locator}&maxRecords={max_records}")
+            }
+        }
+    }
+
     /// Streams one result page, asking for gzip so the bytes can go to storage as they are.
     pub async fn download_results(&self, result_url: &str) -> Result<ResultPage, SalesforceError> {
         let permit = self

@@ -11,7 +11,10 @@ pub struct ApiErrorBody {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SalesforceError {
-    #[error("Salesforce answered HTTP {status} {code}: {message}")]
+    #[error(
+        "Salesforce answered HTTP {status} {code}: {message}{}",
+        advice(code, message)
+    )]
     Api {
         status: u16,
         code: String,
@@ -86,5 +89,28 @@ impl SalesforceError {
     pub(crate) fn transport(error: reqwest::Error) -> Self {
         // reqwest's messages can include the URL; ours never carry credentials in URLs.
         SalesforceError::Transport(error.without_url().to_string())
+    }
+}
+
+/// What to do about a Salesforce error, where it is not a passing one.
+fn advice(code: &str, message: &str) -> &'static str {
+    match code {
+        "INVALID_FIELD" => {
+            ". A field is gone or hidden: check the object's configured field list and the \
+             integration user's field-level security"
+        }
+        "INVALID_TYPE" | "INVALIDENTITY" => {
+            ". The object is unknown or hidden: check its name and the integration user's \
+             object permissions"
+        }
+        "MALFORMED_QUERY" => ". Salesforce refused the query sfpipe built: report it as a bug",
+        "API_DISABLED_FOR_ORG" => {
+            ". Enable API access for the org and the integration user's profile ('API Enabled')"
+        }
+        "REQUEST_LIMIT_EXCEEDED" if message.contains("TotalRequests") => {
+            ". The org's daily API limit is used up: wait for the 24-hour window to roll, lower \
+             the schedule's frequency, or buy more API calls"
+        }
+        _ => "",
     }
 }

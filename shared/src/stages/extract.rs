@@ -233,6 +233,7 @@ where
             result_url: deps.salesforce.query_all_path(&job.soql),
             mode: message.mode,
             window: message.window,
+            chain: false,
         };
         deps.upload_queue
             .send(OutgoingMessage::new(upload.to_body(), upload.message_id()))
@@ -435,7 +436,15 @@ where
         Err(error) => return Err(StageError::new(Stage::Extract, object, error)),
     };
     match job.state {
-        JobState::JobComplete => fan_out(deps, message, &progress.job_id).await,
+        JobState::JobComplete => {
+            fan_out(
+                deps,
+                message,
+                &progress.job_id,
+                job.number_records_processed,
+            )
+            .await
+        }
         JobState::Failed | JobState::Aborted => {
             // Forget the job so a re-run of this object's run starts a new one.
             let layout = RunLayout::new(object, &message.run_id);
@@ -472,12 +481,14 @@ async fn fan_out<B, Q>(
     deps: &ExtractDeps<'_, B, Q>,
     message: &ExtractMessage,
     job_id: &str,
+    records: Option<u64>,
 ) -> Result<ExtractOutcome, StageError>
 where
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
     let object = &message.object;
+    let mut chain = false;
     let pages = match deps
         .salesforce
         .result_pages(job_id, deps.config.page_records)
@@ -485,15 +496,37 @@ where
     {
         Ok(pages) => pages,
         Err(SalesforceError::Api { status: 404, .. }) => {
-            job_gone(
-                deps.blobs,
-                Stage::Extract,
-                object.clone(),
-                &message.run_id,
-                job_id,
-            )
-            .await?;
-            return Ok(ExtractOutcome::AlreadyDone);
+            // Either the job is gone, or this API version has no resultPages.
+            if deps.salesforce.query_job(job_id).await.is_err() {
+                job_gone(
+                    deps.blobs,
+                    Stage::Extract,
+                    object.clone(),
+                    &message.run_id,
+                    job_id,
+                )
+                .await?;
+                return Ok(ExtractOutcome::AlreadyDone);
+            }
+            // The locator chain: the part count follows from the record count; each upload
+            // queues the next part with the locator its page gave.
+            let records = records.ok_or_else(|| {
+                StageError::new(
+                    Stage::Extract,
+                    object,
+                    Cause::Inconsistent(format!(
+                        "job {job_id} gave no numberRecordsProcessed to plan its pages by"
+                    )),
+                )
+            })?;
+            let parts = records.div_ceil(deps.config.page_records.max(1)).max(1);
+            chain = true;
+            let first = deps
+                .salesforce
+                .results_path(job_id, None, deps.config.page_records);
+            std::iter::once(first)
+                .chain((1..parts).map(|_| String::new()))
+                .collect()
         }
         Err(error) => return Err(StageError::new(Stage::Extract, object, error)),
     };
@@ -519,6 +552,10 @@ where
         send_merge(deps.merge_queue, &merge).await?;
     }
     for (index, result_url) in pages.into_iter().enumerate() {
+        if chain && index > 0 {
+            // Queued by the upload of the page before, once its locator is known.
+            break;
+        }
         let upload = UploadMessage {
             v: CONTRACT_VERSION,
             run_id: message.run_id.clone(),
@@ -529,6 +566,7 @@ where
             result_url,
             mode: message.mode,
             window: message.window,
+            chain,
         };
         upload.check().at(Stage::Extract, object)?;
         deps.upload_queue

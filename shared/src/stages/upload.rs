@@ -12,9 +12,11 @@ use tokio_util::io::{ReaderStream, StreamReader};
 use super::extract::REST_QUERY_JOB;
 use super::extract::{job_gone, read_json, send_merge, to_json};
 use super::{Cause, Stage, StageError, StageResultExt};
-use crate::contracts::{CONTRACT_VERSION, MergeMessage, PartManifest, RunLayout, UploadMessage};
+use crate::contracts::{
+    CONTRACT_VERSION, Contract, MergeMessage, PartManifest, RunLayout, UploadMessage,
+};
 use crate::ports::TableSchema;
-use crate::ports::{BlobStore, ByteStream, Queue};
+use crate::ports::{BlobStore, ByteStream, OutgoingMessage, Queue};
 use crate::salesforce::{SalesforceClient, SalesforceError};
 use bytes::Bytes;
 use flate2::Compression;
@@ -23,6 +25,8 @@ use flate2::write::GzEncoder;
 pub struct UploadDeps<'a, B: ?Sized, Q: ?Sized> {
     pub salesforce: &'a SalesforceClient,
     pub blobs: &'a B,
+    /// Where the next part of a locator chain goes.
+    pub upload_queue: &'a Q,
     pub merge_queue: &'a Q,
     /// Records per REST query page (200 to 2,000), for runs read with the REST API.
     pub rest_batch_size: u32,
@@ -112,7 +116,65 @@ where
         ))
     };
     let records = page.records.unwrap_or(0);
-    store_part(deps, message, &layout, &key, body, &|| records).await
+    let next_locator = page.next_locator.clone();
+    let outcome = store_part(deps, message, &layout, &key, body, &|| records).await?;
+    if message.chain {
+        queue_next_in_chain(deps, message, next_locator).await?;
+    }
+    Ok(outcome)
+}
+
+/// The locator chain: the next part's page is known only from this page's `Sforce-Locator`.
+async fn queue_next_in_chain<B, Q>(
+    deps: &UploadDeps<'_, B, Q>,
+    message: &UploadMessage,
+    next_locator: Option<String>,
+) -> Result<(), StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    let mismatch = |what: &str| {
+        StageError::new(
+            Stage::Upload,
+            object,
+            Cause::Inconsistent(format!(
+                "job {}: part {} of {} {what}; the job's pages do not match its record count: \
+                 run the object again",
+                message.job_id, message.part, message.parts
+            )),
+        )
+        .permanent()
+    };
+    match next_locator {
+        None if message.part < message.parts => Err(mismatch("is the last page")),
+        None => Ok(()),
+        Some(_) if message.part >= message.parts => Err(mismatch("has a next page")),
+        Some(locator) => {
+            let max_records = url::Url::parse(&format!("http://x{}", message.result_url))
+                .ok()
+                .and_then(|u| {
+                    u.query_pairs()
+                        .find(|(k, _)| k == "maxRecords")
+                        .and_then(|(_, v)| v.parse().ok())
+                })
+                .unwrap_or(50_000);
+            let next = UploadMessage {
+                part: message.part + 1,
+                result_url: deps.salesforce.results_path(
+                    &message.job_id,
+                    Some(&locator),
+                    max_records,
+                ),
+                ..message.clone()
+            };
+            deps.upload_queue
+                .send(OutgoingMessage::new(next.to_body(), next.message_id()))
+                .await
+                .at(Stage::Upload, object)
+        }
+    }
 }
 
 /// Stores the part's bytes, hashing them on the way, then its manifest; requests the merge if
