@@ -529,6 +529,12 @@ async fn permanent_salesforce_errors_dead_letter_with_their_code_the_object_and_
             "report it as a bug",
         ),
         (
+            400,
+            "INVALID_TYPE",
+            "sObject type 'Account' is not supported.",
+            "object permissions",
+        ),
+        (
             403,
             "API_DISABLED_FOR_ORG",
             "The REST API is not enabled for this Organization.",
