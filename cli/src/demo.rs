@@ -12,10 +12,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sfpipe_shared::contracts::{Mode, ObjectName, rfc3339};
 use sfpipe_shared::local::pipeline::{DeadLetter, LocalPipelineConfig};
-use sfpipe_shared::local::{
-    FsBlobStore, LocalPipeline, PipelineEvent, PipelineEvents, SqliteWarehouse,
-};
-use sfpipe_shared::ports::{BlobStore, Warehouse};
+use sfpipe_shared::local::{LocalPipeline, PipelineEvent, PipelineEvents};
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
 use sfpipe_shared::stages::loader::LoadRequest;
 use sfpipe_simulator::{Org, SimConfig, Simulator};
@@ -259,17 +256,9 @@ pub async fn run_demo(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
             client_secret: sim_config.client_secret.clone().into(),
         },
     )?);
-    let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(dir.join("blobs"))?);
-    let warehouse_path = dir.join("warehouse.sqlite");
-    let warehouse: Arc<dyn Warehouse> =
-        Arc::new(SqliteWarehouse::open(&warehouse_path, blobs.clone())?);
-    let pipeline = Arc::new(LocalPipeline::new(
-        salesforce,
-        blobs.clone(),
-        warehouse,
-        options.pipeline.clone(),
-        None,
-    ));
+    let (pipeline, warehouse_path) =
+        LocalPipeline::in_directory(dir, salesforce, options.pipeline.clone())?;
+    let blobs = pipeline.blobs().clone();
     let objects: Vec<ObjectName> = simulator.with_org(|org| {
         org.objects
             .iter()

@@ -10,8 +10,7 @@ use secrecy::SecretString;
 use sfpipe_shared::contracts::{Mode, rfc3339};
 use sfpipe_shared::lambda::parse_object_list;
 use sfpipe_shared::local::pipeline::LocalPipelineConfig;
-use sfpipe_shared::local::{FsBlobStore, LocalPipeline, NoEvents, SqliteWarehouse};
-use sfpipe_shared::ports::{BlobStore, Warehouse};
+use sfpipe_shared::local::{LocalPipeline, NoEvents};
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
 use sfpipe_shared::stages::loader::LoadRequest;
 
@@ -44,17 +43,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<String> {
         credentials,
     )?);
     std::fs::create_dir_all(&options.dir)?;
-    let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(options.dir.join("blobs"))?);
-    let warehouse_path = options.dir.join("warehouse.sqlite");
-    let warehouse: Arc<dyn Warehouse> =
-        Arc::new(SqliteWarehouse::open(&warehouse_path, blobs.clone())?);
-    let pipeline = Arc::new(LocalPipeline::new(
-        salesforce,
-        blobs.clone(),
-        warehouse,
-        LocalPipelineConfig::default(),
-        None,
-    ));
+    let (pipeline, warehouse_path) =
+        LocalPipeline::in_directory(&options.dir, salesforce, LocalPipelineConfig::default())?;
     let request = LoadRequest {
         objects: parse_object_list(&options.objects)?,
         mode: if options.full {
@@ -68,7 +58,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<String> {
     let result = pipeline
         .run(&request, Utc::now(), Arc::new(NoEvents))
         .await?;
-    let records = result.merged_records(blobs.as_ref()).await;
+    let records = result.merged_records(pipeline.blobs().as_ref()).await;
     let mut out = format!(
         "run {} in {:.1} s into {}\n",
         result.report.run_id,

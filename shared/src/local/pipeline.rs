@@ -111,6 +111,14 @@ impl Default for LocalPipelineConfig {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("opening the blob directory: {0}")]
+    Blobs(#[from] std::io::Error),
+    #[error("opening the warehouse: {0}")]
+    Warehouse(#[from] crate::ports::WarehouseError),
+}
+
 /// A message that ended in a dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -168,6 +176,23 @@ impl LocalPipeline {
             warehouse,
             config,
         }
+    }
+
+    /// The pipeline over a directory: parts in `dir/blobs/`, the warehouse in
+    /// `dir/warehouse.sqlite` (its path is returned too).
+    pub fn in_directory(
+        dir: &std::path::Path,
+        salesforce: Arc<SalesforceClient>,
+        config: LocalPipelineConfig,
+    ) -> Result<(Arc<Self>, std::path::PathBuf), OpenError> {
+        let blobs: Arc<dyn BlobStore> = Arc::new(super::FsBlobStore::new(dir.join("blobs"))?);
+        let warehouse_path = dir.join("warehouse.sqlite");
+        let warehouse: Arc<dyn Warehouse> = Arc::new(super::SqliteWarehouse::open(
+            &warehouse_path,
+            blobs.clone(),
+        )?);
+        let pipeline = Arc::new(Self::new(salesforce, blobs, warehouse, config, None));
+        Ok((pipeline, warehouse_path))
     }
 
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
