@@ -41,25 +41,7 @@ enum Command {
     },
     /// Run the pipeline on this machine against a Salesforce org (real, or `sfpipe sim` elsewhere)
     /// into a SQLite warehouse. Run again to load incrementally.
-    Run {
-        /// Where to log in, e.g. https://login.salesforce.com or the simulator's URL.
-        #[arg(long)]
-        login_url: String,
-        /// The Salesforce secret as a JSON file (the format the README gives).
-        #[arg(long)]
-        credentials: PathBuf,
-        /// Objects, comma-separated.
-        #[arg(long)]
-        objects: String,
-        #[arg(long, default_value = ".sfpipe-run")]
-        dir: PathBuf,
-        /// Read everything again instead of what changed since the last run.
-        #[arg(long)]
-        full: bool,
-        /// An extra CA certificate to trust (PEM), e.g. `sfpipe sim --tls`'s.
-        #[arg(long)]
-        ca_cert: Option<PathBuf>,
-    },
+    Run(sfpipe_cli::run::RunOptions),
     /// Serve the simulated Salesforce org until interrupted.
     Sim {
         #[arg(long, default_value_t = 0)]
@@ -103,22 +85,7 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("the warehouse does not match Salesforce; see above");
             }
         }
-        Command::Run {
-            login_url,
-            credentials,
-            objects,
-            dir,
-            full,
-            ca_cert,
-        } => {
-            let options = sfpipe_cli::run::RunOptions {
-                login_url,
-                credentials,
-                objects,
-                dir,
-                full,
-                ca_cert,
-            };
+        Command::Run(options) => {
             let outcome = sfpipe_cli::run::run(&options).await?;
             print!("{outcome}");
         }

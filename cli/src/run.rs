@@ -14,13 +14,24 @@ use sfpipe_shared::local::{LocalPipeline, NoEvents};
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
 use sfpipe_shared::stages::loader::LoadRequest;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
+    /// Where to log in, e.g. https://login.salesforce.com or the simulator's URL.
+    #[arg(long)]
     pub login_url: String,
+    /// The Salesforce secret as a JSON file (the format the README gives).
+    #[arg(long)]
     pub credentials: PathBuf,
+    /// Objects, comma-separated.
+    #[arg(long)]
     pub objects: String,
+    #[arg(long, default_value = ".sfpipe-run")]
     pub dir: PathBuf,
+    /// Read everything again instead of what changed since the last run.
+    #[arg(long)]
     pub full: bool,
+    /// An extra CA certificate to trust (PEM), e.g. `sfpipe sim --tls`'s.
+    #[arg(long)]
     pub ca_cert: Option<PathBuf>,
 }
 

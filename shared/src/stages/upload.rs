@@ -51,24 +51,9 @@ where
     let layout = RunLayout::new(object, &message.run_id);
     let key = layout.part(message.part);
 
-    // A late duplicate, after the run's merge was requested (and its Bulk job deleted): the part
-    // is stored already.
-    if deps
-        .blobs
-        .head(&layout.merge_requested())
-        .await
-        .at(Stage::Upload, object)?
-        .is_some()
-        && let Some(manifest) =
-            read_json::<PartManifest, _>(deps.blobs, &layout.manifest(message.part))
-                .await
-                .at(Stage::Upload, object)?
-    {
-        tracing::info!(run_id = %message.run_id, %object, part = message.part, "late duplicate: the part is stored already");
-        return Ok(UploadOutcome {
-            manifest,
-            requested_merge: false,
-        });
+    // A late duplicate, after the run's merge was requested (and its Bulk job deleted).
+    if let Some(outcome) = already_stored(deps, message, &layout).await? {
+        return Ok(outcome);
     }
 
     if message.job_id == REST_QUERY_JOB {
@@ -85,9 +70,8 @@ where
                 &message.job_id,
             )
             .await?;
-            let manifest = read_json::<PartManifest, _>(deps.blobs, &layout.manifest(message.part))
-                .await
-                .at(Stage::Upload, object)?
+            return already_stored(deps, message, &layout)
+                .await?
                 .ok_or_else(|| {
                     StageError::new(
                         Stage::Upload,
@@ -98,11 +82,7 @@ where
                         )),
                     )
                     .permanent()
-                })?;
-            return Ok(UploadOutcome {
-                manifest,
-                requested_merge: false,
-            });
+                });
         }
         Err(error) => return Err(StageError::new(Stage::Upload, object, error)),
     };
@@ -122,6 +102,38 @@ where
         queue_next_in_chain(deps, message, next_locator).await?;
     }
     Ok(outcome)
+}
+
+/// The part as stored before, once the run's merge was requested: what a late duplicate returns.
+async fn already_stored<B, Q>(
+    deps: &UploadDeps<'_, B, Q>,
+    message: &UploadMessage,
+    layout: &RunLayout,
+) -> Result<Option<UploadOutcome>, StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    if deps
+        .blobs
+        .head(&layout.merge_requested())
+        .await
+        .at(Stage::Upload, object)?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let manifest = read_json::<PartManifest, _>(deps.blobs, &layout.manifest(message.part))
+        .await
+        .at(Stage::Upload, object)?;
+    if manifest.is_some() {
+        tracing::info!(run_id = %message.run_id, %object, part = message.part, "late duplicate: the part is stored already");
+    }
+    Ok(manifest.map(|manifest| UploadOutcome {
+        manifest,
+        requested_merge: false,
+    }))
 }
 
 /// The locator chain: the next part's page is known only from this page's `Sforce-Locator`.
