@@ -538,16 +538,6 @@ async fn the_api_budget_stops_new_work_with_a_message_that_says_so() {
     assert!(!err.is_retryable());
 }
 
-/// The Python interpreter of the venv `scripts/tools` makes.
-fn venv_python() -> String {
-    std::env::var("SFPIPE_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/sfpipe/venv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    })
-}
-
 /// Rows of a finished Bulk job, through sfpipe's client, as maps of field to text.
 async fn sfpipe_rows(
     client: &sfpipe_shared::salesforce::SalesforceClient,
@@ -632,7 +622,7 @@ async fn simple_salesforce_reads_the_same_rows_sfpipe_extracts() {
         .unwrap();
     let token = token_with(&https, &sim).await;
     let script = format!("{}/simple_salesforce_peer.py", env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::process::Command::new(venv_python())
+    let output = tokio::process::Command::new(sfpipe_tests::venv_python())
         .args([
             script.as_str(),
             sim.url(),

@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::contracts::{ContractError, Mode, ObjectName};
+use crate::ports::{BlobStore, Warehouse};
 use crate::ports::{Queue, ReceivedMessage};
 use crate::stages::StageError;
-use crate::stages::loader::LoadRequest;
+use crate::stages::loader::{LoadReport, LoadRequest, LoaderConfig, run_loader};
 use crate::worker::{Disposition, process};
 
 /// How an SQS-triggered function settles a batch.
@@ -181,6 +182,44 @@ pub fn parse_trigger(
         },
         at: manual.requested_at.unwrap_or(now),
     })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderEventError {
+    #[error("job-loader: the event is not a schedule or a manual run: {0}")]
+    Event(#[from] ContractError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
+
+/// The job-loader's handler: reads the trigger and queues one extract per object. A retried
+/// invocation of the same event queues the same messages, which the queue deduplicates by id.
+pub async fn handle_loader_event<Q, W, B>(
+    extract_queue: &Q,
+    warehouse: &W,
+    blobs: &B,
+    config: &LoaderConfig,
+    event: &serde_json::Value,
+    scheduled_objects: &[ObjectName],
+    now: DateTime<Utc>,
+) -> Result<LoadReport, LoaderEventError>
+where
+    Q: Queue + ?Sized,
+    W: Warehouse + ?Sized,
+    B: BlobStore + ?Sized,
+{
+    let trigger = parse_trigger(event, scheduled_objects, now)?;
+    let report = run_loader(
+        extract_queue,
+        warehouse,
+        blobs,
+        config,
+        &trigger.request,
+        trigger.at,
+    )
+    .await?;
+    tracing::info!(run_id = %report.run_id, objects = report.queued.len(), "queued extracts");
+    Ok(report)
 }
 
 /// Parses a comma-separated object list (the `SFPIPE_OBJECTS` setting).

@@ -9,7 +9,9 @@
 
 pub mod contracts;
 pub mod ports;
+pub mod retry;
 pub mod salesforce;
+pub mod snowflake;
 pub mod stages;
 pub mod worker;
 

@@ -207,6 +207,27 @@ impl TableSchema {
     pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
         self.columns.iter().find(|c| c.name == name)
     }
+
+    /// Every column a Salesforce field name (so it is safe as an identifier), none of them
+    /// sfpipe's own, and an Id among them.
+    pub fn validate(&self) -> Result<(), WarehouseError> {
+        use crate::salesforce::soql::is_valid_field_name;
+        if let Some(bad) = self.columns.iter().find(|c| {
+            !is_valid_field_name(&c.name) || c.name.to_ascii_uppercase().starts_with("_SFPIPE")
+        }) {
+            return Err(WarehouseError::Schema {
+                object: self.object.to_string(),
+                detail: format!("column name {:?} is not a Salesforce field name", bad.name),
+            });
+        }
+        if self.column("Id").is_none() {
+            return Err(WarehouseError::Schema {
+                object: self.object.to_string(),
+                detail: "the schema has no Id column".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// One object's run to merge: its files (blob keys) and what they hold.
@@ -240,6 +261,10 @@ pub enum WarehouseError {
     },
     #[error("warehouse, table {object}: {detail}")]
     Schema { object: String, detail: String },
+    /// The warehouse refused the work for a reason a retry cannot fix (a SQL error, refused
+    /// credentials, a misconfiguration).
+    #[error("warehouse, table {object}: {detail}")]
+    Rejected { object: String, detail: String },
     #[error("warehouse: reading {0}")]
     Blob(#[from] BlobError),
     #[error("warehouse: {0}")]

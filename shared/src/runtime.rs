@@ -10,6 +10,7 @@ use crate::lambda::parse_object_list;
 use crate::ports::Secrets;
 use crate::salesforce::client::DEFAULT_API_VERSION;
 use crate::salesforce::{Credentials, SalesforceClient, SalesforceConfig, SalesforceError};
+use crate::snowflake::{SnowflakeError, SnowflakeSettings, SnowflakeWarehouse};
 use crate::stages::extract::ExtractConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,8 @@ pub enum ConfigError {
     Secret(String),
     #[error(transparent)]
     Salesforce(#[from] SalesforceError),
+    #[error(transparent)]
+    Snowflake(#[from] SnowflakeError),
 }
 
 fn required(name: &'static str) -> Result<String, ConfigError> {
@@ -53,12 +56,13 @@ pub struct StageQueues {
     pub merge: Arc<SqsQueue>,
 }
 
-/// Everything the extract and upload functions need, built once per container.
+/// What every function builds once per container: queues, blob store, secrets, the object list.
+/// Each function then builds the clients it needs: [`Runtime::salesforce`] (extract, upload),
+/// [`Runtime::snowflake`] (job-loader, merge).
 pub struct Runtime {
     pub queues: StageQueues,
     pub blobs: Arc<S3BlobStore>,
-    pub salesforce: Arc<SalesforceClient>,
-    pub extract: ExtractConfig,
+    pub secrets: SecretsManagerSecrets,
     pub objects: Vec<ObjectName>,
 }
 
@@ -90,16 +94,43 @@ impl Runtime {
             aws_sdk_secretsmanager::Client::new(&sdk),
             Duration::from_secs(number("SFPIPE_SECRET_TTL_SECONDS", 300)?),
         );
-        // The credentials JSON straight from the environment (local runs), else the secret.
-        let secret = match optional("SFPIPE_SALESFORCE_CREDENTIALS") {
-            Some(json) => secrecy::SecretString::from(json),
-            None => secrets
-                .get(&required("SFPIPE_SALESFORCE_SECRET")?)
+        let objects = parse_object_list(&optional("SFPIPE_OBJECTS").unwrap_or_default()).map_err(
+            |e: ContractError| ConfigError::Invalid {
+                name: "SFPIPE_OBJECTS",
+                why: e.to_string(),
+            },
+        )?;
+        Ok(Self {
+            queues,
+            blobs: Arc::new(blobs),
+            secrets,
+            objects,
+        })
+    }
+
+    /// A secret's JSON straight from the environment (`inline`, for local runs), else from
+    /// Secrets Manager (`arn_variable` names the secret).
+    async fn secret(
+        &self,
+        inline: &'static str,
+        arn_variable: &'static str,
+    ) -> Result<secrecy::SecretString, ConfigError> {
+        match optional(inline) {
+            Some(json) => Ok(secrecy::SecretString::from(json)),
+            None => self
+                .secrets
+                .get(&required(arn_variable)?)
                 .await
-                .map_err(|e| ConfigError::Secret(e.to_string()))?,
-        };
+                .map_err(|e| ConfigError::Secret(format!("{arn_variable}: {e}"))),
+        }
+    }
+
+    pub async fn salesforce(&self) -> Result<SalesforceClient, ConfigError> {
+        let secret = self
+            .secret("SFPIPE_SALESFORCE_CREDENTIALS", "SFPIPE_SALESFORCE_SECRET")
+            .await?;
         let credentials = Credentials::from_secret_json(&secret)?;
-        let salesforce = SalesforceClient::new(
+        Ok(SalesforceClient::new(
             SalesforceConfig {
                 api_version: optional("SFPIPE_SALESFORCE_API_VERSION")
                     .unwrap_or_else(|| DEFAULT_API_VERSION.into()),
@@ -107,7 +138,22 @@ impl Runtime {
                 ..SalesforceConfig::new(required("SFPIPE_SALESFORCE_LOGIN_URL")?)
             },
             credentials,
-        )?;
+        )?)
+    }
+
+    /// The warehouse: the Snowflake secret (or `SFPIPE_SNOWFLAKE_CREDENTIALS`), with
+    /// `SFPIPE_SNOWFLAKE_{URL,DATABASE,SCHEMA,WAREHOUSE,ROLE,STAGE}` overriding its fields.
+    pub async fn snowflake(&self) -> Result<SnowflakeWarehouse, ConfigError> {
+        let secret = self
+            .secret("SFPIPE_SNOWFLAKE_CREDENTIALS", "SFPIPE_SNOWFLAKE_SECRET")
+            .await?;
+        let settings = SnowflakeSettings::from_secret_json(&secret, |field| {
+            optional(&format!("SFPIPE_SNOWFLAKE_{}", field.to_ascii_uppercase()))
+        })?;
+        Ok(settings.warehouse()?)
+    }
+
+    pub fn extract_config() -> Result<ExtractConfig, ConfigError> {
         let fields = match optional("SFPIPE_FIELDS") {
             None => Default::default(),
             Some(json) => serde_json::from_str(&json).map_err(|e| ConfigError::Invalid {
@@ -117,7 +163,7 @@ impl Runtime {
                 ),
             })?,
         };
-        let extract = ExtractConfig {
+        Ok(ExtractConfig {
             page_records: number("SFPIPE_PAGE_RECORDS", ExtractConfig::default().page_records)?,
             rest_objects: optional("SFPIPE_REST_OBJECTS")
                 .map(|list| {
@@ -129,19 +175,6 @@ impl Runtime {
                 .unwrap_or_default(),
             fields,
             ..ExtractConfig::default()
-        };
-        let objects = parse_object_list(&optional("SFPIPE_OBJECTS").unwrap_or_default()).map_err(
-            |e: ContractError| ConfigError::Invalid {
-                name: "SFPIPE_OBJECTS",
-                why: e.to_string(),
-            },
-        )?;
-        Ok(Self {
-            queues,
-            blobs: Arc::new(blobs),
-            salesforce: Arc::new(salesforce),
-            extract,
-            objects,
         })
     }
 }

@@ -44,6 +44,17 @@ pub fn shared_client(sim: &Simulator) -> Arc<SalesforceClient> {
     Arc::new(client_for(sim))
 }
 
+/// The Python interpreter of the venv `scripts/tools` makes.
+pub fn venv_python() -> String {
+    std::env::var("SFPIPE_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/sfpipe/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    })
+}
+
 pub mod faults;
 pub mod harness;
 pub mod moto;
+pub mod snowflake;

@@ -7,21 +7,30 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sfpipe_shared::contracts::{Contract, ExtractMessage};
 use sfpipe_shared::lambda::{BatchPolicy, handle_sqs_batch, time_left};
 use sfpipe_shared::runtime::Runtime;
+use sfpipe_shared::salesforce::SalesforceClient;
 use sfpipe_shared::stages::StageError;
+use sfpipe_shared::stages::extract::ExtractConfig;
 use sfpipe_shared::stages::extract::{ExtractDeps, handle_extract};
 
-async fn handle(runtime: &Runtime, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
+/// What the function builds once per container.
+struct Function {
+    runtime: Runtime,
+    salesforce: SalesforceClient,
+    extract: ExtractConfig,
+}
+
+async fn handle(function: &Function, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
     let deps = ExtractDeps {
-        salesforce: runtime.salesforce.as_ref(),
-        blobs: runtime.blobs.as_ref(),
-        extract_queue: runtime.queues.extract.as_ref(),
-        upload_queue: runtime.queues.upload.as_ref(),
-        merge_queue: runtime.queues.merge.as_ref(),
-        config: &runtime.extract,
+        salesforce: &function.salesforce,
+        blobs: function.runtime.blobs.as_ref(),
+        extract_queue: function.runtime.queues.extract.as_ref(),
+        upload_queue: function.runtime.queues.upload.as_ref(),
+        merge_queue: function.runtime.queues.merge.as_ref(),
+        config: &function.extract,
     };
     let context = event.context;
     handle_sqs_batch(
-        runtime.queues.extract.as_ref(),
+        function.runtime.queues.extract.as_ref(),
         event.payload,
         &BatchPolicy::default(),
         || time_left(context.deadline),
@@ -45,10 +54,15 @@ async fn handle(runtime: &Runtime, event: LambdaEvent<SqsEvent>) -> SqsBatchResp
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let runtime = Arc::new(Runtime::from_env().await?);
+    let runtime = Runtime::from_env().await?;
+    let function = Arc::new(Function {
+        salesforce: runtime.salesforce().await?,
+        extract: Runtime::extract_config()?,
+        runtime,
+    });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let runtime = runtime.clone();
-        async move { Ok::<_, Error>(handle(&runtime, event).await) }
+        let function = function.clone();
+        async move { Ok::<_, Error>(handle(&function, event).await) }
     }))
     .await
 }

@@ -1,14 +1,48 @@
-//! job-loader: needs the Snowflake warehouse adapter (the watermark, the merge), which is not built
-//! yet. Until it is, this function refuses to start rather than pretend to work.
+//! job-loader, on an EventBridge schedule or a manual event: one extract message per object, each
+//! with its window (from the object's watermark in Snowflake, or the event's backfill window).
 
-use lambda_runtime::Error;
+use std::sync::Arc;
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use sfpipe_shared::lambda::handle_loader_event;
+use sfpipe_shared::runtime::Runtime;
+use sfpipe_shared::snowflake::SnowflakeWarehouse;
+use sfpipe_shared::stages::loader::{LoadReport, LoaderConfig};
+
+/// What the function builds once per container.
+struct Function {
+    runtime: Runtime,
+    warehouse: SnowflakeWarehouse,
+}
+
+async fn handle(
+    function: &Function,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<LoadReport, Error> {
+    let runtime = &function.runtime;
+    Ok(handle_loader_event(
+        runtime.queues.extract.as_ref(),
+        &function.warehouse,
+        runtime.blobs.as_ref(),
+        &LoaderConfig::default(),
+        &event.payload,
+        &runtime.objects,
+        chrono::Utc::now(),
+    )
+    .await?)
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    Err(
-        "sfpipe job-loader: the Snowflake warehouse adapter is not part of this build yet; \
-         deploy a release that includes it"
-            .into(),
-    )
+    let runtime = Runtime::from_env().await?;
+    let function = Arc::new(Function {
+        warehouse: runtime.snowflake().await?,
+        runtime,
+    });
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        let function = function.clone();
+        async move { handle(&function, event).await }
+    }))
+    .await
 }

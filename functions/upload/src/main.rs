@@ -7,20 +7,27 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sfpipe_shared::contracts::{Contract, UploadMessage};
 use sfpipe_shared::lambda::{BatchPolicy, handle_sqs_batch, time_left};
 use sfpipe_shared::runtime::Runtime;
+use sfpipe_shared::salesforce::SalesforceClient;
 use sfpipe_shared::stages::upload::{UploadDeps, handle_upload};
 use sfpipe_shared::stages::{Stage, StageError};
 
-async fn handle(runtime: &Runtime, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
+/// What the function builds once per container.
+struct Function {
+    runtime: Runtime,
+    salesforce: SalesforceClient,
+}
+
+async fn handle(function: &Function, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
     let deps = UploadDeps {
-        salesforce: runtime.salesforce.as_ref(),
-        blobs: runtime.blobs.as_ref(),
-        upload_queue: runtime.queues.upload.as_ref(),
-        merge_queue: runtime.queues.merge.as_ref(),
+        salesforce: &function.salesforce,
+        blobs: function.runtime.blobs.as_ref(),
+        upload_queue: function.runtime.queues.upload.as_ref(),
+        merge_queue: function.runtime.queues.merge.as_ref(),
         rest_batch_size: 2000,
     };
     let context = event.context;
     handle_sqs_batch(
-        runtime.queues.upload.as_ref(),
+        function.runtime.queues.upload.as_ref(),
         event.payload,
         &BatchPolicy::default(),
         || time_left(context.deadline),
@@ -39,10 +46,14 @@ async fn handle(runtime: &Runtime, event: LambdaEvent<SqsEvent>) -> SqsBatchResp
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let runtime = Arc::new(Runtime::from_env().await?);
+    let runtime = Runtime::from_env().await?;
+    let function = Arc::new(Function {
+        salesforce: runtime.salesforce().await?,
+        runtime,
+    });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let runtime = runtime.clone();
-        async move { Ok::<_, Error>(handle(&runtime, event).await) }
+        let function = function.clone();
+        async move { Ok::<_, Error>(handle(&function, event).await) }
     }))
     .await
 }

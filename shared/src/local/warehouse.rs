@@ -16,7 +16,6 @@ use crate::contracts::{ObjectName, rfc3339};
 use crate::ports::{
     BlobStore, ColumnSpec, MergeBatch, MergeReport, TableSchema, Warehouse, WarehouseError,
 };
-use crate::salesforce::soql::is_valid_field_name;
 
 /// Lineage columns added to every table.
 pub const LINEAGE_COLUMNS: [&str; 4] = [
@@ -90,26 +89,6 @@ impl SqliteWarehouse {
     /// The connection, for reading results (tests, the demo's summary).
     pub fn connection(&self) -> MutexGuard<'_, Connection> {
         self.connection.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn check_names(schema: &TableSchema) -> Result<(), WarehouseError> {
-        if let Some(bad) = schema
-            .columns
-            .iter()
-            .find(|c| !is_valid_field_name(&c.name) || c.name.starts_with("_SFPIPE"))
-        {
-            return Err(WarehouseError::Schema {
-                object: schema.object.to_string(),
-                detail: format!("column name {:?} is not a Salesforce field name", bad.name),
-            });
-        }
-        if schema.column("Id").is_none() {
-            return Err(WarehouseError::Schema {
-                object: schema.object.to_string(),
-                detail: "the schema has no Id column".into(),
-            });
-        }
-        Ok(())
     }
 }
 
@@ -301,7 +280,7 @@ fn merge_blocking(
 #[async_trait]
 impl Warehouse for SqliteWarehouse {
     async fn ensure_table(&self, schema: &TableSchema) -> Result<(), WarehouseError> {
-        Self::check_names(schema)?;
+        schema.validate()?;
         let connection = self.connection.clone();
         let schema = schema.clone();
         tokio::task::spawn_blocking(move || {
@@ -347,7 +326,7 @@ impl Warehouse for SqliteWarehouse {
     }
 
     async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError> {
-        Self::check_names(&batch.schema)?;
+        batch.schema.validate()?;
         let connection = self.connection.clone();
         let blobs = self.blobs.clone();
         let batch = batch.clone();

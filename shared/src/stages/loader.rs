@@ -44,14 +44,14 @@ impl Default for LoaderConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueuedExtract {
     pub object: ObjectName,
     pub mode: Mode,
     pub window: Window,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LoadReport {
     pub run_id: RunId,
     pub queued: Vec<QueuedExtract>,

@@ -89,9 +89,11 @@ impl StageError {
             Cause::Salesforce(e) => e.is_retryable(),
             Cause::Blob(BlobError::InvalidKey { .. }) => false,
             Cause::Blob(_) | Cause::Queue(_) => true,
-            Cause::Warehouse(WarehouseError::BadFile { .. } | WarehouseError::Schema { .. }) => {
-                false
-            }
+            Cause::Warehouse(
+                WarehouseError::BadFile { .. }
+                | WarehouseError::Schema { .. }
+                | WarehouseError::Rejected { .. },
+            ) => false,
             Cause::Warehouse(_) => true,
             // A part may still be on its way (a late upload); let the queue try again.
             Cause::Inconsistent(_) => true,

@@ -1,0 +1,438 @@
+//! The SQL sfpipe sends to Snowflake: table definitions from the Salesforce describe, and the merge
+//! of one run (COPY into a session-scoped load table, MERGE into the target, the watermark) as one
+//! multi-statement request whose data changes sit in one transaction.
+//!
+//! Identifiers are Salesforce API names, already validated, upper-cased (so they work unquoted in
+//! Snowflake) and quoted anyway. Literals are escaped for Snowflake's quote and backslash rules.
+
+use chrono::{DateTime, Utc};
+
+use crate::contracts::{ObjectName, rfc3339};
+use crate::ports::{ColumnSpec, MergeBatch, TableSchema};
+
+pub const LINEAGE_COLUMNS: [(&str, &str); 4] = [
+    ("_SFPIPE_RUN_ID", "VARCHAR"),
+    ("_SFPIPE_EXTRACTED_AT", "TIMESTAMP_TZ"),
+    ("_SFPIPE_FILE", "VARCHAR"),
+    ("_SFPIPE_LOADED_AT", "TIMESTAMP_TZ"),
+];
+pub const STATE_TABLE: &str = "_SFPIPE_STATE";
+/// The session-scoped table a run's files are copied into before the merge.
+pub const LOAD_TABLE: &str = "_SFPIPE_LOAD";
+const CURSOR: &str = "SYSTEMMODSTAMP";
+/// Snowflake accepts at most 1,000 names in one COPY's FILES list.
+const FILES_PER_COPY: usize = 1000;
+
+/// `"NAME"`: upper case, quoted, inner quotes doubled.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.to_ascii_uppercase().replace('"', "\"\""))
+}
+
+/// `'text'` with quotes doubled and backslashes escaped (Snowflake reads `\` as an escape).
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+pub fn table_name(object: &ObjectName) -> String {
+    ident(object.as_str())
+}
+
+/// The Snowflake type of a Salesforce field.
+pub fn column_type(column: &ColumnSpec) -> String {
+    let number = |precision: u32, scale: u32, default: (u32, u32)| {
+        let (p, s) = if (1..=38).contains(&precision) {
+            (precision, scale.min(precision))
+        } else {
+            default
+        };
+        format!("NUMBER({p},{s})")
+    };
+    let text = |length: u32| {
+        if length == 0 {
+            "VARCHAR".to_string()
+        } else {
+            format!("VARCHAR({})", length.min(16_777_216))
+        }
+    };
+    match column.sf_type.as_str() {
+        "id" | "reference" => "VARCHAR(18)".into(),
+        "boolean" => "BOOLEAN".into(),
+        "int" => "NUMBER(10,0)".into(),
+        "long" => "NUMBER(19,0)".into(),
+        "currency" | "percent" => number(column.precision, column.scale, (18, 2)),
+        "double" if (1..=38).contains(&column.precision) => {
+            number(column.precision, column.scale, (38, 0))
+        }
+        "double" => "FLOAT".into(),
+        "datetime" => "TIMESTAMP_TZ".into(),
+        "date" => "DATE".into(),
+        // Salesforce writes times as 10:00:00.000Z, which no Snowflake TIME parses as is.
+        "time" => "VARCHAR(16)".into(),
+        "string" | "textarea" | "picklist" | "multipicklist" | "combobox" | "email" | "phone"
+        | "url" | "encryptedstring" => text(column.length),
+        _ => "VARCHAR".into(),
+    }
+}
+
+fn column_definition(column: &ColumnSpec) -> String {
+    let not_null = if column.name.eq_ignore_ascii_case("Id") {
+        " NOT NULL"
+    } else {
+        ""
+    };
+    format!("{} {}{not_null}", ident(&column.name), column_type(column))
+}
+
+/// Lists the target table's columns (none when it does not exist yet).
+pub fn existing_columns_sql(object: &ObjectName) -> String {
+    format!(
+        "SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS \
+         WHERE TABLE_SCHEMA = CURRENT_SCHEMA() AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
+        literal(&object.as_str().to_ascii_uppercase())
+    )
+}
+
+pub fn state_table_sql() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\"OBJECT_NAME\" VARCHAR NOT NULL, \"WATERMARK\" TIMESTAMP_TZ NOT NULL, \
+         \"RUN_ID\" VARCHAR NOT NULL, \"UPDATED_AT\" TIMESTAMP_TZ NOT NULL)",
+        ident(STATE_TABLE)
+    )
+}
+
+/// The statements that bring the table to `schema`, given the columns it has (empty: absent).
+/// Columns are only ever added, never dropped or retyped.
+pub fn ensure_table_statements(schema: &TableSchema, existing: &[String]) -> Vec<String> {
+    let table = table_name(&schema.object);
+    let mut statements = vec![state_table_sql()];
+    if existing.is_empty() {
+        let definitions: Vec<String> = schema
+            .columns
+            .iter()
+            .map(column_definition)
+            .chain(
+                LINEAGE_COLUMNS
+                    .iter()
+                    .map(|(name, sql_type)| format!("{} {sql_type}", ident(name))),
+            )
+            .collect();
+        statements.push(format!(
+            "CREATE TABLE IF NOT EXISTS {table} ({})",
+            definitions.join(", ")
+        ));
+    } else {
+        for column in &schema.columns {
+            if !existing
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(&column.name))
+            {
+                statements.push(format!(
+                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {}",
+                    ident(&column.name),
+                    column_type(column)
+                ));
+            }
+        }
+    }
+    statements
+}
+
+/// The merge of one run as statements, and where their results are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergePlan {
+    pub statements: Vec<String>,
+    /// The index of the MERGE into the target (its result counts inserted and updated rows).
+    pub merge_index: usize,
+    /// The index of the SELECT of rows read and the newest SystemModstamp (epoch milliseconds).
+    pub summary_index: usize,
+}
+
+impl MergePlan {
+    pub fn sql(&self) -> String {
+        self.statements.join(";\n")
+    }
+}
+
+/// `stage`: the external stage over the blob store's root, so a blob key is a path in the stage.
+pub fn merge_plan(batch: &MergeBatch, stage: &str, loaded_at: DateTime<Utc>) -> MergePlan {
+    let schema = &batch.schema;
+    let table = table_name(&schema.object);
+    let load = ident(LOAD_TABLE);
+    let file = ident("_SFPIPE_FILE");
+    let names: Vec<String> = schema.columns.iter().map(|c| ident(&c.name)).collect();
+    let has_cursor = schema
+        .columns
+        .iter()
+        .any(|c| c.name.eq_ignore_ascii_case(CURSOR));
+
+    let mut statements = Vec::new();
+    // DDL commits any open transaction in Snowflake, so the load table is made before BEGIN. It
+    // lives as long as the request's session. Every value is loaded as text and typed in the
+    // MERGE, where a bad value fails the whole transaction.
+    let load_columns: Vec<String> = names
+        .iter()
+        .chain(std::iter::once(&file))
+        .map(|n| format!("{n} VARCHAR"))
+        .collect();
+    statements.push(format!(
+        "CREATE OR REPLACE TEMPORARY TABLE {load} ({})",
+        load_columns.join(", ")
+    ));
+    statements.push("BEGIN".into());
+    let positions: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+    for files in batch.files.chunks(FILES_PER_COPY) {
+        let files: Vec<String> = files.iter().map(|f| literal(f)).collect();
+        statements.push(format!(
+            "COPY INTO {load} ({}, {file}) FROM (SELECT {}, METADATA$FILENAME FROM @{stage}) \
+             FILES = ({}) \
+             FILE_FORMAT = (TYPE = CSV SKIP_HEADER = 1 FIELD_OPTIONALLY_ENCLOSED_BY = '\"' \
+             EMPTY_FIELD_AS_NULL = TRUE NULL_IF = () ESCAPE_UNENCLOSED_FIELD = NONE \
+             ERROR_ON_COLUMN_COUNT_MISMATCH = TRUE ENCODING = 'UTF8') \
+             ON_ERROR = ABORT_STATEMENT FORCE = TRUE",
+            names.join(", "),
+            positions.join(", "),
+            files.join(", ")
+        ));
+    }
+
+    let typed: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| {
+            let n = ident(&c.name);
+            format!("CAST(NULLIF({n}, '') AS {}) AS {n}", column_type(c))
+        })
+        .chain([
+            format!(
+                "{} AS {}",
+                literal(batch.run_id.as_str()),
+                ident("_SFPIPE_RUN_ID")
+            ),
+            format!(
+                "CAST({} AS TIMESTAMP_TZ) AS {}",
+                literal(&rfc3339(batch.extracted_at)),
+                ident("_SFPIPE_EXTRACTED_AT")
+            ),
+            format!("{file} AS {file}"),
+            format!(
+                "CAST({} AS TIMESTAMP_TZ) AS {}",
+                literal(&rfc3339(loaded_at)),
+                ident("_SFPIPE_LOADED_AT")
+            ),
+        ])
+        .collect();
+    let id = ident("Id");
+    let cursor = ident(CURSOR);
+    let newest_first = if has_cursor {
+        format!("{cursor} DESC NULLS LAST, {file} DESC")
+    } else {
+        format!("{file} DESC")
+    };
+    let source = format!(
+        "SELECT * FROM (SELECT {} FROM {load}) \
+         QUALIFY ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY {newest_first}) = 1",
+        typed.join(", ")
+    );
+    let all: Vec<String> = names
+        .iter()
+        .cloned()
+        .chain(LINEAGE_COLUMNS.iter().map(|(n, _)| ident(n)))
+        .collect();
+    let differs: Vec<String> = names
+        .iter()
+        .filter(|n| **n != id)
+        .map(|n| format!("s.{n} IS DISTINCT FROM t.{n}"))
+        .collect();
+    let differs = if differs.is_empty() {
+        "FALSE".to_string()
+    } else {
+        differs.join(" OR ")
+    };
+    // A stored row changes only for a newer version, or the same version with other values.
+    let condition = if has_cursor {
+        format!(
+            "t.{cursor} IS NULL OR s.{cursor} > t.{cursor} OR (s.{cursor} = t.{cursor} AND ({differs}))"
+        )
+    } else {
+        differs
+    };
+    let updates: Vec<String> = all
+        .iter()
+        .filter(|n| **n != id)
+        .map(|n| format!("{n} = s.{n}"))
+        .collect();
+    let values: Vec<String> = all.iter().map(|n| format!("s.{n}")).collect();
+    let merge_index = statements.len();
+    statements.push(format!(
+        "MERGE INTO {table} AS t USING ({source}) AS s ON t.{id} = s.{id} \
+         WHEN MATCHED AND ({condition}) THEN UPDATE SET {} \
+         WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
+        updates.join(", "),
+        all.join(", "),
+        values.join(", ")
+    ));
+    let newest = if has_cursor {
+        format!("MAX(CAST(NULLIF({cursor}, '') AS TIMESTAMP_TZ))")
+    } else {
+        "CAST(NULL AS TIMESTAMP_TZ)".into()
+    };
+    if has_cursor {
+        let state = ident(STATE_TABLE);
+        let object = literal(schema.object.as_str());
+        let run = literal(batch.run_id.as_str());
+        let now = format!("CAST({} AS TIMESTAMP_TZ)", literal(&rfc3339(loaded_at)));
+        // Forward only: an older run merged late never moves the watermark back.
+        statements.push(format!(
+            "MERGE INTO {state} AS t USING (SELECT {object} AS \"OBJECT_NAME\", {newest} AS \"WATERMARK\" FROM {load}) AS s \
+             ON t.\"OBJECT_NAME\" = s.\"OBJECT_NAME\" \
+             WHEN MATCHED AND s.\"WATERMARK\" > t.\"WATERMARK\" THEN UPDATE SET \"WATERMARK\" = s.\"WATERMARK\", \"RUN_ID\" = {run}, \"UPDATED_AT\" = {now} \
+             WHEN NOT MATCHED AND s.\"WATERMARK\" IS NOT NULL THEN INSERT (\"OBJECT_NAME\", \"WATERMARK\", \"RUN_ID\", \"UPDATED_AT\") VALUES (s.\"OBJECT_NAME\", s.\"WATERMARK\", {run}, {now})"
+        ));
+    }
+    let summary_index = statements.len();
+    statements.push(format!(
+        "SELECT COUNT(*) AS \"ROWS_READ\", DATE_PART(EPOCH_MILLISECOND, {newest}) AS \"NEWEST_MS\" FROM {load}"
+    ));
+    statements.push("COMMIT".into());
+    MergePlan {
+        statements,
+        merge_index,
+        summary_index,
+    }
+}
+
+pub fn watermark_statements(object: &ObjectName) -> Vec<String> {
+    vec![
+        state_table_sql(),
+        format!(
+            "SELECT DATE_PART(EPOCH_MILLISECOND, \"WATERMARK\") AS \"WATERMARK_MS\" FROM {} WHERE \"OBJECT_NAME\" = {}",
+            ident(STATE_TABLE),
+            literal(object.as_str())
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::contracts::RunId;
+
+    fn column(name: &str, sf_type: &str, length: u32, precision: u32, scale: u32) -> ColumnSpec {
+        ColumnSpec {
+            name: name.into(),
+            sf_type: sf_type.into(),
+            length,
+            precision,
+            scale,
+        }
+    }
+
+    fn schema() -> TableSchema {
+        TableSchema {
+            object: ObjectName::new("Invoice__c").unwrap(),
+            columns: vec![
+                column("Id", "id", 18, 0, 0),
+                column("Name", "string", 80, 0, 0),
+                column("Amount__c", "currency", 0, 16, 2),
+                column("IsDeleted", "boolean", 0, 0, 0),
+                column("SystemModstamp", "datetime", 0, 0, 0),
+            ],
+        }
+    }
+
+    #[test]
+    fn salesforce_types_map_to_snowflake_types() {
+        let cases = [
+            (column("Id", "id", 18, 0, 0), "VARCHAR(18)"),
+            (column("OwnerId", "reference", 18, 0, 0), "VARCHAR(18)"),
+            (column("Amount", "currency", 0, 18, 2), "NUMBER(18,2)"),
+            (column("Probability", "percent", 0, 3, 0), "NUMBER(3,0)"),
+            (column("Score__c", "double", 0, 0, 0), "FLOAT"),
+            (column("Ratio__c", "double", 0, 10, 4), "NUMBER(10,4)"),
+            (column("CreatedDate", "datetime", 0, 0, 0), "TIMESTAMP_TZ"),
+            (column("CloseDate", "date", 0, 0, 0), "DATE"),
+            (column("IsWon", "boolean", 0, 0, 0), "BOOLEAN"),
+            (column("NumberOfEmployees", "int", 0, 9, 0), "NUMBER(10,0)"),
+            (column("Stage", "picklist", 40, 0, 0), "VARCHAR(40)"),
+            (
+                column("Description", "textarea", 32000, 0, 0),
+                "VARCHAR(32000)",
+            ),
+            (column("Body", "base64", 0, 0, 0), "VARCHAR"),
+        ];
+        for (c, want) in cases {
+            assert_eq!(column_type(&c), want, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn identifiers_and_literals_cannot_break_out() {
+        assert_eq!(ident("a\"b"), "\"A\"\"B\"");
+        assert_eq!(literal("it's \\'"), "'it''s \\\\'''");
+    }
+
+    #[test]
+    fn a_new_table_is_created_and_an_old_one_only_gains_columns() {
+        let created = ensure_table_statements(&schema(), &[]);
+        assert!(created[1].starts_with("CREATE TABLE IF NOT EXISTS \"INVOICE__C\""));
+        assert!(created[1].contains("\"ID\" VARCHAR(18) NOT NULL"));
+        assert!(created[1].contains("\"_SFPIPE_LOADED_AT\" TIMESTAMP_TZ"));
+        let existing: Vec<String> = ["ID", "NAME", "AMOUNT__C", "ISDELETED"]
+            .map(String::from)
+            .to_vec();
+        let altered = ensure_table_statements(&schema(), &existing);
+        assert_eq!(
+            altered[1..],
+            ["ALTER TABLE \"INVOICE__C\" ADD COLUMN IF NOT EXISTS \"SYSTEMMODSTAMP\" TIMESTAMP_TZ"]
+        );
+    }
+
+    #[test]
+    fn the_merge_is_one_transaction_that_types_dedups_and_moves_the_watermark_forward() {
+        let batch = MergeBatch {
+            schema: schema(),
+            run_id: RunId::new("r-1").unwrap(),
+            files: vec!["runs/Invoice__c/r-1/part-00001.csv.gz".into()],
+            extracted_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+        };
+        let plan = merge_plan(&batch, "SFPIPE.RAW.SFPIPE_STAGE", Utc::now());
+        let s = &plan.statements;
+        assert!(s[0].starts_with("CREATE OR REPLACE TEMPORARY TABLE"));
+        assert_eq!(s[1], "BEGIN");
+        assert_eq!(s.last().map(String::as_str), Some("COMMIT"));
+        // Nothing between BEGIN and COMMIT is DDL, which would commit early.
+        for statement in &s[2..s.len() - 1] {
+            assert!(
+                !statement.starts_with("CREATE") && !statement.starts_with("ALTER"),
+                "{statement}"
+            );
+        }
+        assert!(s[2].contains("METADATA$FILENAME FROM @SFPIPE.RAW.SFPIPE_STAGE"));
+        assert!(s[2].contains("FILES = ('runs/Invoice__c/r-1/part-00001.csv.gz')"));
+        let merge = &s[plan.merge_index];
+        assert!(merge.contains("PARTITION BY \"ID\" ORDER BY \"SYSTEMMODSTAMP\" DESC"));
+        assert!(merge.contains("CAST(NULLIF(\"AMOUNT__C\", '') AS NUMBER(16,2))"));
+        assert!(merge.contains("s.\"SYSTEMMODSTAMP\" > t.\"SYSTEMMODSTAMP\""));
+        assert!(s[plan.merge_index + 1].contains("s.\"WATERMARK\" > t.\"WATERMARK\""));
+        assert!(s[plan.summary_index].starts_with("SELECT COUNT(*)"));
+    }
+
+    #[test]
+    fn copies_are_split_at_a_thousand_files() {
+        let batch = MergeBatch {
+            schema: schema(),
+            run_id: RunId::new("r-1").unwrap(),
+            files: (0..2500).map(|i| format!("f{i}")).collect(),
+            extracted_at: Utc::now(),
+        };
+        let plan = merge_plan(&batch, "S", Utc::now());
+        let copies = plan
+            .statements
+            .iter()
+            .filter(|s| s.starts_with("COPY INTO"))
+            .count();
+        assert_eq!(copies, 3);
+    }
+}

@@ -1,0 +1,221 @@
+//! The Snowflake warehouse adapter: the [`Warehouse`] port over the SQL API.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::SnowflakeError;
+use super::client::{ResultSet, SqlApiClient};
+use super::sql;
+use crate::contracts::ObjectName;
+use crate::ports::{MergeBatch, MergeReport, TableSchema, Warehouse, WarehouseError};
+
+#[derive(Debug)]
+pub struct SnowflakeWarehouse {
+    client: SqlApiClient,
+    stage: String,
+}
+
+/// Maps a client error to the port's: SQL errors and refusals are permanent (a retry runs the same
+/// SQL on the same files), the rest may pass.
+fn warehouse_error(object: &ObjectName, error: SnowflakeError) -> WarehouseError {
+    let object = object.to_string();
+    match error {
+        SnowflakeError::Sql { ref sql_state, .. } if sql_state.starts_with("22") => {
+            WarehouseError::BadFile {
+                object,
+                file: "one of the run's files".into(),
+                detail: error.to_string(),
+            }
+        }
+        SnowflakeError::Sql { .. }
+        | SnowflakeError::Unauthorized { .. }
+        | SnowflakeError::Config(_) => WarehouseError::Rejected {
+            object,
+            detail: error.to_string(),
+        },
+        SnowflakeError::Http { .. }
+        | SnowflakeError::Transport(_)
+        | SnowflakeError::Protocol(_) => {
+            WarehouseError::Service(format!("table {object}: {error}"))
+        }
+    }
+}
+
+fn epoch_millis(
+    object: &ObjectName,
+    text: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, WarehouseError> {
+    let Some(text) = text else { return Ok(None) };
+    // DATE_PART answers an integer; some drivers render it as a decimal.
+    let millis = text
+        .split('.')
+        .next()
+        .and_then(|t| t.parse::<i64>().ok())
+        .ok_or_else(|| {
+            WarehouseError::Service(format!(
+                "table {object}: {text:?} is not epoch milliseconds"
+            ))
+        })?;
+    Ok(DateTime::from_timestamp_millis(millis))
+}
+
+fn count(text: Option<&str>) -> u64 {
+    text.and_then(|t| t.split('.').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+impl SnowflakeWarehouse {
+    /// `stage`: the external stage whose location is the blob store's root (the bucket and the
+    /// deployment's prefix), so that blob keys are paths in the stage.
+    pub fn new(client: SqlApiClient, stage: &str) -> Self {
+        Self {
+            client,
+            stage: stage.to_string(),
+        }
+    }
+
+    pub fn client(&self) -> &SqlApiClient {
+        &self.client
+    }
+
+    async fn run(
+        &self,
+        object: &ObjectName,
+        statements: &[String],
+    ) -> Result<Vec<ResultSet>, WarehouseError> {
+        self.client
+            .execute(&statements.join(";\n"), statements.len())
+            .await
+            .map_err(|e| warehouse_error(object, e))
+    }
+
+    pub async fn existing_columns(
+        &self,
+        object: &ObjectName,
+    ) -> Result<Vec<String>, WarehouseError> {
+        let results = self
+            .run(object, &[sql::existing_columns_sql(object)])
+            .await?;
+        Ok(results
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .rows
+            .into_iter()
+            .filter_map(|row| row.into_iter().next().flatten())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Warehouse for SnowflakeWarehouse {
+    async fn ensure_table(&self, schema: &TableSchema) -> Result<(), WarehouseError> {
+        schema.validate()?;
+        let existing = self.existing_columns(&schema.object).await?;
+        let statements = sql::ensure_table_statements(schema, &existing);
+        for added in statements.iter().filter(|s| s.starts_with("ALTER")) {
+            tracing::info!(object = %schema.object, statement = %added, "adding a column");
+        }
+        self.run(&schema.object, &statements).await?;
+        Ok(())
+    }
+
+    async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError> {
+        batch.schema.validate()?;
+        let object = &batch.schema.object;
+        let plan = sql::merge_plan(batch, &self.stage, Utc::now());
+        let results = self.run(object, &plan.statements).await?;
+        let missing = || {
+            WarehouseError::Service(format!(
+                "table {object}: Snowflake returned {} results for {} statements",
+                results.len(),
+                plan.statements.len()
+            ))
+        };
+        let merged = results.get(plan.merge_index).ok_or_else(missing)?;
+        let summary = results.get(plan.summary_index).ok_or_else(missing)?;
+        // MERGE answers one row: "number of rows inserted", "number of rows updated", ...
+        let rows_changed = merged
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| name.to_ascii_lowercase().starts_with("number of rows"))
+            .map(|(i, _)| count(merged.rows.first().and_then(|r| r.get(i)?.as_deref())))
+            .sum();
+        Ok(MergeReport {
+            rows_read: count(summary.first("ROWS_READ")),
+            rows_changed,
+            max_modstamp: epoch_millis(object, summary.first("NEWEST_MS"))?,
+        })
+    }
+
+    async fn watermark(
+        &self,
+        object: &ObjectName,
+    ) -> Result<Option<DateTime<Utc>>, WarehouseError> {
+        let results = self.run(object, &sql::watermark_statements(object)).await?;
+        epoch_millis(object, results.last().and_then(|r| r.first("WATERMARK_MS")))
+    }
+}
+
+#[cfg(feature = "conformance")]
+mod inspect {
+    use async_trait::async_trait;
+
+    use super::{SnowflakeWarehouse, sql};
+    use crate::conformance::warehouse::WarehouseInspector;
+    use crate::contracts::{ObjectName, rfc3339};
+    use crate::ports::TableSchema;
+
+    #[async_trait]
+    impl WarehouseInspector for SnowflakeWarehouse {
+        async fn rows(&self, schema: &TableSchema, columns: &[&str]) -> Vec<Vec<Option<String>>> {
+            let select: Vec<String> = columns
+                .iter()
+                .map(|c| match schema.column(c).map(|c| c.sf_type.as_str()) {
+                    Some("datetime") => format!("DATE_PART(EPOCH_MILLISECOND, {})", sql::ident(c)),
+                    _ => sql::ident(c),
+                })
+                .collect();
+            let statement = format!(
+                "SELECT {} FROM {} ORDER BY \"ID\"",
+                select.join(", "),
+                sql::table_name(&schema.object)
+            );
+            let result = self.client.execute(&statement, 1).await.expect("select");
+            let result = result.into_iter().next().unwrap_or_default();
+            result
+                .rows
+                .into_iter()
+                .map(|row| {
+                    row.into_iter()
+                        .zip(columns)
+                        .map(|(value, column)| {
+                            let sf_type = schema.column(column).map(|c| c.sf_type.as_str());
+                            match (sf_type, value) {
+                                (Some("datetime"), Some(ms)) => Some(rfc3339(
+                                    chrono::DateTime::from_timestamp_millis(
+                                        ms.split('.')
+                                            .next()
+                                            .and_then(|m| m.parse().ok())
+                                            .expect("millis"),
+                                    )
+                                    .expect("timestamp"),
+                                )),
+                                (Some("boolean"), Some(b)) => Some(
+                                    matches!(b.to_ascii_lowercase().as_str(), "true" | "1")
+                                        .to_string(),
+                                ),
+                                (_, value) => value,
+                            }
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+
+        async fn columns(&self, object: &ObjectName) -> Vec<String> {
+            self.existing_columns(object).await.expect("columns")
+        }
+    }
+}

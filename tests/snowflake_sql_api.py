@@ -1,0 +1,391 @@
+"""A test harness that speaks Snowflake's SQL API v2 over HTTP on 127.0.0.1 and runs the statements
+on fakesnow (Snowflake SQL on DuckDB), reading stages from S3 on moto.
+
+sfpipe's Snowflake client and the exact SQL it sends are tested against it. Where fakesnow lacks a
+Snowflake feature the product relies on, the harness fills in, and never the product:
+
+- `BEGIN`/`COMMIT`/`ROLLBACK` are recorded, not executed (fakesnow cannot run a writing transaction);
+  atomicity is proven on SQLite and by the order of the statements sent.
+- `COPY INTO t (cols) FROM (SELECT $1, ..., METADATA$FILENAME FROM @stage) FILES = (...)` is run
+  here: every value is read as text (DuckDB would otherwise guess types and turn '001' into 1).
+
+Usage: snowflake_sql_api.py --moto URL --bucket B [--prefix P] --account A --user U
+       --public-key PEM_FILE [--oauth-token T] [--partition-rows N]
+Prints one JSON line {"port": N} when ready; exits when its standard input closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import decimal
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import duckdb
+import jwt
+import sqlglot
+from cryptography.hazmat.primitives import serialization
+from fakesnow.instance import FakeSnow
+from sqlglot import exp
+from snowflake.connector.util_text import split_statements
+
+TRANSACTION = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK)(\s+(TRANSACTION|WORK))?\s*$", re.I)
+
+
+class SqlError(Exception):
+    def __init__(self, code: str, sql_state: str, message: str):
+        super().__init__(message)
+        self.code, self.sql_state, self.message = code, sql_state, message
+
+
+class Harness:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.lock = threading.Lock()
+        self.snow = FakeSnow()
+        duck = self.snow.duck_conn
+        import duckdb_extension_httpfs
+
+        extension = os.path.join(
+            os.path.dirname(duckdb_extension_httpfs.__file__),
+            "extensions",
+            f"v{duckdb.__version__}",
+            "httpfs.duckdb_extension",
+        )
+        duck.execute(f"LOAD '{extension}'")
+        endpoint = urlparse(args.moto).netloc
+        duck.execute(
+            "CREATE OR REPLACE SECRET moto (TYPE S3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', "
+            f"ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)"
+        )
+        public = serialization.load_pem_public_key(open(args.public_key, "rb").read())
+        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.public_key = public
+        self.fingerprint = "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode()
+        self.qualified_user = f"{args.account.upper()}.{args.user.upper()}"
+        self.results: dict[str, dict] = {}  # statement handle -> response body (status 200 or 422)
+        self.status: dict[str, int] = {}
+        self.pending: dict[str, int] = {}  # handle -> polls still answered with 202
+        self.by_request: dict[str, str] = {}  # requestId -> handle
+        self.executions: dict[str, int] = {}  # requestId -> times executed
+        self.log: list[dict] = []
+        self.faults: list[dict] = []
+
+    # -- authentication -------------------------------------------------------------------------
+    def authorized(self, headers) -> bool:
+        auth = headers.get("Authorization", "")
+        kind = headers.get("X-Snowflake-Authorization-Token-Type", "")
+        if not auth.startswith("Bearer "):
+            return False
+        token = auth[len("Bearer ") :]
+        if kind == "OAUTH":
+            return bool(self.args.oauth_token) and token == self.args.oauth_token
+        if kind != "KEYPAIR_JWT":
+            return False
+        try:
+            claims = jwt.decode(token, self.public_key, algorithms=["RS256"], options={"require": ["exp", "iat"]})
+        except jwt.PyJWTError:
+            return False
+        return claims.get("sub") == self.qualified_user and claims.get("iss") == f"{self.qualified_user}.{self.fingerprint}"
+
+    # -- faults ---------------------------------------------------------------------------------
+    def take_fault(self, kind: str, sql: str) -> dict | None:
+        for fault in self.faults:
+            if fault["kind"] == kind and fault.get("match", "") in sql and fault.get("times", 1) > 0:
+                fault["times"] = fault.get("times", 1) - 1
+                return fault
+        return None
+
+    # -- execution ------------------------------------------------------------------------------
+    def submit(self, request_id: str, body: dict) -> tuple[int, dict]:
+        sql = body.get("statement", "")
+        with self.lock:
+            if request_id in self.by_request:
+                handle = self.by_request[request_id]
+                return self.status[handle], self.results[handle]
+            fault = self.take_fault("status", sql)
+            if fault:
+                return fault.get("status", 503), {"message": "injected failure"}
+            handle = str(uuid.uuid4())
+            self.executions[request_id] = self.executions.get(request_id, 0) + 1
+            status, response = self.execute(handle, request_id, body)
+            self.by_request[request_id] = handle
+            self.status[handle], self.results[handle] = status, response
+            self.pending[handle] = self.args.pending_polls
+            if self.take_fault("lose_response", sql):
+                return 503, {"message": "injected: the response was lost after the statement ran"}
+            return status, response
+
+    def execute(self, handle: str, request_id: str, body: dict) -> tuple[int, dict]:
+        sql = body["statement"]
+        statements = [s for s, _ in split_statements(io.StringIO(sql), remove_comments=True) if s.strip()]
+        wanted = int((body.get("parameters") or {}).get("MULTI_STATEMENT_COUNT", "1"))
+        if wanted != 0 and wanted != len(statements):
+            return 422, self.error(
+                handle,
+                SqlError(
+                    "000008",
+                    "0A000",
+                    f"Actual statement count {len(statements)} did not match the desired statement count {wanted}.",
+                ),
+            )
+        conn = self.snow.connect(database=body.get("database"), schema=body.get("schema"))
+        try:
+            handles = []
+            for statement in statements:
+                child = str(uuid.uuid4()) if len(statements) > 1 else handle
+                entry = {"request_id": request_id, "sql": statement.rstrip(";").strip()}
+                self.log.append(entry)
+                try:
+                    fault = self.take_fault("sql_error", statement)
+                    if fault:
+                        raise SqlError("100000", fault.get("sql_state", "22000"), "injected SQL error")
+                    columns, rows = self.run_one(conn, statement.rstrip(";").strip())
+                except SqlError as e:
+                    entry["error"] = e.message
+                    return 422, self.error(handle, e)
+                except Exception as e:  # fakesnow and DuckDB errors
+                    code = getattr(e, "errno", None) or 100000
+                    state = getattr(e, "sqlstate", None) or "22000"
+                    entry["error"] = str(e)
+                    return 422, self.error(handle, SqlError(str(code).zfill(6), state, str(e)))
+                self.results[child] = self.result(child, columns, rows)
+                self.status[child] = 200
+                self.pending[child] = 0
+                handles.append(child)
+            if len(statements) == 1:
+                return 200, self.results[handle]
+            return 200, {
+                **self.result(handle, ["multiple statement execution"], [["Multiple statements executed successfully."]]),
+                "statementHandles": handles,
+            }
+        finally:
+            conn.close()
+
+    def run_one(self, conn, statement: str):
+        if TRANSACTION.match(statement):
+            return ["status"], [["Statement executed successfully."]]
+        if re.match(r"^\s*COPY\s+INTO\b", statement, re.I) and "METADATA$FILENAME" in statement.upper():
+            return self.copy_with_filenames(conn, statement)
+        cur = conn.cursor()
+        cur.execute(statement)
+        columns = [d[0] for d in cur.description] if cur.description else ["status"]
+        rows = cur.fetchall() if cur.description else [["Statement executed successfully."]]
+        return columns, rows
+
+    def copy_with_filenames(self, conn, statement: str):
+        copy = sqlglot.parse_one(statement, read="snowflake")
+        target = copy.this
+        table = target.this.name if isinstance(target, exp.Schema) else target.name
+        columns = [c.name for c in target.expressions]
+        select = copy.args["files"][0].this
+        stage = select.args["from_"].this.this.this.lstrip("@")
+        files, skip = [], 0
+        for param in copy.args.get("params", []):
+            name = param.this.name.upper()
+            if name == "FILES":
+                files = [lit.name for lit in param.find_all(exp.Literal)]
+            elif name == "FILE_FORMAT":
+                for option in param.expressions:
+                    if option.name.upper() == "SKIP_HEADER":
+                        skip = int(option.args["value"].name)
+        location = self.stage_location(stage)
+        results = []
+        duck = conn._duck_conn
+        for file in files:
+            picks = []
+            for expression in select.expressions:
+                if isinstance(expression, exp.Parameter):
+                    picks.append(f"column{int(expression.name) - 1}")
+                elif expression.sql().upper() == "METADATA$FILENAME":
+                    picks.append("'" + file.replace("'", "''") + "'")
+                else:
+                    raise SqlError("002000", "0A000", f"harness: unsupported COPY column {expression.sql()}")
+            url = location + file
+            quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+            try:
+                count = duck.execute(
+                    f'INSERT INTO "{table}" ({quoted}) SELECT {", ".join(picks)} FROM read_csv(?, header = false, '
+                    f"skip = {skip}, quote = '\"', escape = '\"', all_varchar = true, strict_mode = true)",
+                    [url],
+                ).fetchall()[0][0]
+            except duckdb.Error as e:
+                raise SqlError("100016", "22000", f"File '{file}': {e}") from None
+            results.append([file, "LOADED", count, count, 1, 0, None, None, None, None])
+        names = ["file", "status", "rows_parsed", "rows_loaded", "error_limit", "errors_seen", "first_error",
+                 "first_error_line", "first_error_character", "first_error_column_name"]
+        return names, results
+
+    def stage_location(self, stage: str) -> str:
+        name = stage.split(".")[-1].strip('"').upper()
+        row = self.snow.duck_conn.execute(
+            "SELECT url FROM _fs_global._fs_information_schema._fs_stages WHERE upper(name) = ?", [name]
+        ).fetchone()
+        if not row or not row[0]:
+            raise SqlError("002003", "02000", f"Stage '{stage}' does not exist or not authorized.")
+        return row[0] if row[0].endswith("/") else row[0] + "/"
+
+    # -- responses ------------------------------------------------------------------------------
+    @staticmethod
+    def text(value):
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, datetime.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=datetime.timezone.utc)
+            offset = int(value.utcoffset().total_seconds() // 60)
+            return f"{value.timestamp():.9f} {1440 + offset}"
+        if isinstance(value, datetime.date):
+            return str((value - datetime.date(1970, 1, 1)).days)
+        if isinstance(value, decimal.Decimal | float | int):
+            return str(value)
+        return str(value)
+
+    def result(self, handle: str, columns, rows) -> dict:
+        data = [[self.text(v) for v in row] for row in rows]
+        size = max(1, self.args.partition_rows)
+        partitions = [data[i : i + size] for i in range(0, len(data), size)] or [[]]
+        return {
+            "resultSetMetaData": {
+                "numRows": len(data),
+                "format": "jsonv2",
+                "rowType": [{"name": c, "type": "text", "nullable": True} for c in columns],
+                "partitionInfo": [{"rowCount": len(p)} for p in partitions],
+            },
+            "data": partitions[0],
+            "partitions": partitions,
+            "code": "090001",
+            "sqlState": "00000",
+            "message": "Statement executed successfully.",
+            "statementHandle": handle,
+            "statementStatusUrl": f"/api/v2/statements/{handle}",
+            "createdOn": int(time.time() * 1000),
+        }
+
+    def error(self, handle: str, error: SqlError) -> dict:
+        return {
+            "code": error.code,
+            "sqlState": error.sql_state,
+            "message": error.message,
+            "statementHandle": handle,
+            "statementStatusUrl": f"/api/v2/statements/{handle}",
+        }
+
+    def poll(self, handle: str, partition: int) -> tuple[int, dict]:
+        with self.lock:
+            if handle not in self.results:
+                return 404, {"message": f"statement {handle} not found"}
+            if self.pending.get(handle, 0) > 0:
+                self.pending[handle] -= 1
+                return 202, self.running(handle)
+            body = self.results[handle]
+            if self.status[handle] != 200 or "partitions" not in body:
+                return self.status[handle], body
+            if partition > 0:
+                return 200, {"data": body["partitions"][partition]}
+            return 200, body
+
+    @staticmethod
+    def running(handle: str) -> dict:
+        return {
+            "code": "333334",
+            "message": "Asynchronous execution in progress. Use provided query id to perform query monitoring and management.",
+            "statementHandle": handle,
+            "statementStatusUrl": f"/api/v2/statements/{handle}",
+        }
+
+
+def serve(harness: Harness) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def reply(self, status: int, body: dict):
+            body = {k: v for k, v in body.items() if k != "partitions"}
+            raw = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def body(self) -> dict:
+            length = int(self.headers.get("Content-Length") or 0)
+            return json.loads(self.rfile.read(length) or b"{}")
+
+        def do_GET(self):
+            url = urlparse(self.path)
+            if url.path == "/__harness/log":
+                with harness.lock:
+                    return self.reply(200, {"statements": harness.log, "executions": harness.executions})
+            if not harness.authorized(self.headers):
+                return self.reply(401, {"code": "390144", "message": "JWT token is invalid."})
+            match = re.fullmatch(r"/api/v2/statements/([0-9a-f-]+)", url.path)
+            if not match:
+                return self.reply(404, {"message": "not found"})
+            partition = int(parse_qs(url.query).get("partition", ["0"])[0])
+            self.reply(*harness.poll(match.group(1), partition))
+
+        def do_POST(self):
+            url = urlparse(self.path)
+            if url.path == "/__harness/faults":
+                with harness.lock:
+                    harness.faults.extend(self.body().get("faults", []))
+                return self.reply(200, {"ok": True})
+            if url.path != "/api/v2/statements":
+                return self.reply(404, {"message": "not found"})
+            if not harness.authorized(self.headers):
+                return self.reply(401, {"code": "390144", "message": "JWT token is invalid."})
+            query = parse_qs(url.query)
+            request_id = query.get("requestId", [str(uuid.uuid4())])[0]
+            status, body = harness.submit(request_id, self.body())
+            if status in (200, 422) and query.get("async", ["false"])[0] == "true":
+                handle = body["statementHandle"]
+                with harness.lock:
+                    if harness.pending.get(handle, 0) > 0:
+                        harness.pending[handle] -= 1
+                        return self.reply(202, harness.running(handle))
+            self.reply(status, body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--moto", required=True)
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--prefix", default="")
+    parser.add_argument("--account", required=True)
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--public-key", required=True)
+    parser.add_argument("--oauth-token", default="")
+    parser.add_argument("--partition-rows", type=int, default=1000)
+    parser.add_argument("--pending-polls", type=int, default=1)
+    args = parser.parse_args()
+    harness = Harness(args)
+    server = serve(harness)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(json.dumps({"port": server.server_address[1]}), flush=True)
+    # Stop with the test that started us, however it ends.
+    for _ in sys.stdin:
+        pass
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

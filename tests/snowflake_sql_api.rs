@@ -1,0 +1,222 @@
+//! The Snowflake adapter and its SQL API client against the SQL API v2 harness (fakesnow behind
+//! Snowflake's HTTP API), with the run's files in S3 on moto.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use sfpipe_shared::aws::S3BlobStore;
+use sfpipe_shared::conformance::warehouse;
+use sfpipe_shared::ports::{BlobStore, Warehouse};
+use sfpipe_shared::snowflake::{KeyPairJwt, SnowflakeAuth, SnowflakeError, SqlApiClient};
+use sfpipe_tests::moto::Moto;
+use sfpipe_tests::snowflake::{HarnessOptions, SnowflakeHarness, USER};
+
+const BUCKET: &str = "sfpipe-snowflake-test";
+const PREFIX: &str = "sfpipe";
+
+struct Setup {
+    // Field order is drop order: the harness goes before the moto it reads from.
+    harness: SnowflakeHarness,
+    blobs: Arc<S3BlobStore>,
+    _moto: Moto,
+}
+
+async fn setup(options: HarnessOptions) -> Setup {
+    let moto = Moto::start().await;
+    let s3 = moto.s3().await;
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("bucket");
+    let blobs = Arc::new(S3BlobStore::new(s3, BUCKET, PREFIX));
+    let harness = SnowflakeHarness::start(&moto, BUCKET, PREFIX, options).await;
+    Setup {
+        harness,
+        blobs,
+        _moto: moto,
+    }
+}
+
+fn under_test(setup: &Setup) -> warehouse::WarehouseUnderTest {
+    let snowflake = Arc::new(setup.harness.warehouse());
+    warehouse::WarehouseUnderTest {
+        warehouse: snowflake.clone(),
+        blobs: setup.blobs.clone() as Arc<dyn BlobStore>,
+        inspector: snowflake,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snowflake_warehouse_conforms() {
+    let setup = setup(HarnessOptions::default()).await;
+    warehouse::run_all(&under_test(&setup)).await;
+}
+
+/// What the merge sends: the load table before the transaction, then COPY, MERGE, the watermark
+/// and the summary inside it, and no DDL (which would commit early) in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_is_one_transaction_of_copy_merge_and_watermark() {
+    let setup = setup(HarnessOptions::default()).await;
+    let w = under_test(&setup);
+    warehouse::first_load_creates_the_table(&w).await;
+    let statements = setup.harness.statements().await;
+    let begin = statements.iter().position(|s| s == "BEGIN").expect("BEGIN");
+    let commit = statements
+        .iter()
+        .position(|s| s == "COMMIT")
+        .expect("COMMIT");
+    let inside: Vec<&str> = statements[begin + 1..commit]
+        .iter()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .map(|s| Box::leak(s.into_boxed_str()) as &str)
+        .collect();
+    assert_eq!(
+        inside,
+        [
+            "COPY INTO \"_SFPIPE_LOAD\"",
+            "MERGE INTO \"WHFIRST__C\"",
+            "MERGE INTO \"_SFPIPE_STATE\"",
+            "SELECT COUNT(*) AS"
+        ]
+    );
+    assert!(
+        statements[begin - 1].starts_with("CREATE OR REPLACE TEMPORARY TABLE \"_SFPIPE_LOAD\""),
+        "{statements:#?}"
+    );
+}
+
+/// The response to a MERGE is lost after Snowflake ran it: the client sends the request again with
+/// the same requestId, and the harness, like Snowflake, answers without running it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_is_not_executed_twice() {
+    let setup = setup(HarnessOptions::default()).await;
+    let w = under_test(&setup);
+    setup
+        .harness
+        .inject(serde_json::json!([
+            {"kind": "lose_response", "match": "MERGE INTO \"WHFIRST__C\"", "times": 1},
+            {"kind": "status", "match": "INFORMATION_SCHEMA", "status": 429, "times": 2},
+        ]))
+        .await;
+    warehouse::first_load_creates_the_table(&w).await;
+    let log = setup.harness.log().await;
+    let executions = log["executions"].as_object().expect("executions");
+    assert!(
+        executions.values().all(|n| n == 1),
+        "a request ran twice: {executions:?}"
+    );
+    let merges = log["statements"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .filter(|s| {
+            s["sql"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("MERGE INTO \"WHFIRST__C\""))
+        })
+        .count();
+    assert_eq!(merges, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_errors_carry_their_sql_state_and_are_permanent() {
+    let setup = setup(HarnessOptions::default()).await;
+    let error = setup
+        .harness
+        .client()
+        .execute("SELECT * FROM NO_SUCH_TABLE", 1)
+        .await
+        .expect_err("no such table");
+    match &error {
+        SnowflakeError::Sql {
+            sql_state, message, ..
+        } => {
+            assert!(!sql_state.is_empty(), "{error}");
+            assert!(message.contains("NO_SUCH_TABLE"), "{error}");
+        }
+        other => panic!("not a SQL error: {other}"),
+    }
+    // A statement count that does not match is refused before anything runs.
+    let error = setup
+        .harness
+        .client()
+        .execute("SELECT 1; SELECT 2", 1)
+        .await
+        .expect_err("count mismatch");
+    assert!(error.to_string().contains("statement count"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_checked_and_an_oauth_token_works() {
+    let setup = setup(HarnessOptions {
+        oauth_token: Some("test-oauth-token".into()),
+        ..HarnessOptions::default()
+    })
+    .await;
+    let oauth = SqlApiClient::new(
+        setup.harness.config(),
+        SnowflakeAuth::OAuth(SecretString::from("test-oauth-token")),
+    )
+    .expect("client");
+    let result = oauth.execute("SELECT 1 AS ONE", 1).await.expect("oauth");
+    assert_eq!(result[0].first("ONE"), Some("1"));
+
+    let wrong_user = SqlApiClient::new(
+        setup.harness.config(),
+        SnowflakeAuth::KeyPair(
+            KeyPairJwt::new(
+                sfpipe_tests::snowflake::ACCOUNT,
+                "someone_else",
+                &SecretString::from(sfpipe_tests::snowflake::PRIVATE_KEY),
+            )
+            .expect("key"),
+        ),
+    )
+    .expect("client");
+    let error = wrong_user
+        .execute("SELECT 1", 1)
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(error, SnowflakeError::Unauthorized { status: 401, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("RSA_PUBLIC_KEY"), "{error}");
+    let _ = USER;
+}
+
+/// Results larger than one partition are fetched partition by partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_partition_results_are_read_whole() {
+    let setup = setup(HarnessOptions {
+        partition_rows: 3,
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = setup
+        .harness
+        .client()
+        .execute(
+            "SELECT * FROM (VALUES (1), (2), (3), (4), (5), (6), (7)) AS t(N) ORDER BY N",
+            1,
+        )
+        .await
+        .expect("select");
+    let values: Vec<Option<String>> = result[0].rows.iter().map(|r| r[0].clone()).collect();
+    assert_eq!(
+        values,
+        (1..=7).map(|n| Some(n.to_string())).collect::<Vec<_>>()
+    );
+    // The warehouse port's watermark read goes through the same path.
+    let object = sfpipe_shared::contracts::ObjectName::new("Nothing__c").unwrap();
+    assert_eq!(
+        setup
+            .harness
+            .warehouse()
+            .watermark(&object)
+            .await
+            .expect("watermark"),
+        None
+    );
+}
