@@ -7,7 +7,7 @@ use sfpipe_shared::conformance::{blob, queue, secrets, warehouse};
 use sfpipe_shared::local::{
     FsBlobStore, LocalQueue, LocalQueueConfig, SqliteWarehouse, StaticSecrets,
 };
-use sfpipe_shared::ports::{BlobStore, Queue};
+use sfpipe_shared::ports::{BlobStore, DeletedRows, Queue};
 
 struct LocalQueues;
 
@@ -44,6 +44,23 @@ async fn sqlite_warehouse_conforms() {
     let sqlite =
         Arc::new(SqliteWarehouse::open(dir.path().join("w.sqlite"), blobs.clone()).unwrap());
     warehouse::run_all(&warehouse::WarehouseUnderTest {
+        warehouse: sqlite.clone(),
+        blobs,
+        inspector: sqlite,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_warehouse_removes_deleted_rows_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(dir.path().join("blobs")).unwrap());
+    let sqlite = Arc::new(
+        SqliteWarehouse::open(dir.path().join("w.sqlite"), blobs.clone())
+            .unwrap()
+            .with_deleted_rows(DeletedRows::Remove),
+    );
+    warehouse::deleted_rows_are_removed_when_asked(&warehouse::WarehouseUnderTest {
         warehouse: sqlite.clone(),
         blobs,
         inspector: sqlite,

@@ -203,11 +203,15 @@ class Harness:
         location = self.stage_location(stage)
         results = []
         duck = conn._duck_conn
+        positions = [int(e.name) for e in select.expressions if isinstance(e, exp.Parameter)]
+        width = max(positions, default=0)
+        # Every field as text, and exactly `width` fields per record (ERROR_ON_COLUMN_COUNT_MISMATCH).
+        types = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(1, width + 1)) + "}"
         for file in files:
             picks = []
             for expression in select.expressions:
                 if isinstance(expression, exp.Parameter):
-                    picks.append(f"column{int(expression.name) - 1}")
+                    picks.append(f"c{int(expression.name)}")
                 elif expression.sql().upper() == "METADATA$FILENAME":
                     picks.append("'" + file.replace("'", "''") + "'")
                 else:
@@ -217,7 +221,8 @@ class Harness:
             try:
                 count = duck.execute(
                     f'INSERT INTO "{table}" ({quoted}) SELECT {", ".join(picks)} FROM read_csv(?, header = false, '
-                    f"skip = {skip}, quote = '\"', escape = '\"', all_varchar = true, strict_mode = true)",
+                    f"skip = {skip}, delim = ',', quote = '\"', escape = '\"', columns = {types}, auto_detect = false, "
+                    "strict_mode = true)",
                     [url],
                 ).fetchall()[0][0]
             except duckdb.Error as e:

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use sfpipe_shared::aws::S3BlobStore;
 use sfpipe_shared::conformance::warehouse;
-use sfpipe_shared::ports::{BlobStore, Warehouse};
+use sfpipe_shared::ports::{BlobStore, DeletedRows, Warehouse};
 use sfpipe_shared::snowflake::{KeyPairJwt, SnowflakeAuth, SnowflakeError, SqlApiClient};
 use sfpipe_tests::moto::Moto;
 use sfpipe_tests::snowflake::{HarnessOptions, SnowflakeHarness, USER};
@@ -51,6 +51,23 @@ fn under_test(setup: &Setup) -> warehouse::WarehouseUnderTest {
 async fn snowflake_warehouse_conforms() {
     let setup = setup(HarnessOptions::default()).await;
     warehouse::run_all(&under_test(&setup)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snowflake_warehouse_removes_deleted_rows_when_asked() {
+    let setup = setup(HarnessOptions::default()).await;
+    let snowflake = Arc::new(
+        setup
+            .harness
+            .warehouse()
+            .with_deleted_rows(DeletedRows::Remove),
+    );
+    warehouse::deleted_rows_are_removed_when_asked(&warehouse::WarehouseUnderTest {
+        warehouse: snowflake.clone(),
+        blobs: setup.blobs.clone() as Arc<dyn BlobStore>,
+        inspector: snowflake,
+    })
+    .await;
 }
 
 /// What the merge sends: the load table before the transaction, then COPY, MERGE, the watermark

@@ -230,6 +230,30 @@ impl TableSchema {
     }
 }
 
+/// What a merge does with rows Salesforce reports deleted (`IsDeleted = true`).
+///
+/// `Flag` (the default) keeps them with the flag set, so a late file holding an older, live version
+/// of a deleted row changes nothing. `Remove` deletes them from the table; the warehouse then has no
+/// trace of the deletion, and such a late file (a message delayed across a deletion) brings the
+/// row back until the next full refresh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeletedRows {
+    #[default]
+    Flag,
+    Remove,
+}
+
+impl std::str::FromStr for DeletedRows {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "flag" | "soft" => Ok(Self::Flag),
+            "remove" | "hard" => Ok(Self::Remove),
+            other => Err(format!("{other:?} is neither flag nor remove")),
+        }
+    }
+}
+
 /// One object's run to merge: its files (blob keys) and what they hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergeBatch {

@@ -142,7 +142,8 @@ impl Runtime {
     }
 
     /// The warehouse: the Snowflake secret (or `SFPIPE_SNOWFLAKE_CREDENTIALS`), with
-    /// `SFPIPE_SNOWFLAKE_{URL,DATABASE,SCHEMA,WAREHOUSE,ROLE,STAGE}` overriding its fields.
+    /// `SFPIPE_SNOWFLAKE_{URL,DATABASE,SCHEMA,WAREHOUSE,ROLE,STAGE}` overriding its fields, and
+    /// `SFPIPE_DELETED_ROWS` (`flag` or `remove`).
     pub async fn snowflake(&self) -> Result<SnowflakeWarehouse, ConfigError> {
         let secret = self
             .secret("SFPIPE_SNOWFLAKE_CREDENTIALS", "SFPIPE_SNOWFLAKE_SECRET")
@@ -150,7 +151,15 @@ impl Runtime {
         let settings = SnowflakeSettings::from_secret_json(&secret, |field| {
             optional(&format!("SFPIPE_SNOWFLAKE_{}", field.to_ascii_uppercase()))
         })?;
-        Ok(settings.warehouse()?)
+        let deleted = optional("SFPIPE_DELETED_ROWS")
+            .map(|v| v.parse())
+            .transpose()
+            .map_err(|why| ConfigError::Invalid {
+                name: "SFPIPE_DELETED_ROWS",
+                why,
+            })?
+            .unwrap_or_default();
+        Ok(settings.warehouse()?.with_deleted_rows(deleted))
     }
 
     pub fn extract_config() -> Result<ExtractConfig, ConfigError> {
@@ -174,6 +183,10 @@ impl Runtime {
                 })
                 .unwrap_or_default(),
             fields,
+            first_poll_delay: Duration::from_secs(number(
+                "SFPIPE_FIRST_POLL_SECONDS",
+                ExtractConfig::default().first_poll_delay.as_secs(),
+            )?),
             ..ExtractConfig::default()
         })
     }

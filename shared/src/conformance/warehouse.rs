@@ -281,6 +281,35 @@ pub async fn deleted_rows_are_flagged(w: &WarehouseUnderTest) {
     );
 }
 
+/// For an adapter set to remove deleted rows ([`crate::ports::DeletedRows::Remove`]); not part of
+/// [`run_all`].
+pub async fn deleted_rows_are_removed_when_asked(w: &WarehouseUnderTest) {
+    let object = "WhRemoved__c";
+    let first = file(w.blobs.as_ref(), object, "first", &FIRST).await;
+    merge(w, object, "r1", vec![first]).await;
+    let older = [("2", "Globex", "", true, 1)];
+    let older = file(w.blobs.as_ref(), object, "older-deletion", &older).await;
+    let report = merge(w, object, "r2", vec![older]).await;
+    assert_eq!(
+        report.rows_changed, 0,
+        "an older deletion removed a newer row"
+    );
+    let deletions = [
+        ("3", "Line one\nline two", "7.00", true, 9),
+        ("5", "Never seen", "1.00", true, 9),
+    ];
+    let deletions = file(w.blobs.as_ref(), object, "deletions", &deletions).await;
+    let report = merge(w, object, "r3", vec![deletions]).await;
+    assert_eq!(
+        report.rows_changed, 1,
+        "one stored row removed, none inserted"
+    );
+    assert_eq!(
+        table(w, object).await,
+        normalized(expected(&[FIRST[0], FIRST[1]]))
+    );
+}
+
 pub async fn a_new_field_adds_a_column(w: &WarehouseUnderTest) {
     let object = "WhNewField__c";
     let first = file(w.blobs.as_ref(), object, "first", &FIRST).await;

@@ -14,7 +14,8 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::contracts::{ObjectName, rfc3339};
 use crate::ports::{
-    BlobStore, ColumnSpec, MergeBatch, MergeReport, TableSchema, Warehouse, WarehouseError,
+    BlobStore, ColumnSpec, DeletedRows, MergeBatch, MergeReport, TableSchema, Warehouse,
+    WarehouseError,
 };
 
 /// Lineage columns added to every table.
@@ -31,6 +32,7 @@ pub struct SqliteWarehouse {
     path: PathBuf,
     connection: Arc<Mutex<Connection>>,
     blobs: Arc<dyn BlobStore>,
+    deleted: DeletedRows,
 }
 
 impl std::fmt::Debug for SqliteWarehouse {
@@ -79,7 +81,13 @@ impl SqliteWarehouse {
             path,
             connection: Arc::new(Mutex::new(connection)),
             blobs,
+            deleted: DeletedRows::Flag,
         })
+    }
+
+    pub fn with_deleted_rows(mut self, deleted: DeletedRows) -> Self {
+        self.deleted = deleted;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -129,6 +137,19 @@ struct FileMerge<'a> {
 }
 
 impl FileMerge<'_> {
+    /// Removes a deleted row when the deletion is not older than the stored version.
+    fn remove_sql(&self, has_cursor: bool) -> String {
+        let table = quote(self.table);
+        if has_cursor {
+            let cursor = quote(CURSOR);
+            format!(
+                "DELETE FROM {table} WHERE \"Id\" = ?1 AND ({cursor} IS NULL OR {cursor} <= ?2)"
+            )
+        } else {
+            format!("DELETE FROM {table} WHERE \"Id\" = ?1")
+        }
+    }
+
     fn upsert_sql(&self) -> String {
         let names: Vec<String> = self
             .columns
@@ -179,6 +200,7 @@ fn merge_blocking(
     blobs: &Arc<dyn BlobStore>,
     runtime: &tokio::runtime::Handle,
     batch: &MergeBatch,
+    deleted: DeletedRows,
 ) -> Result<MergeReport, WarehouseError> {
     let object = batch.schema.object.to_string();
     let table = batch.schema.object.as_str();
@@ -211,8 +233,15 @@ fn merge_blocking(
             return Err(bad("no Id column".into()));
         };
         let cursor_index = columns.iter().position(|c| c.name == CURSOR);
+        let deleted_index = columns
+            .iter()
+            .position(|c| c.name == "IsDeleted")
+            .filter(|_| deleted == DeletedRows::Remove);
         let merge = FileMerge { table, columns };
         let mut statement = transaction.prepare(&merge.upsert_sql()).map_err(service)?;
+        let mut remove = transaction
+            .prepare(&merge.remove_sql(cursor_index.is_some()))
+            .map_err(service)?;
         let mut record = csv::StringRecord::new();
         let mut values: Vec<Value> = Vec::with_capacity(merge.columns.len() + 4);
         loop {
@@ -236,13 +265,6 @@ fn merge_blocking(
             for (column, raw) in merge.columns.iter().zip(record.iter()) {
                 values.push(to_value(column, raw).map_err(&bad)?);
             }
-            values.push(Value::Text(batch.run_id.to_string()));
-            values.push(Value::Text(extracted_at.clone()));
-            values.push(Value::Text(file.clone()));
-            values.push(Value::Text(loaded_at.clone()));
-            report.rows_changed += statement
-                .execute(params_from_iter(values.iter()))
-                .map_err(service)? as u64;
             report.rows_read += 1;
             if let Some(raw) = cursor_index
                 .and_then(|i| record.get(i))
@@ -253,6 +275,23 @@ fn merge_blocking(
                     .with_timezone(&Utc);
                 report.max_modstamp = Some(report.max_modstamp.map_or(at, |m| m.max(at)));
             }
+            let changed = match deleted_index {
+                Some(i) if record.get(i) == Some("true") => {
+                    let id = record.get(id_index).unwrap_or_default();
+                    match cursor_index.and_then(|c| record.get(c)) {
+                        Some(stamp) => remove.execute(rusqlite::params![id, stamp]),
+                        None => remove.execute(rusqlite::params![id]),
+                    }
+                }
+                _ => {
+                    values.push(Value::Text(batch.run_id.to_string()));
+                    values.push(Value::Text(extracted_at.clone()));
+                    values.push(Value::Text(file.clone()));
+                    values.push(Value::Text(loaded_at.clone()));
+                    statement.execute(params_from_iter(values.iter()))
+                }
+            };
+            report.rows_changed += changed.map_err(service)? as u64;
         }
         // Drain what is left of the decoder so a truncated gzip stream is noticed.
         let mut rest = Vec::new();
@@ -330,10 +369,11 @@ impl Warehouse for SqliteWarehouse {
         let connection = self.connection.clone();
         let blobs = self.blobs.clone();
         let batch = batch.clone();
+        let deleted = self.deleted;
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let mut connection = connection.lock().unwrap_or_else(|p| p.into_inner());
-            merge_blocking(&mut connection, &blobs, &runtime, &batch)
+            merge_blocking(&mut connection, &blobs, &runtime, &batch, deleted)
         })
         .await
         .map_err(service)?

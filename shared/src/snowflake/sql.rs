@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::contracts::{ObjectName, rfc3339};
-use crate::ports::{ColumnSpec, MergeBatch, TableSchema};
+use crate::ports::{ColumnSpec, DeletedRows, MergeBatch, TableSchema};
 
 pub const LINEAGE_COLUMNS: [(&str, &str); 4] = [
     ("_SFPIPE_RUN_ID", "VARCHAR"),
@@ -154,7 +154,12 @@ impl MergePlan {
 }
 
 /// `stage`: the external stage over the blob store's root, so a blob key is a path in the stage.
-pub fn merge_plan(batch: &MergeBatch, stage: &str, loaded_at: DateTime<Utc>) -> MergePlan {
+pub fn merge_plan(
+    batch: &MergeBatch,
+    stage: &str,
+    loaded_at: DateTime<Utc>,
+    deleted: DeletedRows,
+) -> MergePlan {
     let schema = &batch.schema;
     let table = table_name(&schema.object);
     let load = ident(LOAD_TABLE);
@@ -262,11 +267,27 @@ pub fn merge_plan(batch: &MergeBatch, stage: &str, loaded_at: DateTime<Utc>) -> 
         .map(|n| format!("{n} = s.{n}"))
         .collect();
     let values: Vec<String> = all.iter().map(|n| format!("s.{n}")).collect();
+    let is_deleted = ident("IsDeleted");
+    let removes = deleted == DeletedRows::Remove && names.contains(&is_deleted);
+    // Removal happens for the stored version or a newer one; an older deletion changes nothing.
+    let (remove, insert_when) = if removes {
+        let not_older = if has_cursor {
+            format!(" AND (t.{cursor} IS NULL OR s.{cursor} >= t.{cursor})")
+        } else {
+            String::new()
+        };
+        (
+            format!("WHEN MATCHED AND s.{is_deleted} = TRUE{not_older} THEN DELETE "),
+            format!(" AND s.{is_deleted} IS DISTINCT FROM TRUE"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let merge_index = statements.len();
     statements.push(format!(
         "MERGE INTO {table} AS t USING ({source}) AS s ON t.{id} = s.{id} \
-         WHEN MATCHED AND ({condition}) THEN UPDATE SET {} \
-         WHEN NOT MATCHED THEN INSERT ({}) VALUES ({})",
+         {remove}WHEN MATCHED AND ({condition}) THEN UPDATE SET {} \
+         WHEN NOT MATCHED{insert_when} THEN INSERT ({}) VALUES ({})",
         updates.join(", "),
         all.join(", "),
         values.join(", ")
@@ -397,7 +418,17 @@ mod tests {
             files: vec!["runs/Invoice__c/r-1/part-00001.csv.gz".into()],
             extracted_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
         };
-        let plan = merge_plan(&batch, "SFPIPE.RAW.SFPIPE_STAGE", Utc::now());
+        let plan = merge_plan(
+            &batch,
+            "SFPIPE.RAW.SFPIPE_STAGE",
+            Utc::now(),
+            DeletedRows::Flag,
+        );
+        assert!(!plan.statements[plan.merge_index].contains("THEN DELETE"));
+        let removing = merge_plan(&batch, "S", Utc::now(), DeletedRows::Remove);
+        assert!(removing.statements[removing.merge_index].contains(
+            "WHEN MATCHED AND s.\"ISDELETED\" = TRUE AND (t.\"SYSTEMMODSTAMP\" IS NULL OR s.\"SYSTEMMODSTAMP\" >= t.\"SYSTEMMODSTAMP\") THEN DELETE"
+        ));
         let s = &plan.statements;
         assert!(s[0].starts_with("CREATE OR REPLACE TEMPORARY TABLE"));
         assert_eq!(s[1], "BEGIN");
@@ -427,7 +458,7 @@ mod tests {
             files: (0..2500).map(|i| format!("f{i}")).collect(),
             extracted_at: Utc::now(),
         };
-        let plan = merge_plan(&batch, "S", Utc::now());
+        let plan = merge_plan(&batch, "S", Utc::now(), DeletedRows::Flag);
         let copies = plan
             .statements
             .iter()

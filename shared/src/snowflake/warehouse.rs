@@ -7,12 +7,13 @@ use super::SnowflakeError;
 use super::client::{ResultSet, SqlApiClient};
 use super::sql;
 use crate::contracts::ObjectName;
-use crate::ports::{MergeBatch, MergeReport, TableSchema, Warehouse, WarehouseError};
+use crate::ports::{DeletedRows, MergeBatch, MergeReport, TableSchema, Warehouse, WarehouseError};
 
 #[derive(Debug)]
 pub struct SnowflakeWarehouse {
     client: SqlApiClient,
     stage: String,
+    deleted: DeletedRows,
 }
 
 /// Maps a client error to the port's: SQL errors and refusals are permanent (a retry runs the same
@@ -71,7 +72,13 @@ impl SnowflakeWarehouse {
         Self {
             client,
             stage: stage.to_string(),
+            deleted: DeletedRows::Flag,
         }
+    }
+
+    pub fn with_deleted_rows(mut self, deleted: DeletedRows) -> Self {
+        self.deleted = deleted;
+        self
     }
 
     pub fn client(&self) -> &SqlApiClient {
@@ -123,7 +130,7 @@ impl Warehouse for SnowflakeWarehouse {
     async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError> {
         batch.schema.validate()?;
         let object = &batch.schema.object;
-        let plan = sql::merge_plan(batch, &self.stage, Utc::now());
+        let plan = sql::merge_plan(batch, &self.stage, Utc::now(), self.deleted);
         let results = self.run(object, &plan.statements).await?;
         let missing = || {
             WarehouseError::Service(format!(
