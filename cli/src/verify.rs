@@ -98,9 +98,7 @@ pub fn compare_objects(
                 |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64)),
             )?;
         let fields: Vec<(usize, &sfpipe_simulator::org::FieldDef)> = def
-            .fields
-            .iter()
-            .enumerate()
+            .visible_fields()
             .filter(|(_, f)| !matches!(f.sf_type, "address" | "location" | "base64"))
             .collect();
         let columns: Vec<String> = fields

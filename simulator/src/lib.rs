@@ -127,6 +127,23 @@ impl Simulator {
         org.mutate(at)
     }
 
+    /// Adds a custom text field to an object, as of `at` (see [`Org::add_field`]).
+    pub fn add_field(&self, object: &str, name: &'static str, at: DateTime<Utc>) -> bool {
+        let mut org = self.state.org.write().unwrap_or_else(|p| p.into_inner());
+        org.add_field(object, name, at)
+    }
+
+    /// Removes a field from an object (see [`Org::remove_field`]).
+    pub fn remove_field(&self, object: &str, name: &str) -> bool {
+        let mut org = self.state.org.write().unwrap_or_else(|p| p.into_inner());
+        org.remove_field(object, name)
+    }
+
+    /// The next `count` Bulk jobs of `object` end Failed.
+    pub fn fail_jobs(&self, object: &str, count: u32) {
+        self.state.fail_jobs(object, count);
+    }
+
     /// Makes matching requests fail as described.
     pub fn inject(&self, faults: Vec<Fault>) {
         self.state.add_faults(faults);

@@ -90,6 +90,8 @@ pub enum Gen {
     ExpectedRevenue,
     /// A compound address (components are separate fields).
     Address(&'static str),
+    /// A text field created at this instant (epoch ms): null on every row last modified before.
+    AddedAt(i64),
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +108,9 @@ pub struct FieldDef {
     pub generator: Gen,
     /// Kept from the row's first version when the row is updated.
     pub immutable: bool,
+    /// Deleted by an admin: absent from describe and queries, but its position (which seeds the
+    /// other fields' values) is kept.
+    pub hidden: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -122,7 +127,12 @@ impl ObjectDef {
         self.fields
             .iter()
             .enumerate()
-            .find(|(_, f)| f.name.eq_ignore_ascii_case(name))
+            .find(|(_, f)| !f.hidden && f.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The fields an admin has not deleted, with their positions.
+    pub fn visible_fields(&self) -> impl Iterator<Item = (usize, &FieldDef)> {
+        self.fields.iter().enumerate().filter(|(_, f)| !f.hidden)
     }
 }
 
@@ -154,6 +164,7 @@ fn field(name: &'static str, sf_type: &'static str, generator: Gen) -> FieldDef 
         custom: name.ends_with("__c"),
         generator,
         immutable: matches!(generator, Gen::Id | Gen::CreatedDate | Gen::AutoNumber(_)),
+        hidden: false,
     }
 }
 
@@ -587,6 +598,8 @@ impl Org {
             return None;
         }
         let value = match field.generator {
+            Gen::AddedAt(created_ms) if state.modstamp_ms < created_ms => return None,
+            Gen::AddedAt(_) => format!("Added {}", rng.pick(WORDS)),
             Gen::Id => salesforce_id(def.key_prefix, index),
             Gen::IsDeleted => state.deleted.to_string(),
             Gen::CreatedDate => format_datetime_ms(state.created_ms),
@@ -727,6 +740,34 @@ impl Org {
             report.push((self.objects[object].name.to_string(), counts));
         }
         report
+    }
+
+    /// A custom text field appears on the object at `at`, as an admin adds one: rows modified
+    /// before stay null. Returns false for an unknown object or a field it already has.
+    pub fn add_field(&mut self, object: &str, name: &'static str, at: DateTime<Utc>) -> bool {
+        let Some((index, def)) = self.object(object) else {
+            return false;
+        };
+        if def.field(name).is_some() {
+            return false;
+        }
+        self.objects[index]
+            .fields
+            .push(field(name, "string", Gen::AddedAt(at.timestamp_millis())));
+        true
+    }
+
+    /// A field disappears from the object, as when an admin deletes it; queries naming it fail
+    /// with INVALID_FIELD. Returns false for an unknown object or field.
+    pub fn remove_field(&mut self, object: &str, name: &str) -> bool {
+        let Some((index, def)) = self.object(object) else {
+            return false;
+        };
+        let Some((position, _)) = def.field(name) else {
+            return false;
+        };
+        self.objects[index].fields[position].hidden = true;
+        true
     }
 
     /// Rows not deleted.

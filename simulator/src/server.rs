@@ -126,6 +126,8 @@ pub(crate) struct SimState {
     jobs: Mutex<HashMap<String, Job>>,
     cursors: Mutex<HashMap<String, Cursor>>,
     faults: Mutex<Vec<Fault>>,
+    /// The next this-many Bulk jobs of an object end Failed (set while running).
+    failing_jobs: Mutex<HashMap<String, u32>>,
     api_calls: AtomicU64,
     next_id: AtomicU64,
     pub(crate) base_url: String,
@@ -143,6 +145,7 @@ impl SimState {
             jobs: Mutex::new(HashMap::new()),
             cursors: Mutex::new(HashMap::new()),
             faults: Mutex::new(Vec::new()),
+            failing_jobs: Mutex::new(HashMap::new()),
             api_calls: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             base_url,
@@ -156,6 +159,33 @@ impl SimState {
 
     pub(crate) fn add_faults(&self, faults: Vec<Fault>) {
         lock(&self.faults).extend(faults);
+    }
+
+    pub(crate) fn fail_jobs(&self, object: &str, count: u32) {
+        *lock(&self.failing_jobs)
+            .entry(object.to_ascii_lowercase())
+            .or_default() += count;
+    }
+
+    /// Whether a job of `object` finishing now fails: always for configured objects, else while
+    /// failures set with [`SimState::fail_jobs`] remain.
+    fn job_fails(&self, object: &str) -> bool {
+        if self
+            .config
+            .failing_job_objects
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(object))
+        {
+            return true;
+        }
+        let mut failing = lock(&self.failing_jobs);
+        match failing.get_mut(&object.to_ascii_lowercase()) {
+            Some(remaining) if *remaining > 0 => {
+                *remaining -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn expire_sessions(&self) {
@@ -548,9 +578,8 @@ async fn describe_object(
         );
     };
     let fields: Vec<Value> = def
-        .fields
-        .iter()
-        .map(|f| {
+        .visible_fields()
+        .map(|(_, f)| {
             let reference_to: Vec<&str> = match f.generator {
                 crate::org::Gen::Ref(prefix) => org
                     .objects
@@ -964,12 +993,7 @@ async fn job_info(State(state): State<Shared>, Path((v, id)): Path<(String, Stri
         job.status_checks += 1;
         job.state = if job.status_checks <= state.config.bulk_polls_to_complete {
             "InProgress"
-        } else if state
-            .config
-            .failing_job_objects
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(&job.object))
-        {
+        } else if state.job_fails(&job.object) {
             "Failed"
         } else {
             "JobComplete"

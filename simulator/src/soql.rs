@@ -273,7 +273,7 @@ pub fn parse(org: &Org, soql: &str) -> Result<Query, SoqlError> {
     };
     let mut fields = Vec::new();
     if let Some(kind) = &fields_function {
-        for (i, f) in def.fields.iter().enumerate() {
+        for (i, f) in def.visible_fields() {
             let take = match kind.as_str() {
                 "ALL" => true,
                 "CUSTOM" => f.custom,

@@ -25,8 +25,8 @@ pub enum FailWhen {
 #[derive(Debug)]
 pub struct FaultPlan {
     calls: AtomicU64,
-    fail_at: u64,
-    when: FailWhen,
+    fail_at: AtomicU64,
+    when: Mutex<FailWhen>,
     failed: Mutex<Option<String>>,
 }
 
@@ -34,10 +34,17 @@ impl FaultPlan {
     pub fn new(fail_at: u64, when: FailWhen) -> Arc<Self> {
         Arc::new(Self {
             calls: AtomicU64::new(0),
-            fail_at,
-            when,
+            fail_at: AtomicU64::new(fail_at),
+            when: Mutex::new(when),
             failed: Mutex::new(None),
         })
+    }
+    /// Starts counting again from zero, failing call `fail_at` (0: none).
+    pub fn arm(&self, fail_at: u64, when: FailWhen) {
+        *self.when.lock().unwrap() = when;
+        *self.failed.lock().unwrap() = None;
+        self.calls.store(0, Ordering::SeqCst);
+        self.fail_at.store(fail_at, Ordering::SeqCst);
     }
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
@@ -49,9 +56,10 @@ impl FaultPlan {
     /// Call number of this call, and whether it is the one to fail.
     fn call(&self, what: &str) -> bool {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let hit = n == self.fail_at;
+        let hit = n == self.fail_at.load(Ordering::SeqCst);
         if hit {
-            *self.failed.lock().unwrap() = Some(format!("call {n}: {what} ({:?})", self.when));
+            let when = *self.when.lock().unwrap();
+            *self.failed.lock().unwrap() = Some(format!("call {n}: {what} ({when:?})"));
         }
         hit
     }
@@ -62,7 +70,8 @@ impl FaultPlan {
         op: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
         let hit = self.call(what);
-        if hit && self.when == FailWhen::Before {
+        let when = *self.when.lock().unwrap();
+        if hit && when == FailWhen::Before {
             return Err(fail());
         }
         let result = op.await;
@@ -199,6 +208,38 @@ pub struct SendBehaviour {
     pub duplicate: bool,
     /// Every message sent, for replaying later.
     pub record: Option<SentLog>,
+    /// Duplicates and random delays switched on and off while running (chaos schedules).
+    pub chaos: Option<Arc<ChaosSends>>,
+}
+
+/// Send faults a chaos schedule changes from run to run: duplicate every message, and delay each by
+/// a random amount up to a bound, which reorders deliveries.
+#[derive(Debug)]
+pub struct ChaosSends {
+    pub duplicate: std::sync::atomic::AtomicBool,
+    pub max_delay_ms: AtomicU64,
+    rng: Mutex<fastrand::Rng>,
+}
+
+impl ChaosSends {
+    pub fn new(seed: u64) -> Arc<Self> {
+        Arc::new(Self {
+            duplicate: std::sync::atomic::AtomicBool::new(false),
+            max_delay_ms: AtomicU64::new(0),
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+        })
+    }
+    pub fn set(&self, duplicate: bool, max_delay_ms: u64) {
+        self.duplicate.store(duplicate, Ordering::SeqCst);
+        self.max_delay_ms.store(max_delay_ms, Ordering::SeqCst);
+    }
+    fn delay(&self) -> Duration {
+        let max = self.max_delay_ms.load(Ordering::SeqCst);
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(self.rng.lock().unwrap().u64(0..=max))
+    }
 }
 
 pub struct WrappedQueue {
@@ -218,7 +259,18 @@ impl Queue for WrappedQueue {
                 .unwrap()
                 .push((self.inner.name().to_string(), message.clone()));
         }
-        let copy = self.behaviour.duplicate.then(|| OutgoingMessage {
+        let mut message = message;
+        let mut duplicate = self.behaviour.duplicate;
+        if let Some(chaos) = &self.behaviour.chaos {
+            duplicate |= chaos.duplicate.load(Ordering::SeqCst);
+            let delay = chaos.delay();
+            // FIFO queues take no per-message delay; their order is the point anyway.
+            if !delay.is_zero() && message.group_id.is_none() {
+                let longest = message.delay.max(delay);
+                message = message.delayed(longest);
+            }
+        }
+        let copy = duplicate.then(|| OutgoingMessage {
             dedup_id: format!("{}-copy", message.dedup_id),
             ..message.clone()
         });

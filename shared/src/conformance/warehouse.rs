@@ -411,7 +411,88 @@ pub async fn a_failure_midway_leaves_the_table_as_it_was(w: &WarehouseUnderTest)
     );
 }
 
+/// CSV as Salesforce writes it at its most awkward: newlines, quotes and commas inside fields, an
+/// empty field (Bulk CSV cannot tell empty from null: both load as NULL), a 100,000-character
+/// field, non-ASCII text, and a byte-order mark before the header.
+pub async fn awkward_csv_loads_exactly(w: &WarehouseUnderTest) {
+    let object = "WhAwkward__c";
+    let long = "x".repeat(100_000);
+    let rows = vec![
+        vec![
+            id("1"),
+            "line one\nline two\r\nline three".into(),
+            "1.00".into(),
+            "false".into(),
+            stamp(1),
+        ],
+        vec![
+            id("2"),
+            "quotes \"inside\", and, commas".into(),
+            "".into(),
+            "false".into(),
+            stamp(2),
+        ],
+        vec![id("3"), "".into(), "3.00".into(), "true".into(), stamp(3)],
+        vec![
+            id("4"),
+            long.clone(),
+            "4.00".into(),
+            "false".into(),
+            stamp(4),
+        ],
+        vec![
+            id("5"),
+            "Zürich — 東京 — emoji 🚀".into(),
+            "5.00".into(),
+            "false".into(),
+            stamp(5),
+        ],
+    ];
+    let mut header: Vec<String> = COLUMNS.iter().map(|c| c.to_string()).collect();
+    header[0] = format!("\u{feff}{}", header[0]);
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let key = write_file(
+        w.blobs.as_ref(),
+        &format!("conformance/warehouse/{object}/awkward.csv.gz"),
+        &header,
+        &rows,
+    )
+    .await;
+    let report = merge(w, object, "r1", vec![key]).await;
+    assert_eq!(report.rows_changed, 5);
+    let got = w.inspector.rows(&schema(object), &["Id", "Name"]).await;
+    let want: Vec<Vec<Option<String>>> = rows
+        .iter()
+        .map(|r| vec![Some(r[0].clone()), (!r[1].is_empty()).then(|| r[1].clone())])
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// A file that is not UTF-8 fails the merge, naming the file, and changes nothing.
+pub async fn invalid_utf8_fails_and_changes_nothing(w: &WarehouseUnderTest) {
+    let object = "WhLatin1__c";
+    let first = file(w.blobs.as_ref(), object, "first", &FIRST).await;
+    merge(w, object, "r1", vec![first]).await;
+    let before = table(w, object).await;
+    let mut plain = b"\"Id\",\"Name\",\"Amount\",\"IsDeleted\",\"SystemModstamp\"\n".to_vec();
+    plain.extend_from_slice(format!("\"{}\",\"Z", id("1")).as_bytes());
+    plain.push(0xfc); // 'ü' in Latin-1
+    plain.extend_from_slice(format!("rich\",\"1.00\",\"false\",\"{}\"\n", stamp(28)).as_bytes());
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(&plain).expect("gzip");
+    let key = format!("conformance/warehouse/{object}/latin1.csv.gz");
+    w.blobs
+        .put(&key, bytes_stream(gz.finish().expect("gzip")))
+        .await
+        .expect("put");
+    let result = w.warehouse.merge(&batch(object, "r2", vec![key])).await;
+    assert!(result.is_err(), "a Latin-1 file merged: {result:?}");
+    assert_eq!(table(w, object).await, before);
+}
+
 pub async fn run_all(w: &WarehouseUnderTest) {
+    awkward_csv_loads_exactly(w).await;
+    invalid_utf8_fails_and_changes_nothing(w).await;
     first_load_creates_the_table(w).await;
     newer_rows_update_and_new_rows_insert(w).await;
     the_same_file_twice_changes_nothing(w).await;

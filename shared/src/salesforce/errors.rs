@@ -33,7 +33,11 @@ pub enum SalesforceError {
          remove it from the object list, or grant the integration user access"
     )]
     UnknownObject { object: String },
-    #[error("Bulk API job {job_id} for {object} ended {state}: {message}")]
+    #[error(
+        "Bulk API job {job_id} for {object} ended {state}: {message}. The next scheduled run reads \
+         the same window again (the watermark did not move); to load it sooner, invoke the \
+         job-loader with {{\"objects\": [\"{object}\"]}}"
+    )]
     JobFailed {
         job_id: String,
         object: String,

@@ -602,8 +602,11 @@ where
 }
 
 /// A Bulk job answered 404. If the run's merge was requested meanwhile, the job was deleted on
-/// purpose and this message is a late duplicate. Otherwise the job vanished before its results
-/// were stored: starting another job could mix pages of two jobs, so the run of this object stops.
+/// purpose and this message is a late duplicate. If the run no longer records this job, the job
+/// failed and was forgotten (that failure is already dead-lettered with its reason), or a newer
+/// job replaced it: this message is a stale duplicate of its chain. Otherwise the job vanished
+/// before its results were stored: starting another job could mix pages of two jobs, so the run
+/// of this object stops.
 pub(crate) async fn job_gone<B: BlobStore + ?Sized>(
     blobs: &B,
     stage: Stage,
@@ -619,6 +622,13 @@ pub(crate) async fn job_gone<B: BlobStore + ?Sized>(
         .is_some()
     {
         tracing::info!(%run_id, %object, job_id, "late duplicate: the job is done and deleted");
+        return Ok(());
+    }
+    let recorded = read_json::<BulkJobRecord, _>(blobs, &layout.bulk_job())
+        .await
+        .at(stage, &object)?;
+    if recorded.is_none_or(|r| r.job_id != job_id) {
+        tracing::info!(%run_id, %object, job_id, "stale duplicate: the run no longer uses this job");
         return Ok(());
     }
     Err(StageError::new(

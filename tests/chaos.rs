@@ -1,0 +1,348 @@
+//! Seeded chaos schedules of the whole pipeline on the local adapters. Each schedule builds an org,
+//! then runs the pipeline several times while the org changes between runs (inserts, updates,
+//! deletes, a new field) and faults are injected during runs: duplicate deliveries, random delays
+//! that reorder messages, a crash at one port call (before or after its effect) followed by
+//! redelivery, Salesforce 5xx, REQUEST_LIMIT_EXCEEDED, session expiry, connections dropped
+//! mid-page, slow and failed Bulk jobs, blob-store write failures and warehouse failures in the
+//! middle of a merge. After every run the invariant is checked:
+//!
+//! - every object is exact (every live Id once, field for field, deleted rows flagged), unless a
+//!   message about it sits in a dead-letter queue with its reason;
+//! - every dead-lettered message carries a reason;
+//! - no watermark moved backwards;
+//!
+//! and after a final run without faults, every object is exact.
+//!
+//! `cargo test -p sfpipe-tests --test chaos` runs 200 schedules; for more:
+//! `cargo test --release -p sfpipe-tests --test chaos -- --schedules 5000 [--seed 1] [--jobs 4]`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sfpipe_simulator::{Fault, SimConfig};
+use sfpipe_tests::faults::{ChaosSends, FailWhen, FaultPlan, SendBehaviour};
+use sfpipe_tests::harness::{Harness, HarnessOptions};
+
+const OBJECTS: [&str; 4] = ["Account", "Contact", "Opportunity", "Invoice__c"];
+/// Port calls of one small run are in the tens; a crash is picked among the first this many.
+const CRASH_WINDOW: u64 = 80;
+
+#[derive(Debug, Default, Clone)]
+struct Totals {
+    schedules: u64,
+    runs: u64,
+    faults: BTreeMap<&'static str, u64>,
+    rows_checked: u64,
+    fields_checked: u64,
+    dead_letters: u64,
+    violations: Vec<String>,
+}
+
+impl Totals {
+    fn add(&mut self, other: Totals) {
+        self.schedules += other.schedules;
+        self.runs += other.runs;
+        for (k, v) in other.faults {
+            *self.faults.entry(k).or_default() += v;
+        }
+        self.rows_checked += other.rows_checked;
+        self.fields_checked += other.fields_checked;
+        self.dead_letters += other.dead_letters;
+        self.violations.extend(other.violations);
+    }
+}
+
+fn watermarks(harness: &Harness) -> BTreeMap<String, String> {
+    let connection = rusqlite::Connection::open(&harness.warehouse_path).expect("open warehouse");
+    let mut statement = connection
+        .prepare("SELECT object, watermark FROM _SFPIPE_STATE")
+        .expect("state table");
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+async fn run_schedule(seed: u64) -> Totals {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut totals = Totals {
+        schedules: 1,
+        ..Totals::default()
+    };
+    let mut objects: Vec<&'static str> = OBJECTS.to_vec();
+    rng.shuffle(&mut objects);
+    objects.truncate(rng.usize(1..=3));
+    let mut injected: BTreeMap<&'static str, u64> = BTreeMap::new();
+
+    let mut sim = SimConfig {
+        seed,
+        rows: rng.u64(8..40),
+        bulk_polls_to_complete: rng.u32(0..4),
+        ..SimConfig::default()
+    };
+    if rng.u8(0..10) == 0 {
+        sim.without_result_pages = true;
+        note(&mut injected, "no resultPages (locator chain)");
+    }
+    if rng.u8(0..10) == 0 {
+        sim.bulk_unsupported_objects = vec![objects[0].to_string()];
+        note(&mut injected, "object refused by Bulk (REST path)");
+    }
+    if rng.u8(0..8) == 0 {
+        // Splitting stops at windows under a minute, and this test's runs are seconds apart: the
+        // limit must stay above what a few mutation rounds change (about 3 rows each), or every
+        // later window would rightly end in the dead-letter queue.
+        sim.rows = sim.rows.max(30);
+        sim.query_timeout_rows = Some(sim.rows / 2 + 2);
+        note(&mut injected, "QUERY_TIMEOUT (window split)");
+    }
+    if rng.u8(0..8) == 0 {
+        sim.session_calls = Some(rng.u64(8..40));
+        note(&mut injected, "session expiry every N calls");
+    }
+    let plan = FaultPlan::new(0, FailWhen::Before);
+    let chaos = ChaosSends::new(seed);
+    let harness = Harness::start(HarnessOptions {
+        sim,
+        objects: objects.clone(),
+        plan: Some(plan.clone()),
+        sends: SendBehaviour {
+            chaos: Some(chaos.clone()),
+            ..SendBehaviour::default()
+        },
+        page_records: rng.u64(3..25),
+        ..HarnessOptions::default()
+    })
+    .await;
+
+    let runs = rng.u32(2..5);
+    let mut previous_watermarks = BTreeMap::new();
+    let mut seen_dead_letters = 0;
+    for run in 0..=runs {
+        let last = run == runs;
+        if run > 0 {
+            harness.mutate();
+            if rng.u8(0..4) == 0 {
+                let object = objects[rng.usize(0..objects.len())];
+                if harness
+                    .sim
+                    .add_field(object, "Chaos_Region__c", chrono::Utc::now())
+                {
+                    note(&mut injected, "new field between runs");
+                }
+            }
+        }
+        let mut armed = false;
+        if !last {
+            let duplicate = rng.bool();
+            let delay = if rng.bool() { rng.u64(1..40) } else { 0 };
+            chaos.set(duplicate, delay);
+            if duplicate {
+                note(&mut injected, "duplicate deliveries");
+            }
+            if delay > 0 {
+                note(&mut injected, "random delays (reordering)");
+            }
+            if rng.u8(0..3) > 0 {
+                let when = if rng.bool() {
+                    FailWhen::Before
+                } else {
+                    FailWhen::After
+                };
+                plan.arm(rng.u64(1..=CRASH_WINDOW), when);
+                armed = true;
+            } else {
+                plan.arm(0, FailWhen::Before);
+            }
+            let mut faults = Vec::new();
+            let path_fault = |path: &str, status: u16, code: &str, message: &str| Fault {
+                path_contains: path.into(),
+                drop_mid_body: false,
+                status,
+                error_code: code.into(),
+                message: message.into(),
+                remaining: 1,
+            };
+            if rng.u8(0..4) == 0 {
+                faults.push(path_fault(
+                    "/jobs/query",
+                    503,
+                    "SERVER_UNAVAILABLE",
+                    "try later",
+                ));
+                note(&mut injected, "Salesforce 5xx");
+            }
+            if rng.u8(0..4) == 0 {
+                faults.push(path_fault(
+                    "/jobs/query",
+                    403,
+                    "REQUEST_LIMIT_EXCEEDED",
+                    "ConcurrentPerOrgLongTxn Limit exceeded",
+                ));
+                note(&mut injected, "REQUEST_LIMIT_EXCEEDED (concurrency)");
+            }
+            if rng.u8(0..4) == 0 {
+                faults.push(Fault {
+                    drop_mid_body: true,
+                    ..path_fault("/results", 200, "", "")
+                });
+                note(&mut injected, "connection dropped mid-page");
+            }
+            if rng.u8(0..5) == 0 {
+                harness.sim.expire_sessions();
+                note(&mut injected, "sessions expired");
+            }
+            if rng.u8(0..6) == 0 {
+                harness
+                    .sim
+                    .fail_jobs(objects[rng.usize(0..objects.len())], 1);
+                note(&mut injected, "Bulk job failed");
+            }
+            if !faults.is_empty() {
+                harness.sim.inject(faults);
+            }
+        } else {
+            chaos.set(false, 0);
+            plan.arm(0, FailWhen::Before);
+        }
+        let result = harness.run().await;
+        totals.runs += 1;
+        if armed && let Some(failed) = plan.failed() {
+            let kind = if failed.contains("merge") {
+                "warehouse failure mid-merge"
+            } else if failed.contains("put") || failed.contains("delete") {
+                "blob-store write failure"
+            } else if failed.contains("send") {
+                "crash around a queue send"
+            } else {
+                "crash around a port call"
+            };
+            note(&mut injected, kind);
+        }
+        // The run's new dead letters: each must say why; their objects are excused this run.
+        let new_letters = &result.dead_letters[seen_dead_letters..];
+        seen_dead_letters = result.dead_letters.len();
+        totals.dead_letters += new_letters.len() as u64;
+        let mut excused = Vec::new();
+        for letter in new_letters {
+            if std::env::var_os("SFPIPE_CHAOS_VERBOSE").is_some() {
+                eprintln!(
+                    "seed {seed} run {run}: dead letter in {}: {}",
+                    letter.queue, letter.reason
+                );
+            }
+            if letter.reason.trim().is_empty() {
+                totals.violations.push(format!(
+                    "seed {seed} run {run}: a dead letter without a reason in {}: {}",
+                    letter.queue, letter.body
+                ));
+            }
+            if let Ok(body) = serde_json::from_str::<serde_json::Value>(&letter.body)
+                && let Some(object) = body["object"].as_str()
+            {
+                excused.push(object.to_string());
+            }
+            if last {
+                totals.violations.push(format!(
+                    "seed {seed} run {run} (no faults): dead letter in {}: {}",
+                    letter.queue, letter.reason
+                ));
+            }
+        }
+        for check in harness.check() {
+            totals.rows_checked += check.salesforce_rows;
+            totals.fields_checked += check.fields_checked;
+            if !check.is_exact() && !excused.contains(&check.object) {
+                totals.violations.push(format!(
+                    "seed {seed} run {run}: {} is not exact (faults so far: {:?}): {check:?}",
+                    check.object, injected
+                ));
+            }
+        }
+        let current = watermarks(&harness);
+        for (object, before) in &previous_watermarks {
+            match current.get(object) {
+                Some(now) if now >= before => {}
+                other => totals.violations.push(format!(
+                    "seed {seed} run {run}: the watermark of {object} moved from {before} to {other:?}"
+                )),
+            }
+        }
+        previous_watermarks = current;
+    }
+    totals.faults = injected;
+    totals
+}
+
+fn note(injected: &mut BTreeMap<&'static str, u64>, kind: &'static str) {
+    *injected.entry(kind).or_default() += 1;
+}
+
+fn argument(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} takes a number, not {v:?}"))
+        })
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo test` passes libtest's flags (--list, filters): a listing shows the one test.
+    if args.iter().any(|a| a == "--list") {
+        println!("chaos_schedules: test");
+        return;
+    }
+    let schedules = argument(&args, "--schedules", 200);
+    let first_seed = argument(&args, "--seed", 1);
+    let jobs = argument(&args, "--jobs", 4).max(1) as usize;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let started = std::time::Instant::now();
+    let totals = runtime.block_on(async move {
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
+        let mut tasks = tokio::task::JoinSet::new();
+        for seed in first_seed..first_seed + schedules {
+            let permit = semaphore.clone().acquire_owned().await.expect("semaphore");
+            tasks.spawn(async move {
+                let totals = run_schedule(seed).await;
+                drop(permit);
+                totals
+            });
+        }
+        let mut totals = Totals::default();
+        while let Some(done) = tasks.join_next().await {
+            totals.add(done.expect("a schedule panicked"));
+        }
+        totals
+    });
+    let injected: u64 = totals.faults.values().sum();
+    println!(
+        "chaos: {} schedules (seeds {first_seed}..{}), {} runs, {injected} faults injected, \
+         {} rows and {} fields checked, {} dead letters (each with its reason), {} violations, {:.0} s",
+        totals.schedules,
+        first_seed + schedules - 1,
+        totals.runs,
+        totals.rows_checked,
+        totals.fields_checked,
+        totals.dead_letters,
+        totals.violations.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (kind, count) in &totals.faults {
+        println!("  {count:>6}  {kind}");
+    }
+    if !totals.violations.is_empty() {
+        for violation in totals.violations.iter().take(20) {
+            eprintln!("VIOLATION {violation}");
+        }
+        std::process::exit(1);
+    }
+}
