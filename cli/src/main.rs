@@ -42,6 +42,11 @@ enum Command {
     /// Run the pipeline on this machine against a Salesforce org (real, or `sfpipe sim` elsewhere)
     /// into a SQLite warehouse. Run again to load incrementally.
     Run(sfpipe_cli::run::RunOptions),
+    /// Measure the stages against the physical limit and simple-salesforce (see bench/README.md).
+    Bench(sfpipe_cli::bench::BenchOptions),
+    /// One measured process of `sfpipe bench` (internal).
+    #[command(hide = true)]
+    BenchChild(sfpipe_cli::bench::ChildOptions),
     /// Serve the simulated Salesforce org until interrupted.
     Sim {
         #[arg(long, default_value_t = 0)]
@@ -55,6 +60,9 @@ enum Command {
         tls: bool,
         #[arg(long, default_value = "sfpipe-sim-cert.pem")]
         cert_file: PathBuf,
+        /// Also serve Bench__c, a 50-field object (what `sfpipe bench` reads).
+        #[arg(long)]
+        bench_object: bool,
     },
 }
 
@@ -89,16 +97,24 @@ async fn main() -> anyhow::Result<()> {
             let outcome = sfpipe_cli::run::run(&options).await?;
             print!("{outcome}");
         }
+        Command::Bench(options) => {
+            let report = sfpipe_cli::bench::run(&options).await?;
+            print!("{report}");
+            println!("written to {}", options.out.display());
+        }
+        Command::BenchChild(options) => sfpipe_cli::bench::child(&options).await?,
         Command::Sim {
             port,
             rows,
             seed,
             tls,
             cert_file,
+            bench_object,
         } => {
             let config = SimConfig {
                 rows,
                 seed,
+                bench_object,
                 ..SimConfig::default()
             };
             let addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -200,6 +200,64 @@ fn address(prefix: &'static str, compound: &'static str) -> Vec<FieldDef> {
     ]
 }
 
+/// A wide custom object for benchmarks: 50 fields of every common type, none compound.
+pub fn bench_object() -> ObjectDef {
+    let mut fields = system_fields();
+    fields.extend([
+        field("Name", "string", Gen::Company),
+        field("Account__c", "reference", Gen::Ref("001")),
+        field("Contact__c", "reference", Gen::Ref("003")),
+        field("Title__c", "string", Gen::Sentence),
+        field("Subtitle__c", "string", Gen::Sentence),
+        field("Customer__c", "string", Gen::FullName),
+        field("First__c", "string", Gen::FirstName),
+        field("Last__c", "string", Gen::LastName),
+        field("City__c", "string", Gen::City),
+        field("State__c", "string", Gen::State),
+        field("Country__c", "string", Gen::Country),
+        field("Email__c", "email", Gen::Email),
+        field("Phone__c", "phone", Gen::Phone),
+        field("Website__c", "url", Gen::Url),
+        field("Industry__c", "picklist", Gen::Picklist(INDUSTRIES)),
+        field("Stage__c", "picklist", Gen::Picklist(STAGES)),
+        field("Status__c", "picklist", Gen::Picklist(INVOICE_STATUS)),
+        field("Priority__c", "picklist", Gen::Picklist(PRIORITIES)),
+        field("Rating__c", "picklist", Gen::Picklist(RATINGS)),
+        field("Source__c", "picklist", Gen::Picklist(LEAD_SOURCES)),
+        field("Amount__c", "currency", Gen::Currency(2_000_000)),
+        field("Cost__c", "currency", Gen::Currency(1_000_000)),
+        field("Tax__c", "currency", Gen::Currency(100_000)),
+        field("Discount__c", "currency", Gen::Currency(50_000)),
+        field("Margin__c", "currency", Gen::Currency(500_000)),
+        field("Budget__c", "currency", Gen::Currency(5_000_000)),
+        field("Probability__c", "percent", Gen::Percent),
+        field("Share__c", "percent", Gen::Percent),
+        field("Growth__c", "percent", Gen::Percent),
+        field("Churn__c", "percent", Gen::Percent),
+        field("Quantity__c", "int", Gen::Int(10_000)),
+        field("Seats__c", "int", Gen::Int(5_000)),
+        field("Employees__c", "int", Gen::Int(250_000)),
+        field("Score__c", "int", Gen::Int(100)),
+        field("Visits__c", "int", Gen::Int(1_000_000)),
+        field("Active__c", "boolean", Gen::Bool),
+        field("Verified__c", "boolean", Gen::Bool),
+        field("Strategic__c", "boolean", Gen::Bool),
+        field("Start__c", "date", Gen::Date),
+        field("End__c", "date", Gen::Date),
+        field("Renewal__c", "date", Gen::Date),
+        field("Notes__c", "textarea", Gen::Paragraph),
+        field("Summary__c", "textarea", Gen::Paragraph),
+        field("Number__c", "string", Gen::AutoNumber("B-")),
+    ]);
+    ObjectDef {
+        name: "Bench__c",
+        label: "Bench",
+        key_prefix: "a0B",
+        custom: true,
+        fields,
+    }
+}
+
 fn system_fields() -> Vec<FieldDef> {
     vec![
         field("Id", "id", Gen::Id),
@@ -755,6 +813,17 @@ impl Org {
             .fields
             .push(field(name, "string", Gen::AddedAt(at.timestamp_millis())));
         true
+    }
+
+    /// Adds an object with the org's row count (the benchmark's wide object).
+    pub fn add_object(&mut self, def: ObjectDef) {
+        if self.object(def.name).is_none() {
+            self.objects.push(def);
+            self.data.push(ObjectRows {
+                count: self.rows,
+                overrides: HashMap::new(),
+            });
+        }
     }
 
     /// A field disappears from the object, as when an admin deletes it; queries naming it fail

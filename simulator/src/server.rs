@@ -56,6 +56,8 @@ pub struct SimConfig {
     pub query_timeout_rows: Option<u64>,
     /// Mutation rounds to replay at start (their timestamps), so an org survives restarts.
     pub rounds: Vec<DateTime<Utc>>,
+    /// Also serve `Bench__c`, a 50-field object, for `sfpipe bench`.
+    pub bench_object: bool,
 }
 
 impl Default for SimConfig {
@@ -78,6 +80,7 @@ impl Default for SimConfig {
             query_timeout_rows: None,
             without_result_pages: false,
             rounds: Vec::new(),
+            bench_object: false,
         }
     }
 }
@@ -137,7 +140,10 @@ type Shared = Arc<SimState>;
 
 impl SimState {
     pub(crate) fn new(config: SimConfig, base_url: String) -> Self {
-        let org = Org::replay(config.seed, config.rows, &config.rounds);
+        let mut org = Org::replay(config.seed, config.rows, &config.rounds);
+        if config.bench_object {
+            org.add_object(crate::org::bench_object());
+        }
         Self {
             config,
             org: RwLock::new(org),

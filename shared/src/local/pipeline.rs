@@ -258,6 +258,42 @@ impl LocalPipeline {
         self.dead_letters()
     }
 
+    /// Runs only `stage`'s workers until its queue is empty, leaving the messages it sends to the
+    /// other stages in their queues (see [`LocalPipeline::pending`]): one stage at a time, as its
+    /// own process, for measuring it.
+    pub async fn drain_stage(
+        self: &Arc<Self>,
+        stage: Stage,
+        workers: usize,
+        events: Arc<dyn PipelineEvents>,
+    ) -> Vec<DeadLetter> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut running = JoinSet::new();
+        for _ in 0..workers.max(1) {
+            running.spawn(self.clone().work(stage, stop_rx.clone(), events.clone()));
+        }
+        let local = self.stage_queue(stage).local.clone();
+        while local.depth().total() > 0 {
+            tokio::select! {
+                _ = local.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        let _ = stop_tx.send(true);
+        while running.join_next().await.is_some() {}
+        self.dead_letters()
+    }
+
+    /// The bodies of the messages waiting in a stage's queue.
+    pub fn pending(&self, stage: Stage) -> Vec<String> {
+        self.stage_queue(stage)
+            .local
+            .messages()
+            .into_iter()
+            .map(|(body, _)| body)
+            .collect()
+    }
+
     async fn wait_until_drained(&self) {
         let queues = [&self.extract.local, &self.upload.local, &self.merge.local];
         loop {
