@@ -298,6 +298,31 @@ async fn a_failed_bulk_job_stops_its_object_with_the_reason() {
 }
 
 #[tokio::test]
+async fn a_bulk_job_past_its_deadline_is_aborted_and_dead_lettered_naming_the_job() {
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            // Never complete: the job is stuck.
+            bulk_polls_to_complete: u32::MAX,
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account"],
+        bulk_job_deadline: Some(std::time::Duration::ZERO),
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert_eq!(result.dead_letters.len(), 1, "{:#?}", result.dead_letters);
+    let reason = &result.dead_letters[0].reason;
+    assert!(
+        reason.contains("Bulk API job 750")
+            && reason.contains("for Account")
+            && reason.contains("past its deadline")
+            && reason.contains("SFPIPE_BULK_JOB_DEADLINE_MINUTES"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
 async fn objects_the_bulk_api_refuses_or_configured_for_rest_are_read_with_the_rest_api() {
     let harness = Harness::start(HarnessOptions {
         sim: SimConfig {

@@ -2,6 +2,11 @@
 //! invoked with the sample events in `events/`, against SQS and S3 on moto, the Salesforce
 //! simulator and the Snowflake SQL API harness. The test plays the SQS event source mappings: it
 //! receives from each queue, invokes the function with the batch, and deletes what succeeded.
+//!
+//! moto enforces IAM here: each function runs (in its own `cargo lambda watch`) with the key of
+//! an IAM user holding exactly the policies SAM gives that function's role in `template.yaml`,
+//! and the event source mapping plays with the same key, as Lambda uses the function's role. A
+//! call the template does not allow fails the test.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -10,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use sfpipe_simulator::SimConfig;
+use sfpipe_simulator::{Fault, SimConfig};
 use sfpipe_tests::moto::Moto;
 use sfpipe_tests::snowflake::{self, HarnessOptions, SnowflakeHarness};
 
@@ -52,13 +57,13 @@ impl Drop for Watch {
 }
 
 impl Watch {
-    fn start(env: &BTreeMap<&str, String>, dir: &Path) -> Self {
+    fn start(function: &str, env: &BTreeMap<&str, String>, dir: &Path) -> Self {
         use std::os::unix::process::CommandExt;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let log = dir.join("cargo-lambda-watch.log");
+        let log = dir.join(format!("cargo-lambda-watch-{function}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(cargo_lambda())
             .args(["lambda", "watch", "--ignore-changes", "--quiet"])
@@ -95,8 +100,12 @@ impl Watch {
         watch
     }
 
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
@@ -133,52 +142,100 @@ impl Watch {
     }
 }
 
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+
+/// The template's queues by logical id, with the names the test gives them and the stage (or dead
+/// letters) they carry.
+const QUEUES: [(&str, &str, &str, bool); 7] = [
+    ("ExtractQueue", "sfpipe-extract", "extract", false),
+    (
+        "ExtractDeadLetterQueue",
+        "sfpipe-extract-dlq",
+        "extract-dlq",
+        false,
+    ),
+    ("UploadQueue", "sfpipe-upload", "upload", false),
+    (
+        "UploadDeadLetterQueue",
+        "sfpipe-upload-dlq",
+        "upload-dlq",
+        false,
+    ),
+    ("MergeQueue", "sfpipe-merge.fifo", "merge", true),
+    (
+        "MergeDeadLetterQueue",
+        "sfpipe-merge-dlq.fifo",
+        "merge-dlq",
+        true,
+    ),
+    (
+        "JobLoaderDeadLetterQueue",
+        "sfpipe-job-loader-dlq",
+        "job-loader-dlq",
+        false,
+    ),
+];
+
+/// What `template.yaml` refers to, bound to what this test creates on moto.
+fn template_bindings(moto: &Moto) -> serde_json::Value {
+    let mut resources = serde_json::Map::new();
+    for (logical, name, _, _) in QUEUES {
+        resources.insert(
+            logical.into(),
+            serde_json::json!({
+                "Ref": format!("{}/{ACCOUNT}/{name}", moto.url),
+                "Arn": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"),
+                "QueueName": name,
+            }),
+        );
+    }
+    resources.insert(
+        "DataBucket".into(),
+        serde_json::json!({"Ref": BUCKET, "Arn": format!("arn:aws:s3:::{BUCKET}")}),
+    );
+    serde_json::json!({
+        "parameters": {
+            "SalesforceSecretArn": format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sfpipe/salesforce"),
+            "SnowflakeSecretArn": format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sfpipe/snowflake"),
+            "SnowflakeStage": snowflake::STAGE,
+        },
+        "resources": resources,
+    })
+}
+
 struct Queues {
-    sqs: aws_sdk_sqs::Client,
+    /// The test's own view (depths), as an administrator.
+    admin: aws_sdk_sqs::Client,
+    /// The event source mapping of each stage, with that function's role.
+    mapping: BTreeMap<&'static str, aws_sdk_sqs::Client>,
     urls: BTreeMap<&'static str, String>,
 }
 
 impl Queues {
-    async fn create(sqs: aws_sdk_sqs::Client) -> Self {
+    async fn create(admin: aws_sdk_sqs::Client) -> Self {
         let mut urls = BTreeMap::new();
-        for (stage, fifo) in [("extract", false), ("upload", false), ("merge", true)] {
-            let suffix = if fifo { ".fifo" } else { "" };
-            let fifo_attributes = |mut attributes: Vec<(QueueAttributeName, String)>| {
-                if fifo {
-                    attributes.push((QueueAttributeName::FifoQueue, "true".into()));
-                }
-                attributes
-            };
-            let mut dlq = sqs
-                .create_queue()
-                .queue_name(format!("{stage}-dlq{suffix}"));
-            for (k, v) in fifo_attributes(vec![]) {
-                dlq = dlq.attributes(k, v);
+        for (_, name, queue, fifo) in QUEUES {
+            let mut request = admin.create_queue().queue_name(name);
+            if fifo {
+                request = request.attributes(QueueAttributeName::FifoQueue, "true");
             }
-            let dlq_url = dlq.send().await.expect("dlq").queue_url.expect("url");
-            let mut queue = sqs.create_queue().queue_name(format!("{stage}{suffix}"));
-            for (k, v) in
-                fifo_attributes(vec![(QueueAttributeName::VisibilityTimeout, "10".into())])
-            {
-                queue = queue.attributes(k, v);
+            if !queue.ends_with("dlq") {
+                request = request.attributes(QueueAttributeName::VisibilityTimeout, "10");
             }
-            let url = queue.send().await.expect("queue").queue_url.expect("url");
-            urls.insert(stage, url);
-            urls.insert(
-                match stage {
-                    "extract" => "extract-dlq",
-                    "upload" => "upload-dlq",
-                    _ => "merge-dlq",
-                },
-                dlq_url,
-            );
+            let url = request.send().await.expect("queue").queue_url.expect("url");
+            urls.insert(queue, url);
         }
-        Self { sqs, urls }
+        Self {
+            admin,
+            mapping: BTreeMap::new(),
+            urls,
+        }
     }
 
     async fn depth(&self, stage: &str) -> u64 {
         let attributes = self
-            .sqs
+            .admin
             .get_queue_attributes()
             .queue_url(&self.urls[stage])
             .attribute_names(QueueAttributeName::All)
@@ -197,10 +254,10 @@ impl Queues {
         .sum()
     }
 
-    /// One batch from the queue as the SQS event Lambda would get, with its receipt handles.
+    /// One batch from the queue as the SQS event Lambda would get, with its receipt handles,
+    /// received with the function's role as the event source mapping does.
     async fn batch(&self, stage: &str) -> Option<(serde_json::Value, Vec<(String, String)>)> {
-        let received = self
-            .sqs
+        let received = self.mapping[stage]
             .receive_message()
             .queue_url(&self.urls[stage])
             .max_number_of_messages(10)
@@ -253,7 +310,7 @@ impl Queues {
                     "messageAttributes": message_attributes,
                     "md5OfBody": m.md5_of_body.clone().unwrap_or_default(),
                     "eventSource": "aws:sqs",
-                    "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:{stage}"),
+                    "eventSourceARN": format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{stage}"),
                     "awsRegion": "us-east-1",
                 })
             })
@@ -262,33 +319,152 @@ impl Queues {
     }
 }
 
+/// Plays the event source mappings until every stage queue is empty; what each invocation did.
+async fn drain(queues: &Queues, watches: &BTreeMap<&str, Watch>) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut invocations: Vec<String> = Vec::new();
+    loop {
+        let mut idle = true;
+        for stage in ["extract", "upload", "merge"] {
+            let Some((event, handles)) = queues.batch(stage).await else {
+                continue;
+            };
+            idle = false;
+            let response: serde_json::Value = http
+                .post(format!(
+                    "http://127.0.0.1:{}/2015-03-31/functions/{stage}/invocations",
+                    watches[stage].port
+                ))
+                .json(&event)
+                .send()
+                .await
+                .expect("invoke")
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("{stage}: {e}\n{}", logs(watches)));
+            let failed: Vec<&str> = response["batchItemFailures"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{stage}: {response}\n{}", logs(watches)))
+                .iter()
+                .filter_map(|f| f["itemIdentifier"].as_str())
+                .collect();
+            invocations.push(format!(
+                "{stage}: {} messages, {} failed",
+                handles.len(),
+                failed.len()
+            ));
+            // The mapping's delete, the only one: the function deletes nothing itself.
+            for (id, receipt) in handles {
+                if !failed.contains(&id.as_str()) {
+                    queues.mapping[stage]
+                        .delete_message()
+                        .queue_url(&queues.urls[stage])
+                        .receipt_handle(receipt)
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!("{stage}: the mapping could not delete a message it was told was done: {e:?}")
+                        });
+                }
+            }
+        }
+        if idle {
+            let mut pending = 0;
+            for stage in ["extract", "upload", "merge"] {
+                pending += queues.depth(stage).await;
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            let mut depths = Vec::new();
+            for queue in queues.urls.keys() {
+                depths.push(format!("{queue}: {}", queues.depth(queue).await));
+            }
+            panic!(
+                "queues not drained: {depths:?}\ninvocations: {invocations:#?}\n{}",
+                logs(watches)
+            );
+        }
+    }
+
+    invocations
+}
+
+fn logs(watches: &BTreeMap<&str, Watch>) -> String {
+    watches
+        .iter()
+        .map(|(function, watch)| format!("--- {function} ---\n{}", watch.log_tail()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every line of a function's log where AWS (moto) refused a call for want of a permission.
+fn denied_calls(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| line.contains("AccessDenied") || line.contains("access denied"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_four_functions_run_under_cargo_lambda_watch() {
+async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_role() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let moto = Moto::start().await;
-    let sdk = moto.sdk_config().await;
-    moto.s3()
-        .await
-        .create_bucket()
+    let moto = Moto::start_enforcing_iam().await;
+    let roles = moto.template_roles(&template_bindings(&moto));
+    let admin = moto.sdk_config_as(&roles.admin).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&admin)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket()
         .bucket(BUCKET)
         .send()
         .await
         .expect("bucket");
-    let queues = Queues::create(aws_sdk_sqs::Client::new(&sdk)).await;
+    let mut queues = Queues::create(aws_sdk_sqs::Client::new(&admin)).await;
+    let role = |function: &str| {
+        roles
+            .functions
+            .get(function)
+            .unwrap_or_else(|| panic!("template.yaml has no role for {function}"))
+            .clone()
+    };
+    for stage in ["extract", "upload", "merge"] {
+        let config = moto.sdk_config_as(&role(stage)).await;
+        queues
+            .mapping
+            .insert(stage, aws_sdk_sqs::Client::new(&config));
+    }
     let sim = sfpipe_tests::simulator(SimConfig {
         rows: 300,
         bulk_polls_to_complete: 0,
+        // Uploads follow the locator chain, so upload sends to its own queue too.
+        without_result_pages: true,
         ..SimConfig::default()
     })
     .await;
-    let harness = SnowflakeHarness::start(&moto, BUCKET, PREFIX, HarnessOptions::default()).await;
+    // The stage reads the parts as Snowflake's storage integration would: with the stage role.
+    let harness = SnowflakeHarness::start(
+        &moto,
+        BUCKET,
+        PREFIX,
+        HarnessOptions {
+            s3_credentials: Some((
+                roles.stage_reader.access_key_id.clone(),
+                roles.stage_reader.secret_access_key.clone(),
+            )),
+            ..HarnessOptions::default()
+        },
+    )
+    .await;
 
     let config = sim.config();
     let mut env: BTreeMap<&str, String> = BTreeMap::new();
     env.insert("AWS_ENDPOINT_URL", moto.url.clone());
-    env.insert("AWS_ACCESS_KEY_ID", "testing".into());
-    env.insert("AWS_SECRET_ACCESS_KEY", "testing".into());
-    env.insert("AWS_REGION", "us-east-1".into());
+    env.insert("AWS_REGION", REGION.into());
     for (variable, queue) in [
         ("SFPIPE_EXTRACT_QUEUE_URL", "extract"),
         ("SFPIPE_EXTRACT_DLQ_URL", "extract-dlq"),
@@ -303,6 +479,10 @@ async fn the_four_functions_run_under_cargo_lambda_watch() {
     env.insert("SFPIPE_PREFIX", PREFIX.into());
     env.insert("SFPIPE_OBJECTS", "Account".into());
     env.insert("SFPIPE_FIRST_POLL_SECONDS", "0".into());
+    // Several pages a run, so the locator chain queues parts on the upload queue.
+    env.insert("SFPIPE_PAGE_RECORDS", "100".into());
+    // Retries a second apart, so a retried message does not hold the test up.
+    env.insert("SFPIPE_RETRY_BASE_SECONDS", "1".into());
     env.insert("SFPIPE_SALESFORCE_LOGIN_URL", sim.url().to_string());
     env.insert(
         "SFPIPE_SALESFORCE_CREDENTIALS",
@@ -327,12 +507,21 @@ async fn the_four_functions_run_under_cargo_lambda_watch() {
         .to_string(),
     );
     env.insert("RUST_LOG", "info".into());
-    let watch = Watch::start(&env, dir.path());
+    // One emulator per function, each with that function's key (cargo lambda watch gives every
+    // function it runs the same environment).
+    let mut watches: BTreeMap<&str, Watch> = BTreeMap::new();
+    for function in ["job-loader", "extract", "upload", "merge"] {
+        let key = role(function);
+        let mut function_env = env.clone();
+        function_env.insert("AWS_ACCESS_KEY_ID", key.access_key_id);
+        function_env.insert("AWS_SECRET_ACCESS_KEY", key.secret_access_key);
+        watches.insert(function, Watch::start(function, &function_env, dir.path()));
+    }
 
     let events = workspace_root().join("events");
     // The loader's three triggers: a schedule, a full refresh, a backfill window.
     for file in ["schedule.json", "full-refresh.json", "backfill.json"] {
-        let report = watch.invoke_file("job-loader", &events.join(file));
+        let report = watches["job-loader"].invoke_file("job-loader", &events.join(file));
         assert!(
             report["run_id"].is_string() && report["queued"].is_array(),
             "{file}: {report}"
@@ -345,80 +534,57 @@ async fn the_four_functions_run_under_cargo_lambda_watch() {
         ("upload", "upload-sqs.json"),
         ("merge", "merge-sqs.json"),
     ] {
-        let response = watch.invoke_file(function, &events.join(file));
+        let response = watches[function].invoke_file(function, &events.join(file));
         assert!(
             response["batchItemFailures"].is_array(),
             "{function}: {response}"
         );
     }
 
-    // Play the event source mappings until every queue is empty.
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut invocations: Vec<String> = Vec::new();
-    loop {
-        let mut idle = true;
-        for stage in ["extract", "upload", "merge"] {
-            let Some((event, handles)) = queues.batch(stage).await else {
-                continue;
-            };
-            idle = false;
-            let response: serde_json::Value = http
-                .post(format!(
-                    "http://127.0.0.1:{}/2015-03-31/functions/{stage}/invocations",
-                    watch.port
-                ))
-                .json(&event)
-                .send()
-                .await
-                .expect("invoke")
-                .json()
-                .await
-                .unwrap_or_else(|e| panic!("{stage}: {e}\n{}", watch.log_tail()));
-            let failed: Vec<&str> = response["batchItemFailures"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{stage}: {response}\n{}", watch.log_tail()))
-                .iter()
-                .filter_map(|f| f["itemIdentifier"].as_str())
-                .collect();
-            invocations.push(format!(
-                "{stage}: {} messages, {} failed",
-                handles.len(),
-                failed.len()
-            ));
-            for (id, receipt) in handles {
-                if !failed.contains(&id.as_str()) {
-                    queues
-                        .sqs
-                        .delete_message()
-                        .queue_url(&queues.urls[stage])
-                        .receipt_handle(receipt)
-                        .send()
-                        .await
-                        .expect("delete");
-                }
-            }
-        }
-        if idle {
-            let mut pending = 0;
-            for stage in ["extract", "upload", "merge"] {
-                pending += queues.depth(stage).await;
-            }
-            if pending == 0 {
-                break;
-            }
-        }
-        if Instant::now() > deadline {
-            let mut depths = Vec::new();
-            for queue in queues.urls.keys() {
-                depths.push(format!("{queue}: {}", queues.depth(queue).await));
-            }
-            panic!(
-                "queues not drained: {depths:?}\ninvocations: {invocations:#?}\n{}",
-                watch.log_tail()
-            );
-        }
+    // Retryable failures with real receipts, so every function's back-off (ChangeMessageVisibility)
+    // runs: Salesforce answers 503 to more attempts than the client makes on its own, first to
+    // job creation (extract), then to result downloads (upload).
+    for path in ["/jobs/query", "/results"] {
+        sim.inject(vec![Fault {
+            path_contains: path.into(),
+            drop_mid_body: false,
+            status: 503,
+            error_code: "SERVER_UNAVAILABLE".into(),
+            message: "injected outage".into(),
+            remaining: 5,
+        }]);
     }
+    let mut invocations = drain(&queues, &watches).await;
+    // A second scheduled-style run: the watermark now exists, so the loader reads the open holes.
+    let incremental = dir.path().join("incremental.json");
+    std::fs::write(&incremental, r#"{"objects": ["Account"]}"#).expect("event file");
+    let report = watches["job-loader"].invoke_file("job-loader", &incremental);
+    assert!(report["run_id"].is_string(), "{report}");
+    invocations.extend(drain(&queues, &watches).await);
+    let retried = invocations
+        .iter()
+        .filter(|i| !i.ends_with(" 0 failed"))
+        .count();
+    assert!(
+        retried >= 2,
+        "the injected outages caused no retry: {invocations:#?}"
+    );
+
+    // No function was refused a call: every permission the code uses is in the template.
+    let denied: Vec<String> = watches
+        .iter()
+        .flat_map(|(function, watch)| {
+            denied_calls(&watch.log())
+                .into_iter()
+                .map(|line| format!("{function}: {line}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "template.yaml does not allow calls the functions make:\n{}",
+        denied.join("\n")
+    );
 
     // Every live Account is in Snowflake exactly once.
     let client = harness.client();
@@ -429,7 +595,7 @@ async fn the_four_functions_run_under_cargo_lambda_watch() {
             1,
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", watch.log_tail()));
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&watches)));
     let live = sim.with_org(|org| org.live_count(0));
     let sent: Vec<String> = harness.log().await["statements"]
         .as_array()
@@ -470,5 +636,5 @@ async fn the_four_functions_run_under_cargo_lambda_watch() {
         0,
         "a run failed to merge: {counts_context}"
     );
-    drop(watch);
+    drop(watches);
 }

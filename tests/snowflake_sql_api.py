@@ -66,7 +66,8 @@ class Harness:
         duck.execute(f"LOAD '{extension}'")
         endpoint = urlparse(args.moto).netloc
         duck.execute(
-            "CREATE OR REPLACE SECRET moto (TYPE S3, KEY_ID 'testing', SECRET 'testing', REGION 'us-east-1', "
+            f"CREATE OR REPLACE SECRET moto (TYPE S3, KEY_ID '{args.s3_key_id}', SECRET '{args.s3_secret}', "
+            "REGION 'us-east-1', "
             f"ENDPOINT '{endpoint}', URL_STYLE 'path', USE_SSL false)"
         )
         public = serialization.load_pem_public_key(open(args.public_key, "rb").read())
@@ -381,6 +382,9 @@ def main() -> None:
     parser.add_argument("--oauth-token", default="")
     parser.add_argument("--partition-rows", type=int, default=1000)
     parser.add_argument("--pending-polls", type=int, default=1)
+    # The stage's credentials (Snowflake's storage integration role); moto's defaults otherwise.
+    parser.add_argument("--s3-key-id", default="testing")
+    parser.add_argument("--s3-secret", default="testing")
     args = parser.parse_args()
     harness = Harness(args)
     server = serve(harness)

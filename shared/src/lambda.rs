@@ -10,11 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::contracts::{ContractError, Mode, ObjectName};
-use crate::ports::{BlobStore, Warehouse};
+use crate::ports::{BlobStore, MESSAGE_GROUP_ATTRIBUTE, Warehouse};
 use crate::ports::{Queue, ReceivedMessage};
 use crate::stages::StageError;
 use crate::stages::loader::{LoadReport, LoadRequest, LoaderConfig, run_loader};
-use crate::worker::{Disposition, process};
+use crate::worker::{Disposition, Settlement, process};
 
 /// How an SQS-triggered function settles a batch.
 #[derive(Debug, Clone)]
@@ -25,22 +25,44 @@ pub struct BatchPolicy {
     /// Messages are not started when less than this is left before the function's deadline;
     /// they are handed back to the queue instead of timing out halfway.
     pub reserve: Duration,
+    /// The first retry's delay; it doubles with every receive (see [`crate::worker::retry_delay`]).
     pub retry_base: Duration,
 }
+
+/// The deployed first retry delay: 1, 2, 4 and 8 minutes between five receives ride out a
+/// ten-minute Salesforce or Snowflake outage before a message is dead-lettered.
+pub const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(60);
 
 impl Default for BatchPolicy {
     fn default() -> Self {
         Self {
             fifo: false,
             reserve: Duration::from_secs(30),
-            retry_base: Duration::from_secs(5),
+            retry_base: DEFAULT_RETRY_BASE,
         }
     }
 }
 
+/// The record's system attribute that names its FIFO group, as the queue adapters report it, so
+/// a dead letter keeps its group; and its string message attributes.
+fn record_attributes(
+    record: &aws_lambda_events::event::sqs::SqsMessage,
+) -> BTreeMap<String, String> {
+    let mut attributes: BTreeMap<String, String> = record
+        .message_attributes
+        .iter()
+        .filter_map(|(name, value)| Some((name.clone(), value.string_value.clone()?)))
+        .collect();
+    if let Some(group) = record.attributes.get(MESSAGE_GROUP_ATTRIBUTE) {
+        attributes.insert(MESSAGE_GROUP_ATTRIBUTE.to_string(), group.clone());
+    }
+    attributes
+}
+
 /// Handles every message of the batch with `handler(body)`. Successes and permanent failures
-/// (sent to the dead-letter queue with their reason) are reported done; retryable failures, and
-/// messages not started, are reported as batch item failures.
+/// (a copy sent to the dead-letter queue with their reason) are reported done, and the event
+/// source mapping deletes them: the function deletes nothing itself. Retryable failures (made
+/// invisible for their back-off), and messages not started, are reported as batch item failures.
 pub async fn handle_sqs_batch<Q, F, Fut>(
     queue: &Q,
     event: SqsEvent,
@@ -84,9 +106,17 @@ where
             receipt: record.receipt_handle.clone().unwrap_or_default(),
             message_id: message_id.clone(),
             receive_count,
-            attributes: BTreeMap::new(),
+            attributes: record_attributes(&record),
         };
-        match process(queue, &message, policy.retry_base, &mut handler).await {
+        match process(
+            queue,
+            &message,
+            policy.retry_base,
+            Settlement::ByEventSource,
+            &mut handler,
+        )
+        .await
+        {
             Ok(Disposition::Done | Disposition::DeadLettered { .. }) => {}
             Ok(Disposition::Retried { .. }) => {
                 response.add_failure(message_id);
@@ -384,6 +414,67 @@ mod tests {
         let dead = dlq.messages();
         assert_eq!(dead.len(), 1);
         assert!(dead[0].1[DEAD_LETTER_REASON].contains("upload stage, object Account"));
+    }
+
+    #[tokio::test]
+    async fn the_event_source_deletes_and_dead_letters_keep_their_group() {
+        let (queue, dlq) = LocalQueue::with_dead_letter_queue(
+            "merge.fifo",
+            LocalQueueConfig {
+                fifo: true,
+                ..LocalQueueConfig::default()
+            },
+        );
+        let batch = received(&queue, "merge-sqs.json", true).await;
+        let response = handle_sqs_batch(
+            queue.as_ref(),
+            batch,
+            &BatchPolicy {
+                fifo: true,
+                ..BatchPolicy::default()
+            },
+            || Duration::from_secs(600),
+            |_| async { Err(failure(false)) },
+        )
+        .await;
+        assert!(
+            response.batch_item_failures.is_empty(),
+            "a dead-lettered message is reported done, for the event source to delete"
+        );
+        assert_eq!(
+            queue.depth().in_flight,
+            1,
+            "the function deleted the message itself: the event source mapping deletes it again"
+        );
+        let dead = dlq.receive(10, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            dead[0]
+                .attributes
+                .get(MESSAGE_GROUP_ATTRIBUTE)
+                .map(String::as_str),
+            Some("Account"),
+            "the dead letter lost the record's message group"
+        );
+
+        let (queue, _dlq) =
+            LocalQueue::with_dead_letter_queue("extract", LocalQueueConfig::default());
+        let batch = received(&queue, "extract-sqs.json", false).await;
+        let records = batch.records.len();
+        let response = handle_sqs_batch(
+            queue.as_ref(),
+            batch,
+            &BatchPolicy::default(),
+            || Duration::from_secs(600),
+            |_| async { Ok(()) },
+        )
+        .await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(
+            queue.depth().in_flight,
+            records,
+            "successes are the event source mapping's to delete"
+        );
     }
 
     #[tokio::test]

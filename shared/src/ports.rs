@@ -30,6 +30,10 @@ pub fn bytes_stream(bytes: impl Into<Bytes>) -> ByteStream {
 /// The message attribute under which a dead-lettered message carries why it was dead-lettered.
 pub const DEAD_LETTER_REASON: &str = "sfpipe-dead-letter-reason";
 
+/// The attribute of a [`ReceivedMessage`] that carries its FIFO message group (SQS's own system
+/// attribute name), so a dead letter keeps its group.
+pub const MESSAGE_GROUP_ATTRIBUTE: &str = "MessageGroupId";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingMessage {
     pub body: String,
@@ -83,6 +87,11 @@ pub enum QueueError {
     },
     #[error("queue {queue}: delay of {delay:?} exceeds the 900 s maximum")]
     DelayTooLong { queue: String, delay: Duration },
+    #[error(
+        "queue {queue}: access denied ({message}): the function's role lacks this SQS permission; \
+         grant it in template.yaml and redeploy"
+    )]
+    AccessDenied { queue: String, message: String },
     #[error("queue {queue}: {message}")]
     Service { queue: String, message: String },
 }
@@ -100,8 +109,19 @@ pub trait Queue: Send + Sync {
     async fn delete(&self, receipt: &str) -> Result<(), QueueError>;
     /// Make the message visible again after `delay` (zero: at once).
     async fn release(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
+    /// Send a copy of the message, with its group and a reason, to this queue's dead-letter
+    /// queue, and leave the message itself to whoever settles it: on Lambda the event source
+    /// mapping deletes every message the function reports done.
+    async fn send_to_dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        reason: &str,
+    ) -> Result<(), QueueError>;
     /// Move the message to this queue's dead-letter queue, with a reason, and delete it here.
-    async fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<(), QueueError>;
+    async fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<(), QueueError> {
+        self.send_to_dead_letter(message, reason).await?;
+        self.delete(&message.receipt).await
+    }
 }
 
 /// The limits SQS puts on a message, checked before sending so every adapter refuses alike.
@@ -144,6 +164,11 @@ pub enum BlobError {
     InvalidKey { key: String, why: &'static str },
     #[error("blob {key}: reading the body to store failed: {source}")]
     Body { key: String, source: io::Error },
+    #[error(
+        "blob {key}: access denied ({message}): the function's role lacks this S3 permission; \
+         grant it in template.yaml and redeploy"
+    )]
+    AccessDenied { key: String, message: String },
     #[error("blob {key}: {message}")]
     Service { key: String, message: String },
 }

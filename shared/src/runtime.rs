@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::aws::{S3BlobStore, SecretsManagerSecrets, SqsQueue, s3_client, sdk_config};
 use crate::contracts::{ContractError, ObjectName};
-use crate::lambda::parse_object_list;
+use crate::lambda::{BatchPolicy, DEFAULT_RETRY_BASE, parse_object_list};
 use crate::ports::Secrets;
 use crate::salesforce::client::DEFAULT_API_VERSION;
 use crate::salesforce::{Credentials, SalesforceClient, SalesforceConfig, SalesforceError};
@@ -162,6 +162,19 @@ impl Runtime {
         Ok(settings.warehouse()?.with_deleted_rows(deleted))
     }
 
+    /// How a function on a standard (`fifo = false`) or FIFO queue settles its batches, with
+    /// `SFPIPE_RETRY_BASE_SECONDS` as the first retry delay (default 60 s, doubling per receive).
+    pub fn batch_policy(fifo: bool) -> Result<BatchPolicy, ConfigError> {
+        Ok(BatchPolicy {
+            fifo,
+            retry_base: Duration::from_secs(number(
+                "SFPIPE_RETRY_BASE_SECONDS",
+                DEFAULT_RETRY_BASE.as_secs(),
+            )?),
+            ..BatchPolicy::default()
+        })
+    }
+
     pub fn extract_config() -> Result<ExtractConfig, ConfigError> {
         let fields = match optional("SFPIPE_FIELDS") {
             None => Default::default(),
@@ -187,6 +200,12 @@ impl Runtime {
                 "SFPIPE_FIRST_POLL_SECONDS",
                 ExtractConfig::default().first_poll_delay.as_secs(),
             )?),
+            bulk_job_deadline: Duration::from_secs(
+                60 * number(
+                    "SFPIPE_BULK_JOB_DEADLINE_MINUTES",
+                    ExtractConfig::default().bulk_job_deadline.as_secs() / 60,
+                )?,
+            ),
             ..ExtractConfig::default()
         })
     }

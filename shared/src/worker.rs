@@ -1,6 +1,7 @@
 //! Running a stage handler on one received message, the way a queue-triggered Lambda does:
 //! success deletes the message, a retryable failure leaves it for another try, a permanent one
-//! sends it to the dead-letter queue with the reason.
+//! sends it to the dead-letter queue with the reason. On Lambda the event source mapping deletes
+//! what the function reports done, so there the worker deletes nothing itself.
 
 use std::future::Future;
 use std::time::Duration;
@@ -21,10 +22,25 @@ pub enum Disposition {
     },
 }
 
-/// The delay before a failed message is tried again: grows with its receive count.
+/// Who deletes a message once it is done (handled, or its copy sent to the dead-letter queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// The worker itself (the local pipeline).
+    Here,
+    /// Lambda's event source mapping, for every message the function does not report failed:
+    /// one delete per message, not two.
+    ByEventSource,
+}
+
+/// The longest delay before a retry: a message that failed is invisible this long at most.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(900);
+
+/// The delay before a failed message is tried again: `base` doubled with every receive, capped
+/// at [`MAX_RETRY_DELAY`]. With the deployed base of 60 s and five receives, a message waits
+/// 1 + 2 + 4 + 8 = 15 minutes in all before it is dead-lettered.
 pub fn retry_delay(receive_count: u32, base: Duration) -> Duration {
     let factor = 1u32 << receive_count.saturating_sub(1).min(10);
-    base.saturating_mul(factor).min(Duration::from_secs(300))
+    base.saturating_mul(factor).min(MAX_RETRY_DELAY)
 }
 
 /// Handles one message and settles it on `queue`. `handler` gets the body.
@@ -32,6 +48,7 @@ pub async fn process<Q, F, Fut>(
     queue: &Q,
     message: &ReceivedMessage,
     retry_base: Duration,
+    settlement: Settlement,
     handler: F,
 ) -> Result<Disposition, QueueError>
 where
@@ -41,7 +58,9 @@ where
 {
     match handler(message.body.clone()).await {
         Ok(()) => {
-            queue.delete(&message.receipt).await?;
+            if settlement == Settlement::Here {
+                queue.delete(&message.receipt).await?;
+            }
             Ok(Disposition::Done)
         }
         Err(error) if error.is_retryable() => {
@@ -54,7 +73,10 @@ where
         Err(error) => {
             let reason = error.to_string();
             tracing::error!(queue = queue.name(), stage = %error.stage, object = %error.object, error = %reason, "sent to the dead-letter queue");
-            queue.dead_letter(message, &reason).await?;
+            match settlement {
+                Settlement::Here => queue.dead_letter(message, &reason).await?,
+                Settlement::ByEventSource => queue.send_to_dead_letter(message, &reason).await?,
+            }
             Ok(Disposition::DeadLettered { reason })
         }
     }
@@ -73,7 +95,12 @@ mod tests {
         assert_eq!(retry_delay(50, base), Duration::from_millis(102_400));
         assert_eq!(
             retry_delay(50, Duration::from_secs(1)),
-            Duration::from_secs(300)
+            Duration::from_secs(900)
         );
+        // The deployed schedule rides out a ten-minute outage before the fifth receive.
+        let waited: Duration = (1..5)
+            .map(|n| retry_delay(n, Duration::from_secs(60)))
+            .sum();
+        assert_eq!(waited, Duration::from_secs(15 * 60));
     }
 }

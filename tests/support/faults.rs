@@ -308,6 +308,13 @@ impl Queue for WrappedQueue {
     async fn release(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         self.inner.release(receipt, delay).await
     }
+    async fn send_to_dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        self.inner.send_to_dead_letter(message, reason).await
+    }
     async fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<(), QueueError> {
         self.inner.dead_letter(message, reason).await
     }

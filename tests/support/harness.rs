@@ -27,6 +27,8 @@ pub struct HarnessOptions {
     pub rest_objects: Vec<&'static str>,
     /// Per-object field lists.
     pub fields: Vec<(&'static str, sfpipe_shared::stages::extract::FieldSelection)>,
+    /// How long a Bulk job may run before it is aborted (the default's six hours otherwise).
+    pub bulk_job_deadline: Option<Duration>,
 }
 
 impl Default for HarnessOptions {
@@ -43,6 +45,7 @@ impl Default for HarnessOptions {
             page_records: 12,
             rest_objects: Vec::new(),
             fields: Vec::new(),
+            bulk_job_deadline: None,
         }
     }
 }
@@ -99,6 +102,9 @@ impl Harness {
         config.loader.until_lag = Duration::ZERO;
         config.extract.page_records = options.page_records;
         config.extract.first_poll_delay = Duration::from_millis(5);
+        if let Some(deadline) = options.bulk_job_deadline {
+            config.extract.bulk_job_deadline = deadline;
+        }
         config.extract.rest_objects = options.rest_objects.iter().map(|o| o.to_string()).collect();
         config.extract.fields = options
             .fields

@@ -1,6 +1,7 @@
 //! A moto server (a local AWS endpoint) on a free port of 127.0.0.1, stopped when dropped.
 //! `scripts/test` installs moto and sets `SFPIPE_MOTO_SERVER`; without it these tests fail and say
-//! how to get it.
+//! how to get it. [`Moto::start_enforcing_iam`] starts one that checks every call against the
+//! caller's IAM policies, as AWS does; `tests/iam/roles.py` gives it its users.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -26,14 +27,62 @@ fn moto_server() -> String {
     );
 }
 
+/// An IAM access key of a moto user.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// The IAM users `tests/iam/roles.py` made: an administrator for the test's own set-up, one user
+/// per function holding exactly the policies SAM gives that function's role, and Snowflake's
+/// stage reader.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct TemplateRoles {
+    pub admin: AccessKey,
+    pub functions: std::collections::BTreeMap<String, AccessKey>,
+    pub stage_reader: AccessKey,
+}
+
 impl Moto {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A server on which only the first four calls go unchecked (`tests/iam/roles.py` spends them
+    /// on an administrator); every later call needs an IAM user's key and a policy allowing it.
+    pub async fn start_enforcing_iam() -> Self {
+        Self::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]).await
+    }
+
+    /// Users for the roles `template.yaml` gives the functions, with its references bound to the
+    /// resources in `bindings` (see `tests/iam/roles.py`).
+    pub fn template_roles(&self, bindings: &serde_json::Value) -> TemplateRoles {
+        let file = tempfile::NamedTempFile::new().expect("bindings file");
+        std::fs::write(file.path(), bindings.to_string()).expect("write bindings");
+        let output = Command::new(crate::venv_python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/iam/roles.py"))
+            .args(["--endpoint", &self.url])
+            .arg("--bindings")
+            .arg(file.path())
+            .output()
+            .expect("run tests/iam/roles.py");
+        assert!(
+            output.status.success(),
+            "tests/iam/roles.py failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("roles.py prints the users' keys")
+    }
+
+    async fn start_with(env: &[(&str, &str)]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
         let child = Command::new(moto_server())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -61,11 +110,24 @@ impl Moto {
 
     /// SDK configuration pointing at this server, with test credentials.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        self.sdk_config_as(&AccessKey {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+        })
+        .await
+    }
+
+    /// SDK configuration pointing at this server, signing with `key`.
+    pub async fn sdk_config_as(&self, key: &AccessKey) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&self.url)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "testing", "testing", None, None, "moto",
+                &key.access_key_id,
+                &key.secret_access_key,
+                None,
+                None,
+                "moto",
             ))
             .load()
             .await

@@ -35,6 +35,9 @@ pub struct SnowflakeHarness {
 pub struct HarnessOptions {
     pub partition_rows: usize,
     pub oauth_token: Option<String>,
+    /// The access key (id, secret) the stage reads S3 with, as Snowflake's storage integration
+    /// would with its role; moto's default test key when none.
+    pub s3_credentials: Option<(String, String)>,
 }
 
 impl Default for HarnessOptions {
@@ -42,6 +45,7 @@ impl Default for HarnessOptions {
         Self {
             partition_rows: 2,
             oauth_token: None,
+            s3_credentials: None,
         }
     }
 }
@@ -56,6 +60,9 @@ impl SnowflakeHarness {
             .args(["--account", "SFPIPE_TEST", "--user", USER])
             .args(["--public-key", PUBLIC_KEY_FILE])
             .args(["--partition-rows", &options.partition_rows.to_string()]);
+        if let Some((key_id, secret)) = &options.s3_credentials {
+            command.args(["--s3-key-id", key_id, "--s3-secret", secret]);
+        }
         if let Some(token) = &options.oauth_token {
             command.args(["--oauth-token", token]);
         }

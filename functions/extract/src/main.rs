@@ -15,6 +15,7 @@ use sfpipe_shared::stages::extract::{ExtractDeps, handle_extract};
 /// What the function builds once per container.
 struct Function {
     runtime: Runtime,
+    batch: BatchPolicy,
     salesforce: SalesforceClient,
     extract: ExtractConfig,
 }
@@ -32,7 +33,7 @@ async fn handle(function: &Function, event: LambdaEvent<SqsEvent>) -> SqsBatchRe
     handle_sqs_batch(
         function.runtime.queues.extract.as_ref(),
         event.payload,
-        &BatchPolicy::default(),
+        &function.batch,
         || time_left(context.deadline),
         |body| {
             let deps = &deps;
@@ -56,6 +57,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let runtime = Runtime::from_env().await?;
     let function = Arc::new(Function {
+        batch: Runtime::batch_policy(false)?,
         salesforce: runtime.salesforce().await?,
         extract: Runtime::extract_config()?,
         runtime,

@@ -15,6 +15,7 @@ use sfpipe_shared::stages::{Stage, StageError};
 /// What the function builds once per container.
 struct Function {
     runtime: Runtime,
+    batch: BatchPolicy,
     warehouse: SnowflakeWarehouse,
 }
 
@@ -27,10 +28,7 @@ async fn handle(function: &Function, event: LambdaEvent<SqsEvent>) -> SqsBatchRe
     handle_sqs_batch(
         function.runtime.queues.merge.as_ref(),
         event.payload,
-        &BatchPolicy {
-            fifo: true,
-            ..BatchPolicy::default()
-        },
+        &function.batch,
         || time_left(context.deadline),
         |body| {
             let deps = &deps;
@@ -49,6 +47,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let runtime = Runtime::from_env().await?;
     let function = Arc::new(Function {
+        batch: Runtime::batch_policy(true)?,
         warehouse: runtime.snowflake().await?,
         runtime,
     });

@@ -14,6 +14,7 @@ use sfpipe_shared::stages::{Stage, StageError};
 /// What the function builds once per container.
 struct Function {
     runtime: Runtime,
+    batch: BatchPolicy,
     salesforce: SalesforceClient,
 }
 
@@ -29,7 +30,7 @@ async fn handle(function: &Function, event: LambdaEvent<SqsEvent>) -> SqsBatchRe
     handle_sqs_batch(
         function.runtime.queues.upload.as_ref(),
         event.payload,
-        &BatchPolicy::default(),
+        &function.batch,
         || time_left(context.deadline),
         |body| {
             let deps = &deps;
@@ -48,6 +49,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let runtime = Runtime::from_env().await?;
     let function = Arc::new(Function {
+        batch: Runtime::batch_policy(false)?,
         salesforce: runtime.salesforce().await?,
         runtime,
     });

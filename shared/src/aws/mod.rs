@@ -25,6 +25,20 @@ pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(s3)
 }
 
+/// Whether AWS refused the call for want of a permission (an `AccessDenied` code, or a bare 403
+/// such as a HEAD request gets): no retry helps until the function's role is fixed, so the
+/// caller fails the message at once with a reason that says so.
+pub(crate) fn is_access_denied<E>(error: &aws_sdk_s3::error::SdkError<E>) -> bool
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    let code = error.code();
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    matches!(code, Some("AccessDenied" | "AccessDeniedException"))
+        || (status == Some(403) && code.is_none())
+}
+
 /// An SDK error with its whole chain of causes: the top-level message alone is often just
 /// "service error".
 pub(crate) fn describe<E: std::error::Error>(error: &E) -> String {

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio_util::io::ReaderStream;
 
-use super::describe;
+use super::{describe, is_access_denied};
 use crate::ports::{BlobError, BlobMeta, BlobStore, ByteStream};
 
 /// S3's smallest multipart part (except the last) is 5 MiB; 8 MiB keeps the request count low.
@@ -29,6 +29,21 @@ fn service(key: &str, error: impl std::fmt::Display) -> BlobError {
     BlobError::Service {
         key: key.to_string(),
         message: error.to_string(),
+    }
+}
+
+/// An S3 call's error: a refused permission apart, since no retry can fix it.
+fn failed<E>(key: &str, error: &aws_sdk_s3::error::SdkError<E>) -> BlobError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if is_access_denied(error) {
+        BlobError::AccessDenied {
+            key: key.to_string(),
+            message: describe(error),
+        }
+    } else {
+        service(key, describe(error))
     }
 }
 
@@ -79,7 +94,7 @@ impl S3BlobStore {
             .body(S3Body::from(body))
             .send()
             .await
-            .map_err(|e| service(key, describe(&e)))?;
+            .map_err(|e| failed(key, &e))?;
         Ok(())
     }
 
@@ -99,7 +114,7 @@ impl S3BlobStore {
             .set_server_side_encryption(self.encryption.clone())
             .send()
             .await
-            .map_err(|e| service(key, describe(&e)))?;
+            .map_err(|e| failed(key, &e))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| service(key, "S3 gave no upload id"))?
@@ -122,7 +137,7 @@ impl S3BlobStore {
                     .body(S3Body::from(part))
                     .send()
                     .await
-                    .map_err(|e| service(key, describe(&e)))?;
+                    .map_err(|e| failed(key, &e))?;
                 parts.push(
                     CompletedPart::builder()
                         .part_number(number)
@@ -159,7 +174,7 @@ impl S3BlobStore {
                 )
                 .send()
                 .await
-                .map_err(|e| service(key, describe(&e)))?;
+                .map_err(|e| failed(key, &e))?;
             Ok(written)
         }
         .await;
@@ -220,7 +235,7 @@ impl BlobStore for S3BlobStore {
                 match status {
                     // 412: the object exists. 409: a concurrent conditional write won.
                     Some(412) | Some(409) => Ok(false),
-                    _ => Err(service(key, describe(&error))),
+                    _ => Err(failed(key, &error)),
                 }
             }
         }
@@ -244,7 +259,7 @@ impl BlobStore for S3BlobStore {
                     key: key.to_string(),
                 })
             }
-            Err(error) => Err(service(key, describe(&error))),
+            Err(error) => Err(failed(key, &error)),
         }
     }
 
@@ -258,7 +273,7 @@ impl BlobStore for S3BlobStore {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| service(prefix, describe(&e)))?;
+            let page = page.map_err(|e| failed(prefix, &e))?;
             for object in page.contents() {
                 if let Some(full) = object.key() {
                     out.push(BlobMeta {
@@ -286,7 +301,7 @@ impl BlobStore for S3BlobStore {
                 size: head.content_length().unwrap_or(0).max(0) as u64,
             })),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-            Err(error) => Err(service(key, describe(&error))),
+            Err(error) => Err(failed(key, &error)),
         }
     }
 
@@ -297,7 +312,7 @@ impl BlobStore for S3BlobStore {
             .key(self.full_key(key))
             .send()
             .await
-            .map_err(|e| service(key, describe(&e)))?;
+            .map_err(|e| failed(key, &e))?;
         Ok(())
     }
 }

@@ -9,12 +9,11 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 
-use super::describe;
+use super::{describe, is_access_denied};
 use crate::ports::{
-    DEAD_LETTER_REASON, OutgoingMessage, Queue, QueueError, ReceivedMessage, check_outgoing,
+    DEAD_LETTER_REASON, MESSAGE_GROUP_ATTRIBUTE as GROUP_ATTRIBUTE, OutgoingMessage, Queue,
+    QueueError, ReceivedMessage, check_outgoing,
 };
-
-const GROUP_ATTRIBUTE: &str = "MessageGroupId";
 
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
@@ -51,6 +50,21 @@ impl SqsQueue {
         }
     }
 
+    /// An SQS call's error: a refused permission apart, since no retry can fix it.
+    fn failed<E>(&self, error: &aws_sdk_sqs::error::SdkError<E>) -> QueueError
+    where
+        E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        if is_access_denied(error) {
+            QueueError::AccessDenied {
+                queue: self.name.clone(),
+                message: describe(error),
+            }
+        } else {
+            self.error(describe(error))
+        }
+    }
+
     async fn send_to(
         &self,
         url: &str,
@@ -81,7 +95,7 @@ impl SqsQueue {
                 .map_err(|e| self.error(e.to_string()))?;
             request = request.message_attributes(name, value);
         }
-        request.send().await.map_err(|e| self.error(describe(&e)))?;
+        request.send().await.map_err(|e| self.failed(&e))?;
         Ok(())
     }
 }
@@ -111,7 +125,7 @@ impl Queue for SqsQueue {
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| self.error(describe(&e)))?;
+            .map_err(|e| self.failed(&e))?;
         Ok(output
             .messages()
             .iter()
@@ -153,7 +167,7 @@ impl Queue for SqsQueue {
             .receipt_handle(receipt)
             .send()
             .await
-            .map_err(|e| self.error(describe(&e)))?;
+            .map_err(|e| self.failed(&e))?;
         Ok(())
     }
 
@@ -171,11 +185,15 @@ impl Queue for SqsQueue {
             .visibility_timeout(delay.as_secs() as i32)
             .send()
             .await
-            .map_err(|e| self.error(describe(&e)))?;
+            .map_err(|e| self.failed(&e))?;
         Ok(())
     }
 
-    async fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<(), QueueError> {
+    async fn send_to_dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        reason: &str,
+    ) -> Result<(), QueueError> {
         let dead_letter_url = self.dead_letter_url.clone().ok_or_else(|| {
             self.error("no dead-letter queue is configured; set the queue's DLQ URL")
         })?;
@@ -200,7 +218,6 @@ impl Queue for SqsQueue {
             ),
             delay: Duration::ZERO,
         };
-        self.send_to(&dead_letter_url, outgoing, attributes).await?;
-        self.delete(&message.receipt).await
+        self.send_to(&dead_letter_url, outgoing, attributes).await
     }
 }

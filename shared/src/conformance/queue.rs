@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::ports::{DEAD_LETTER_REASON, OutgoingMessage, Queue, QueueError, ReceivedMessage};
+use crate::ports::{
+    DEAD_LETTER_REASON, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage, Queue, QueueError,
+    ReceivedMessage,
+};
 
 /// The queue a check needs. Visibility timeouts are whole seconds, as in SQS.
 #[derive(Debug, Clone, Copy)]
@@ -227,6 +230,59 @@ pub async fn fifo_deduplicates_and_orders_each_group(factory: &dyn QueueFactory)
     assert_empty(queue.as_ref()).await;
 }
 
+/// Lambda's event source mapping deletes what the function reports done, so the function only
+/// sends a dead letter's copy; on a FIFO queue the copy keeps its message group.
+pub async fn dead_letter_copies_keep_their_group_and_leave_the_message(factory: &dyn QueueFactory) {
+    let (queue, dlq) = factory
+        .make(QueueSpec {
+            fifo: true,
+            ..standard()
+        })
+        .await;
+    queue
+        .send(OutgoingMessage::new("bad merge".into(), "m1".into()).in_group("Contact"))
+        .await
+        .expect("send");
+    let got = receive_n(queue.as_ref(), 1).await;
+    assert_eq!(
+        got[0]
+            .attributes
+            .get(MESSAGE_GROUP_ATTRIBUTE)
+            .map(String::as_str),
+        Some("Contact"),
+        "a received FIFO message names its group"
+    );
+    queue
+        .send_to_dead_letter(&got[0], "merge stage, object Contact: bad file")
+        .await
+        .expect("send_to_dead_letter");
+    let dead = receive_n(dlq.as_ref(), 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, "bad merge");
+    assert_eq!(
+        dead[0]
+            .attributes
+            .get(MESSAGE_GROUP_ATTRIBUTE)
+            .map(String::as_str),
+        Some("Contact"),
+        "the dead letter lost its message group"
+    );
+    assert_eq!(
+        dead[0]
+            .attributes
+            .get(DEAD_LETTER_REASON)
+            .map(String::as_str),
+        Some("merge stage, object Contact: bad file")
+    );
+    // The original is still in flight on its receipt: deleting it is the caller's (the event
+    // source mapping's) one delete.
+    queue
+        .delete(&got[0].receipt)
+        .await
+        .expect("the message was left for its one delete");
+    assert_empty(queue.as_ref()).await;
+}
+
 pub async fn oversized_messages_are_refused(factory: &dyn QueueFactory) {
     let (queue, _) = factory.make(standard()).await;
     let result = queue
@@ -253,5 +309,6 @@ pub async fn run_all(factory: &dyn QueueFactory) {
     dead_lettered_messages_carry_their_reason(factory).await;
     messages_received_too_often_are_redriven(factory).await;
     fifo_deduplicates_and_orders_each_group(factory).await;
+    dead_letter_copies_keep_their_group_and_leave_the_message(factory).await;
     oversized_messages_are_refused(factory).await;
 }

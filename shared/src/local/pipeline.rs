@@ -19,7 +19,7 @@ use crate::stages::loader::{LoadReport, LoadRequest, LoaderConfig, run_loader};
 use crate::stages::merge::{MergeDeps, MergedRecord, handle_merge};
 use crate::stages::upload::{UploadDeps, handle_upload};
 use crate::stages::{Stage, StageError};
-use crate::worker::{Disposition, process};
+use crate::worker::{Disposition, Settlement, process};
 
 /// What happened, for progress bars and summaries.
 #[derive(Debug, Clone)]
@@ -369,6 +369,7 @@ impl LocalPipeline {
                         queue.as_ref(),
                         &message,
                         self.config.retry_base,
+                        Settlement::Here,
                         |body| async move {
                             pipeline.handle(stage, &body, handler_events.as_ref()).await
                         },

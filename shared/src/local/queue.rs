@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::ports::{
-    DEAD_LETTER_REASON, MAX_DELAY, OutgoingMessage, Queue, QueueError, ReceivedMessage,
-    check_outgoing,
+    DEAD_LETTER_REASON, MAX_DELAY, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage, Queue, QueueError,
+    ReceivedMessage, check_outgoing,
 };
 
 /// How long a FIFO queue remembers a deduplication id (as SQS does).
@@ -37,7 +37,7 @@ impl Default for LocalQueueConfig {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     message_id: String,
     body: String,
@@ -251,12 +251,16 @@ impl LocalQueue {
             let Some(entry) = state.entries.get(&seq) else {
                 continue;
             };
+            let mut attributes = entry.attributes.clone();
+            if let Some(group) = &entry.group {
+                attributes.insert(MESSAGE_GROUP_ATTRIBUTE.to_string(), group.clone());
+            }
             let received = ReceivedMessage {
                 body: entry.body.clone(),
                 receipt: receipt.clone(),
                 message_id: entry.message_id.clone(),
                 receive_count: entry.receive_count,
-                attributes: entry.attributes.clone(),
+                attributes,
             };
             state.receipts.insert(receipt, seq);
             taken.push(received);
@@ -372,6 +376,24 @@ impl Queue for LocalQueue {
         }
         drop(state);
         self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn send_to_dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let state = self.lock();
+        let seq = self.entry_for_receipt(&state, &message.receipt)?;
+        let entry = state.entries.get(&seq).cloned();
+        drop(state);
+        if let Some(mut entry) = entry {
+            entry
+                .attributes
+                .insert(DEAD_LETTER_REASON.to_string(), reason.to_string());
+            self.forward_to_dead_letter_queue(entry, reason);
+        }
         Ok(())
     }
 

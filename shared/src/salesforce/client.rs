@@ -97,6 +97,20 @@ pub struct JobInfo {
     pub number_records_processed: Option<u64>,
     #[serde(default)]
     pub error_message: Option<String>,
+    /// When the job was created, as Salesforce writes it (`2026-01-01T06:00:00.000+0000`).
+    #[serde(default)]
+    pub created_date: Option<String>,
+}
+
+impl JobInfo {
+    /// [`JobInfo::created_date`] as a time, if Salesforce gave one that parses.
+    pub fn created_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let text = self.created_date.as_deref()?;
+        chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")
+            .or_else(|_| chrono::DateTime::parse_from_rfc3339(text))
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
 }
 
 /// One page of a Bulk API 2.0 query job's results, as a stream of the bytes Salesforce sent.

@@ -24,6 +24,10 @@ pub struct ExtractConfig {
     pub first_poll_delay: Duration,
     /// The longest delay between checks (SQS allows 900 s).
     pub max_poll_delay: Duration,
+    /// A Bulk job still running this long after Salesforce created it is aborted and its
+    /// message dead-lettered with the job's id, so a stuck job is seen (the DLQ alarm) instead of
+    /// being polled for ever.
+    pub bulk_job_deadline: Duration,
     /// Objects always read with the REST API (objects Bulk refuses are read with it anyway).
     pub rest_objects: Vec<String>,
     /// Per-object field lists; objects not named get every field Bulk can select.
@@ -82,6 +86,7 @@ impl Default for ExtractConfig {
             page_records: 50_000,
             first_poll_delay: Duration::from_secs(5),
             max_poll_delay: Duration::from_secs(900),
+            bulk_job_deadline: Duration::from_secs(6 * 3600),
             rest_objects: Vec::new(),
             fields: std::collections::BTreeMap::new(),
         }
@@ -446,22 +451,38 @@ where
             .await
         }
         JobState::Failed | JobState::Aborted => {
-            // Forget the job so a re-run of this object's run starts a new one.
-            let layout = RunLayout::new(object, &message.run_id);
-            let _ = deps.blobs.delete(&layout.bulk_job()).await;
-            let _ = deps.salesforce.delete_job(&progress.job_id).await;
-            Err(StageError::new(
-                Stage::Extract,
-                object,
-                SalesforceError::JobFailed {
-                    job_id: progress.job_id.clone(),
-                    object: object.to_string(),
-                    state: format!("{:?}", job.state),
-                    message: job
-                        .error_message
-                        .unwrap_or_else(|| "no error message".into()),
-                },
-            ))
+            let failure = SalesforceError::JobFailed {
+                job_id: progress.job_id.clone(),
+                object: object.to_string(),
+                state: format!("{:?}", job.state),
+                message: job
+                    .error_message
+                    .unwrap_or_else(|| "no error message".into()),
+            };
+            Err(forget_job(deps, message, &progress.job_id, failure).await)
+        }
+        JobState::Open | JobState::UploadComplete | JobState::InProgress
+            if job.created_at().is_some_and(|created| {
+                chrono::Utc::now().signed_duration_since(created)
+                    > chrono::TimeDelta::from_std(deps.config.bulk_job_deadline)
+                        .unwrap_or(chrono::TimeDelta::MAX)
+            }) =>
+        {
+            if let Err(error) = deps.salesforce.abort_job(&progress.job_id).await {
+                tracing::warn!(%object, job_id = %progress.job_id, %error, "could not abort a Bulk job past its deadline");
+            }
+            let failure = SalesforceError::JobFailed {
+                job_id: progress.job_id.clone(),
+                object: object.to_string(),
+                state: format!("{:?} past its deadline", job.state),
+                message: format!(
+                    "created {}, still not complete after the {}-minute deadline \
+                     (SFPIPE_BULK_JOB_DEADLINE_MINUTES); it was aborted",
+                    job.created_date.as_deref().unwrap_or("?"),
+                    deps.config.bulk_job_deadline.as_secs() / 60
+                ),
+            };
+            Err(forget_job(deps, message, &progress.job_id, failure).await)
         }
         JobState::Open | JobState::UploadComplete | JobState::InProgress => {
             let next = BulkJobProgress {
@@ -475,6 +496,24 @@ where
             })
         }
     }
+}
+
+/// Forgets a job that will not complete, so a re-run of this object's run starts a new one, and
+/// returns the permanent failure that dead-letters its message.
+async fn forget_job<B, Q>(
+    deps: &ExtractDeps<'_, B, Q>,
+    message: &ExtractMessage,
+    job_id: &str,
+    failure: SalesforceError,
+) -> StageError
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let layout = RunLayout::new(&message.object, &message.run_id);
+    let _ = deps.blobs.delete(&layout.bulk_job()).await;
+    let _ = deps.salesforce.delete_job(job_id).await;
+    StageError::new(Stage::Extract, &message.object, failure)
 }
 
 async fn fan_out<B, Q>(

@@ -87,7 +87,8 @@ impl StageError {
         match self.cause.as_ref() {
             Cause::Contract(_) | Cause::Soql(_) => false,
             Cause::Salesforce(e) => e.is_retryable(),
-            Cause::Blob(BlobError::InvalidKey { .. }) => false,
+            Cause::Blob(BlobError::InvalidKey { .. } | BlobError::AccessDenied { .. })
+            | Cause::Queue(QueueError::AccessDenied { .. }) => false,
             Cause::Blob(_) | Cause::Queue(_) => true,
             Cause::Warehouse(
                 WarehouseError::BadFile { .. }
