@@ -119,6 +119,67 @@ async fn every_login_flow_works_and_bad_credentials_fail() {
     }
 }
 
+/// Salesforce answers every SOAP login fault with HTTP 500; none of them goes away by trying
+/// again, and retrying a refused login can lock the user out.
+#[tokio::test]
+async fn every_soap_login_fault_is_permanent_and_tried_once() {
+    let sim = simulator(SimConfig {
+        rows: 10,
+        ..SimConfig::default()
+    })
+    .await;
+    let c = sim.config().clone();
+    for code in [
+        "LOGIN_MUST_USE_SECURITY_TOKEN",
+        "API_DISABLED_FOR_ORG",
+        "PASSWORD_EXPIRED",
+        "INVALID_LOGIN",
+    ] {
+        // One fault only: a client that tried again would log in the second time.
+        sim.inject(vec![Fault {
+            path_contains: "/services/Soap/u/".into(),
+            drop_mid_body: false,
+            status: 500,
+            error_code: code.into(),
+            message: "refused by the test".into(),
+            remaining: 1,
+        }]);
+        let credentials = secret_json(serde_json::json!({
+            "flow": "soap", "username": c.username, "password": c.password,
+        }));
+        let err = sfpipe_tests::client_with(&sim, credentials)
+            .describe_global()
+            .await
+            .expect_err(code);
+        assert!(matches!(err, SalesforceError::Auth { .. }), "{code}: {err}");
+        assert!(!err.is_retryable(), "{code}: {err}");
+        assert!(err.to_string().contains(code), "{code}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_job_still_running_is_a_plain_api_error() {
+    let sim = simulator(SimConfig {
+        rows: 10,
+        bulk_polls_to_complete: u32::MAX,
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client_for(&sim);
+    let job = client
+        .create_query_job("SELECT Id FROM Account", false)
+        .await
+        .unwrap();
+    match client.delete_job(&job.id).await {
+        Err(SalesforceError::Api { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (400, "API_ERROR"));
+        }
+        other => panic!("deleting a running job: {other:?}"),
+    }
+    client.abort_job(&job.id).await.unwrap();
+    client.delete_job(&job.id).await.unwrap();
+}
+
 #[tokio::test]
 async fn describe_lists_objects_and_fields_with_their_types() {
     let sim = simulator(SimConfig {

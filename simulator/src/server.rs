@@ -311,16 +311,7 @@ async fn api_gate(State(state): State<Shared>, request: Request, next: Next) -> 
     }
     let used = state.api_calls.fetch_add(1, Ordering::Relaxed) + 1;
     let path = request.uri().path().to_string();
-    let fault = {
-        let mut faults = lock(&state.faults);
-        let found = faults
-            .iter_mut()
-            .find(|f| f.remaining > 0 && path.contains(&f.path_contains));
-        found.map(|f| {
-            f.remaining -= 1;
-            f.clone()
-        })
-    };
+    let fault = take_fault(&state, &path);
     let mut response = match fault {
         Some(fault) if fault.drop_mid_body => truncated(next.run(request).await).await,
         Some(fault) => sf_error(
@@ -397,8 +388,9 @@ fn valid_assertion(state: &SimState, assertion: &str) -> bool {
     };
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_issuer(&[&state.config.client_id]);
+    // Salesforce accepts only its login hosts as the audience, even when the token is asked of
+    // My Domain (or, for a site, the Experience Cloud URL, which the simulator does not serve).
     validation.set_audience(&[
-        state.base_url.as_str(),
         "https://login.salesforce.com",
         "https://test.salesforce.com",
     ]);
@@ -498,22 +490,67 @@ fn soap_credentials(xml: &str) -> (Option<String>, Option<String>) {
     (username, password)
 }
 
-async fn soap_login(State(state): State<Shared>, Path(v): Path<String>, body: String) -> Response {
-    let (username, password) = soap_credentials(&body);
-    let xml = |status: StatusCode, body: String| {
-        (
-            status,
-            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-            body,
-        )
-            .into_response()
+/// The first injected fault still armed whose path matches, used up by one.
+fn take_fault(state: &SimState, path: &str) -> Option<Fault> {
+    let mut faults = lock(&state.faults);
+    let found = faults
+        .iter_mut()
+        .find(|f| f.remaining > 0 && path.contains(&f.path_contains));
+    found.map(|f| {
+        f.remaining -= 1;
+        f.clone()
+    })
+}
+
+fn xml(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// A SOAP login fault as Salesforce sends every one of them, whatever its cause: HTTP 500 with
+/// `sf:<CODE>` (INVALID_LOGIN, LOGIN_MUST_USE_SECURITY_TOKEN, API_DISABLED_FOR_ORG,
+/// PASSWORD_EXPIRED, ...).
+fn soap_fault(status: StatusCode, code: &str, message: &str) -> Response {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
     };
+    xml(
+        status,
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com"><soapenv:Body><soapenv:Fault><faultcode>sf:{code}</faultcode><faultstring>{code}: {message}</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#,
+            code = escape(code),
+            message = escape(message),
+        ),
+    )
+}
+
+async fn soap_login(
+    State(state): State<Shared>,
+    Path(v): Path<String>,
+    uri: axum::http::Uri,
+    body: String,
+) -> Response {
+    if let Some(fault) = take_fault(&state, uri.path()) {
+        return soap_fault(
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &fault.error_code,
+            &fault.message,
+        );
+    }
+    let (username, password) = soap_credentials(&body);
     if username.as_deref() != Some(state.config.username.as_str())
         || password.as_deref() != Some(state.config.password.as_str())
     {
-        return xml(
+        return soap_fault(
             StatusCode::INTERNAL_SERVER_ERROR,
-            r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:sf="urn:fault.partner.soap.sforce.com"><soapenv:Body><soapenv:Fault><faultcode>sf:INVALID_LOGIN</faultcode><faultstring>INVALID_LOGIN: Invalid username, password, security token; or user locked out.</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#.to_string(),
+            "INVALID_LOGIN",
+            "Invalid username, password, security token; or user locked out.",
         );
     }
     let session = new_session(&state);
@@ -1049,10 +1086,12 @@ async fn delete_job(
     let mut jobs = lock(&state.jobs);
     match jobs.get(&id) {
         None => job_not_found(),
+        // What Salesforce answers for a job still running: a generic API_ERROR, not
+        // INVALIDJOBSTATE, so clients cannot tell it from other 400s by its code.
         Some(job) if !matches!(job.state, "JobComplete" | "Aborted" | "Failed") => sf_error(
             StatusCode::BAD_REQUEST,
-            "INVALIDJOBSTATE",
-            "Only a finished job can be deleted",
+            "API_ERROR",
+            "Deleting a job that is not in a final state is not supported",
         ),
         Some(_) => {
             jobs.remove(&id);

@@ -22,7 +22,7 @@ pub enum Credentials {
         client_id: String,
         username: String,
         private_key_pem: SecretString,
-        /// `aud` claim; defaults to the login URL.
+        /// `aud` claim; defaults to the login host Salesforce expects (see [`default_audience`]).
         audience: Option<String>,
     },
     /// OAuth 2.0 client credentials (a connected app with a run-as user; My Domain host).
@@ -223,7 +223,9 @@ impl Credentials {
                 let claims = JwtClaims {
                     iss: client_id,
                     sub: username,
-                    aud: audience.as_deref().unwrap_or(login_url),
+                    aud: audience
+                        .as_deref()
+                        .unwrap_or_else(|| default_audience(login_url)),
                     exp: chrono::Utc::now().timestamp() + 180,
                 };
                 assertion = jsonwebtoken::encode(
@@ -348,7 +350,11 @@ async fn soap_login(
     if !status.is_success() {
         let code = field("faultcode").unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
         let message = field("faultstring").unwrap_or_default();
-        if status.is_server_error() && !code.contains("INVALID_LOGIN") {
+        // Salesforce answers every login fault (INVALID_LOGIN, LOGIN_MUST_USE_SECURITY_TOKEN,
+        // API_DISABLED_FOR_ORG, PASSWORD_EXPIRED, ...) with HTTP 500 and a SOAP fault: none goes
+        // away by trying again, and repeated failed logins lock the user out. Only a server
+        // error without a fault (a proxy, an outage) is worth another try.
+        if status.is_server_error() && field("faultcode").is_none() {
             return Err(SalesforceError::Api {
                 status: status.as_u16(),
                 code,
@@ -415,8 +421,59 @@ fn xml_fields(xml: &str, wanted: &[&str]) -> Vec<(String, String)> {
     out
 }
 
+/// The `aud` of a JWT bearer assertion: Salesforce accepts only its login hosts, even when the
+/// token is asked of My Domain. Sandboxes (`test.salesforce.com`, `*.sandbox.my.salesforce.com`,
+/// or a legacy `name--sandbox.my.salesforce.com`) use `https://test.salesforce.com`, everything
+/// else `https://login.salesforce.com`. An Experience Cloud site sets `audience` in the secret.
+pub fn default_audience(login_url: &str) -> &'static str {
+    let host = url::Url::parse(login_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    let sandbox = host == "test.salesforce.com"
+        || host.ends_with(".sandbox.my.salesforce.com")
+        || (host.contains("--") && host.ends_with(".my.salesforce.com"));
+    if sandbox {
+        "https://test.salesforce.com"
+    } else {
+        "https://login.salesforce.com"
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::default_audience;
+
+    #[test]
+    fn the_jwt_audience_is_a_login_host_even_for_my_domain() {
+        for (login_url, audience) in [
+            (
+                "https://login.salesforce.com",
+                "https://login.salesforce.com",
+            ),
+            (
+                "https://acme.my.salesforce.com",
+                "https://login.salesforce.com",
+            ),
+            (
+                "https://ACME.my.salesforce.com/",
+                "https://login.salesforce.com",
+            ),
+            ("http://127.0.0.1:8443", "https://login.salesforce.com"),
+            ("https://test.salesforce.com", "https://test.salesforce.com"),
+            (
+                "https://acme--uat.sandbox.my.salesforce.com",
+                "https://test.salesforce.com",
+            ),
+            (
+                "https://acme--uat.my.salesforce.com",
+                "https://test.salesforce.com",
+            ),
+        ] {
+            assert_eq!(default_audience(login_url), audience, "{login_url}");
+        }
+    }
+
     use super::*;
 
     #[test]

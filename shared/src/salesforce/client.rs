@@ -139,7 +139,8 @@ pub struct ResultPage {
 #[serde(rename_all = "camelCase")]
 struct ResultPagesResponse {
     result_pages: Vec<ResultPageLink>,
-    #[serde(default)]
+    /// Salesforce's documentation spells it `nextRecordUrl` in one place: accept both.
+    #[serde(default, alias = "nextRecordUrl")]
     next_records_url: Option<String>,
     #[serde(default)]
     done: bool,
@@ -536,4 +537,20 @@ async fn api_error(response: Response) -> SalesforceError {
 /// Never written out: a session token.
 pub(crate) fn secret(value: impl Into<String>) -> SecretString {
     SecretString::from(value.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ResultPagesResponse;
+
+    #[test]
+    fn result_pages_accept_both_spellings_of_the_next_link() {
+        for name in ["nextRecordsUrl", "nextRecordUrl"] {
+            let body = format!(
+                r#"{{"resultPages": [{{"resultUrl": "/r/1"}}], "{name}": "/next", "done": false}}"#
+            );
+            let page: ResultPagesResponse = serde_json::from_str(&body).unwrap();
+            assert_eq!(page.next_records_url.as_deref(), Some("/next"), "{name}");
+        }
+    }
 }
