@@ -138,6 +138,8 @@ async fn a_crash_at_any_step_then_redelivery_gives_an_exact_warehouse() {
     let counting = FaultPlan::new(0, FailWhen::Before);
     let clean = Harness::start(HarnessOptions {
         plan: Some(counting.clone()),
+        // One object on each read path: Bulk (Account) and REST (Contact).
+        rest_objects: vec!["Contact"],
         ..HarnessOptions::default()
     })
     .await;
@@ -152,6 +154,7 @@ async fn a_crash_at_any_step_then_redelivery_gives_an_exact_warehouse() {
             let plan = FaultPlan::new(fail_at, when);
             let harness = Harness::start(HarnessOptions {
                 plan: Some(plan.clone()),
+                rest_objects: vec!["Contact"],
                 ..HarnessOptions::default()
             })
             .await;

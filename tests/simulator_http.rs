@@ -5,7 +5,9 @@ use std::io::Read;
 
 use futures::TryStreamExt;
 use serde_json::Value;
-use sfpipe_shared::salesforce::{Credentials, JobState, SalesforceError};
+use sfpipe_shared::salesforce::{
+    Credentials, JobState, SalesforceClient, SalesforceConfig, SalesforceError,
+};
 use sfpipe_simulator::{Fault, SimConfig, Simulator};
 use sfpipe_tests::{client_for, simulator};
 
@@ -155,6 +157,42 @@ async fn every_soap_login_fault_is_permanent_and_tried_once() {
         assert!(!err.is_retryable(), "{code}: {err}");
         assert!(err.to_string().contains(code), "{code}: {err}");
     }
+}
+
+#[tokio::test]
+async fn client_credentials_work_on_my_domain_only_and_jwt_on_either_host() {
+    let sim = simulator(SimConfig {
+        rows: 10,
+        ..SimConfig::default()
+    })
+    .await;
+    let c = sim.config().clone();
+    let on = |login_url: String, credentials: Credentials| {
+        SalesforceClient::new(SalesforceConfig::new(login_url), credentials).unwrap()
+    };
+    let client_credentials = || {
+        secret_json(serde_json::json!({
+            "flow": "client_credentials", "client_id": c.client_id, "client_secret": c.client_secret,
+        }))
+    };
+    let refused = on(sim.login_host_url(), client_credentials())
+        .describe_global()
+        .await
+        .unwrap_err();
+    assert!(!refused.is_retryable(), "{refused}");
+    assert!(refused.to_string().contains("My Domain"), "{refused}");
+    on(sim.url().to_string(), client_credentials())
+        .describe_global()
+        .await
+        .unwrap();
+    let jwt = secret_json(serde_json::json!({
+        "flow": "jwt_bearer", "client_id": c.client_id, "username": c.username,
+        "private_key": sfpipe_simulator::DEMO_PRIVATE_KEY_PEM,
+    }));
+    on(sim.login_host_url(), jwt)
+        .describe_global()
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

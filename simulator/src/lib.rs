@@ -111,6 +111,12 @@ impl Simulator {
         &self.url
     }
 
+    /// The simulator playing the generic login host (`login.salesforce.com`) rather than the
+    /// org's My Domain (`url`): it refuses the client credentials flow, as Salesforce does.
+    pub fn login_host_url(&self) -> String {
+        format!("{}{}", self.url, server::LOGIN_HOST_PATH)
+    }
+
     pub fn config(&self) -> &SimConfig {
         &self.state.config
     }

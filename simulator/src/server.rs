@@ -262,6 +262,12 @@ pub(crate) fn router(state: Shared) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), api_gate));
     Router::new()
         .route("/services/oauth2/token", post(token))
+        // The generic login host (login.salesforce.com), as opposed to the org's My Domain that
+        // the simulator's own address plays: only the token endpoint, and no client credentials.
+        .route(
+            &format!("{LOGIN_HOST_PATH}/services/oauth2/token"),
+            post(login_host_token),
+        )
         .route("/services/data", get(versions))
         .route("/services/data/", get(versions))
         .route("/services/Soap/u/{v}", post(soap_login))
@@ -406,6 +412,22 @@ fn new_session(state: &SimState) -> String {
     );
     lock(&state.tokens).insert(token.clone(), 0);
     token
+}
+
+/// Where the simulator plays `https://login.salesforce.com`: see [`crate::Simulator::login_host_url`].
+pub const LOGIN_HOST_PATH: &str = "/__login-host";
+
+/// The token endpoint of the generic login host: Salesforce serves the client credentials flow
+/// only on the org's My Domain.
+async fn login_host_token(state: State<Shared>, form: Form<TokenForm>) -> Response {
+    if form.grant_type == "client_credentials" {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant", "error_description": "request not supported on this domain"})),
+        )
+            .into_response();
+    }
+    token(state, form).await
 }
 
 async fn token(State(state): State<Shared>, Form(form): Form<TokenForm>) -> Response {

@@ -239,6 +239,9 @@ impl Credentials {
                     ("assertion", &assertion),
                 ]
             }
+            Credentials::ClientCredentials { .. } if is_generic_login_host(login_url) => {
+                return Err(client_credentials_need_my_domain());
+            }
             Credentials::ClientCredentials {
                 client_id,
                 client_secret,
@@ -290,6 +293,12 @@ impl Credentials {
                     code: error.error,
                     message: error.error_description,
                 });
+            }
+            if error
+                .error_description
+                .contains("not supported on this domain")
+            {
+                return Err(client_credentials_need_my_domain());
             }
             return Err(SalesforceError::Auth {
                 code: error.error,
@@ -421,6 +430,25 @@ fn xml_fields(xml: &str, wanted: &[&str]) -> Vec<(String, String)> {
     out
 }
 
+/// `login.salesforce.com` or `test.salesforce.com`, rather than an org's own domain.
+fn is_generic_login_host(login_url: &str) -> bool {
+    url::Url::parse(login_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .is_some_and(|host| host == "login.salesforce.com" || host == "test.salesforce.com")
+}
+
+/// Salesforce serves the client credentials flow only on the org's My Domain.
+fn client_credentials_need_my_domain() -> SalesforceError {
+    SalesforceError::Auth {
+        code: "invalid_grant".into(),
+        message: "the client credentials flow works only on the org's My Domain: set the login \
+                  URL (SalesforceLoginUrl, SFPIPE_SALESFORCE_LOGIN_URL) to \
+                  https://<your domain>.my.salesforce.com"
+            .into(),
+    }
+}
+
 /// The `aud` of a JWT bearer assertion: Salesforce accepts only its login hosts, even when the
 /// token is asked of My Domain. Sandboxes (`test.salesforce.com`, `*.sandbox.my.salesforce.com`,
 /// or a legacy `name--sandbox.my.salesforce.com`) use `https://test.salesforce.com`, everything
@@ -443,6 +471,27 @@ pub fn default_audience(login_url: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::default_audience;
+
+    #[tokio::test]
+    async fn client_credentials_on_a_generic_login_host_say_to_use_my_domain() {
+        let credentials = super::Credentials::ClientCredentials {
+            client_id: "id".into(),
+            client_secret: "secret".to_string().into(),
+        };
+        // Refused before any request: nothing listens on these hosts here.
+        for login_url in [
+            "https://login.salesforce.com",
+            "https://test.salesforce.com/",
+        ] {
+            let error = credentials
+                .login(&reqwest::Client::new(), login_url)
+                .await
+                .err()
+                .expect("refused");
+            assert!(!error.is_retryable(), "{error}");
+            assert!(error.to_string().contains("My Domain"), "{error}");
+        }
+    }
 
     #[test]
     fn the_jwt_audience_is_a_login_host_even_for_my_domain() {

@@ -292,7 +292,7 @@ where
             &counted,
         )
         .await;
-        if let Err(error) = &result {
+        if let Err(RestPageError::Salesforce(error)) = &result {
             // The store sees the error and keeps nothing; the message is retried.
             let _ = sender
                 .send(Err(std::io::Error::other(error.to_string())))
@@ -307,8 +307,31 @@ where
         produce,
         store_part(deps, message, layout, key, body, &read_count)
     );
-    produced.at(Stage::Upload, object)?;
-    stored
+    match produced {
+        Ok(()) => stored,
+        Err(RestPageError::Salesforce(error)) => Err(StageError::new(Stage::Upload, object, error)),
+        // The store gave up first: its own error says why (and whether a retry can help).
+        Err(RestPageError::StoreStopped) => stored.and_then(|_| {
+            Err(StageError::new(
+                Stage::Upload,
+                object,
+                Cause::Inconsistent("the part's store stopped reading without an error".into()),
+            ))
+        }),
+    }
+}
+
+/// Why paging a REST query into a part stopped.
+enum RestPageError {
+    Salesforce(SalesforceError),
+    /// The store stopped reading the part (it failed; its error is the cause).
+    StoreStopped,
+}
+
+impl From<SalesforceError> for RestPageError {
+    fn from(error: SalesforceError) -> Self {
+        Self::Salesforce(error)
+    }
 }
 
 /// Reads every page of the query and sends it on, gzipped CSV with a header row, counting the
@@ -320,8 +343,8 @@ async fn rest_pages_as_csv(
     schema: &TableSchema,
     sender: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
     records: &std::sync::atomic::AtomicU64,
-) -> Result<(), SalesforceError> {
-    let closed = || SalesforceError::Config("the part's store stopped reading".into());
+) -> Result<(), RestPageError> {
+    let closed = |_| RestPageError::StoreStopped;
     let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
     let header: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
     write_csv(
@@ -345,10 +368,7 @@ async fn rest_pages_as_csv(
         write_csv(&mut gzip, rows)?;
         let chunk = std::mem::take(gzip.get_mut());
         if !chunk.is_empty() {
-            sender
-                .send(Ok(Bytes::from(chunk)))
-                .await
-                .map_err(|_| closed())?;
+            sender.send(Ok(Bytes::from(chunk))).await.map_err(closed)?;
         }
         if !page.done {
             next = page.next_records_url;
@@ -357,10 +377,7 @@ async fn rest_pages_as_csv(
     let rest = gzip
         .finish()
         .map_err(|e| SalesforceError::Config(format!("gzip: {e}")))?;
-    sender
-        .send(Ok(Bytes::from(rest)))
-        .await
-        .map_err(|_| closed())
+    sender.send(Ok(Bytes::from(rest))).await.map_err(closed)
 }
 
 fn write_csv(
