@@ -1262,6 +1262,25 @@ async fn job_results(
 }
 
 /// Rows rendered in chunks as they are sent, so a page of any size costs a chunk of memory.
+/// A number as Bulk API CSV writes it: from ten million up, Salesforce prints doubles, currency
+/// and percent values the way Java does, in scientific notation (`12345678.5` as
+/// `1.23456785E7`, `100000000` as `1.0E8`).
+fn bulk_csv_number<'a>(sf_type: &str, value: &'a str) -> std::borrow::Cow<'a, str> {
+    let numeric = matches!(sf_type, "double" | "currency" | "percent");
+    match value.parse::<f64>() {
+        Ok(number) if numeric && number.abs() >= 1.0e7 && number.is_finite() => {
+            let text = format!("{number:E}");
+            match text.split_once('E') {
+                Some((mantissa, exponent)) if !mantissa.contains('.') => {
+                    format!("{mantissa}.0E{exponent}").into()
+                }
+                _ => text.into(),
+            }
+        }
+        _ => value.into(),
+    }
+}
+
 fn csv_page_stream(
     state: Shared,
     query: SoqlQuery,
@@ -1308,10 +1327,10 @@ fn csv_page_stream(
                 let chunk_end = (cursor.next + CHUNK_ROWS).min(end);
                 for &index in &rows[cursor.next..chunk_end] {
                     let values = org.row_values(query.object, index);
-                    let record = query
-                        .fields
-                        .iter()
-                        .map(|&i| values[i].as_deref().unwrap_or(""));
+                    let record = query.fields.iter().map(|&i| {
+                        let value = values[i].as_deref().unwrap_or("");
+                        bulk_csv_number(def.fields[i].sf_type, value).into_owned()
+                    });
                     if let Err(e) = writer.write_record(record) {
                         return Some((Err(std::io::Error::other(e)), cursor));
                     }
@@ -1344,4 +1363,19 @@ fn csv_page_stream(
             Some((Ok(Bytes::from(out)), cursor))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bulk_csv_number;
+
+    #[test]
+    fn large_numbers_are_written_as_java_writes_them() {
+        assert_eq!(bulk_csv_number("currency", "12345678.50"), "1.23456785E7");
+        assert_eq!(bulk_csv_number("double", "100000000"), "1.0E8");
+        assert_eq!(bulk_csv_number("currency", "9999999.99"), "9999999.99");
+        assert_eq!(bulk_csv_number("int", "12345678"), "12345678");
+        assert_eq!(bulk_csv_number("string", "12345678"), "12345678");
+        assert_eq!(bulk_csv_number("currency", ""), "");
+    }
 }

@@ -490,7 +490,83 @@ pub async fn invalid_utf8_fails_and_changes_nothing(w: &WarehouseUnderTest) {
     assert_eq!(table(w, object).await, before);
 }
 
+/// Salesforce writes numbers of eight or more digits in scientific notation (`1.2345678E7`) in
+/// Bulk CSV; every numeric column takes them at their value.
+pub async fn numbers_in_scientific_notation_load_at_their_value(w: &WarehouseUnderTest) {
+    let object = "WhNumbers__c";
+    let schema = TableSchema {
+        object: ObjectName::new(object).expect("valid object name"),
+        columns: vec![
+            column("Id", "id"),
+            column("Seats__c", "int"),
+            column("Ratio__c", "double"),
+            column("Amount", "currency"),
+            column("IsDeleted", "boolean"),
+            column("SystemModstamp", "datetime"),
+        ],
+    };
+    let header = [
+        "Id",
+        "Seats__c",
+        "Ratio__c",
+        "Amount",
+        "IsDeleted",
+        "SystemModstamp",
+    ];
+    let rows = [
+        ["1", "1.2345678E7", "1.2345678E7", "1.2345678E7"],
+        ["2", "42", "2.5E-3", "9.99E10"],
+        ["3", "12345678", "-3.0E8", "-1.5E7"],
+    ];
+    let csv_rows: Vec<Vec<String>> = rows
+        .iter()
+        .enumerate()
+        .map(|(day, r)| {
+            let mut row = vec![id(r[0])];
+            row.extend(r[1..].iter().map(|v| v.to_string()));
+            row.extend(["false".to_string(), stamp(day as u32 + 1)]);
+            row
+        })
+        .collect();
+    let key = write_file(
+        w.blobs.as_ref(),
+        &format!("conformance/warehouse/{object}/numbers.csv.gz"),
+        &header,
+        &csv_rows,
+    )
+    .await;
+    w.warehouse
+        .ensure_table(&schema)
+        .await
+        .expect("ensure_table");
+    let mut merge_batch = batch(object, "r1", vec![key]);
+    merge_batch.schema = schema.clone();
+    w.warehouse.merge(&merge_batch).await.expect("merge");
+    let got = w
+        .inspector
+        .rows(&schema, &["Id", "Seats__c", "Ratio__c", "Amount"])
+        .await;
+    let value = |text: &Option<String>| -> f64 {
+        text.as_deref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    assert_eq!(got.len(), rows.len(), "{got:?}");
+    for (row, want) in got.iter().zip(rows) {
+        assert_eq!(row[0].as_deref(), Some(id(want[0]).as_str()));
+        for (column, (text, expected)) in row[1..].iter().zip(&want[1..]).enumerate() {
+            let expected: f64 = expected.parse().expect("test number");
+            assert!(
+                (value(text) - expected).abs() <= expected.abs() * 1e-12,
+                "column {column} of row {}: {text:?}, not {expected}",
+                want[0]
+            );
+        }
+    }
+}
+
 pub async fn run_all(w: &WarehouseUnderTest) {
+    numbers_in_scientific_notation_load_at_their_value(w).await;
     awkward_csv_loads_exactly(w).await;
     invalid_utf8_fails_and_changes_nothing(w).await;
     first_load_creates_the_table(w).await;

@@ -119,10 +119,16 @@ fn to_value(column: &ColumnSpec, raw: &str) -> Result<Value, String> {
             "false" => Ok(Value::Integer(0)),
             _ => Err(format!("{}: {raw:?} is not a boolean", column.name)),
         },
+        // Salesforce may write large numbers in scientific notation (`1.2345678E7`).
         "int" | "long" => raw
             .parse()
+            .ok()
+            .or_else(|| {
+                let value: f64 = raw.parse().ok()?;
+                (value.fract() == 0.0 && value.abs() < 9.0e15).then_some(value as i64)
+            })
             .map(Value::Integer)
-            .map_err(|_| format!("{}: {raw:?} is not an integer", column.name)),
+            .ok_or_else(|| format!("{}: {raw:?} is not an integer", column.name)),
         "double" | "currency" | "percent" => raw
             .parse()
             .map(Value::Real)
@@ -434,6 +440,11 @@ mod tests {
         );
         assert!(to_value(&column("B", "boolean"), "yes").is_err());
         assert_eq!(to_value(&column("N", "int"), "42"), Ok(Value::Integer(42)));
+        assert_eq!(
+            to_value(&column("N", "int"), "1.2345678E7"),
+            Ok(Value::Integer(12_345_678))
+        );
+        assert!(to_value(&column("N", "int"), "1.5").is_err());
         assert_eq!(
             to_value(&column("C", "currency"), "12.5"),
             Ok(Value::Real(12.5))
