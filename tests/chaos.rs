@@ -95,7 +95,10 @@ async fn run_schedule(seed: u64) -> Totals {
         // later window would rightly end in the dead-letter queue.
         sim.rows = sim.rows.max(30);
         sim.query_timeout_rows = Some(sim.rows / 2 + 2);
-        note(&mut injected, "QUERY_TIMEOUT (window split)");
+        note(
+            &mut injected,
+            "late query timeout: the job fails (window split)",
+        );
     }
     if rng.u8(0..8) == 0 {
         sim.session_calls = Some(rng.u64(8..40));
@@ -291,6 +294,12 @@ fn argument(args: &[String], name: &str, default: u64) -> u64 {
 }
 
 fn main() {
+    if std::env::var_os("SFPIPE_CHAOS_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().collect();
     // `cargo test` passes libtest's flags (--list, filters): a listing shows the one test.
     if args.iter().any(|a| a == "--list") {

@@ -292,7 +292,7 @@ async fn a_failed_bulk_job_stops_its_object_with_the_reason() {
     assert!(
         reason.contains("Contact")
             && reason.contains("ended Failed")
-            && reason.contains("Retried more than 15 times"),
+            && reason.contains("Failed to process query"),
         "{reason}"
     );
     let checks = harness.check();

@@ -51,8 +51,9 @@ pub struct SimConfig {
     /// Answer 404 to `resultPages`, as API versions before it existed do: clients must follow
     /// the `Sforce-Locator` chain.
     pub without_result_pages: bool,
-    /// A Bulk query matching more rows than this times out (QUERY_TIMEOUT), as a query over too
-    /// wide a window of a huge object does.
+    /// A Bulk query matching more rows than this times out, as a query over too wide a window of
+    /// a huge object does: the job is created, then ends Failed ([`JOB_TIMEOUT_MESSAGE`]) when
+    /// it would have completed.
     pub query_timeout_rows: Option<u64>,
     /// Mutation rounds to replay at start (their timestamps), so an org survives restarts.
     pub rounds: Vec<DateTime<Utc>>,
@@ -112,7 +113,18 @@ struct Job {
     state: &'static str,
     status_checks: u32,
     created: DateTime<Utc>,
+    /// Matched more rows than `query_timeout_rows`: the job fails when it would have completed.
+    times_out: bool,
+    /// Why a Failed job failed.
+    error_message: Option<&'static str>,
 }
+
+/// What a Bulk 2.0 query job that ran too long says when it fails: Salesforce retries the query's
+/// internal batches and gives up. Creating the job never reports a timeout.
+pub const JOB_TIMEOUT_MESSAGE: &str = "InternalServerError : Retried more than 15 times";
+/// What the simulator's other failed jobs say.
+pub const JOB_FAILURE_MESSAGE: &str =
+    "InvalidBatch : Failed to process query: the query could not be completed";
 
 #[derive(Debug)]
 struct Cursor {
@@ -923,7 +935,7 @@ fn job_json(v: &str, job: &Job, rows: usize) -> Value {
         "jobType": "V2Query", "lineEnding": "LF", "columnDelimiter": "COMMA",
         "numberRecordsProcessed": if job.state == "JobComplete" { rows } else { 0 },
         "retries": 0, "totalProcessingTime": 0,
-        "errorMessage": if job.state == "Failed" { json!("InternalServerError : Retried more than 15 times") } else { Value::Null },
+        "errorMessage": job.error_message.filter(|_| job.state == "Failed"),
     })
 }
 
@@ -1004,17 +1016,10 @@ async fn create_job(
         );
     }
     let rows = Arc::new(matching_rows(&org, &query, request.operation == "queryAll"));
-    if state
+    let times_out = state
         .config
         .query_timeout_rows
-        .is_some_and(|limit| rows.len() as u64 > limit)
-    {
-        return sf_error(
-            StatusCode::BAD_REQUEST,
-            "QUERY_TIMEOUT",
-            "Your query request was running for too long.",
-        );
-    }
+        .is_some_and(|limit| rows.len() as u64 > limit);
     let object = def.name.to_string();
     drop(org);
     let job = Job {
@@ -1026,6 +1031,8 @@ async fn create_job(
         state: "UploadComplete",
         status_checks: 0,
         created: Utc::now(),
+        times_out,
+        error_message: None,
     };
     let body = job_json(&v, &job, rows.len());
     lock(&state.jobs).insert(job.id.clone(), job);
@@ -1058,7 +1065,11 @@ async fn job_info(State(state): State<Shared>, Path((v, id)): Path<(String, Stri
         job.status_checks += 1;
         job.state = if job.status_checks <= state.config.bulk_polls_to_complete {
             "InProgress"
+        } else if job.times_out {
+            job.error_message = Some(JOB_TIMEOUT_MESSAGE);
+            "Failed"
         } else if state.job_fails(&job.object) {
+            job.error_message = Some(JOB_FAILURE_MESSAGE);
             "Failed"
         } else {
             "JobComplete"

@@ -103,6 +103,26 @@ pub struct JobInfo {
 }
 
 impl JobInfo {
+    /// A Failed job whose query ran too long: Salesforce creates every query job at once and
+    /// reports a timeout only later, as the job's failure (it retried the query's batches and
+    /// gave up, or the query timed out). Narrower windows succeed where a wide one times out.
+    pub fn timed_out(&self) -> bool {
+        let message = self
+            .error_message
+            .as_deref()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        self.state == JobState::Failed
+            && [
+                "retried more than",
+                "query_timeout",
+                "running for too long",
+                "timed out",
+            ]
+            .iter()
+            .any(|sign| message.contains(sign))
+    }
+
     /// [`JobInfo::created_date`] as a time, if Salesforce gave one that parses.
     pub fn created_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         let text = self.created_date.as_deref()?;
@@ -541,7 +561,28 @@ pub(crate) fn secret(value: impl Into<String>) -> SecretString {
 
 #[cfg(test)]
 mod tests {
-    use super::ResultPagesResponse;
+    use super::{JobInfo, JobState, ResultPagesResponse};
+
+    #[test]
+    fn a_failed_job_that_ran_too_long_is_a_timeout() {
+        let job = |state: JobState, message: &str| JobInfo {
+            id: "750x".into(),
+            state,
+            object: "Account".into(),
+            number_records_processed: None,
+            error_message: Some(message.into()),
+            created_date: None,
+        };
+        for message in [
+            "InternalServerError : Retried more than 15 times",
+            "QUERY_TIMEOUT : Your query request was running for too long.",
+            "the query timed out",
+        ] {
+            assert!(job(JobState::Failed, message).timed_out(), "{message}");
+        }
+        assert!(!job(JobState::Failed, "InvalidBatch : Failed to process query").timed_out());
+        assert!(!job(JobState::Aborted, "Retried more than 15 times").timed_out());
+    }
 
     #[test]
     fn result_pages_accept_both_spellings_of_the_next_link() {

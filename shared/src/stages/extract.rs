@@ -450,6 +450,14 @@ where
             )
             .await
         }
+        JobState::Failed if job.timed_out() => {
+            // Read the window in two halves, as when creation times out; then forget the job.
+            // In that order: a split that failed midway is retried on the same failed job.
+            tracing::info!(run_id = %message.run_id, %object, job_id = %progress.job_id, "the Bulk job timed out");
+            let outcome = split(deps, message).await?;
+            forget_job(deps, message, &progress.job_id).await;
+            Ok(outcome)
+        }
         JobState::Failed | JobState::Aborted => {
             let failure = SalesforceError::JobFailed {
                 job_id: progress.job_id.clone(),
@@ -459,7 +467,8 @@ where
                     .error_message
                     .unwrap_or_else(|| "no error message".into()),
             };
-            Err(forget_job(deps, message, &progress.job_id, failure).await)
+            forget_job(deps, message, &progress.job_id).await;
+            Err(StageError::new(Stage::Extract, object, failure))
         }
         JobState::Open | JobState::UploadComplete | JobState::InProgress
             if job.created_at().is_some_and(|created| {
@@ -482,7 +491,8 @@ where
                     deps.config.bulk_job_deadline.as_secs() / 60
                 ),
             };
-            Err(forget_job(deps, message, &progress.job_id, failure).await)
+            forget_job(deps, message, &progress.job_id).await;
+            Err(StageError::new(Stage::Extract, object, failure))
         }
         JobState::Open | JobState::UploadComplete | JobState::InProgress => {
             let next = BulkJobProgress {
@@ -498,14 +508,8 @@ where
     }
 }
 
-/// Forgets a job that will not complete, so a re-run of this object's run starts a new one, and
-/// returns the permanent failure that dead-letters its message.
-async fn forget_job<B, Q>(
-    deps: &ExtractDeps<'_, B, Q>,
-    message: &ExtractMessage,
-    job_id: &str,
-    failure: SalesforceError,
-) -> StageError
+/// Forgets a job that will not complete, so a re-run of this object's run starts a new one.
+async fn forget_job<B, Q>(deps: &ExtractDeps<'_, B, Q>, message: &ExtractMessage, job_id: &str)
 where
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
@@ -513,7 +517,6 @@ where
     let layout = RunLayout::new(&message.object, &message.run_id);
     let _ = deps.blobs.delete(&layout.bulk_job()).await;
     let _ = deps.salesforce.delete_job(job_id).await;
-    StageError::new(Stage::Extract, &message.object, failure)
 }
 
 async fn fan_out<B, Q>(
