@@ -84,6 +84,10 @@ async fn run_schedule(seed: u64) -> Totals {
     if rng.u8(0..10) == 0 {
         sim.without_result_pages = true;
         note(&mut injected, "no resultPages (locator chain)");
+        if rng.bool() {
+            sim.short_pages = true;
+            note(&mut injected, "short pages on the locator chain");
+        }
     }
     if rng.u8(0..10) == 0 {
         sim.bulk_unsupported_objects = vec![objects[0].to_string()];

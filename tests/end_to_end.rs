@@ -636,3 +636,79 @@ async fn without_result_pages_the_locator_chain_is_followed_part_by_part() {
         );
     }
 }
+
+#[tokio::test]
+async fn short_pages_on_the_locator_chain_still_give_an_exact_warehouse() {
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            without_result_pages: true,
+            short_pages: true,
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account", "Contact"],
+        sends: SendBehaviour {
+            duplicate: true,
+            ..SendBehaviour::default()
+        },
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("short pages along the locator chain");
+    let records = result
+        .merged_records(harness.pipeline.blobs().as_ref())
+        .await;
+    for record in records.values() {
+        let record = record.clone().unwrap();
+        assert_eq!(
+            (record.parts, record.records),
+            (4, 30),
+            "30 rows at 8 per page (12 asked for)"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pages_that_do_not_add_up_to_the_job_record_count_fail_the_run_loudly() {
+    for (sim, what) in [
+        (
+            SimConfig {
+                miscounted_jobs: true,
+                ..HarnessOptions::default().sim
+            },
+            "numberRecordsProcessed",
+        ),
+        (
+            SimConfig {
+                without_record_counts: true,
+                ..HarnessOptions::default().sim
+            },
+            "Sforce-NumberOfRecords",
+        ),
+    ] {
+        let harness = Harness::start(HarnessOptions {
+            sim,
+            objects: vec!["Account"],
+            ..HarnessOptions::default()
+        })
+        .await;
+        let result = harness.run().await;
+        // A miscounted job fails once, at its merge request; pages without a count each fail.
+        assert!(!result.dead_letters.is_empty(), "{what}: nothing failed");
+        for dead in &result.dead_letters {
+            assert!(
+                dead.reason.contains("Account") && dead.reason.contains(what),
+                "{what}: {}",
+                dead.reason
+            );
+        }
+        let merged = result
+            .merged_records(harness.pipeline.blobs().as_ref())
+            .await;
+        assert!(
+            merged.values().all(Option::is_none),
+            "{what}: a run whose counts disagree was merged"
+        );
+    }
+}

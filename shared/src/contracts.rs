@@ -200,7 +200,8 @@ pub struct UploadMessage {
     pub job_id: String,
     /// 1-based part number of this page.
     pub part: u32,
-    /// How many parts the run of this object has in all.
+    /// How many parts the run of this object has in all; 0 on the locator chain, where the count
+    /// is known only at the last page (Salesforce may send pages shorter than asked for).
     pub parts: u32,
     /// The page's results path (relative to the instance URL), as Salesforce gave it.
     pub result_url: String,
@@ -211,6 +212,10 @@ pub struct UploadMessage {
     /// this page, queue the next part with the locator Salesforce gave.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub chain: bool,
+    /// The records the Bulk job reported (`numberRecordsProcessed`): the run's pages must hold
+    /// exactly these before its merge is requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_records: Option<u64>,
 }
 
 /// upload → merge: every part of one object's run is stored; merge them.
@@ -323,7 +328,8 @@ impl Contract for UploadMessage {
         format!("{}#{}/{}", self.job_id, self.part, self.parts)
     }
     fn check(&self) -> Result<(), ContractError> {
-        if self.part == 0 || self.part > self.parts {
+        let unknown_count = self.chain && self.parts == 0;
+        if self.part == 0 || (!unknown_count && self.part > self.parts) {
             return Err(ContractError::Invalid(format!(
                 "part {} is outside 1..={}",
                 self.part, self.parts
@@ -394,6 +400,11 @@ impl RunLayout {
     }
     pub fn manifest(&self, part: u32) -> String {
         format!("{}part-{part:05}.manifest.json", self.prefix)
+    }
+    /// Written once part `part`'s successor on the locator chain is queued, so a duplicate of the
+    /// part does not queue it again (each duplicate would otherwise double the rest of the chain).
+    pub fn chain_link(&self, part: u32) -> String {
+        format!("{}part-{part:05}.next-queued", self.prefix)
     }
     pub fn manifests_prefix(&self) -> String {
         format!("{}part-", self.prefix)
@@ -486,6 +497,7 @@ mod tests {
             mode: message.mode,
             window: message.window,
             chain: false,
+            job_records: None,
         };
         assert_eq!(UploadMessage::from_body(&upload.to_body()).unwrap(), upload);
     }
@@ -576,6 +588,7 @@ mod tests {
                 until: at(1),
             },
             chain: false,
+            job_records: None,
         };
         assert!(UploadMessage::from_body(&upload.to_body()).is_err());
     }

@@ -51,6 +51,13 @@ pub struct SimConfig {
     /// Answer 404 to `resultPages`, as API versions before it existed do: clients must follow
     /// the `Sforce-Locator` chain.
     pub without_result_pages: bool,
+    /// On the locator chain, pages hold fewer records than `maxRecords` asks ("still subject to
+    /// the size limits"): a third fewer, so a client must not predict the page count.
+    pub short_pages: bool,
+    /// Jobs report one record more in `numberRecordsProcessed` than their pages hold.
+    pub miscounted_jobs: bool,
+    /// Result pages come without their `Sforce-NumberOfRecords` header.
+    pub without_record_counts: bool,
     /// A Bulk query matching more rows than this times out, as a query over too wide a window of
     /// a huge object does: the job is created, then ends Failed ([`JOB_TIMEOUT_MESSAGE`]) when
     /// it would have completed.
@@ -79,6 +86,9 @@ impl Default for SimConfig {
             failing_job_objects: Vec::new(),
             bulk_unsupported_objects: Vec::new(),
             query_timeout_rows: None,
+            short_pages: false,
+            miscounted_jobs: false,
+            without_record_counts: false,
             without_result_pages: false,
             rounds: Vec::new(),
             bench_object: false,
@@ -117,6 +127,8 @@ struct Job {
     times_out: bool,
     /// Why a Failed job failed.
     error_message: Option<&'static str>,
+    /// Reports one record more than its pages hold ([`SimConfig::miscounted_jobs`]).
+    miscounted: bool,
 }
 
 /// What a Bulk 2.0 query job that ran too long says when it fails: Salesforce retries the query's
@@ -933,7 +945,7 @@ fn job_json(v: &str, job: &Job, rows: usize) -> Value {
         "state": job.state, "concurrencyMode": "Parallel", "contentType": "CSV",
         "apiVersion": v.trim_start_matches('v').parse::<f64>().unwrap_or(62.0),
         "jobType": "V2Query", "lineEnding": "LF", "columnDelimiter": "COMMA",
-        "numberRecordsProcessed": if job.state == "JobComplete" { rows } else { 0 },
+        "numberRecordsProcessed": if job.state == "JobComplete" { rows + usize::from(job.miscounted) } else { 0 },
         "retries": 0, "totalProcessingTime": 0,
         "errorMessage": job.error_message.filter(|_| job.state == "Failed"),
     })
@@ -1033,6 +1045,7 @@ async fn create_job(
         created: Utc::now(),
         times_out,
         error_message: None,
+        miscounted: state.config.miscounted_jobs,
     };
     let body = job_json(&v, &job, rows.len());
     lock(&state.jobs).insert(job.id.clone(), job);
@@ -1244,7 +1257,10 @@ async fn job_results(
             "invalid locator",
         );
     };
-    let max = params.max_records.unwrap_or(DEFAULT_MAX_RECORDS).max(1) as usize;
+    let mut max = params.max_records.unwrap_or(DEFAULT_MAX_RECORDS).max(1) as usize;
+    if state.config.short_pages && state.config.without_result_pages {
+        max = (max * 2 / 3).max(1);
+    }
     let start = start.min(rows.len());
     let end = (start + max).min(rows.len());
     let next = if end < rows.len() {
@@ -1263,7 +1279,9 @@ async fn job_results(
     if gzip {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
-    if let Ok(value) = HeaderValue::from_str(&(end - start).to_string()) {
+    if let Ok(value) = HeaderValue::from_str(&(end - start).to_string())
+        && !state.config.without_record_counts
+    {
         headers.insert("Sforce-NumberOfRecords", value);
     }
     if let Ok(value) = HeaderValue::from_str(&next) {

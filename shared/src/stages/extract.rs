@@ -239,6 +239,7 @@ where
             mode: message.mode,
             window: message.window,
             chain: false,
+            job_records: None,
         };
         deps.upload_queue
             .send(OutgoingMessage::new(upload.to_body(), upload.message_id()))
@@ -550,25 +551,14 @@ where
                 .await?;
                 return Ok(ExtractOutcome::AlreadyDone);
             }
-            // The locator chain: the part count follows from the record count; each upload
-            // queues the next part with the locator its page gave.
-            let records = records.ok_or_else(|| {
-                StageError::new(
-                    Stage::Extract,
-                    object,
-                    Cause::Inconsistent(format!(
-                        "job {job_id} gave no numberRecordsProcessed to plan its pages by"
-                    )),
-                )
-            })?;
-            let parts = records.div_ceil(deps.config.page_records.max(1)).max(1);
+            // The locator chain: each upload queues the next part with the locator its page
+            // gave. How many parts there are is known only at the last page: Salesforce may send
+            // fewer records than asked for.
             chain = true;
-            let first = deps
-                .salesforce
-                .results_path(job_id, None, deps.config.page_records);
-            std::iter::once(first)
-                .chain((1..parts).map(|_| String::new()))
-                .collect()
+            vec![
+                deps.salesforce
+                    .results_path(job_id, None, deps.config.page_records),
+            ]
         }
         Err(error) => return Err(StageError::new(Stage::Extract, object, error)),
     };
@@ -594,21 +584,18 @@ where
         send_merge(deps.merge_queue, &merge).await?;
     }
     for (index, result_url) in pages.into_iter().enumerate() {
-        if chain && index > 0 {
-            // Queued by the upload of the page before, once its locator is known.
-            break;
-        }
         let upload = UploadMessage {
             v: CONTRACT_VERSION,
             run_id: message.run_id.clone(),
             object: object.clone(),
             job_id: job_id.to_string(),
             part: index as u32 + 1,
-            parts,
+            parts: if chain { 0 } else { parts },
             result_url,
             mode: message.mode,
             window: message.window,
             chain,
+            job_records: records,
         };
         upload.check().at(Stage::Extract, object)?;
         deps.upload_queue

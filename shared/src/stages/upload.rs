@@ -59,6 +59,11 @@ where
     if message.job_id == REST_QUERY_JOB {
         return upload_rest(deps, message, &layout, &key).await;
     }
+    if message.chain
+        && let Some(outcome) = chain_link_done(deps, message, &layout).await?
+    {
+        return Ok(outcome);
+    }
     let page = match deps.salesforce.download_results(&message.result_url).await {
         Ok(page) => page,
         Err(SalesforceError::Api { status: 404, .. }) => {
@@ -95,13 +100,81 @@ where
             64 * 1024,
         ))
     };
-    let records = page.records.unwrap_or(0);
+    // The page's record count is what proves the run complete: a page without one is refused
+    // rather than counted as empty.
+    let records = page.records.ok_or_else(|| {
+        StageError::new(
+            Stage::Upload,
+            object,
+            SalesforceError::Decode {
+                what: "Bulk result page",
+                detail: format!(
+                    "job {} part {} came without its Sforce-NumberOfRecords header, so the \
+                     run cannot be proved complete; run the object again",
+                    message.job_id, message.part
+                ),
+            },
+        )
+    })?;
     let next_locator = page.next_locator.clone();
-    let outcome = store_part(deps, message, &layout, &key, body, &|| records).await?;
-    if message.chain {
-        queue_next_in_chain(deps, message, next_locator).await?;
+    // On the locator chain, the page without a next locator is the last: its number is the
+    // run's part count.
+    let complete_with = match (message.chain, &next_locator) {
+        (false, _) => Some(message.parts),
+        (true, None) => Some(message.part),
+        (true, Some(_)) => None,
+    };
+    let outcome = store_part(
+        deps,
+        message,
+        &layout,
+        &key,
+        body,
+        &|| records,
+        complete_with,
+    )
+    .await?;
+    if let Some(locator) = next_locator.filter(|_| message.chain) {
+        queue_next_in_chain(deps, message, locator).await?;
+        // After the send: a crash between the two sends the next part twice, never not at all.
+        deps.blobs
+            .put_if_absent(&layout.chain_link(message.part), Bytes::from_static(b"{}"))
+            .await
+            .at(Stage::Upload, object)?;
     }
     Ok(outcome)
+}
+
+/// A duplicate of a locator-chain part whose successor is queued already: the part as stored.
+async fn chain_link_done<B, Q>(
+    deps: &UploadDeps<'_, B, Q>,
+    message: &UploadMessage,
+    layout: &RunLayout,
+) -> Result<Option<UploadOutcome>, StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    if deps
+        .blobs
+        .head(&layout.chain_link(message.part))
+        .await
+        .at(Stage::Upload, object)?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let manifest = read_json::<PartManifest, _>(deps.blobs, &layout.manifest(message.part))
+        .await
+        .at(Stage::Upload, object)?;
+    if manifest.is_some() {
+        tracing::info!(run_id = %message.run_id, %object, part = message.part, "late duplicate: the part is stored and the next one queued");
+    }
+    Ok(manifest.map(|manifest| UploadOutcome {
+        manifest,
+        requested_merge: false,
+    }))
 }
 
 /// The part as stored before, once the run's merge was requested: what a late duplicate returns.
@@ -140,53 +213,31 @@ where
 async fn queue_next_in_chain<B, Q>(
     deps: &UploadDeps<'_, B, Q>,
     message: &UploadMessage,
-    next_locator: Option<String>,
+    locator: String,
 ) -> Result<(), StageError>
 where
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
-    let object = &message.object;
-    let mismatch = |what: &str| {
-        StageError::new(
-            Stage::Upload,
-            object,
-            Cause::Inconsistent(format!(
-                "job {}: part {} of {} {what}; the job's pages do not match its record count: \
-                 run the object again",
-                message.job_id, message.part, message.parts
-            )),
-        )
-        .permanent()
+    let max_records = url::Url::parse(&format!("http://x{}", message.result_url))
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "maxRecords")
+                .and_then(|(_, v)| v.parse().ok())
+        })
+        .unwrap_or(50_000);
+    let next = UploadMessage {
+        part: message.part + 1,
+        result_url: deps
+            .salesforce
+            .results_path(&message.job_id, Some(&locator), max_records),
+        ..message.clone()
     };
-    match next_locator {
-        None if message.part < message.parts => Err(mismatch("is the last page")),
-        None => Ok(()),
-        Some(_) if message.part >= message.parts => Err(mismatch("has a next page")),
-        Some(locator) => {
-            let max_records = url::Url::parse(&format!("http://x{}", message.result_url))
-                .ok()
-                .and_then(|u| {
-                    u.query_pairs()
-                        .find(|(k, _)| k == "maxRecords")
-                        .and_then(|(_, v)| v.parse().ok())
-                })
-                .unwrap_or(50_000);
-            let next = UploadMessage {
-                part: message.part + 1,
-                result_url: deps.salesforce.results_path(
-                    &message.job_id,
-                    Some(&locator),
-                    max_records,
-                ),
-                ..message.clone()
-            };
-            deps.upload_queue
-                .send(OutgoingMessage::new(next.to_body(), next.message_id()))
-                .await
-                .at(Stage::Upload, object)
-        }
-    }
+    deps.upload_queue
+        .send(OutgoingMessage::new(next.to_body(), next.message_id()))
+        .await
+        .at(Stage::Upload, &message.object)
 }
 
 /// Stores the part's bytes, hashing them on the way, then its manifest; requests the merge if
@@ -199,6 +250,9 @@ async fn store_part<B, Q>(
     body: ByteStream,
     // Read once the body is stored: a REST part knows its count only at the end.
     records: &(dyn Fn() -> u64 + Sync),
+    // The run's part count, when this part may be its last one stored (not on the locator
+    // chain before its last page).
+    complete_with: Option<u32>,
 ) -> Result<UploadOutcome, StageError>
 where
     B: BlobStore + ?Sized,
@@ -247,7 +301,10 @@ where
         .at(Stage::Upload, object)?;
     tracing::info!(run_id = %message.run_id, %object, part = message.part, parts = message.parts, records = manifest.records, bytes, "stored part");
 
-    let requested_merge = request_merge_if_complete(deps, message, layout).await?;
+    let requested_merge = match complete_with {
+        Some(parts) => request_merge_if_complete(deps, message, layout, parts).await?,
+        None => false,
+    };
     Ok(UploadOutcome {
         manifest,
         requested_merge,
@@ -305,7 +362,15 @@ where
     let read_count = || counted.load(std::sync::atomic::Ordering::SeqCst);
     let (produced, stored) = tokio::join!(
         produce,
-        store_part(deps, message, layout, key, body, &read_count)
+        store_part(
+            deps,
+            message,
+            layout,
+            key,
+            body,
+            &read_count,
+            Some(message.parts)
+        )
     );
     match produced {
         Ok(()) => stored,
@@ -420,6 +485,7 @@ async fn request_merge_if_complete<B, Q>(
     deps: &UploadDeps<'_, B, Q>,
     message: &UploadMessage,
     layout: &RunLayout,
+    parts: u32,
 ) -> Result<bool, StageError>
 where
     B: BlobStore + ?Sized,
@@ -434,7 +500,7 @@ where
         .iter()
         .filter(|b| b.key.ends_with(".manifest.json"))
         .count();
-    if stored < message.parts as usize {
+    if stored < parts as usize {
         return Ok(false);
     }
     if deps
@@ -446,7 +512,10 @@ where
     {
         return Ok(false);
     }
-    let merge = merge_for(message, layout);
+    if let Some(expected) = message.job_records {
+        check_record_count(deps, message, layout, parts, expected).await?;
+    }
+    let merge = merge_for(message, layout, parts);
     send_merge(deps.merge_queue, &merge).await?;
     deps.blobs
         .put_if_absent(&layout.merge_requested(), to_json(&merge))
@@ -456,16 +525,59 @@ where
         // Salesforce deletes finished jobs after 7 days anyway.
         tracing::warn!(%object, job_id = %message.job_id, %error, "could not delete the finished bulk job");
     }
-    tracing::info!(run_id = %message.run_id, %object, parts = message.parts, "all parts stored; merge requested");
+    tracing::info!(run_id = %message.run_id, %object, parts, "all parts stored; merge requested");
     Ok(true)
 }
 
-fn merge_for(message: &UploadMessage, layout: &RunLayout) -> MergeMessage {
+/// The run's pages must hold exactly the records its Bulk job reported: a page lost or cut short
+/// on the way would otherwise merge as a complete run and move the watermark past its rows.
+async fn check_record_count<B, Q>(
+    deps: &UploadDeps<'_, B, Q>,
+    message: &UploadMessage,
+    layout: &RunLayout,
+    parts: u32,
+    expected: u64,
+) -> Result<(), StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    let mut stored = 0u64;
+    for part in 1..=parts {
+        let manifest: PartManifest = read_json(deps.blobs, &layout.manifest(part))
+            .await
+            .at(Stage::Upload, object)?
+            .ok_or_else(|| {
+                StageError::new(
+                    Stage::Upload,
+                    object,
+                    Cause::Inconsistent(format!("part {part} of {parts} has no manifest")),
+                )
+            })?;
+        stored += manifest.records;
+    }
+    if stored == expected {
+        return Ok(());
+    }
+    Err(StageError::new(
+        Stage::Upload,
+        object,
+        Cause::Inconsistent(format!(
+            "Bulk job {} reported {expected} records (numberRecordsProcessed) but its {parts} \
+             pages hold {stored}; the run is not merged: run the object again",
+            message.job_id
+        )),
+    )
+    .permanent())
+}
+
+fn merge_for(message: &UploadMessage, layout: &RunLayout, parts: u32) -> MergeMessage {
     MergeMessage {
         v: CONTRACT_VERSION,
         run_id: message.run_id.clone(),
         object: message.object.clone(),
-        parts: message.parts,
+        parts,
         schema_key: layout.schema(),
         mode: message.mode,
         window: message.window,
