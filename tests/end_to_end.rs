@@ -712,3 +712,30 @@ async fn pages_that_do_not_add_up_to_the_job_record_count_fail_the_run_loudly() 
         );
     }
 }
+
+#[tokio::test]
+async fn a_rest_query_over_the_uri_limit_stops_its_object_with_the_fix() {
+    let harness = Harness::start(HarnessOptions {
+        objects: vec!["Account", "Contact"],
+        rest_objects: vec!["Contact"],
+        ..HarnessOptions::default()
+    })
+    .await;
+    // Wide enough that the SOQL in the URI passes Salesforce's 16,384 bytes.
+    for n in 0..700 {
+        let name: &'static str = Box::leak(format!("Wide_Custom_Field_{n:04}__c").into_boxed_str());
+        assert!(harness.sim.add_field("Contact", name, chrono::Utc::now()));
+    }
+    let result = harness.run().await;
+    assert_eq!(result.dead_letters.len(), 1, "{:#?}", result.dead_letters);
+    let reason = &result.dead_letters[0].reason;
+    assert!(
+        reason.contains("Contact")
+            && reason.contains("16384-byte limit")
+            && reason.contains("SFPIPE_FIELDS"),
+        "{reason}"
+    );
+    let checks = harness.check();
+    let account = checks.iter().find(|c| c.object == "Account").unwrap();
+    assert!(account.is_exact(), "{account:#?}");
+}

@@ -299,7 +299,29 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/__sim/expire-sessions", post(expire_sessions))
         .route("/__sim/health", get(|| async { "ok" }))
         .merge(data)
+        .layer(middleware::from_fn(uri_limit))
         .with_state(state)
+}
+
+/// The longest request URI Salesforce's front end accepts.
+pub const MAX_URI_BYTES: usize = 16_384;
+
+/// Salesforce refuses a longer request line (a REST query of a wide object with its field list
+/// in `?q=`) before it reaches the API: 414, no JSON error body.
+async fn uri_limit(request: axum::extract::Request, next: middleware::Next) -> Response {
+    let length = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if length > MAX_URI_BYTES {
+        return (
+            StatusCode::URI_TOO_LONG,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>414 Request-URI Too Large</body></html>",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Every data call: a valid session, a fault if one is set, and the API usage header.

@@ -201,6 +201,9 @@ where
                     Err(error) => return Err(StageError::new(Stage::Extract, object, error)),
                 }
             };
+            if job_id == REST_QUERY_JOB {
+                check_rest_uri(deps, object, &soql, schema.columns.len())?;
+            }
             let record = BulkJobRecord { job_id, soql };
             let stored = deps
                 .blobs
@@ -256,6 +259,40 @@ where
     };
     requeue(deps, message, progress).await?;
     Ok(ExtractOutcome::Started { job_id: job.job_id })
+}
+
+/// The longest request URI Salesforce accepts.
+pub const MAX_REST_URI_BYTES: usize = 16_384;
+
+/// A REST query carries its SOQL in the URI, which Salesforce caps at 16,384 bytes: a wide
+/// object's query would fail on every run. Refused at once, with the fix, rather than split over
+/// several queries joined on Id: objects read over REST are the ones Bulk refuses (or configured
+/// so), small by nature, and a join of pages would have to hold rows until their partners come.
+fn check_rest_uri<B, Q>(
+    deps: &ExtractDeps<'_, B, Q>,
+    object: &crate::contracts::ObjectName,
+    soql: &str,
+    fields: usize,
+) -> Result<(), StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let length = deps.salesforce.query_all_path(soql).len();
+    if length <= MAX_REST_URI_BYTES {
+        return Ok(());
+    }
+    Err(StageError::new(
+        Stage::Extract,
+        object,
+        Cause::Inconsistent(format!(
+            "the REST query of {object} selects {fields} fields: a {length}-byte request URI, \
+             over Salesforce's {MAX_REST_URI_BYTES}-byte limit. Exclude fields with SFPIPE_FIELDS \
+             (e.g. {{\"{object}\": {{\"exclude\": [...]}}}}) until it fits, or read it with \
+             the Bulk API (remove it from SFPIPE_REST_OBJECTS) if Bulk supports it"
+        )),
+    )
+    .permanent())
 }
 
 /// The start assumed for a full window when it must be split (no Salesforce data is older).
