@@ -79,6 +79,7 @@ async fn run_schedule(seed: u64) -> Totals {
         seed,
         rows: rng.u64(8..40),
         bulk_polls_to_complete: rng.u32(0..4),
+        result_page_rows: rng.u64(3..25),
         ..SimConfig::default()
     };
     if rng.u8(0..10) == 0 {

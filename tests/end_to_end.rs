@@ -330,6 +330,7 @@ async fn objects_the_bulk_api_refuses_or_configured_for_rest_are_read_with_the_r
     let harness = Harness::start(HarnessOptions {
         sim: SimConfig {
             rows: 450,
+            result_page_rows: 200,
             bulk_unsupported_objects: vec!["Case".into()],
             ..HarnessOptions::default().sim
         },
@@ -738,4 +739,31 @@ async fn a_rest_query_over_the_uri_limit_stops_its_object_with_the_fix() {
     let checks = harness.check();
     let account = checks.iter().find(|c| c.object == "Account").unwrap();
     assert!(account.is_exact(), "{account:#?}");
+}
+
+#[tokio::test]
+async fn salesforce_sizes_the_result_pages_whatever_max_records_asks() {
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            result_page_rows: 7,
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account"],
+        // Asks for 12 per page; Salesforce sends 7.
+        page_records: 12,
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("pages of Salesforce's size");
+    let records = result
+        .merged_records(harness.pipeline.blobs().as_ref())
+        .await;
+    let record = records.values().next().cloned().flatten().expect("merged");
+    assert_eq!(
+        (record.parts, record.records),
+        (5, 30),
+        "30 rows at 7 per page"
+    );
 }

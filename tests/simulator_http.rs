@@ -392,6 +392,7 @@ async fn a_bulk_job_runs_to_completion_and_its_pages_download_in_parallel() {
     let sim = simulator(SimConfig {
         rows: 1000,
         bulk_polls_to_complete: 2,
+        result_page_rows: 100,
         ..SimConfig::default()
     })
     .await;

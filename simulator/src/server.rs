@@ -51,6 +51,9 @@ pub struct SimConfig {
     /// Answer 404 to `resultPages`, as API versions before it existed do: clients must follow
     /// the `Sforce-Locator` chain.
     pub without_result_pages: bool,
+    /// Records per page of `resultPages`: Salesforce chooses the page size there and ignores the
+    /// client's `maxRecords`.
+    pub result_page_rows: u64,
     /// On the locator chain, pages hold fewer records than `maxRecords` asks ("still subject to
     /// the size limits"): a third fewer, so a client must not predict the page count.
     pub short_pages: bool,
@@ -86,6 +89,7 @@ impl Default for SimConfig {
             failing_job_objects: Vec::new(),
             bulk_unsupported_objects: Vec::new(),
             query_timeout_rows: None,
+            result_page_rows: DEFAULT_MAX_RECORDS,
             short_pages: false,
             miscounted_jobs: false,
             without_record_counts: false,
@@ -1233,7 +1237,8 @@ async fn result_pages(
             "invalid locator",
         );
     };
-    let max = params.max_records.unwrap_or(DEFAULT_MAX_RECORDS).max(1) as usize;
+    // Salesforce decides how many records a page of resultPages holds, whatever maxRecords says.
+    let max = state.config.result_page_rows.max(1) as usize;
     const LINKS_PER_RESPONSE: usize = 5;
     let mut links = Vec::new();
     let mut offset = start;

@@ -37,6 +37,8 @@ impl Default for HarnessOptions {
             sim: SimConfig {
                 rows: 30,
                 bulk_polls_to_complete: 1,
+                // Salesforce's own page size on resultPages, here as small as `page_records`.
+                result_page_rows: 12,
                 ..SimConfig::default()
             },
             objects: vec!["Account", "Contact"],
