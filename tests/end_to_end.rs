@@ -445,14 +445,17 @@ async fn sfpipe_run_loads_an_org_given_only_its_url_and_credentials() {
     let options = sfpipe_cli::run::RunOptions {
         login_url: sim.url().to_string(),
         credentials,
-        objects: "Account,Invoice__c".into(),
+        // Any case, as Salesforce matches names: the run uses the org's spelling.
+        objects: "account,INVOICE__C".into(),
         dir: dir.path().join("out"),
         full: false,
         ca_cert: None,
     };
     let summary = sfpipe_cli::run::run(&options).await.unwrap();
     assert!(
-        summary.contains("Invoice__c") && summary.contains("120 rows"),
+        summary.contains("Invoice__c")
+            && summary.contains("Account ")
+            && summary.contains("120 rows"),
         "{summary}"
     );
     assert!(!summary.contains("dead letter"), "{summary}");
@@ -766,4 +769,20 @@ async fn salesforce_sizes_the_result_pages_whatever_max_records_asks() {
         (5, 30),
         "30 rows at 7 per page"
     );
+}
+
+#[tokio::test]
+async fn object_names_are_matched_in_any_case_as_salesforce_does() {
+    let harness = Harness::start(HarnessOptions {
+        objects: vec!["account", "CONTACT"],
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("objects named in another case");
+    harness.mutate();
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("the incremental run");
 }

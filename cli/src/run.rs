@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use chrono::Utc;
 use secrecy::SecretString;
-use sfpipe_shared::contracts::{Mode, rfc3339};
+use sfpipe_shared::contracts::{Mode, ObjectName, rfc3339};
 use sfpipe_shared::lambda::parse_object_list;
 use sfpipe_shared::local::pipeline::LocalPipelineConfig;
 use sfpipe_shared::local::{LocalPipeline, NoEvents};
@@ -54,10 +54,27 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<String> {
         credentials,
     )?);
     std::fs::create_dir_all(&options.dir)?;
-    let (pipeline, warehouse_path) =
-        LocalPipeline::in_directory(&options.dir, salesforce, LocalPipelineConfig::default())?;
+    let (pipeline, warehouse_path) = LocalPipeline::in_directory(
+        &options.dir,
+        salesforce.clone(),
+        LocalPipelineConfig::default(),
+    )?;
+    // Names in the org's own spelling (Salesforce matches any case), so `account` and `Account`
+    // load the same table and watermark; names the org lacks are left for extract to refuse.
+    let global = salesforce.describe_global().await?;
+    let objects = parse_object_list(&options.objects)?
+        .into_iter()
+        .map(|object| {
+            global
+                .sobjects
+                .iter()
+                .find(|o| o.name.eq_ignore_ascii_case(object.as_str()))
+                .and_then(|o| ObjectName::new(&o.name).ok())
+                .unwrap_or(object)
+        })
+        .collect();
     let request = LoadRequest {
-        objects: parse_object_list(&options.objects)?,
+        objects,
         mode: if options.full {
             Mode::Full
         } else {

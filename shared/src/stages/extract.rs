@@ -395,7 +395,9 @@ where
     if !global
         .sobjects
         .iter()
-        .any(|o| o.name == object.as_str() && o.queryable)
+        // Salesforce matches object names in any case (`account` is Account); the configured
+        // spelling names the run's keys, table and watermark, so one spelling should be kept.
+        .any(|o| o.name.eq_ignore_ascii_case(object.as_str()) && o.queryable)
     {
         return Err(StageError::new(
             Stage::Extract,
