@@ -285,6 +285,14 @@ impl LocalQueue {
         (taken, next_visible)
     }
 
+    /// Dead-letters `entry` with `reason`, replacing any reason it carried.
+    fn forward_with_reason(&self, mut entry: Entry, reason: &str) {
+        entry
+            .attributes
+            .insert(DEAD_LETTER_REASON.to_string(), reason.to_string());
+        self.forward_to_dead_letter_queue(entry, reason);
+    }
+
     fn forward_to_dead_letter_queue(&self, entry: Entry, reason: &str) {
         let Some(dlq) = &self.dead_letter_queue else {
             tracing::error!(queue = %self.name, reason, "message dropped: no dead-letter queue");
@@ -388,11 +396,8 @@ impl Queue for LocalQueue {
         let seq = self.entry_for_receipt(&state, &message.receipt)?;
         let entry = state.entries.get(&seq).cloned();
         drop(state);
-        if let Some(mut entry) = entry {
-            entry
-                .attributes
-                .insert(DEAD_LETTER_REASON.to_string(), reason.to_string());
-            self.forward_to_dead_letter_queue(entry, reason);
+        if let Some(entry) = entry {
+            self.forward_with_reason(entry, reason);
         }
         Ok(())
     }
@@ -403,11 +408,8 @@ impl Queue for LocalQueue {
         state.receipts.remove(&message.receipt);
         let entry = state.entries.remove(&seq);
         drop(state);
-        if let Some(mut entry) = entry {
-            entry
-                .attributes
-                .insert(DEAD_LETTER_REASON.to_string(), reason.to_string());
-            self.forward_to_dead_letter_queue(entry, reason);
+        if let Some(entry) = entry {
+            self.forward_with_reason(entry, reason);
         }
         self.changed.notify_waiters();
         Ok(())

@@ -155,26 +155,14 @@ where
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
-    let object = &message.object;
-    if deps
-        .blobs
-        .head(&layout.chain_link(message.part))
-        .await
-        .at(Stage::Upload, object)?
-        .is_none()
-    {
-        return Ok(None);
-    }
-    let manifest = read_json::<PartManifest, _>(deps.blobs, &layout.manifest(message.part))
-        .await
-        .at(Stage::Upload, object)?;
-    if manifest.is_some() {
-        tracing::info!(run_id = %message.run_id, %object, part = message.part, "late duplicate: the part is stored and the next one queued");
-    }
-    Ok(manifest.map(|manifest| UploadOutcome {
-        manifest,
-        requested_merge: false,
-    }))
+    stored_once_marked(
+        deps,
+        message,
+        layout,
+        &layout.chain_link(message.part),
+        "late duplicate: the part is stored and the next one queued",
+    )
+    .await
 }
 
 /// The part as stored before, once the run's merge was requested: what a late duplicate returns.
@@ -187,10 +175,32 @@ where
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
+    stored_once_marked(
+        deps,
+        message,
+        layout,
+        &layout.merge_requested(),
+        "late duplicate: the part is stored already",
+    )
+    .await
+}
+
+/// The part's stored manifest, when `marker` says the part's work is done; `None` otherwise.
+async fn stored_once_marked<B, Q>(
+    deps: &UploadDeps<'_, B, Q>,
+    message: &UploadMessage,
+    layout: &RunLayout,
+    marker: &str,
+    why: &'static str,
+) -> Result<Option<UploadOutcome>, StageError>
+where
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
     let object = &message.object;
     if deps
         .blobs
-        .head(&layout.merge_requested())
+        .head(marker)
         .await
         .at(Stage::Upload, object)?
         .is_none()
@@ -201,7 +211,7 @@ where
         .await
         .at(Stage::Upload, object)?;
     if manifest.is_some() {
-        tracing::info!(run_id = %message.run_id, %object, part = message.part, "late duplicate: the part is stored already");
+        tracing::info!(run_id = %message.run_id, %object, part = message.part, "{why}");
     }
     Ok(manifest.map(|manifest| UploadOutcome {
         manifest,
