@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{read_json, to_json};
-use super::{Cause, Stage, StageError, StageResultExt};
-use crate::contracts::{MergeMessage, Mode, PartManifest, RunId, RunLayout, Window};
+use super::{Cause, Stage, StageError, StageResultExt, read_manifests};
+use crate::contracts::{MergeMessage, Mode, RunId, RunLayout, Window};
 use crate::ports::{BlobStore, MergeBatch, MergeReport, TableSchema, Warehouse};
 
 pub struct MergeDeps<'a, B: ?Sized, W: ?Sized> {
@@ -53,13 +53,8 @@ where
     let mut files = Vec::with_capacity(message.parts as usize);
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut extracted_at: Option<DateTime<Utc>> = None;
-    for part in 1..=message.parts {
-        let manifest: PartManifest = read_json(deps.blobs, &layout.manifest(part))
-            .await
-            .at(Stage::Merge, object)?
-            .ok_or_else(|| {
-                inconsistent(format!("part {part} of {} has no manifest", message.parts))
-            })?;
+    for manifest in read_manifests(deps.blobs, Stage::Merge, object, &layout, message.parts).await?
+    {
         records += manifest.records;
         bytes += manifest.bytes;
         extracted_at = Some(extracted_at.map_or(manifest.stored_at, |t| t.max(manifest.stored_at)));

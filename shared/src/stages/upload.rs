@@ -11,7 +11,7 @@ use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::extract::REST_QUERY_JOB;
 use super::extract::{job_gone, read_json, send_merge, to_json};
-use super::{Cause, Stage, StageError, StageResultExt};
+use super::{Cause, Stage, StageError, StageResultExt, read_manifests};
 use crate::contracts::{
     CONTRACT_VERSION, Contract, MergeMessage, PartManifest, RunLayout, UploadMessage,
 };
@@ -553,20 +553,11 @@ where
     Q: Queue + ?Sized,
 {
     let object = &message.object;
-    let mut stored = 0u64;
-    for part in 1..=parts {
-        let manifest: PartManifest = read_json(deps.blobs, &layout.manifest(part))
-            .await
-            .at(Stage::Upload, object)?
-            .ok_or_else(|| {
-                StageError::new(
-                    Stage::Upload,
-                    object,
-                    Cause::Inconsistent(format!("part {part} of {parts} has no manifest")),
-                )
-            })?;
-        stored += manifest.records;
-    }
+    let stored: u64 = read_manifests(deps.blobs, Stage::Upload, object, layout, parts)
+        .await?
+        .iter()
+        .map(|m| m.records)
+        .sum();
     if stored == expected {
         return Ok(());
     }
