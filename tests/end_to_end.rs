@@ -786,3 +786,40 @@ async fn object_names_are_matched_in_any_case_as_salesforce_does() {
     assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
     harness.assert_exact("the incremental run");
 }
+
+#[tokio::test]
+async fn a_history_object_without_system_modstamp_is_read_incrementally_on_created_date() {
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            history_object: true,
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["AccountHistory"],
+        ..HarnessOptions::default()
+    })
+    .await;
+    let first = harness.run().await;
+    assert!(first.dead_letters.is_empty(), "{:#?}", first.dead_letters);
+    assert_eq!(first.report.queued[0].mode, Mode::Full);
+    harness.assert_exact("the first run of AccountHistory");
+
+    harness.mutate();
+    let second = harness.run().await;
+    assert!(second.dead_letters.is_empty(), "{:#?}", second.dead_letters);
+    assert_eq!(
+        second.report.queued[0].mode,
+        Mode::Incremental,
+        "AccountHistory has no watermark after its first run, so it is read in full every time"
+    );
+    let merged = second
+        .merged_records(harness.pipeline.blobs().as_ref())
+        .await;
+    let record = merged.values().next().cloned().flatten().expect("merged");
+    assert!(
+        record.report.rows_read < 30,
+        "the incremental run read {} of 31 rows",
+        record.report.rows_read
+    );
+    assert!(record.report.max_modstamp.is_some());
+    harness.assert_exact("the incremental run of AccountHistory");
+}

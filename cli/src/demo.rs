@@ -10,7 +10,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use sfpipe_shared::contracts::{Mode, ObjectName, rfc3339};
+use sfpipe_shared::contracts::{Mode, ObjectName};
 use sfpipe_shared::local::pipeline::{DeadLetter, LocalPipelineConfig};
 use sfpipe_shared::local::{LocalPipeline, PipelineEvent, PipelineEvents};
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
@@ -285,19 +285,16 @@ pub async fn run_demo(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     } else {
         None
     };
-    let records = result.merged_records(blobs.as_ref()).await;
+    let records = result.records(blobs.as_ref()).await;
     let merged_at = progress
         .merged_at
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let live = warehouse_live_counts(&warehouse_path, &objects)?;
-    let summaries = result
-        .report
-        .queued
-        .iter()
-        .map(|queued| {
-            let record = records.get(&queued.object).cloned().flatten();
+    let summaries = records
+        .into_iter()
+        .map(|(queued, record)| {
             let position = org.object(queued.object.as_str()).map(|(i, _)| i);
             ObjectSummary {
                 object: queued.object.to_string(),
@@ -374,10 +371,7 @@ pub fn render(outcome: &DemoOutcome) -> String {
         "seconds"
     ));
     for o in &outcome.objects {
-        let window = match (o.mode, o.since) {
-            (Mode::Full, _) | (_, None) => "full".to_string(),
-            (Mode::Incremental, Some(since)) => format!("since {}", rfc3339(since)),
-        };
+        let window = crate::run::window_label(o.mode, o.since);
         out.push_str(&format!(
             "{:<12} {:<28} {:>11} {:>11} {:>10} {:>8} {:>6} {:>10} {:>8.2}\n",
             o.object,

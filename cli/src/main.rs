@@ -63,6 +63,9 @@ enum Command {
         /// Also serve Bench__c, a 50-field object (what `sfpipe bench` reads).
         #[arg(long)]
         bench_object: bool,
+        /// Also serve AccountHistory, a field history object with CreatedDate and no SystemModstamp.
+        #[arg(long)]
+        history_object: bool,
     },
 }
 
@@ -110,11 +113,13 @@ async fn main() -> anyhow::Result<()> {
             tls,
             cert_file,
             bench_object,
+            history_object,
         } => {
             let config = SimConfig {
                 rows,
                 seed,
                 bench_object,
+                history_object,
                 ..SimConfig::default()
             };
             let addr = SocketAddr::from(([127, 0, 0, 1], port));

@@ -86,19 +86,16 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<String> {
     let result = pipeline
         .run(&request, Utc::now(), Arc::new(NoEvents))
         .await?;
-    let records = result.merged_records(pipeline.blobs().as_ref()).await;
+    let records = result.records(pipeline.blobs().as_ref()).await;
     let mut out = format!(
         "run {} in {:.1} s into {}\n",
         result.report.run_id,
         started.elapsed().as_secs_f64(),
         warehouse_path.display()
     );
-    for queued in &result.report.queued {
-        let window = queued
-            .window
-            .since
-            .map_or("full".to_string(), |s| format!("since {}", rfc3339(s)));
-        match records.get(&queued.object).cloned().flatten() {
+    for (queued, record) in &records {
+        let window = window_label(queued.mode, queued.window.since);
+        match record {
             Some(record) => out.push_str(&format!(
                 "{:<16} {window:<30} {:>10} rows {:>5} files {:>12} bytes\n",
                 queued.object.as_str(),
@@ -116,4 +113,13 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<String> {
         out.push_str(&format!("dead letter in {}: {}\n", dead.queue, dead.reason));
     }
     Ok(out)
+}
+
+/// How a run's window reads in a summary: `full`, `since <time>` or `formulas`.
+pub fn window_label(mode: Mode, since: Option<chrono::DateTime<Utc>>) -> String {
+    match (mode, since) {
+        (Mode::FormulaRefresh, _) => "formulas".to_string(),
+        (Mode::Full, _) | (_, None) => "full".to_string(),
+        (Mode::Incremental, Some(since)) => format!("since {}", rfc3339(since)),
+    }
 }

@@ -146,6 +146,10 @@ pub enum Mode {
     Full,
     /// Rows whose SystemModstamp lies in `[since, until)`.
     Incremental,
+    /// Every row's Id, cursor and formula (calculated) fields up to `until`, merged into rows of
+    /// the same version only: formulas that change without a new SystemModstamp (cross-object
+    /// references, `TODAY()`) catch up. Never inserts a row, never moves the watermark.
+    FormulaRefresh,
 }
 
 /// The SystemModstamp window a run extracts: `since <= SystemModstamp < until`.
@@ -428,6 +432,19 @@ pub fn hole_key(object: &ObjectName, run: &RunId) -> String {
 
 pub fn holes_prefix(object: &ObjectName) -> String {
     format!("holes/{object}/")
+}
+
+/// When an object's formula fields were last read in full (a full run or a formula refresh): the
+/// job-loader queues the next refresh once the object's refresh interval has passed since.
+pub fn formula_refresh_key(object: &ObjectName) -> String {
+    format!("formula-refresh/{object}.json")
+}
+
+/// What [`formula_refresh_key`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormulaRefreshMarker {
+    /// The end of the window read: formula values are current as of this instant.
+    pub until: DateTime<Utc>,
 }
 
 /// What upload records beside every stored part.

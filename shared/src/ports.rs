@@ -221,6 +221,11 @@ pub struct ColumnSpec {
     pub scale: u32,
 }
 
+/// The fields that order an object's changes, best first: SystemModstamp moves on every change,
+/// LastModifiedDate on user changes, and CreatedDate is all an insert-only object (a field history
+/// object) has. Windows, newest-wins and watermarks all use the first one an object has.
+pub const CURSOR_FIELDS: [&str; 3] = ["SystemModstamp", "LastModifiedDate", "CreatedDate"];
+
 /// The fields of one object's run, in the column order of its CSV files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSchema {
@@ -231,6 +236,13 @@ pub struct TableSchema {
 impl TableSchema {
     pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The column that orders changes ([`CURSOR_FIELDS`]), if the object has one.
+    pub fn cursor(&self) -> Option<&str> {
+        CURSOR_FIELDS
+            .into_iter()
+            .find(|name| self.column(name).is_some())
     }
 
     /// Every column a Salesforce field name (so it is safe as an identifier), none of them
@@ -286,6 +298,10 @@ pub struct MergeBatch {
     pub run_id: RunId,
     pub files: Vec<String>,
     pub extracted_at: DateTime<Utc>,
+    /// A formula refresh: the files' columns are written only into stored rows of the same
+    /// version (equal cursor) last extracted no later than this batch; no row is inserted,
+    /// deleted or made newer, and the watermark stays.
+    pub update_only: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,7 +310,7 @@ pub struct MergeReport {
     pub rows_read: u64,
     /// Rows inserted or updated in the target table.
     pub rows_changed: u64,
-    /// The newest SystemModstamp among the rows read.
+    /// The newest value of the cursor ([`TableSchema::cursor`]) among the rows read.
     pub max_modstamp: Option<DateTime<Utc>>,
 }
 
@@ -325,10 +341,11 @@ pub trait Warehouse: Send + Sync {
     /// Create the object's table if absent; add a column for every field it lacks. Never drops.
     async fn ensure_table(&self, schema: &TableSchema) -> Result<(), WarehouseError>;
     /// Load the files and merge them into the table, in one transaction: deduplicated by Id, a row
-    /// changes only when the incoming SystemModstamp is not older than the stored one, and the
-    /// object's watermark moves forward to the newest SystemModstamp merged.
+    /// changes only when its incoming cursor ([`TableSchema::cursor`], SystemModstamp for most
+    /// objects) is not older than the stored one, and the object's watermark moves forward to the
+    /// newest cursor value merged.
     async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError>;
-    /// The newest SystemModstamp merged so far for the object.
+    /// The newest cursor value merged so far for the object.
     async fn watermark(&self, object: &ObjectName)
     -> Result<Option<DateTime<Utc>>, WarehouseError>;
 }

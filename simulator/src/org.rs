@@ -120,6 +120,9 @@ pub struct ObjectDef {
     pub key_prefix: &'static str,
     pub custom: bool,
     pub fields: Vec<FieldDef>,
+    /// Rows are only ever inserted (a field history object): no update or delete touches them,
+    /// and they have no SystemModstamp or LastModifiedDate, only CreatedDate.
+    pub append_only: bool,
 }
 
 impl ObjectDef {
@@ -255,8 +258,46 @@ pub fn bench_object() -> ObjectDef {
         key_prefix: "a0B",
         custom: true,
         fields,
+        append_only: false,
     }
 }
+
+/// `AccountHistory`, as field history tracking makes it: one row per tracked change, never
+/// updated, with CreatedDate as its only timestamp (no SystemModstamp, no LastModifiedDate).
+pub fn history_object() -> ObjectDef {
+    let fields = vec![
+        field("Id", "id", Gen::Id),
+        field("IsDeleted", "boolean", Gen::IsDeleted),
+        field("AccountId", "reference", Gen::Ref("001")),
+        field("CreatedById", "reference", Gen::Owner),
+        field("CreatedDate", "datetime", Gen::CreatedDate),
+        field("Field", "picklist", Gen::Picklist(TRACKED_FIELDS)),
+        field(
+            "DataType",
+            "picklist",
+            Gen::Picklist(&["Text", "Picklist", "Currency"]),
+        ),
+        field("OldValue", "anyType", Gen::Sentence),
+        field("NewValue", "anyType", Gen::Sentence),
+    ];
+    ObjectDef {
+        name: "AccountHistory",
+        label: "Account History",
+        key_prefix: "017",
+        custom: false,
+        fields,
+        append_only: true,
+    }
+}
+
+const TRACKED_FIELDS: &[&str] = &[
+    "Name",
+    "Type",
+    "Industry",
+    "Rating",
+    "AnnualRevenue",
+    "Phone",
+];
 
 fn system_fields() -> Vec<FieldDef> {
     vec![
@@ -416,6 +457,7 @@ pub fn demo_objects() -> Vec<ObjectDef> {
             key_prefix: "001",
             custom: false,
             fields: account,
+            append_only: false,
         },
         ObjectDef {
             name: "Contact",
@@ -423,6 +465,7 @@ pub fn demo_objects() -> Vec<ObjectDef> {
             key_prefix: "003",
             custom: false,
             fields: contact,
+            append_only: false,
         },
         ObjectDef {
             name: "Opportunity",
@@ -430,6 +473,7 @@ pub fn demo_objects() -> Vec<ObjectDef> {
             key_prefix: "006",
             custom: false,
             fields: opportunity,
+            append_only: false,
         },
         ObjectDef {
             name: "Lead",
@@ -437,6 +481,7 @@ pub fn demo_objects() -> Vec<ObjectDef> {
             key_prefix: "00Q",
             custom: false,
             fields: lead,
+            append_only: false,
         },
         ObjectDef {
             name: "Case",
@@ -444,6 +489,7 @@ pub fn demo_objects() -> Vec<ObjectDef> {
             key_prefix: "500",
             custom: false,
             fields: case,
+            append_only: false,
         },
         ObjectDef {
             name: "Invoice__c",
@@ -451,6 +497,7 @@ pub fn demo_objects() -> Vec<ObjectDef> {
             key_prefix: "a01",
             custom: true,
             fields: invoice,
+            append_only: false,
         },
     ]
 }
@@ -606,9 +653,11 @@ impl Org {
         let modstamp_ms =
             history_end().timestamp_millis() - 1 - rng.below(HISTORY_MS as u64) as i64;
         let created_ms = modstamp_ms - rng.below(HISTORY_MS as u64 / 2) as i64;
+        // History rows are never deleted on their own.
+        let deleted = rng.chance(20) && !self.objects[object].append_only;
         RowState {
             version: 0,
-            deleted: rng.chance(20),
+            deleted,
             modstamp_ms,
             created_ms,
         }
@@ -756,7 +805,8 @@ impl Org {
             let mut rng = Rng::new(&[self.seed, salt, round, 0x5EED]);
             let count = self.data[object].count;
             let mut counts = MutationCounts::default();
-            let updates = (count / 50).max(1);
+            let append_only = self.objects[object].append_only;
+            let updates = if append_only { 0 } else { (count / 50).max(1) };
             for _ in 0..updates {
                 let index = rng.below(count);
                 let mut state = self.row_state(object, index);
@@ -768,7 +818,7 @@ impl Org {
                 self.data[object].overrides.insert(index, state);
                 counts.updated += 1;
             }
-            let deletes = (count / 200).max(1);
+            let deletes = if append_only { 0 } else { (count / 200).max(1) };
             for _ in 0..deletes {
                 let index = rng.below(count);
                 let mut state = self.row_state(object, index);

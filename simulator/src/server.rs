@@ -69,6 +69,8 @@ pub struct SimConfig {
     pub rounds: Vec<DateTime<Utc>>,
     /// Also serve `Bench__c`, a 50-field object, for `sfpipe bench`.
     pub bench_object: bool,
+    /// Also serve `AccountHistory`, a field history object with no SystemModstamp.
+    pub history_object: bool,
 }
 
 impl Default for SimConfig {
@@ -96,6 +98,7 @@ impl Default for SimConfig {
             without_result_pages: false,
             rounds: Vec::new(),
             bench_object: false,
+            history_object: false,
         }
     }
 }
@@ -168,9 +171,16 @@ type Shared = Arc<SimState>;
 
 impl SimState {
     pub(crate) fn new(config: SimConfig, base_url: String) -> Self {
-        let mut org = Org::replay(config.seed, config.rows, &config.rounds);
+        let mut org = Org::generate(config.seed, config.rows);
         if config.bench_object {
             org.add_object(crate::org::bench_object());
+        }
+        if config.history_object {
+            org.add_object(crate::org::history_object());
+        }
+        // After the objects are added, so the rounds change them too.
+        for at in &config.rounds {
+            org.mutate(*at);
         }
         Self {
             config,
@@ -654,7 +664,9 @@ async fn describe_global(State(state): State<Shared>, Path(v): Path<String>) -> 
         .map(|o| {
             json!({
                 "name": o.name, "label": o.label, "keyPrefix": o.key_prefix, "custom": o.custom,
-                "queryable": true, "retrieveable": true, "replicateable": true, "createable": true,
+                // History objects cannot be replicated with getUpdated() nor created by a user.
+                "queryable": true, "retrieveable": true, "replicateable": !o.append_only,
+                "createable": !o.append_only,
                 "urls": { "describe": format!("/services/data/{v}/sobjects/{}/describe", o.name) },
             })
         })
@@ -676,6 +688,7 @@ fn soap_type(sf_type: &str) -> &'static str {
         "datetime" => "xsd:dateTime",
         "base64" => "xsd:base64Binary",
         "address" => "urn:address",
+        "anyType" => "xsd:anyType",
         _ => "xsd:string",
     }
 }
@@ -727,7 +740,8 @@ async fn describe_object(
         .collect();
     Json(json!({
         "name": def.name, "label": def.label, "keyPrefix": def.key_prefix, "custom": def.custom,
-        "queryable": true, "retrieveable": true, "replicateable": true, "fields": fields,
+        "queryable": true, "retrieveable": true, "replicateable": !def.append_only,
+        "createable": !def.append_only, "fields": fields,
     }))
     .into_response()
 }
@@ -745,10 +759,12 @@ async fn limits(State(state): State<Shared>) -> Json<Value> {
 fn matching_rows(org: &Org, query: &SoqlQuery, include_deleted: bool) -> Vec<u64> {
     let object = query.object;
     let def = &org.objects[object];
-    let state_only = query
-        .conditions
-        .iter()
-        .all(|c| matches!(def.fields[c.field].name, "SystemModstamp" | "IsDeleted"));
+    let state_only = query.conditions.iter().all(|c| {
+        matches!(
+            def.fields[c.field].name,
+            "SystemModstamp" | "IsDeleted" | "CreatedDate"
+        )
+    });
     let mut rows = Vec::new();
     for index in 0..org.data[object].count {
         let state = org.row_state(object, index);
@@ -759,6 +775,7 @@ fn matching_rows(org: &Org, query: &SoqlQuery, include_deleted: bool) -> Vec<u64
             query.conditions.iter().all(|c| {
                 let value = match def.fields[c.field].name {
                     "IsDeleted" => state.deleted.to_string(),
+                    "CreatedDate" => format_datetime_ms(state.created_ms),
                     _ => format_datetime_ms(state.modstamp_ms),
                 };
                 soql::matches(def.fields[c.field].sf_type, Some(&value), c.op, &c.value)

@@ -145,6 +145,7 @@ async fn file(blobs: &dyn BlobStore, object: &str, name: &str, rows: &[Row<'_>])
 fn batch(object: &str, run: &str, files: Vec<String>) -> MergeBatch {
     MergeBatch {
         schema: schema(object),
+        update_only: false,
         run_id: RunId::new(run).expect("run id"),
         files,
         extracted_at: Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap(),
@@ -565,7 +566,78 @@ pub async fn numbers_in_scientific_notation_load_at_their_value(w: &WarehouseUnd
     }
 }
 
+/// A field history object has no SystemModstamp: CreatedDate orders its rows and keys its
+/// watermark, so its next run is incremental too.
+pub async fn a_table_without_system_modstamp_keys_its_watermark_on_created_date(
+    w: &WarehouseUnderTest,
+) {
+    let object = "WhHistory__c";
+    let schema = TableSchema {
+        object: ObjectName::new(object).expect("valid object name"),
+        columns: vec![
+            column("Id", "id"),
+            column("Field", "picklist"),
+            column("IsDeleted", "boolean"),
+            column("CreatedDate", "datetime"),
+        ],
+    };
+    let header = ["Id", "Field", "IsDeleted", "CreatedDate"];
+    let rows = |rows: &[(&str, &str, u32)]| -> Vec<Vec<String>> {
+        rows.iter()
+            .map(|(n, field, day)| vec![id(n), field.to_string(), "false".into(), stamp(*day)])
+            .collect()
+    };
+    let load = |name: &'static str, run: &'static str, rows: Vec<Vec<String>>| {
+        let schema = schema.clone();
+        async move {
+            let key = write_file(
+                w.blobs.as_ref(),
+                &format!("conformance/warehouse/{object}/{name}.csv.gz"),
+                &header,
+                &rows,
+            )
+            .await;
+            w.warehouse
+                .ensure_table(&schema)
+                .await
+                .expect("ensure_table");
+            let mut merge_batch = batch(object, run, vec![key]);
+            merge_batch.schema = schema;
+            w.warehouse.merge(&merge_batch).await.expect("merge")
+        }
+    };
+    let first = load("first", "r1", rows(&[("1", "Name", 5), ("2", "Type", 3)])).await;
+    assert_eq!(first.rows_changed, 2);
+    let watermark = || async {
+        w.warehouse
+            .watermark(&ObjectName::new(object).unwrap())
+            .await
+            .expect("watermark")
+    };
+    let day5 = Some(Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap());
+    assert_eq!(
+        watermark().await,
+        day5,
+        "no watermark from CreatedDate: every run would read the object in full"
+    );
+    let late = load("older", "r0", rows(&[("1", "Rating", 2)])).await;
+    assert_eq!(
+        late.rows_changed, 0,
+        "an older CreatedDate replaced a newer row"
+    );
+    assert_eq!(watermark().await, day5, "the watermark moved backwards");
+    let got = w.inspector.rows(&schema, &["Id", "Field"]).await;
+    assert_eq!(
+        got,
+        vec![
+            vec![Some(id("1")), Some("Name".into())],
+            vec![Some(id("2")), Some("Type".into())],
+        ]
+    );
+}
+
 pub async fn run_all(w: &WarehouseUnderTest) {
+    a_table_without_system_modstamp_keys_its_watermark_on_created_date(w).await;
     numbers_in_scientific_notation_load_at_their_value(w).await;
     awkward_csv_loads_exactly(w).await;
     invalid_utf8_fails_and_changes_nothing(w).await;

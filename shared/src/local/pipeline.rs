@@ -15,7 +15,7 @@ use crate::contracts::{Contract, ExtractMessage, MergeMessage, ObjectName, Uploa
 use crate::ports::{BlobStore, DEAD_LETTER_REASON, Queue, Warehouse};
 use crate::salesforce::SalesforceClient;
 use crate::stages::extract::{ExtractConfig, ExtractDeps, ExtractOutcome, handle_extract};
-use crate::stages::loader::{LoadReport, LoadRequest, LoaderConfig, run_loader};
+use crate::stages::loader::{LoadReport, LoadRequest, LoaderConfig, QueuedExtract, run_loader};
 use crate::stages::merge::{MergeDeps, MergedRecord, handle_merge};
 use crate::stages::upload::{UploadDeps, handle_upload};
 use crate::stages::{Stage, StageError};
@@ -460,21 +460,34 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// The merged record of every object of the run, read from the blob store.
-    pub async fn merged_records(
+    /// Every queued run with its merged record (`None`: not merged), in the order queued.
+    pub async fn records(
         &self,
         blobs: &dyn BlobStore,
-    ) -> BTreeMap<ObjectName, Option<MergedRecord>> {
-        let mut out = BTreeMap::new();
+    ) -> Vec<(QueuedExtract, Option<MergedRecord>)> {
+        let mut out = Vec::with_capacity(self.report.queued.len());
         for queued in &self.report.queued {
-            let layout = crate::contracts::RunLayout::new(&queued.object, &self.report.run_id);
+            let layout = crate::contracts::RunLayout::new(&queued.object, &queued.run_id);
             let record = blobs
                 .get_bytes(&layout.merged())
                 .await
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            out.insert(queued.object.clone(), record);
+            out.push((queued.clone(), record));
         }
         out
+    }
+
+    /// The merged record of every object of the run itself (not of its formula refreshes).
+    pub async fn merged_records(
+        &self,
+        blobs: &dyn BlobStore,
+    ) -> BTreeMap<ObjectName, Option<MergedRecord>> {
+        self.records(blobs)
+            .await
+            .into_iter()
+            .filter(|(queued, _)| queued.run_id == self.report.run_id)
+            .map(|(queued, record)| (queued.object, record))
+            .collect()
     }
 }

@@ -26,7 +26,6 @@ pub const LINEAGE_COLUMNS: [&str; 4] = [
     "_SFPIPE_LOADED_AT",
 ];
 const STATE_TABLE: &str = "_SFPIPE_STATE";
-const CURSOR: &str = "SystemModstamp";
 
 pub struct SqliteWarehouse {
     path: PathBuf,
@@ -140,20 +139,61 @@ fn to_value(column: &ColumnSpec, raw: &str) -> Result<Value, String> {
 struct FileMerge<'a> {
     table: &'a str,
     columns: Vec<&'a ColumnSpec>,
+    /// The run's cursor column, when this file has it.
+    cursor: Option<&'a str>,
 }
 
 impl FileMerge<'_> {
     /// Removes a deleted row when the deletion is not older than the stored version.
-    fn remove_sql(&self, has_cursor: bool) -> String {
+    fn remove_sql(&self) -> String {
         let table = quote(self.table);
-        if has_cursor {
-            let cursor = quote(CURSOR);
+        if let Some(cursor) = self.cursor {
+            let cursor = quote(cursor);
             format!(
                 "DELETE FROM {table} WHERE \"Id\" = ?1 AND ({cursor} IS NULL OR {cursor} <= ?2)"
             )
         } else {
             format!("DELETE FROM {table} WHERE \"Id\" = ?1")
         }
+    }
+
+    /// The formula refresh's statement: the file's columns into the stored row of the same
+    /// version, when something differs and the stored row was not extracted later. Parameters
+    /// as for [`Self::upsert_sql`]: the file's columns, then the lineage columns.
+    fn update_sql(&self) -> String {
+        let table = quote(self.table);
+        let lineage = LINEAGE_COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (quote(name), self.columns.len() + i + 1));
+        let mut sets = Vec::new();
+        let mut differs = Vec::new();
+        let mut conditions = Vec::new();
+        for (i, column) in self.columns.iter().enumerate() {
+            let (n, p) = (quote(&column.name), i + 1);
+            if column.name == "Id" || Some(column.name.as_str()) == self.cursor {
+                conditions.push(format!("{n} = ?{p}"));
+            } else {
+                sets.push(format!("{n} = ?{p}"));
+                differs.push(format!("{n} IS NOT ?{p}"));
+            }
+        }
+        let extracted = quote(LINEAGE_COLUMNS[1]);
+        for (n, p) in lineage {
+            if n == extracted {
+                conditions.push(format!("({n} IS NULL OR {n} <= ?{p})"));
+            }
+            sets.push(format!("{n} = ?{p}"));
+        }
+        if differs.is_empty() {
+            differs.push("0".into());
+        }
+        format!(
+            "UPDATE {table} SET {} WHERE {} AND ({})",
+            sets.join(", "),
+            conditions.join(" AND "),
+            differs.join(" OR ")
+        )
     }
 
     fn upsert_sql(&self) -> String {
@@ -184,8 +224,8 @@ impl FileMerge<'_> {
         } else {
             differs.join(" OR ")
         };
-        let condition = if self.columns.iter().any(|c| c.name == CURSOR) {
-            let cursor = quote(CURSOR);
+        let condition = if let Some(cursor) = self.cursor {
+            let cursor = quote(cursor);
             format!(
                 "{table}.{cursor} IS NULL OR excluded.{cursor} > {table}.{cursor} \
                  OR (excluded.{cursor} = {table}.{cursor} AND ({differs}))"
@@ -238,16 +278,24 @@ fn merge_blocking(
         let Some(id_index) = columns.iter().position(|c| c.name == "Id") else {
             return Err(bad("no Id column".into()));
         };
-        let cursor_index = columns.iter().position(|c| c.name == CURSOR);
+        let cursor = batch.schema.cursor();
+        let cursor_index = columns.iter().position(|c| Some(c.name.as_str()) == cursor);
         let deleted_index = columns
             .iter()
             .position(|c| c.name == "IsDeleted")
-            .filter(|_| deleted == DeletedRows::Remove);
-        let merge = FileMerge { table, columns };
-        let mut statement = transaction.prepare(&merge.upsert_sql()).map_err(service)?;
-        let mut remove = transaction
-            .prepare(&merge.remove_sql(cursor_index.is_some()))
-            .map_err(service)?;
+            .filter(|_| deleted == DeletedRows::Remove && !batch.update_only);
+        let merge = FileMerge {
+            table,
+            columns,
+            cursor: cursor.filter(|_| cursor_index.is_some()),
+        };
+        let write = if batch.update_only {
+            merge.update_sql()
+        } else {
+            merge.upsert_sql()
+        };
+        let mut statement = transaction.prepare(&write).map_err(service)?;
+        let mut remove = transaction.prepare(&merge.remove_sql()).map_err(service)?;
         let mut record = csv::StringRecord::new();
         let mut values: Vec<Value> = Vec::with_capacity(merge.columns.len() + 4);
         loop {
@@ -277,7 +325,7 @@ fn merge_blocking(
                 .filter(|r| !r.is_empty())
             {
                 let at = DateTime::parse_from_rfc3339(raw)
-                    .map_err(|e| bad(format!("{CURSOR} {raw:?}: {e}")))?
+                    .map_err(|e| bad(format!("{} {raw:?}: {e}", cursor.unwrap_or_default())))?
                     .with_timezone(&Utc);
                 report.max_modstamp = Some(report.max_modstamp.map_or(at, |m| m.max(at)));
             }
@@ -305,7 +353,7 @@ fn merge_blocking(
             .read_to_end(&mut rest)
             .map_err(|e| bad(e.to_string()))?;
     }
-    if let Some(watermark) = report.max_modstamp {
+    if let Some(watermark) = report.max_modstamp.filter(|_| !batch.update_only) {
         transaction
             .execute(
                 &format!(
@@ -464,6 +512,7 @@ mod tests {
         let sql = FileMerge {
             table: "Account",
             columns: vec![&id, &name, &stamp],
+            cursor: Some("SystemModstamp"),
         }
         .upsert_sql();
         assert!(sql.contains("ON CONFLICT(\"Id\") DO UPDATE"), "{sql}");

@@ -74,7 +74,7 @@ impl ObjectDescribe {
 
     /// The field that orders changes: SystemModstamp, else LastModifiedDate, else CreatedDate.
     pub fn cursor_field(&self) -> Option<&str> {
-        ["SystemModstamp", "LastModifiedDate", "CreatedDate"]
+        crate::ports::CURSOR_FIELDS
             .into_iter()
             .find(|name| self.field(name).is_some())
     }

@@ -19,7 +19,6 @@ pub const LINEAGE_COLUMNS: [(&str, &str); 4] = [
 pub const STATE_TABLE: &str = "_SFPIPE_STATE";
 /// The session-scoped table a run's files are copied into before the merge.
 pub const LOAD_TABLE: &str = "_SFPIPE_LOAD";
-const CURSOR: &str = "SYSTEMMODSTAMP";
 /// Snowflake accepts at most 1,000 names in one COPY's FILES list.
 const FILES_PER_COPY: usize = 1000;
 
@@ -143,7 +142,7 @@ pub struct MergePlan {
     pub statements: Vec<String>,
     /// The index of the MERGE into the target (its result counts inserted and updated rows).
     pub merge_index: usize,
-    /// The index of the SELECT of rows read and the newest SystemModstamp (epoch milliseconds).
+    /// The index of the SELECT of rows read and the newest cursor value (epoch milliseconds).
     pub summary_index: usize,
 }
 
@@ -165,10 +164,9 @@ pub fn merge_plan(
     let load = ident(LOAD_TABLE);
     let file = ident("_SFPIPE_FILE");
     let names: Vec<String> = schema.columns.iter().map(|c| ident(&c.name)).collect();
-    let has_cursor = schema
-        .columns
-        .iter()
-        .any(|c| c.name.eq_ignore_ascii_case(CURSOR));
+    // The field that orders changes: SystemModstamp, or CreatedDate on a history object.
+    let cursor_field = schema.cursor();
+    let has_cursor = cursor_field.is_some();
 
     let mut statements = Vec::new();
     // DDL commits any open transaction in Snowflake, so the load table is made before BEGIN. It
@@ -227,7 +225,7 @@ pub fn merge_plan(
         ])
         .collect();
     let id = ident("Id");
-    let cursor = ident(CURSOR);
+    let cursor = cursor_field.map(ident).unwrap_or_default();
     let newest_first = if has_cursor {
         format!("{cursor} DESC NULLS LAST, {file} DESC")
     } else {
@@ -253,8 +251,19 @@ pub fn merge_plan(
     } else {
         differs.join(" OR ")
     };
-    // A stored row changes only for a newer version, or the same version with other values.
-    let condition = if has_cursor {
+    let extracted = ident("_SFPIPE_EXTRACTED_AT");
+    // A stored row changes only for a newer version, or the same version with other values; a
+    // formula refresh only for the same version, not extracted since.
+    let condition = if batch.update_only {
+        let same_version = if has_cursor {
+            format!("s.{cursor} = t.{cursor} AND ")
+        } else {
+            String::new()
+        };
+        format!(
+            "{same_version}(t.{extracted} IS NULL OR t.{extracted} <= s.{extracted}) AND ({differs})"
+        )
+    } else if has_cursor {
         format!(
             "t.{cursor} IS NULL OR s.{cursor} > t.{cursor} OR (s.{cursor} = t.{cursor} AND ({differs}))"
         )
@@ -268,7 +277,8 @@ pub fn merge_plan(
         .collect();
     let values: Vec<String> = all.iter().map(|n| format!("s.{n}")).collect();
     let is_deleted = ident("IsDeleted");
-    let removes = deleted == DeletedRows::Remove && names.contains(&is_deleted);
+    let removes =
+        deleted == DeletedRows::Remove && names.contains(&is_deleted) && !batch.update_only;
     // Removal happens for the stored version or a newer one; an older deletion changes nothing.
     let (remove, insert_when) = if removes {
         let not_older = if has_cursor {
@@ -283,21 +293,28 @@ pub fn merge_plan(
     } else {
         (String::new(), String::new())
     };
+    // A formula refresh never inserts: a row it does not find is not the refresh's to create.
+    let insert = if batch.update_only {
+        String::new()
+    } else {
+        format!(
+            " WHEN NOT MATCHED{insert_when} THEN INSERT ({}) VALUES ({})",
+            all.join(", "),
+            values.join(", ")
+        )
+    };
     let merge_index = statements.len();
     statements.push(format!(
         "MERGE INTO {table} AS t USING ({source}) AS s ON t.{id} = s.{id} \
-         {remove}WHEN MATCHED AND ({condition}) THEN UPDATE SET {} \
-         WHEN NOT MATCHED{insert_when} THEN INSERT ({}) VALUES ({})",
+         {remove}WHEN MATCHED AND ({condition}) THEN UPDATE SET {}{insert}",
         updates.join(", "),
-        all.join(", "),
-        values.join(", ")
     ));
     let newest = if has_cursor {
         format!("MAX(CAST(NULLIF({cursor}, '') AS TIMESTAMP_TZ))")
     } else {
         "CAST(NULL AS TIMESTAMP_TZ)".into()
     };
-    if has_cursor {
+    if has_cursor && !batch.update_only {
         let state = ident(STATE_TABLE);
         let object = literal(schema.object.as_str());
         let run = literal(batch.run_id.as_str());
@@ -414,6 +431,7 @@ mod tests {
     fn the_merge_is_one_transaction_that_types_dedups_and_moves_the_watermark_forward() {
         let batch = MergeBatch {
             schema: schema(),
+            update_only: false,
             run_id: RunId::new("r-1").unwrap(),
             files: vec!["runs/Invoice__c/r-1/part-00001.csv.gz".into()],
             extracted_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
@@ -454,6 +472,7 @@ mod tests {
     fn copies_are_split_at_a_thousand_files() {
         let batch = MergeBatch {
             schema: schema(),
+            update_only: false,
             run_id: RunId::new("r-1").unwrap(),
             files: (0..2500).map(|i| format!("f{i}")).collect(),
             extracted_at: Utc::now(),

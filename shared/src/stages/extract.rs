@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::records::{read_json, record_formula_refresh, send_merge, to_json};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{
-    BulkJobProgress, CONTRACT_VERSION, Contract, ExtractMessage, MergeMessage, RunLayout,
+    BulkJobProgress, CONTRACT_VERSION, Contract, ExtractMessage, MergeMessage, Mode, RunLayout,
     UploadMessage,
 };
 use crate::ports::{BlobStore, OutgoingMessage, Queue, TableSchema};
@@ -47,8 +47,9 @@ pub struct FieldSelection {
     pub exclude: Vec<String>,
 }
 
-/// Fields the merge relies on, kept whatever a selection says.
-const REQUIRED_FIELDS: [&str; 3] = ["Id", "SystemModstamp", "IsDeleted"];
+/// Fields the merge relies on, kept whatever a selection says, with the object's cursor field
+/// (SystemModstamp, or CreatedDate on a history object).
+const REQUIRED_FIELDS: [&str; 2] = ["Id", "IsDeleted"];
 
 impl FieldSelection {
     /// The selected fields of `describe`, in describe order; an unknown name is an error.
@@ -67,11 +68,13 @@ impl FieldSelection {
                 describe.name
             ));
         }
+        let cursor = describe.cursor_field();
         Ok(describe
             .bulk_fields()
             .into_iter()
             .filter(|f| {
-                let required = REQUIRED_FIELDS.contains(&f.name.as_str());
+                let required =
+                    REQUIRED_FIELDS.contains(&f.name.as_str()) || cursor == Some(f.name.as_str());
                 required
                     || ((self.include.is_empty() || self.include.contains(&f.name))
                         && !self.exclude.contains(&f.name))
@@ -128,6 +131,8 @@ pub enum ExtractOutcome {
     AlreadyDone,
     /// The query timed out; each half of the window was queued as a run of its own.
     Split,
+    /// A formula refresh of an object that has no formula fields: recorded as done, no job.
+    NothingToRefresh,
 }
 
 /// Recorded once per run of an object, so a duplicate extract reuses the job instead of starting
@@ -178,7 +183,12 @@ where
     let job = match read_json::<BulkJobRecord, _>(deps.blobs, &layout.bulk_job()).await {
         Ok(Some(job)) => job,
         Ok(None) => {
-            let (schema, soql) = plan(deps, message, &layout).await?;
+            let Some((schema, soql)) = plan(deps, message, &layout).await? else {
+                record_formula_refresh(deps.blobs, Stage::Extract, object, message.window.until)
+                    .await?;
+                tracing::info!(run_id = %message.run_id, %object, "no formula fields: nothing to refresh");
+                return Ok(ExtractOutcome::NothingToRefresh);
+            };
             deps.salesforce.check_budget().at(Stage::Extract, object)?;
             let job_id = if deps
                 .config
@@ -376,12 +386,13 @@ where
 }
 
 /// Describes the object and fixes the run's schema (first writer wins, so every retry of the run
-/// extracts the same columns) and its SOQL.
+/// extracts the same columns) and its SOQL. `None`: a formula refresh of an object without
+/// formula fields.
 async fn plan<B, Q>(
     deps: &ExtractDeps<'_, B, Q>,
     message: &ExtractMessage,
     layout: &RunLayout,
-) -> Result<(TableSchema, String), StageError>
+) -> Result<Option<(TableSchema, String)>, StageError>
 where
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
@@ -431,6 +442,20 @@ where
         .map_err(|why| {
             StageError::new(Stage::Extract, object, Cause::Inconsistent(why)).permanent()
         })?;
+    let selected = if message.mode == Mode::FormulaRefresh {
+        // Only what identifies a row's version, and its formulas.
+        let cursor = describe.cursor_field();
+        let keep: Vec<_> = selected
+            .into_iter()
+            .filter(|f| f.calculated || f.name == "Id" || cursor == Some(f.name.as_str()))
+            .collect();
+        if !keep.iter().any(|f| f.calculated) {
+            return Ok(None);
+        }
+        keep
+    } else {
+        selected
+    };
     let described = TableSchema {
         object: object.clone(),
         columns: selected.iter().map(|f| f.column()).collect(),
@@ -452,7 +477,7 @@ where
     let fields: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
     let soql = extraction_query(object, &fields, describe.cursor_field(), &message.window)
         .at(Stage::Extract, object)?;
-    Ok((schema, soql))
+    Ok(Some((schema, soql)))
 }
 
 async fn check<B, Q>(
@@ -620,7 +645,7 @@ where
             mode: message.mode,
             window: message.window,
         };
-        send_merge(deps.merge_queue, &merge).await?;
+        send_merge(deps.merge_queue, &merge, Stage::Extract).await?;
     }
     for (index, result_url) in pages.into_iter().enumerate() {
         let upload = UploadMessage {
@@ -710,39 +735,6 @@ pub(crate) async fn job_gone<B: BlobStore + ?Sized>(
     .permanent())
 }
 
-/// Sends the merge message of a run: FIFO per object, deduplicated by its deterministic id.
-pub(crate) async fn send_merge<Q: Queue + ?Sized>(
-    queue: &Q,
-    merge: &MergeMessage,
-) -> Result<(), StageError> {
-    queue
-        .send(
-            OutgoingMessage::new(merge.to_body(), merge.message_id())
-                .in_group(merge.object.as_str()),
-        )
-        .await
-        .at(Stage::Upload, &merge.object)
-}
-
-pub(crate) fn to_json<T: Serialize>(value: &T) -> Bytes {
-    Bytes::from(serde_json::to_vec_pretty(value).unwrap_or_default())
-}
-
-/// A small JSON object from the blob store; `None` if absent.
-pub(crate) async fn read_json<T, B>(blobs: &B, key: &str) -> Result<Option<T>, Cause>
-where
-    T: for<'de> Deserialize<'de>,
-    B: BlobStore + ?Sized,
-{
-    match blobs.get_bytes(key).await {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Cause::Inconsistent(format!("{key} is not valid JSON: {e}"))),
-        Err(crate::ports::BlobError::NotFound { .. }) => Ok(None),
-        Err(error) => Err(error.into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -759,5 +751,41 @@ mod tests {
         assert_eq!(config.poll_delay(3), Duration::from_secs(40));
         assert_eq!(config.poll_delay(8), Duration::from_secs(900));
         assert_eq!(config.poll_delay(500), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn a_field_list_keeps_the_cursor_field_a_history_object_is_windowed_on() {
+        let field = |name: &str, field_type: &str| crate::salesforce::FieldDescribe {
+            name: name.into(),
+            field_type: field_type.into(),
+            length: 0,
+            precision: 0,
+            scale: 0,
+            digits: 0,
+            calculated: false,
+            nillable: false,
+            compound_field_name: None,
+        };
+        let describe = crate::salesforce::ObjectDescribe {
+            name: "AccountHistory".into(),
+            fields: vec![
+                field("Id", "id"),
+                field("IsDeleted", "boolean"),
+                field("AccountId", "reference"),
+                field("CreatedDate", "datetime"),
+                field("Field", "picklist"),
+            ],
+        };
+        let selection = FieldSelection {
+            include: vec!["AccountId".into()],
+            exclude: Vec::new(),
+        };
+        let names: Vec<&str> = selection
+            .apply(&describe)
+            .unwrap()
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(names, ["Id", "IsDeleted", "AccountId", "CreatedDate"]);
     }
 }

@@ -5,10 +5,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::records::read_json;
 use super::{Stage, StageError, StageResultExt};
 use crate::contracts::{
-    CONTRACT_VERSION, Contract, ExtractMessage, Mode, ObjectName, RunId, Window, holes_prefix,
-    rfc3339,
+    CONTRACT_VERSION, Contract, ExtractMessage, FormulaRefreshMarker, Mode, ObjectName, RunId,
+    Window, formula_refresh_key, holes_prefix, rfc3339,
 };
 use crate::ports::{BlobStore, OutgoingMessage, Queue, Warehouse};
 
@@ -33,6 +34,8 @@ pub struct LoaderConfig {
     /// How far before the trigger time a window ends, so transactions still committing are read
     /// by the next run rather than missed.
     pub until_lag: Duration,
+    /// How often each object's formula fields are read again ([`Mode::FormulaRefresh`]).
+    pub formula_refresh: FormulaRefreshSchedule,
 }
 
 impl Default for LoaderConfig {
@@ -40,13 +43,84 @@ impl Default for LoaderConfig {
         Self {
             overlap: Duration::from_secs(10 * 60),
             until_lag: Duration::from_secs(2 * 60),
+            formula_refresh: FormulaRefreshSchedule::default(),
         }
+    }
+}
+
+/// How often formula fields are re-read: a default and per-object exceptions (`None`: never).
+///
+/// Written `24h` or `24h, Account=6h, Case=off` (units m, h, d): the text of
+/// `SFPIPE_FORMULA_REFRESH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormulaRefreshSchedule {
+    pub every: Option<Duration>,
+    /// Object names in lower case.
+    pub objects: std::collections::BTreeMap<String, Option<Duration>>,
+}
+
+impl Default for FormulaRefreshSchedule {
+    fn default() -> Self {
+        Self {
+            every: Some(Duration::from_secs(24 * 3600)),
+            objects: Default::default(),
+        }
+    }
+}
+
+impl FormulaRefreshSchedule {
+    pub fn interval(&self, object: &ObjectName) -> Option<Duration> {
+        self.objects
+            .get(&object.as_str().to_ascii_lowercase())
+            .copied()
+            .unwrap_or(self.every)
+    }
+}
+
+impl std::str::FromStr for FormulaRefreshSchedule {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        fn interval(text: &str) -> Result<Option<Duration>, String> {
+            let text = text.trim();
+            if text.eq_ignore_ascii_case("off") {
+                return Ok(None);
+            }
+            let unit = match text.chars().last() {
+                Some('m') => 60,
+                Some('h') => 3600,
+                Some('d') => 86_400,
+                _ => return Err(format!("{text:?} is not off or a number with m, h or d")),
+            };
+            let number: u64 = text[..text.len() - 1]
+                .trim()
+                .parse()
+                .map_err(|_| format!("{text:?} is not off or a number with m, h or d"))?;
+            if number == 0 {
+                return Err(format!("{text:?}: an interval of zero; say off instead"));
+            }
+            Ok(Some(Duration::from_secs(number * unit)))
+        }
+        let mut schedule = Self::default();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.split_once('=') {
+                Some((object, every)) => {
+                    let object = ObjectName::new(object.trim()).map_err(|e| e.to_string())?;
+                    schedule
+                        .objects
+                        .insert(object.as_str().to_ascii_lowercase(), interval(every)?);
+                }
+                None => schedule.every = interval(item)?,
+            }
+        }
+        Ok(schedule)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueuedExtract {
     pub object: ObjectName,
+    /// The report's run, or its formula refresh run.
+    pub run_id: RunId,
     pub mode: Mode,
     pub window: Window,
 }
@@ -84,10 +158,13 @@ where
         rfc3339(until)
     );
     let run_id = RunId::for_trigger(triggered_at, &qualifier);
+    // A formula refresh is a run of its own beside the incremental one (its files, its merge).
+    let refresh_run_id = RunId::for_trigger(triggered_at, &format!("{qualifier}|formulas"));
     let mut queued = Vec::new();
     for object in &request.objects {
         let (mode, since) = match (request.mode, request.since) {
             (Mode::Full, _) => (Mode::Full, None),
+            (Mode::FormulaRefresh, _) => (Mode::FormulaRefresh, None),
             (Mode::Incremental, Some(since)) => (Mode::Incremental, Some(since)),
             (Mode::Incremental, None) => {
                 match warehouse
@@ -116,29 +193,58 @@ where
             tracing::info!(%object, since = ?since, until = %rfc3339(until), "nothing new to extract: window is empty");
             continue;
         }
-        let message = ExtractMessage {
-            v: CONTRACT_VERSION,
-            run_id: run_id.clone(),
-            object: object.clone(),
-            mode,
-            window,
-            bulk_job: None,
-        };
-        extract_queue
-            .send(OutgoingMessage::new(
-                message.to_body(),
-                message.message_id(),
-            ))
-            .await
-            .at(Stage::Loader, object)?;
-        tracing::info!(run_id = %run_id, %object, ?mode, "queued extract");
-        queued.push(QueuedExtract {
-            object: object.clone(),
-            mode,
-            window,
-        });
+        let mut runs = vec![(run_id.clone(), mode, window)];
+        if mode == Mode::Incremental
+            && request.since.is_none()
+            && formula_refresh_due(blobs, config, object, triggered_at).await?
+        {
+            let whole = Window { since: None, until };
+            runs.push((refresh_run_id.clone(), Mode::FormulaRefresh, whole));
+        }
+        for (run_id, mode, window) in runs {
+            let message = ExtractMessage {
+                v: CONTRACT_VERSION,
+                run_id: run_id.clone(),
+                object: object.clone(),
+                mode,
+                window,
+                bulk_job: None,
+            };
+            extract_queue
+                .send(OutgoingMessage::new(
+                    message.to_body(),
+                    message.message_id(),
+                ))
+                .await
+                .at(Stage::Loader, object)?;
+            tracing::info!(run_id = %run_id, %object, ?mode, "queued extract");
+            queued.push(QueuedExtract {
+                object: object.clone(),
+                run_id,
+                mode,
+                window,
+            });
+        }
     }
     Ok(LoadReport { run_id, queued })
+}
+
+/// Whether the object's formula fields were last read in full longer ago than its interval.
+/// Objects never loaded are not due: their first run is a full one, which reads formulas too.
+async fn formula_refresh_due<B: BlobStore + ?Sized>(
+    blobs: &B,
+    config: &LoaderConfig,
+    object: &ObjectName,
+    triggered_at: DateTime<Utc>,
+) -> Result<bool, StageError> {
+    let Some(every) = config.formula_refresh.interval(object) else {
+        return Ok(false);
+    };
+    let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+    let last = read_json::<FormulaRefreshMarker, _>(blobs, &formula_refresh_key(object))
+        .await
+        .at(Stage::Loader, object)?;
+    Ok(last.is_none_or(|last| triggered_at.signed_duration_since(last.until) >= every))
 }
 
 /// The open hole of `object` that starts earliest.

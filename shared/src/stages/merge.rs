@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{read_json, to_json};
-use super::{Cause, Stage, StageError, StageResultExt, read_manifests};
+use super::records::{read_json, read_manifests, record_formula_refresh, to_json};
+use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{MergeMessage, Mode, RunId, RunLayout, Window};
 use crate::ports::{BlobStore, MergeBatch, MergeReport, TableSchema, Warehouse};
 
@@ -71,6 +71,7 @@ where
             run_id: message.run_id.clone(),
             files,
             extracted_at: extracted_at.unwrap_or_else(Utc::now),
+            update_only: message.mode == Mode::FormulaRefresh,
         })
         .await
         .at(Stage::Merge, object)?;
@@ -89,6 +90,10 @@ where
         .put_if_absent(&layout.merged(), to_json(&record))
         .await
         .at(Stage::Merge, object)?;
+    // Every row's formula fields were read up to the window's end.
+    if message.window.since.is_none() && matches!(message.mode, Mode::Full | Mode::FormulaRefresh) {
+        record_formula_refresh(deps.blobs, Stage::Merge, object, message.window.until).await?;
+    }
     // A split run's window is covered now. After the record: a split that re-creates the hole
     // checks for the record and removes it again.
     deps.blobs

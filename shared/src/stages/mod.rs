@@ -4,6 +4,7 @@
 pub mod extract;
 pub mod loader;
 pub mod merge;
+pub mod records;
 pub mod upload;
 
 use std::fmt;
@@ -111,30 +112,4 @@ impl<T, E: Into<Cause>> StageResultExt<T> for Result<T, E> {
     fn at(self, stage: Stage, object: &dyn fmt::Display) -> Result<T, StageError> {
         self.map_err(|e| StageError::new(stage, object, e))
     }
-}
-
-/// The manifests of parts 1 to `parts` of a run, each required: a missing one is a part still
-/// on its way (retryable).
-pub(crate) async fn read_manifests<B: crate::ports::BlobStore + ?Sized>(
-    blobs: &B,
-    stage: Stage,
-    object: &crate::contracts::ObjectName,
-    layout: &crate::contracts::RunLayout,
-    parts: u32,
-) -> Result<Vec<crate::contracts::PartManifest>, StageError> {
-    let mut manifests = Vec::with_capacity(parts as usize);
-    for part in 1..=parts {
-        let manifest = extract::read_json(blobs, &layout.manifest(part))
-            .await
-            .at(stage, object)?
-            .ok_or_else(|| {
-                StageError::new(
-                    stage,
-                    object,
-                    Cause::Inconsistent(format!("part {part} of {parts} has no manifest")),
-                )
-            })?;
-        manifests.push(manifest);
-    }
-    Ok(manifests)
 }

@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::extract::REST_QUERY_JOB;
-use super::extract::{job_gone, read_json, send_merge, to_json};
-use super::{Cause, Stage, StageError, StageResultExt, read_manifests};
+use super::extract::job_gone;
+use super::records::{read_json, read_manifests, send_merge, to_json};
+use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{
     CONTRACT_VERSION, Contract, MergeMessage, PartManifest, RunLayout, UploadMessage,
 };
@@ -526,7 +527,7 @@ where
         check_record_count(deps, message, layout, parts, expected).await?;
     }
     let merge = merge_for(message, layout, parts);
-    send_merge(deps.merge_queue, &merge).await?;
+    send_merge(deps.merge_queue, &merge, Stage::Upload).await?;
     deps.blobs
         .put_if_absent(&layout.merge_requested(), to_json(&merge))
         .await

@@ -1,0 +1,98 @@
+//! The small JSON records stages keep in the blob store (job records, manifests, markers) and
+//! the merge message every stage that finishes a run sends.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Cause, Stage, StageError, StageResultExt};
+use crate::contracts::{
+    Contract, FormulaRefreshMarker, MergeMessage, ObjectName, PartManifest, RunLayout,
+    formula_refresh_key,
+};
+use crate::ports::{BlobStore, OutgoingMessage, Queue};
+
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec_pretty(value).unwrap_or_default())
+}
+
+/// A small JSON object from the blob store; `None` if absent.
+pub(crate) async fn read_json<T, B>(blobs: &B, key: &str) -> Result<Option<T>, Cause>
+where
+    T: for<'de> Deserialize<'de>,
+    B: BlobStore + ?Sized,
+{
+    match blobs.get_bytes(key).await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Cause::Inconsistent(format!("{key} is not valid JSON: {e}"))),
+        Err(crate::ports::BlobError::NotFound { .. }) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Sends the merge message of a run: FIFO per object, deduplicated by its deterministic id.
+pub(crate) async fn send_merge<Q: Queue + ?Sized>(
+    queue: &Q,
+    merge: &MergeMessage,
+    stage: Stage,
+) -> Result<(), StageError> {
+    queue
+        .send(
+            OutgoingMessage::new(merge.to_body(), merge.message_id())
+                .in_group(merge.object.as_str()),
+        )
+        .await
+        .at(stage, &merge.object)
+}
+
+/// Records that the object's formula fields are current as of `until`, unless a later read is
+/// recorded already (a late run never moves the record back).
+pub(crate) async fn record_formula_refresh<B: BlobStore + ?Sized>(
+    blobs: &B,
+    stage: Stage,
+    object: &ObjectName,
+    until: DateTime<Utc>,
+) -> Result<(), StageError> {
+    let key = formula_refresh_key(object);
+    let recorded = read_json::<FormulaRefreshMarker, _>(blobs, &key)
+        .await
+        .at(stage, object)?;
+    if recorded.is_some_and(|r| r.until >= until) {
+        return Ok(());
+    }
+    blobs
+        .put(
+            &key,
+            crate::ports::bytes_stream(to_json(&FormulaRefreshMarker { until })),
+        )
+        .await
+        .at(stage, object)?;
+    Ok(())
+}
+
+/// The manifests of parts 1 to `parts` of a run, each required: a missing one is a part still
+/// on its way (retryable).
+pub(crate) async fn read_manifests<B: BlobStore + ?Sized>(
+    blobs: &B,
+    stage: Stage,
+    object: &ObjectName,
+    layout: &RunLayout,
+    parts: u32,
+) -> Result<Vec<PartManifest>, StageError> {
+    let mut manifests = Vec::with_capacity(parts as usize);
+    for part in 1..=parts {
+        let manifest = read_json(blobs, &layout.manifest(part))
+            .await
+            .at(stage, object)?
+            .ok_or_else(|| {
+                StageError::new(
+                    stage,
+                    object,
+                    Cause::Inconsistent(format!("part {part} of {parts} has no manifest")),
+                )
+            })?;
+        manifests.push(manifest);
+    }
+    Ok(manifests)
+}
