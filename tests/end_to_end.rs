@@ -450,6 +450,7 @@ async fn sfpipe_run_loads_an_org_given_only_its_url_and_credentials() {
         dir: dir.path().join("out"),
         full: false,
         ca_cert: None,
+        formula_refresh: Default::default(),
     };
     let summary = sfpipe_cli::run::run(&options).await.unwrap();
     assert!(
@@ -822,4 +823,90 @@ async fn a_history_object_without_system_modstamp_is_read_incrementally_on_creat
     );
     assert!(record.report.max_modstamp.is_some());
     harness.assert_exact("the incremental run of AccountHistory");
+}
+
+#[tokio::test]
+async fn a_cross_object_formula_that_changed_without_system_modstamp_catches_up_at_its_refresh() {
+    use sfpipe_shared::stages::loader::FormulaRefreshSchedule;
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            rows: 1000,
+            cross_object_formula: true,
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account", "Contact"],
+        page_records: 500,
+        formula_refresh: Some("1h".parse::<FormulaRefreshSchedule>().unwrap()),
+        ..HarnessOptions::default()
+    })
+    .await;
+    let first = harness.run().await;
+    assert!(first.dead_letters.is_empty(), "{:#?}", first.dead_letters);
+    harness.assert_exact("the first run");
+
+    // Accounts change; their contacts' Account_Rating__c follows, their SystemModstamp does not.
+    harness.mutate();
+    let second = harness.run().await;
+    assert!(second.dead_letters.is_empty(), "{:#?}", second.dead_letters);
+    assert!(
+        second
+            .report
+            .queued
+            .iter()
+            .all(|q| q.mode == Mode::Incremental),
+        "a refresh within the hour: {:#?}",
+        second.report.queued
+    );
+    let contact = harness
+        .check()
+        .into_iter()
+        .find(|c| c.object == "Contact")
+        .unwrap();
+    assert!(
+        contact.mismatch_count > 0
+            && contact
+                .mismatches
+                .iter()
+                .all(|m| m.contains("Account_Rating__c")),
+        "the simulator's formula did not go stale in the warehouse: {contact:#?}"
+    );
+
+    let later = chrono::Utc::now() + chrono::Duration::hours(2);
+    let third = harness.run_at(later).await;
+    assert!(third.dead_letters.is_empty(), "{:#?}", third.dead_letters);
+    let refreshes: Vec<_> = third
+        .records(harness.pipeline.blobs().as_ref())
+        .await
+        .into_iter()
+        .filter(|(q, _)| q.mode == Mode::FormulaRefresh)
+        .collect();
+    assert_eq!(
+        refreshes.len(),
+        2,
+        "one refresh per object: {:#?}",
+        third.report.queued
+    );
+    for (queued, record) in &refreshes {
+        match queued.object.as_str() {
+            // Account has no formula field: nothing to read, nothing merged.
+            "Account" => assert!(record.is_none(), "{record:#?}"),
+            _ => {
+                let record = record.as_ref().expect("the Contact refresh merged");
+                assert_eq!(record.report.rows_changed, contact.mismatch_count);
+            }
+        }
+    }
+    harness.assert_exact("after the formula refresh");
+
+    // Refreshed an hour ago: not due again.
+    let fourth = harness.run_at(later + chrono::Duration::minutes(30)).await;
+    assert!(
+        fourth
+            .report
+            .queued
+            .iter()
+            .all(|q| q.mode == Mode::Incremental),
+        "{:#?}",
+        fourth.report.queued
+    );
 }

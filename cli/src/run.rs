@@ -12,7 +12,7 @@ use sfpipe_shared::lambda::parse_object_list;
 use sfpipe_shared::local::pipeline::LocalPipelineConfig;
 use sfpipe_shared::local::{LocalPipeline, NoEvents};
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
-use sfpipe_shared::stages::loader::LoadRequest;
+use sfpipe_shared::stages::loader::{FormulaRefreshSchedule, LoadRequest};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
@@ -33,6 +33,10 @@ pub struct RunOptions {
     /// An extra CA certificate to trust (PEM), e.g. `sfpipe sim --tls`'s.
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
+    /// How often formula fields are read again: `24h`, `off`, or exceptions per object
+    /// (`24h, Account=6h, Case=off`; units m, h, d).
+    #[arg(long, default_value = "24h")]
+    pub formula_refresh: FormulaRefreshSchedule,
 }
 
 pub async fn run(options: &RunOptions) -> anyhow::Result<String> {
@@ -54,11 +58,10 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<String> {
         credentials,
     )?);
     std::fs::create_dir_all(&options.dir)?;
-    let (pipeline, warehouse_path) = LocalPipeline::in_directory(
-        &options.dir,
-        salesforce.clone(),
-        LocalPipelineConfig::default(),
-    )?;
+    let mut config = LocalPipelineConfig::default();
+    config.loader.formula_refresh = options.formula_refresh.clone();
+    let (pipeline, warehouse_path) =
+        LocalPipeline::in_directory(&options.dir, salesforce.clone(), config)?;
     // Names in the org's own spelling (Salesforce matches any case), so `account` and `Account`
     // load the same table and watermark; names the org lacks are left for extract to refuse.
     let global = salesforce.describe_global().await?;

@@ -12,6 +12,7 @@ use crate::salesforce::client::DEFAULT_API_VERSION;
 use crate::salesforce::{Credentials, SalesforceClient, SalesforceConfig, SalesforceError};
 use crate::snowflake::{SnowflakeError, SnowflakeSettings, SnowflakeWarehouse};
 use crate::stages::extract::ExtractConfig;
+use crate::stages::loader::LoaderConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -172,6 +173,22 @@ impl Runtime {
                 DEFAULT_RETRY_BASE.as_secs(),
             )?),
             ..BatchPolicy::default()
+        })
+    }
+
+    /// The job-loader's settings: `SFPIPE_FORMULA_REFRESH` (default `24h`).
+    pub fn loader_config() -> Result<LoaderConfig, ConfigError> {
+        let formula_refresh = optional("SFPIPE_FORMULA_REFRESH")
+            .map(|text| text.parse())
+            .transpose()
+            .map_err(|why| ConfigError::Invalid {
+                name: "SFPIPE_FORMULA_REFRESH",
+                why,
+            })?
+            .unwrap_or_default();
+        Ok(LoaderConfig {
+            formula_refresh,
+            ..LoaderConfig::default()
         })
     }
 

@@ -92,6 +92,13 @@ pub enum Gen {
     Address(&'static str),
     /// A text field created at this instant (epoch ms): null on every row last modified before.
     AddedAt(i64),
+    /// A cross-object formula: `field` of the `object` row that this row's `reference` points
+    /// to. It changes when that row changes, without a new SystemModstamp on this one.
+    Lookup {
+        reference: &'static str,
+        object: &'static str,
+        field: &'static str,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +109,8 @@ pub struct FieldDef {
     pub precision: u32,
     pub scale: u32,
     pub calculated: bool,
+    /// A formula field's formula (describe's `calculatedFormula`).
+    pub formula: Option<&'static str>,
     pub compound_field_name: Option<&'static str>,
     pub nillable: bool,
     pub custom: bool,
@@ -159,6 +168,7 @@ fn field(name: &'static str, sf_type: &'static str, generator: Gen) -> FieldDef 
         precision,
         scale,
         calculated: false,
+        formula: None,
         compound_field_name: None,
         nillable: !matches!(
             generator,
@@ -399,6 +409,7 @@ pub fn demo_objects() -> Vec<ObjectDef> {
         field("Probability", "percent", Gen::Percent),
         FieldDef {
             calculated: true,
+            formula: Some("Amount * Probability / 100"),
             ..field("ExpectedRevenue", "currency", Gen::ExpectedRevenue)
         },
         field("CloseDate", "date", Gen::Date),
@@ -696,6 +707,7 @@ impl Org {
                 Gen::Bool
                     | Gen::Address(_)
                     | Gen::ExpectedRevenue
+                    | Gen::Lookup { .. }
                     | Gen::LastModifiedDate
                     | Gen::AutoNumber(_)
                     | Gen::Owner
@@ -789,8 +801,47 @@ impl Org {
                 }
             }
             Gen::Address(_) => return None,
+            Gen::Lookup {
+                reference,
+                object: target,
+                field: target_field,
+            } => {
+                let id = def
+                    .field(reference)
+                    .and_then(|(i, _)| earlier.get(i).cloned().flatten())?;
+                let (target_index, target_def) = self.object(target)?;
+                let row = index_of_id(target_def.key_prefix, &id)
+                    .filter(|&row| row < self.data[target_index].count)?;
+                let (position, _) = target_def.field(target_field)?;
+                return self
+                    .row_values(target_index, row)
+                    .get(position)
+                    .cloned()
+                    .flatten();
+            }
         };
         Some(value)
+    }
+
+    /// Contact gets `Account_Rating__c`, a formula showing its account's Rating: when an account
+    /// changes, its contacts' formula values change while their SystemModstamp stays.
+    pub fn add_cross_object_formula(&mut self) {
+        let Some((index, def)) = self.object("Contact") else {
+            return;
+        };
+        if def.field("Account_Rating__c").is_some() {
+            return;
+        }
+        let lookup = Gen::Lookup {
+            reference: "AccountId",
+            object: "Account",
+            field: "Rating",
+        };
+        self.objects[index].fields.push(FieldDef {
+            calculated: true,
+            formula: Some("Account.Rating"),
+            ..field("Account_Rating__c", "string", lookup)
+        });
     }
 
     /// Applies one mutation round at `at`: about 1% inserts, 2% updates and 0.5% deletes per

@@ -71,6 +71,9 @@ pub struct SimConfig {
     pub bench_object: bool,
     /// Also serve `AccountHistory`, a field history object with no SystemModstamp.
     pub history_object: bool,
+    /// Contact gets `Account_Rating__c`, a cross-object formula that changes without a new
+    /// SystemModstamp ([`Org::add_cross_object_formula`]).
+    pub cross_object_formula: bool,
 }
 
 impl Default for SimConfig {
@@ -99,6 +102,7 @@ impl Default for SimConfig {
             rounds: Vec::new(),
             bench_object: false,
             history_object: false,
+            cross_object_formula: false,
         }
     }
 }
@@ -177,6 +181,9 @@ impl SimState {
         }
         if config.history_object {
             org.add_object(crate::org::history_object());
+        }
+        if config.cross_object_formula {
+            org.add_cross_object_formula();
         }
         // After the objects are added, so the rounds change them too.
         for at in &config.rounds {
@@ -730,7 +737,7 @@ async fn describe_object(
                 "length": f.length, "byteLength": f.length * 3, "digits": 0,
                 "precision": f.precision, "scale": f.scale, "nillable": f.nillable,
                 "calculated": f.calculated,
-                "calculatedFormula": if f.calculated { json!("Amount * Probability / 100") } else { Value::Null },
+                "calculatedFormula": f.formula,
                 "compoundFieldName": f.compound_field_name, "custom": f.custom,
                 "referenceTo": reference_to, "picklistValues": picklist,
                 "createable": !f.calculated && f.name != "Id", "updateable": !f.calculated && f.name != "Id",

@@ -29,6 +29,8 @@ pub struct HarnessOptions {
     pub fields: Vec<(&'static str, sfpipe_shared::stages::extract::FieldSelection)>,
     /// How long a Bulk job may run before it is aborted (the default's six hours otherwise).
     pub bulk_job_deadline: Option<Duration>,
+    /// How often formula fields are re-read (daily otherwise).
+    pub formula_refresh: Option<sfpipe_shared::stages::loader::FormulaRefreshSchedule>,
 }
 
 impl Default for HarnessOptions {
@@ -48,6 +50,7 @@ impl Default for HarnessOptions {
             rest_objects: Vec::new(),
             fields: Vec::new(),
             bulk_job_deadline: None,
+            formula_refresh: None,
         }
     }
 }
@@ -102,6 +105,9 @@ impl Harness {
             ..LocalPipelineConfig::default()
         };
         config.loader.until_lag = Duration::ZERO;
+        if let Some(schedule) = &options.formula_refresh {
+            config.loader.formula_refresh = schedule.clone();
+        }
         config.extract.page_records = options.page_records;
         config.extract.first_poll_delay = Duration::from_millis(5);
         if let Some(deadline) = options.bulk_job_deadline {
@@ -139,13 +145,18 @@ impl Harness {
 
     /// One scheduled run. The loader is retried as EventBridge would retry a failed invocation.
     pub async fn run(&self) -> RunResult {
+        self.run_at(Utc::now()).await
+    }
+
+    /// One scheduled run as if triggered at `triggered_at` (a later time: a schedule's interval
+    /// has passed).
+    pub async fn run_at(&self, triggered_at: chrono::DateTime<Utc>) -> RunResult {
         let request = LoadRequest {
             objects: self.objects.clone(),
             mode: Mode::Incremental,
             since: None,
             until: None,
         };
-        let triggered_at = Utc::now();
         let mut last_error = None;
         for _ in 0..3 {
             match self

@@ -13,6 +13,7 @@ use sfpipe_shared::stages::loader::{LoadReport, LoaderConfig};
 struct Function {
     runtime: Runtime,
     warehouse: SnowflakeWarehouse,
+    config: LoaderConfig,
 }
 
 async fn handle(
@@ -24,7 +25,7 @@ async fn handle(
         runtime.queues.extract.as_ref(),
         &function.warehouse,
         runtime.blobs.as_ref(),
-        &LoaderConfig::default(),
+        &function.config,
         &event.payload,
         &runtime.objects,
         chrono::Utc::now(),
@@ -38,6 +39,7 @@ async fn main() -> Result<(), Error> {
     let runtime = Runtime::from_env().await?;
     let function = Arc::new(Function {
         warehouse: runtime.snowflake().await?,
+        config: Runtime::loader_config()?,
         runtime,
     });
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {

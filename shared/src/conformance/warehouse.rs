@@ -636,7 +636,84 @@ pub async fn a_table_without_system_modstamp_keys_its_watermark_on_created_date(
     );
 }
 
+/// A formula refresh (`update_only`) writes its columns into stored rows of the same version
+/// only: never an insert, never an older or newer version, never a later extraction's values,
+/// never the watermark.
+pub async fn a_formula_refresh_updates_only_rows_of_the_same_version(w: &WarehouseUnderTest) {
+    let object = "WhFormulas__c";
+    let f = file(w.blobs.as_ref(), object, "first", &FIRST).await;
+    merge(w, object, "r1", vec![f]).await;
+    let refresh_schema = TableSchema {
+        object: ObjectName::new(object).expect("valid object name"),
+        columns: vec![
+            column("Id", "id"),
+            column("Name", "string"),
+            column("SystemModstamp", "datetime"),
+        ],
+    };
+    let refresh =
+        |name: &'static str, at_day: u32, rows: Vec<(&'static str, &'static str, u32)>| {
+            let schema = refresh_schema.clone();
+            async move {
+                let rows: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|(n, value, day)| vec![id(n), value.to_string(), stamp(*day)])
+                    .collect();
+                let key = write_file(
+                    w.blobs.as_ref(),
+                    &format!("conformance/warehouse/{object}/{name}.csv.gz"),
+                    &["Id", "Name", "SystemModstamp"],
+                    &rows,
+                )
+                .await;
+                w.warehouse
+                    .merge(&MergeBatch {
+                        schema,
+                        run_id: RunId::new(name).expect("run id"),
+                        files: vec![key],
+                        extracted_at: Utc.with_ymd_and_hms(2026, 3, at_day, 0, 0, 0).unwrap(),
+                        update_only: true,
+                    })
+                    .await
+                    .expect("refresh merge")
+            }
+        };
+    let report = refresh(
+        "refresh-1",
+        10,
+        vec![
+            ("1", "Acme refreshed", 1),
+            // Older than the stored version: stale.
+            ("2", "Stale", 1),
+            // A newer version: the incremental run brings all of it, not the refresh.
+            ("3", "Newer", 9),
+            // Not in the table: a refresh never inserts.
+            ("5", "Ghost", 1),
+        ],
+    )
+    .await;
+    assert_eq!(report.rows_changed, 1, "{report:?}");
+    let mut want = FIRST;
+    want[0].1 = "Acme refreshed";
+    assert_eq!(table(w, object).await, normalized(expected(&want)));
+    let late = refresh("refresh-0", 5, vec![("1", "Read earlier", 1)]).await;
+    assert_eq!(
+        late.rows_changed, 0,
+        "an earlier refresh replaced a later one"
+    );
+    assert_eq!(table(w, object).await, normalized(expected(&want)));
+    assert_eq!(
+        w.warehouse
+            .watermark(&ObjectName::new(object).unwrap())
+            .await
+            .expect("watermark"),
+        Some(Utc.with_ymd_and_hms(2026, 1, 3, 0, 0, 0).unwrap()),
+        "a refresh moved the watermark"
+    );
+}
+
 pub async fn run_all(w: &WarehouseUnderTest) {
+    a_formula_refresh_updates_only_rows_of_the_same_version(w).await;
     a_table_without_system_modstamp_keys_its_watermark_on_created_date(w).await;
     numbers_in_scientific_notation_load_at_their_value(w).await;
     awkward_csv_loads_exactly(w).await;

@@ -278,3 +278,33 @@ async fn oldest_hole<B: BlobStore + ?Sized>(
     }
     Ok(oldest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(name: &str) -> ObjectName {
+        ObjectName::new(name).unwrap()
+    }
+
+    #[test]
+    fn formula_refresh_schedules_parse_with_per_object_exceptions() {
+        let schedule: FormulaRefreshSchedule =
+            "12h, account=30m, Case=off, Lead=2d".parse().unwrap();
+        let hours = |h: u64| Some(Duration::from_secs(h * 3600));
+        assert_eq!(schedule.interval(&object("Contact")), hours(12));
+        assert_eq!(
+            schedule.interval(&object("Account")),
+            Some(Duration::from_secs(1800))
+        );
+        assert_eq!(schedule.interval(&object("Case")), None);
+        assert_eq!(schedule.interval(&object("Lead")), hours(48));
+        let default = FormulaRefreshSchedule::default();
+        assert_eq!(default.interval(&object("Contact")), hours(24));
+        let off: FormulaRefreshSchedule = "off".parse().unwrap();
+        assert_eq!(off.interval(&object("Contact")), None);
+        for bad in ["12", "0h", "soon", "Account=", "bad name=1h"] {
+            assert!(bad.parse::<FormulaRefreshSchedule>().is_err(), "{bad}");
+        }
+    }
+}
