@@ -763,3 +763,52 @@ async fn simple_salesforce_reads_the_same_rows_sfpipe_extracts() {
     );
     assert_eq!(their_all.len(), 250);
 }
+
+#[tokio::test]
+async fn simple_salesforce_logs_in_with_the_jwt_bearer_flow_at_the_login_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificate = dir.path().join("sim-cert.pem");
+    let key_file = dir.path().join("connected-app.key.pem");
+    std::fs::write(&key_file, sfpipe_simulator::DEMO_PRIVATE_KEY_PEM).unwrap();
+    let sim = Simulator::start_tls(
+        SimConfig {
+            rows: 40,
+            ..SimConfig::default()
+        },
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        &certificate,
+    )
+    .await
+    .unwrap();
+    let config = sim.config().clone();
+    let script = format!("{}/simple_salesforce_peer.py", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(sfpipe_tests::venv_python())
+        .args([
+            script.as_str(),
+            "--jwt",
+            sim.login_host_url().as_str(),
+            config.username.as_str(),
+            config.client_id.as_str(),
+            key_file.to_str().unwrap(),
+            "Account",
+        ])
+        .env("REQUESTS_CA_BUNDLE", &certificate)
+        .output()
+        .await
+        .expect("run python: ./scripts/tools installs it (or set SFPIPE_PYTHON)");
+    assert!(
+        output.status.success(),
+        "simple-salesforce's JWT login failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let theirs: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        theirs["instance"].as_str(),
+        sim.url().strip_prefix("https://"),
+        "{theirs}"
+    );
+    assert_eq!(
+        theirs["total"].as_u64(),
+        Some(sim.with_org(|org| org.live_count(0)))
+    );
+}

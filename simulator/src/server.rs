@@ -449,6 +449,19 @@ struct TokenForm {
 #[derive(Deserialize)]
 struct JwtClaims {
     sub: String,
+    /// Seconds since the epoch, as a number or as a string of digits: Salesforce takes both
+    /// (simple-salesforce sends `"exp": "1732900000"`).
+    exp: Value,
+}
+
+impl JwtClaims {
+    fn expires_at(&self) -> Option<i64> {
+        match &self.exp {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
 }
 
 /// Checks a JWT bearer assertion: RS256 with the connected app's key, `iss` = consumer key,
@@ -467,9 +480,16 @@ fn valid_assertion(state: &SimState, assertion: &str) -> bool {
         "https://login.salesforce.com",
         "https://test.salesforce.com",
     ]);
-    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    jsonwebtoken::decode::<JwtClaims>(assertion, &key, &validation)
-        .is_ok_and(|data| data.claims.sub == state.config.username)
+    // The expiry is checked below, in either of its spellings.
+    validation.validate_exp = false;
+    validation.set_required_spec_claims(&["iss", "aud", "sub"]);
+    jsonwebtoken::decode::<JwtClaims>(assertion, &key, &validation).is_ok_and(|data| {
+        data.claims.sub == state.config.username
+            && data
+                .claims
+                .expires_at()
+                .is_some_and(|exp| exp > Utc::now().timestamp())
+    })
 }
 
 fn new_session(state: &SimState) -> String {
@@ -1447,7 +1467,39 @@ fn csv_page_stream(
 
 #[cfg(test)]
 mod tests {
-    use super::bulk_csv_number;
+    use super::{SimConfig, SimState, bulk_csv_number, valid_assertion};
+
+    #[test]
+    fn jwt_assertions_expire_whether_exp_is_a_number_or_a_string() {
+        let config = SimConfig::default();
+        let state = SimState::new(config.clone(), "http://127.0.0.1:1".into());
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(crate::DEMO_PRIVATE_KEY_PEM.as_bytes())
+            .unwrap();
+        let sign = |exp: serde_json::Value| {
+            let claims = serde_json::json!({
+                "iss": config.client_id, "sub": config.username,
+                "aud": "https://login.salesforce.com", "exp": exp,
+            });
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+                &claims,
+                &key,
+            )
+            .unwrap()
+        };
+        let now = chrono::Utc::now().timestamp();
+        assert!(valid_assertion(&state, &sign((now + 180).into())));
+        assert!(valid_assertion(
+            &state,
+            &sign((now + 180).to_string().into())
+        ));
+        assert!(!valid_assertion(&state, &sign((now - 10).into())));
+        assert!(!valid_assertion(
+            &state,
+            &sign((now - 10).to_string().into())
+        ));
+        assert!(!valid_assertion(&state, &sign("soon".into())));
+    }
 
     #[test]
     fn large_numbers_are_written_as_java_writes_them() {
