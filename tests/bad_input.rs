@@ -15,6 +15,7 @@ use sfpipe_shared::salesforce::{Credentials, SalesforceError};
 use sfpipe_shared::snowflake::SnowflakeSettings;
 use sfpipe_shared::stages::Stage;
 use sfpipe_shared::stages::extract::FieldSelection;
+use sfpipe_simulator::SimConfig;
 use sfpipe_tests::harness::{Harness, HarnessOptions};
 
 /// Sends raw bodies to a stage's queue, drains the pipeline, and returns the dead letters.
@@ -345,4 +346,81 @@ async fn credentials_for_another_org_fail_the_login_with_advice() {
         "{error}"
     );
     assert!(!error.is_retryable());
+}
+
+#[tokio::test]
+async fn pages_that_do_not_add_up_to_the_job_record_count_fail_the_run_loudly() {
+    for (sim, what) in [
+        (
+            SimConfig {
+                miscounted_jobs: true,
+                ..HarnessOptions::default().sim
+            },
+            "numberRecordsProcessed",
+        ),
+        (
+            SimConfig {
+                without_record_counts: true,
+                ..HarnessOptions::default().sim
+            },
+            "Sforce-NumberOfRecords",
+        ),
+    ] {
+        let harness = Harness::start(HarnessOptions {
+            sim,
+            objects: vec!["Account"],
+            ..HarnessOptions::default()
+        })
+        .await;
+        let result = harness.run().await;
+        // A miscounted job fails once, at its merge request; pages without a count each fail.
+        assert!(!result.dead_letters.is_empty(), "{what}: nothing failed");
+        for dead in &result.dead_letters {
+            assert!(
+                dead.reason.contains("Account") && dead.reason.contains(what),
+                "{what}: {}",
+                dead.reason
+            );
+        }
+        let merged = result
+            .merged_records(harness.pipeline.blobs().as_ref())
+            .await;
+        assert!(
+            merged.values().all(Option::is_none),
+            "{what}: a run whose counts disagree was merged"
+        );
+        assert!(
+            tables(&harness).is_empty(),
+            "{what}: {:?}",
+            tables(&harness)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_rest_query_over_the_uri_limit_stops_its_object_with_the_fix() {
+    let harness = Harness::start(HarnessOptions {
+        objects: vec!["Account", "Contact"],
+        rest_objects: vec!["Contact"],
+        ..HarnessOptions::default()
+    })
+    .await;
+    // Wide enough that the SOQL in the URI passes Salesforce's 16,384 bytes.
+    for n in 0..700 {
+        let name: &'static str = Box::leak(format!("Wide_Custom_Field_{n:04}__c").into_boxed_str());
+        assert!(harness.sim.add_field("Contact", name, chrono::Utc::now()));
+    }
+    let result = harness.run().await;
+    assert_eq!(result.dead_letters.len(), 1, "{:#?}", result.dead_letters);
+    let reason = &result.dead_letters[0].reason;
+    assert!(
+        reason.contains("Contact")
+            && reason.contains("16384-byte limit")
+            && reason.contains("SFPIPE_FIELDS"),
+        "{reason}"
+    );
+    let checks = harness.check();
+    let account = checks.iter().find(|c| c.object == "Account").unwrap();
+    assert!(account.is_exact(), "{account:#?}");
+    assert_eq!(tables(&harness), ["Account"], "a partial Contact table");
 }

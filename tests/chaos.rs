@@ -109,6 +109,20 @@ async fn run_schedule(seed: u64) -> Totals {
         sim.session_calls = Some(rng.u64(8..40));
         note(&mut injected, "session expiry every N calls");
     }
+    // Each run is triggered two hours after the last, so a formula refresh is due at every run.
+    let refresh_every_run = objects.contains(&"Contact") && rng.u8(0..6) == 0;
+    if refresh_every_run {
+        sim.cross_object_formula = true;
+        note(
+            &mut injected,
+            "cross-object formula changing without SystemModstamp (refreshed every run)",
+        );
+    }
+    if rng.u8(0..8) == 0 {
+        sim.history_object = true;
+        objects.push("AccountHistory");
+        note(&mut injected, "history object (CreatedDate cursor)");
+    }
     let plan = FaultPlan::new(0, FailWhen::Before);
     let chaos = ChaosSends::new(seed);
     let harness = Harness::start(HarnessOptions {
@@ -120,9 +134,11 @@ async fn run_schedule(seed: u64) -> Totals {
             ..SendBehaviour::default()
         },
         page_records: rng.u64(3..25),
+        formula_refresh: refresh_every_run.then(|| "1h".parse().expect("schedule")),
         ..HarnessOptions::default()
     })
     .await;
+    let started = chrono::Utc::now();
 
     let runs = rng.u32(2..5);
     let mut previous_watermarks = BTreeMap::new();
@@ -214,7 +230,13 @@ async fn run_schedule(seed: u64) -> Totals {
             chaos.set(false, 0);
             plan.arm(0, FailWhen::Before);
         }
-        let result = harness.run().await;
+        let result = if refresh_every_run {
+            let hours = 2 * i64::from(run);
+            let at = chrono::Utc::now().max(started + chrono::Duration::hours(hours));
+            harness.run_at(at).await
+        } else {
+            harness.run().await
+        };
         totals.runs += 1;
         if armed && let Some(failed) = plan.failed() {
             let kind = if failed.contains("merge") {
