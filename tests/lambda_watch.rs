@@ -519,8 +519,13 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
     }
 
     let events = workspace_root().join("events");
-    // The loader's three triggers: a schedule, a full refresh, a backfill window.
-    for file in ["schedule.json", "full-refresh.json", "backfill.json"] {
+    // The loader's triggers: a schedule, a full refresh, a backfill window, a formula refresh.
+    for file in [
+        "schedule.json",
+        "full-refresh.json",
+        "backfill.json",
+        "formula-refresh.json",
+    ] {
         let report = watches["job-loader"].invoke_file("job-loader", &events.join(file));
         assert!(
             report["run_id"].is_string() && report["queued"].is_array(),

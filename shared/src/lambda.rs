@@ -334,6 +334,10 @@ mod tests {
         let full = parse_trigger(&read("full-refresh.json"), &configured, now).unwrap();
         assert_eq!(full.request.mode, Mode::Full);
 
+        let formulas = parse_trigger(&read("formula-refresh.json"), &configured, now).unwrap();
+        assert_eq!(formulas.request.mode, Mode::FormulaRefresh);
+        assert_eq!(formulas.request.objects.len(), 2);
+
         for bad in [
             serde_json::json!({"objects": ["Acc'ount"]}),
             serde_json::json!({"objcts": ["Account"]}),

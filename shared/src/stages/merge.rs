@@ -60,21 +60,35 @@ where
         extracted_at = Some(extracted_at.map_or(manifest.stored_at, |t| t.max(manifest.stored_at)));
         files.push(manifest.key);
     }
-    deps.warehouse
-        .ensure_table(&schema)
-        .await
-        .at(Stage::Merge, object)?;
-    let report = deps
-        .warehouse
-        .merge(&MergeBatch {
-            schema,
-            run_id: message.run_id.clone(),
-            files,
-            extracted_at: extracted_at.unwrap_or_else(Utc::now),
-            update_only: message.mode == Mode::FormulaRefresh,
-        })
-        .await
-        .at(Stage::Merge, object)?;
+    let update_only = message.mode == Mode::FormulaRefresh;
+    // A formula refresh updates loaded rows; of an object never loaded there is nothing to
+    // update, and its columns alone must not make a table.
+    let never_loaded = update_only
+        && deps
+            .warehouse
+            .watermark(object)
+            .await
+            .at(Stage::Merge, object)?
+            .is_none();
+    let report = if never_loaded {
+        tracing::info!(run_id = %message.run_id, %object, "formula refresh of an object never loaded: nothing to update");
+        MergeReport::default()
+    } else {
+        deps.warehouse
+            .ensure_table(&schema)
+            .await
+            .at(Stage::Merge, object)?;
+        deps.warehouse
+            .merge(&MergeBatch {
+                schema,
+                run_id: message.run_id.clone(),
+                files,
+                extracted_at: extracted_at.unwrap_or_else(Utc::now),
+                update_only,
+            })
+            .await
+            .at(Stage::Merge, object)?
+    };
     let record = MergedRecord {
         run_id: message.run_id.clone(),
         mode: message.mode,
