@@ -140,11 +140,17 @@ async fn no_secret_reaches_a_log_line_or_an_error() {
         }
     }
 
-    // Snowflake credentials: settings, clients and their errors.
+    // Snowflake credentials: settings, clients and their errors. The client is pointed at a
+    // closed port on 127.0.0.1: a signed JWT never leaves this machine, network or not.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let secret = SecretString::from(
         serde_json::json!({
             "account": "acct", "user": "u", "private_key": DEMO_PRIVATE_KEY_PEM,
-            "database": "d", "schema": "s", "stage": "d.s.st"
+            "database": "d", "schema": "s", "stage": "d.s.st",
+            "url": format!("http://127.0.0.1:{closed_port}")
         })
         .to_string(),
     );
@@ -156,6 +162,10 @@ async fn no_secret_reaches_a_log_line_or_an_error() {
         .execute("SELECT 1", 1)
         .await
         .expect_err("no Snowflake here");
+    assert!(
+        format!("{unreachable:?}").contains("Connection refused"),
+        "the client went elsewhere than the closed local port: {unreachable:?}"
+    );
     texts.push(format!("{unreachable} / {unreachable:?}"));
     let jwt = KeyPairJwt::new("acct", "u", &SecretString::from(DEMO_PRIVATE_KEY_PEM)).expect("key");
     texts.push(format!("{:?}", SnowflakeAuth::KeyPair(jwt)));
