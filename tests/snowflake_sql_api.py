@@ -4,8 +4,16 @@ on fakesnow (Snowflake SQL on DuckDB), reading stages from S3 on moto.
 sfpipe's Snowflake client and the exact SQL it sends are tested against it. Where fakesnow lacks a
 Snowflake feature the product relies on, the harness fills in, and never the product:
 
-- `BEGIN`/`COMMIT`/`ROLLBACK` are recorded, not executed (fakesnow cannot run a writing transaction);
-  atomicity is proven on SQLite and by the order of the statements sent.
+- `BEGIN`/`COMMIT`/`ROLLBACK` follow Snowflake's session rules: a request is a session, a failed
+  statement ends the request, a transaction still open when the request ends is rolled back, and
+  DDL commits an open transaction. Outside a transaction every statement is atomic on its own.
+  (fakesnow cannot run a writing DuckDB transaction, so a transaction is a snapshot of the
+  schema's tables, put back on rollback.)
+- `VARCHAR(n)` lengths are enforced after each write, with Snowflake's error 100074 ("String ... is
+  too long and would be truncated"); DuckDB itself ignores the length. `NUMBER(p,s)` precision is
+  enforced by DuckDB's DECIMAL (scale rounds, as in Snowflake).
+- Injected SQL errors carry Snowflake's code, SQL state and HTTP status (422, or 408 for a
+  statement timeout).
 - `COPY INTO t (cols) FROM (SELECT $1, ..., METADATA$FILENAME FROM @stage) FILES = (...)` is run
   here: every value is read as text (DuckDB would otherwise guess types and turn '001' into 1).
 
@@ -40,13 +48,15 @@ from fakesnow.instance import FakeSnow
 from sqlglot import exp
 from snowflake.connector.util_text import split_statements
 
+DDL = re.compile(r"^\s*(CREATE|ALTER|DROP|TRUNCATE)\b", re.I)
+WRITE = re.compile(r"^\s*(MERGE|INSERT|UPDATE|DELETE)\b", re.I)
 TRANSACTION = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK)(\s+(TRANSACTION|WORK))?\s*$", re.I)
 
 
 class SqlError(Exception):
-    def __init__(self, code: str, sql_state: str, message: str):
+    def __init__(self, code: str, sql_state: str, message: str, http: int = 422):
         super().__init__(message)
-        self.code, self.sql_state, self.message = code, sql_state, message
+        self.code, self.sql_state, self.message, self.http = code, sql_state, message, http
 
 
 class Harness:
@@ -142,6 +152,7 @@ class Harness:
                 ),
             )
         conn = self.snow.connect(database=body.get("database"), schema=body.get("schema"))
+        session = {"snapshot": None}
         try:
             handles = []
             for statement in statements:
@@ -151,11 +162,16 @@ class Harness:
                 try:
                     fault = self.take_fault("sql_error", statement)
                     if fault:
-                        raise SqlError("100000", fault.get("sql_state", "22000"), "injected SQL error")
-                    columns, rows = self.run_one(conn, statement.rstrip(";").strip())
+                        raise SqlError(
+                            fault.get("code", "100000"),
+                            fault.get("sql_state", "22000"),
+                            fault.get("message", "injected SQL error"),
+                            fault.get("http", 422),
+                        )
+                    columns, rows = self.run_one(conn, session, statement.rstrip(";").strip())
                 except SqlError as e:
                     entry["error"] = e.message
-                    return 422, self.error(handle, e)
+                    return e.http, self.error(handle, e)
                 except Exception as e:  # fakesnow and DuckDB errors
                     code = getattr(e, "errno", None) or 100000
                     state = getattr(e, "sqlstate", None) or "22000"
@@ -172,18 +188,127 @@ class Harness:
                 "statementHandles": handles,
             }
         finally:
+            # The request's session ends: a transaction it left open is rolled back.
+            if session["snapshot"] is not None:
+                self.restore(conn, session["snapshot"])
+                self.log.append({"request_id": request_id, "sql": "-- session ended: open transaction rolled back"})
             conn.close()
 
-    def run_one(self, conn, statement: str):
-        if TRANSACTION.match(statement):
+    def run_one(self, conn, session: dict, statement: str):
+        keyword = TRANSACTION.match(statement)
+        if keyword:
+            word = keyword.group(1).upper()
+            if word in ("BEGIN", "START") and session["snapshot"] is None:
+                session["snapshot"] = self.snapshot(conn, self.user_tables(conn))
+            elif word == "COMMIT":
+                self.drop(conn, session.pop("snapshot", None) or {})
+                session["snapshot"] = None
+            elif word == "ROLLBACK" and session["snapshot"] is not None:
+                self.restore(conn, session["snapshot"])
+                session["snapshot"] = None
             return ["status"], [["Statement executed successfully."]]
-        if re.match(r"^\s*COPY\s+INTO\b", statement, re.I) and "METADATA$FILENAME" in statement.upper():
-            return self.copy_with_filenames(conn, statement)
-        cur = conn.cursor()
-        cur.execute(statement)
-        columns = [d[0] for d in cur.description] if cur.description else ["status"]
-        rows = cur.fetchall() if cur.description else [["Statement executed successfully."]]
-        return columns, rows
+        if DDL.match(statement) and session["snapshot"] is not None:
+            # DDL commits the open transaction first, in Snowflake.
+            self.drop(conn, session["snapshot"])
+            session["snapshot"] = None
+        # Outside a transaction, a statement is atomic on its own (autocommit).
+        own = None
+        if session["snapshot"] is None and WRITE.match(statement):
+            target = self.target_table(statement)
+            own = self.snapshot(conn, [target] if target else [])
+        try:
+            if re.match(r"^\s*COPY\s+INTO\b", statement, re.I) and "METADATA$FILENAME" in statement.upper():
+                result = self.copy_with_filenames(conn, statement)
+            else:
+                cur = conn.cursor()
+                cur.execute(statement)
+                columns = [d[0] for d in cur.description] if cur.description else ["status"]
+                rows = cur.fetchall() if cur.description else [["Statement executed successfully."]]
+                result = columns, rows
+            self.check_lengths(conn, statement)
+        except BaseException:
+            if own is not None:
+                self.restore(conn, own)
+            raise
+        if own is not None:
+            self.drop(conn, own)
+        return result
+
+    # fakesnow cannot run a DuckDB transaction that writes (its MERGE also writes its own
+    # bookkeeping database), so a transaction is a snapshot of the tables it may change, put back
+    # on ROLLBACK or when the session ends with the transaction open.
+    def user_tables(self, conn) -> list[str]:
+        rows = conn._duck_conn.execute(
+            "SELECT database_name, schema_name, table_name FROM duckdb_tables() "
+            "WHERE NOT temporary AND schema_name <> '_fs_information_schema' AND database_name = current_database() "
+            "AND schema_name = current_schema()"
+        ).fetchall()
+        return [f'"{d}"."{s}"."{t}"' for d, s, t in rows]
+
+    def target_table(self, statement: str) -> str | None:
+        try:
+            parsed = sqlglot.parse_one(statement, read="snowflake")
+        except sqlglot.errors.ParseError:
+            return None
+        target = parsed.this
+        if isinstance(target, exp.Schema):
+            target = target.this
+        if not isinstance(target, exp.Table) or target.name.upper().startswith("_SFPIPE_LOAD"):
+            return None
+        return '"' + target.name.replace('"', '""') + '"'
+
+    def snapshot(self, conn, tables: list[str]) -> dict:
+        duck = conn._duck_conn
+        saved = {}
+        for table in tables:
+            copy = f"__harness_snapshot_{uuid.uuid4().hex}"
+            try:
+                duck.execute(f"CREATE TEMP TABLE {copy} AS SELECT * FROM {table}")
+            except duckdb.Error:
+                continue  # not created yet: nothing to put back
+            saved[table] = copy
+        return saved
+
+    def restore(self, conn, saved: dict):
+        duck = conn._duck_conn
+        for table, copy in saved.items():
+            duck.execute(f"DELETE FROM {table}")
+            duck.execute(f"INSERT INTO {table} SELECT * FROM {copy}")
+        self.drop(conn, saved)
+
+    def drop(self, conn, saved: dict):
+        for copy in saved.values():
+            conn._duck_conn.execute(f"DROP TABLE IF EXISTS {copy}")
+
+    def check_lengths(self, conn, statement: str):
+        """Snowflake refuses a value longer than its column's VARCHAR(n); DuckDB stores it."""
+        if not WRITE.match(statement):
+            return
+        target = self.target_table(statement)
+        if target is None:
+            return
+        table = target.strip('"')
+        duck = conn._duck_conn
+        limits = duck.execute(
+            "SELECT ext_column_name, ext_character_maximum_length FROM _fs_global._fs_information_schema._fs_columns_ext "
+            "WHERE ext_table_name = ? AND ext_character_maximum_length < 16777216",
+            [table],
+        ).fetchall()
+        for column, limit in limits:
+            quoted = '"' + column.replace('"', '""') + '"'
+            table_quoted = '"' + table.replace('"', '""') + '"'
+            try:
+                long = duck.execute(
+                    f"SELECT {quoted} FROM {table_quoted} WHERE length({quoted}) > ? LIMIT 1", [limit]
+                ).fetchone()
+            except duckdb.Error:
+                continue
+            if long:
+                raise SqlError(
+                    "100074",
+                    "22000",
+                    f"String '{long[0][:60]}' is too long and would be truncated",
+                )
 
     def copy_with_filenames(self, conn, statement: str):
         copy = sqlglot.parse_one(statement, read="snowflake")

@@ -237,3 +237,77 @@ async fn multi_partition_results_are_read_whole() {
         None
     );
 }
+
+/// A statement that fails inside the merge's transaction (here the watermark's MERGE, after the
+/// target's) ends the request, and Snowflake rolls the open transaction back when the session
+/// ends: the table keeps nothing of the failed run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_failing_inside_the_transaction_publishes_nothing() {
+    let setup = setup(HarnessOptions::default()).await;
+    let w = under_test(&setup);
+    setup
+        .harness
+        .inject(serde_json::json!([
+            {"kind": "sql_error", "match": "MERGE INTO \"_SFPIPE_STATE\"", "times": 1,
+             "code": "100000", "sql_state": "XX000", "message": "injected failure after the target's MERGE"},
+        ]))
+        .await;
+    let failed = warehouse::try_merge_first_rows(&w, "WhHalf__c", "r1").await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        warehouse::table_rows(&w, "WhHalf__c").await,
+        Vec::<Vec<Option<String>>>::new(),
+        "the target's MERGE was published though its transaction failed"
+    );
+    let statements = setup.harness.statements().await;
+    assert!(
+        statements
+            .iter()
+            .any(|s| s.contains("open transaction rolled back")),
+        "{statements:#?}"
+    );
+    // Redelivered, the run merges whole.
+    let report = warehouse::try_merge_first_rows(&w, "WhHalf__c", "r1")
+        .await
+        .expect("the retry");
+    assert_eq!(report.rows_changed, 3);
+}
+
+/// A statement timeout (HTTP 408, 000630) or a lock wait timeout (000625) is transient: the merge
+/// is retried, not dead-lettered as a rejected run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_and_lock_timeouts_are_retryable() {
+    let setup = setup(HarnessOptions::default()).await;
+    let w = under_test(&setup);
+    for (code, http, message) in [
+        (
+            "000630",
+            408,
+            "Statement reached its statement or warehouse timeout of 900 second(s) and was canceled.",
+        ),
+        (
+            "000625",
+            422,
+            "Statement '01b2' has locked table 'WHTIMEOUT__C' in transaction 1700 and this lock has not yet been released.",
+        ),
+    ] {
+        setup
+            .harness
+            .inject(serde_json::json!([
+                {"kind": "sql_error", "match": "MERGE INTO \"WHTIMEOUT__C\"", "times": 1,
+                 "code": code, "sql_state": "57014", "http": http, "message": message},
+            ]))
+            .await;
+        let error = warehouse::try_merge_first_rows(&w, "WhTimeout__c", "r1")
+            .await
+            .expect_err("injected timeout");
+        assert!(
+            matches!(error, sfpipe_shared::ports::WarehouseError::Service(_)),
+            "{code}: not retryable: {error:?}"
+        );
+    }
+    let report = warehouse::try_merge_first_rows(&w, "WhTimeout__c", "r1")
+        .await
+        .expect("after the timeouts");
+    assert_eq!(report.rows_changed, 3);
+}

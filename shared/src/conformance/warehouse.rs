@@ -712,7 +712,80 @@ pub async fn a_formula_refresh_updates_only_rows_of_the_same_version(w: &Warehou
     );
 }
 
+/// An admin widens a text field and adds digits to a number between runs: the longer value and
+/// the bigger number that follow load exactly (a column frozen at the first describe's size would
+/// refuse them for ever).
+pub async fn a_widened_field_takes_longer_values_and_more_digits(w: &WarehouseUnderTest) {
+    let object = "WhWidened__c";
+    let schema_with = |length: u32, precision: u32| TableSchema {
+        object: ObjectName::new(object).expect("valid object name"),
+        columns: vec![
+            column("Id", "id"),
+            ColumnSpec {
+                length,
+                ..column("Name", "string")
+            },
+            ColumnSpec {
+                precision,
+                ..column("Amount", "currency")
+            },
+            column("IsDeleted", "boolean"),
+            column("SystemModstamp", "datetime"),
+        ],
+    };
+    let long_name = "w".repeat(150);
+    let rows = [
+        (
+            schema_with(10, 5),
+            "first",
+            ("1", "short", "123.45", false, 1),
+        ),
+        (
+            schema_with(200, 18),
+            "second",
+            ("2", long_name.as_str(), "1234567890123.45", false, 2),
+        ),
+    ];
+    for (schema, name, row) in &rows {
+        let key = file(w.blobs.as_ref(), object, name, &[*row]).await;
+        w.warehouse
+            .ensure_table(schema)
+            .await
+            .expect("ensure_table");
+        let mut merge_batch = batch(object, name, vec![key]);
+        merge_batch.schema = schema.clone();
+        let report = w
+            .warehouse
+            .merge(&merge_batch)
+            .await
+            .unwrap_or_else(|e| panic!("the {name} run, after the field was widened: {e}"));
+        assert_eq!(report.rows_changed, 1);
+    }
+    assert_eq!(
+        table(w, object).await,
+        normalized(expected(&[rows[0].2, rows[1].2]))
+    );
+}
+
+/// For adapter-specific tests: merges the suite's first three rows into `object` as run `run`,
+/// returning the warehouse's answer instead of failing on it.
+pub async fn try_merge_first_rows(
+    w: &WarehouseUnderTest,
+    object: &str,
+    run: &str,
+) -> Result<crate::ports::MergeReport, crate::ports::WarehouseError> {
+    let f = file(w.blobs.as_ref(), object, run, &FIRST).await;
+    w.warehouse.ensure_table(&schema(object)).await?;
+    w.warehouse.merge(&batch(object, run, vec![f])).await
+}
+
+/// For adapter-specific tests: the table's rows as the suite reads them.
+pub async fn table_rows(w: &WarehouseUnderTest, object: &str) -> Vec<Vec<Option<String>>> {
+    table(w, object).await
+}
+
 pub async fn run_all(w: &WarehouseUnderTest) {
+    a_widened_field_takes_longer_values_and_more_digits(w).await;
     a_formula_refresh_updates_only_rows_of_the_same_version(w).await;
     a_table_without_system_modstamp_keys_its_watermark_on_created_date(w).await;
     numbers_in_scientific_notation_load_at_their_value(w).await;

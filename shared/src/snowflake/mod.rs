@@ -34,3 +34,27 @@ pub enum SnowflakeError {
     #[error("Snowflake: {0}")]
     Protocol(String),
 }
+
+/// Snowflake error codes that name a passing condition: the same statement may succeed later.
+const TRANSIENT_CODES: [&str; 3] = [
+    // Statement reached its statement or warehouse timeout and was canceled.
+    "000630",
+    // A lock held by another transaction was not released in time (LOCK_TIMEOUT).
+    "000625", // SQL execution canceled (also after a timeout).
+    "000604",
+];
+
+impl SnowflakeError {
+    /// Whether a retry later may succeed: a timeout, a lock wait, a canceled statement (SQL state
+    /// 57014), as opposed to an error in the SQL, the data or the setup (a missing warehouse,
+    /// 000606, is SQL state 57P03 and stays permanent: it needs a person).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Sql {
+                code, sql_state, ..
+            } => TRANSIENT_CODES.contains(&code.as_str()) || sql_state == "57014",
+            Self::Http { .. } | Self::Transport(_) | Self::Protocol(_) => true,
+            Self::Config(_) | Self::Unauthorized { .. } => false,
+        }
+    }
+}

@@ -37,39 +37,63 @@ pub fn table_name(object: &ObjectName) -> String {
 }
 
 /// The Snowflake type of a Salesforce field.
+///
+/// Text is unbounded `VARCHAR` and numbers `NUMBER(38, scale)`, whatever length and precision the
+/// describe gives: admins widen text fields and add digits routinely, Snowflake documents no cost
+/// for a declared length, and a column frozen at the first describe's size would refuse every
+/// longer value from then on. Only a number's scale is kept, as Salesforce rounds to it; a scale
+/// that grows later stops the object ([`ensure_table_statements`]).
 pub fn column_type(column: &ColumnSpec) -> String {
-    let number = |precision: u32, scale: u32, default: (u32, u32)| {
-        let (p, s) = if (1..=38).contains(&precision) {
-            (precision, scale.min(precision))
-        } else {
-            default
-        };
-        format!("NUMBER({p},{s})")
-    };
-    let text = |length: u32| {
-        if length == 0 {
-            "VARCHAR".to_string()
-        } else {
-            format!("VARCHAR({})", length.min(16_777_216))
-        }
-    };
     match column.sf_type.as_str() {
         "id" | "reference" => "VARCHAR(18)".into(),
         "boolean" => "BOOLEAN".into(),
-        "int" => "NUMBER(10,0)".into(),
-        "long" => "NUMBER(19,0)".into(),
-        "currency" | "percent" => number(column.precision, column.scale, (18, 2)),
+        "int" | "long" => "NUMBER(38,0)".into(),
+        "currency" | "percent" => format!("NUMBER(38,{})", number_scale(column, 2)),
         "double" if (1..=38).contains(&column.precision) => {
-            number(column.precision, column.scale, (38, 0))
+            format!("NUMBER(38,{})", number_scale(column, 0))
         }
         "double" => "FLOAT".into(),
         "datetime" => "TIMESTAMP_TZ".into(),
         "date" => "DATE".into(),
         // Salesforce writes times as 10:00:00.000Z, which no Snowflake TIME parses as is.
         "time" => "VARCHAR(16)".into(),
-        "string" | "textarea" | "picklist" | "multipicklist" | "combobox" | "email" | "phone"
-        | "url" | "encryptedstring" => text(column.length),
         _ => "VARCHAR".into(),
+    }
+}
+
+fn number_scale(column: &ColumnSpec, default: u32) -> u32 {
+    if (1..=38).contains(&column.precision) {
+        column.scale.min(column.precision)
+    } else {
+        default
+    }
+}
+
+/// A column of an existing table, as `INFORMATION_SCHEMA.COLUMNS` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingColumn {
+    pub name: String,
+    /// `TEXT`, `NUMBER`, `FLOAT`, `BOOLEAN`, `DATE`, `TIMESTAMP_TZ`, ...
+    pub data_type: String,
+    pub length: Option<u64>,
+    pub precision: Option<u32>,
+    pub scale: Option<u32>,
+}
+
+/// The longest VARCHAR: what an unbounded `VARCHAR` declares.
+const MAX_VARCHAR: u64 = 16_777_216;
+
+/// The family a declared type belongs to, for deciding whether a column can follow a field.
+fn family(sql_type: &str) -> &'static str {
+    let upper = sql_type.to_ascii_uppercase();
+    match upper.split('(').next().unwrap_or_default().trim() {
+        "VARCHAR" | "TEXT" | "STRING" | "CHAR" | "CHARACTER" => "text",
+        "NUMBER" | "DECIMAL" | "NUMERIC" | "INT" | "INTEGER" | "BIGINT" | "FLOAT" | "DOUBLE"
+        | "REAL" => "number",
+        "BOOLEAN" => "boolean",
+        "DATE" => "date",
+        t if t.starts_with("TIMESTAMP") => "timestamp",
+        _ => "other",
     }
 }
 
@@ -85,7 +109,8 @@ fn column_definition(column: &ColumnSpec) -> String {
 /// Lists the target table's columns (none when it does not exist yet).
 pub fn existing_columns_sql(object: &ObjectName) -> String {
     format!(
-        "SELECT COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS \
+        "SELECT COLUMN_NAME, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE \
+         FROM INFORMATION_SCHEMA.COLUMNS \
          WHERE TABLE_SCHEMA = CURRENT_SCHEMA() AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
         literal(&object.as_str().to_ascii_uppercase())
     )
@@ -101,7 +126,14 @@ pub fn state_table_sql() -> String {
 
 /// The statements that bring the table to `schema`, given the columns it has (empty: absent).
 /// Columns are only ever added, never dropped or retyped.
-pub fn ensure_table_statements(schema: &TableSchema, existing: &[String]) -> Vec<String> {
+/// What makes the table fit the run's schema: create it, or add the columns it lacks and widen
+/// the ones an older sfpipe declared narrower (`VARCHAR(n)`, `NUMBER(p,s)` with p < 38). A change
+/// no `ALTER` can make (a field whose type changed family, a number whose scale grew) is an error
+/// that says what to do.
+pub fn ensure_table_statements(
+    schema: &TableSchema,
+    existing: &[ExistingColumn],
+) -> Result<Vec<String>, String> {
     let table = table_name(&schema.object);
     let mut statements = vec![state_table_sql()];
     if existing.is_empty() {
@@ -119,21 +151,63 @@ pub fn ensure_table_statements(schema: &TableSchema, existing: &[String]) -> Vec
             "CREATE TABLE IF NOT EXISTS {table} ({})",
             definitions.join(", ")
         ));
-    } else {
-        for column in &schema.columns {
-            if !existing
-                .iter()
-                .any(|e| e.eq_ignore_ascii_case(&column.name))
-            {
+        return Ok(statements);
+    }
+    for column in &schema.columns {
+        let wanted = column_type(column);
+        let Some(have) = existing
+            .iter()
+            .find(|e| e.name.eq_ignore_ascii_case(&column.name))
+        else {
+            statements.push(format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {wanted}",
+                ident(&column.name),
+            ));
+            continue;
+        };
+        let name = ident(&column.name);
+        let redo = format!(
+            "rename the column (ALTER TABLE {table} RENAME COLUMN {name} TO {}) and run a full \
+             refresh of {}: sfpipe then adds the column as the field is now",
+            ident(&format!("{}_OLD", column.name)),
+            schema.object
+        );
+        let (want_family, have_family) = (family(&wanted), family(&have.data_type));
+        if want_family != have_family && have_family != "other" {
+            return Err(format!(
+                "field {} is {} in Salesforce now, but its column {name} is {}: {redo}",
+                column.name, column.sf_type, have.data_type
+            ));
+        }
+        match want_family {
+            "text" if wanted == "VARCHAR" && have.length.is_some_and(|l| l < MAX_VARCHAR) => {
                 statements.push(format!(
-                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {}",
-                    ident(&column.name),
-                    column_type(column)
+                    "ALTER TABLE {table} ALTER COLUMN {name} SET DATA TYPE VARCHAR"
                 ));
             }
+            "number"
+                if wanted.starts_with("NUMBER")
+                    && have.data_type.eq_ignore_ascii_case("NUMBER") =>
+            {
+                let want_scale = number_scale(column, 0);
+                let have_scale = have.scale.unwrap_or(0);
+                if want_scale > have_scale {
+                    return Err(format!(
+                        "field {} now has {want_scale} decimal places, its column {name} {have_scale}, \
+                         and Snowflake cannot change a column's scale (values would be rounded): {redo}",
+                        column.name
+                    ));
+                }
+                if have.precision.is_some_and(|p| p < 38) {
+                    statements.push(format!(
+                        "ALTER TABLE {table} ALTER COLUMN {name} SET DATA TYPE NUMBER(38,{have_scale})"
+                    ));
+                }
+            }
+            _ => {}
         }
     }
-    statements
+    Ok(statements)
 }
 
 /// The merge of one run as statements, and where their results are.
@@ -385,19 +459,16 @@ mod tests {
         let cases = [
             (column("Id", "id", 18, 0, 0), "VARCHAR(18)"),
             (column("OwnerId", "reference", 18, 0, 0), "VARCHAR(18)"),
-            (column("Amount", "currency", 0, 18, 2), "NUMBER(18,2)"),
-            (column("Probability", "percent", 0, 3, 0), "NUMBER(3,0)"),
+            (column("Amount", "currency", 0, 18, 2), "NUMBER(38,2)"),
+            (column("Probability", "percent", 0, 3, 0), "NUMBER(38,0)"),
             (column("Score__c", "double", 0, 0, 0), "FLOAT"),
-            (column("Ratio__c", "double", 0, 10, 4), "NUMBER(10,4)"),
+            (column("Ratio__c", "double", 0, 10, 4), "NUMBER(38,4)"),
             (column("CreatedDate", "datetime", 0, 0, 0), "TIMESTAMP_TZ"),
             (column("CloseDate", "date", 0, 0, 0), "DATE"),
             (column("IsWon", "boolean", 0, 0, 0), "BOOLEAN"),
-            (column("NumberOfEmployees", "int", 0, 9, 0), "NUMBER(10,0)"),
-            (column("Stage", "picklist", 40, 0, 0), "VARCHAR(40)"),
-            (
-                column("Description", "textarea", 32000, 0, 0),
-                "VARCHAR(32000)",
-            ),
+            (column("NumberOfEmployees", "int", 0, 9, 0), "NUMBER(38,0)"),
+            (column("Stage", "picklist", 40, 0, 0), "VARCHAR"),
+            (column("Description", "textarea", 32000, 0, 0), "VARCHAR"),
             (column("Body", "base64", 0, 0, 0), "VARCHAR"),
         ];
         for (c, want) in cases {
@@ -411,19 +482,80 @@ mod tests {
         assert_eq!(literal("it's \\'"), "'it''s \\\\'''");
     }
 
+    fn existing(
+        name: &str,
+        data_type: &str,
+        length: Option<u64>,
+        p: u32,
+        s: u32,
+    ) -> ExistingColumn {
+        ExistingColumn {
+            name: name.into(),
+            data_type: data_type.into(),
+            length,
+            precision: (data_type == "NUMBER").then_some(p),
+            scale: (data_type == "NUMBER").then_some(s),
+        }
+    }
+
     #[test]
-    fn a_new_table_is_created_and_an_old_one_only_gains_columns() {
-        let created = ensure_table_statements(&schema(), &[]);
+    fn a_new_table_is_created_and_an_old_one_gains_columns_and_widens() {
+        let created = ensure_table_statements(&schema(), &[]).unwrap();
         assert!(created[1].starts_with("CREATE TABLE IF NOT EXISTS \"INVOICE__C\""));
         assert!(created[1].contains("\"ID\" VARCHAR(18) NOT NULL"));
         assert!(created[1].contains("\"_SFPIPE_LOADED_AT\" TIMESTAMP_TZ"));
-        let existing: Vec<String> = ["ID", "NAME", "AMOUNT__C", "ISDELETED"]
-            .map(String::from)
-            .to_vec();
-        let altered = ensure_table_statements(&schema(), &existing);
+        // As an older sfpipe made it: Name VARCHAR(80), Amount__c NUMBER(18,2).
+        let old = [
+            existing("ID", "TEXT", Some(18), 0, 0),
+            existing("NAME", "TEXT", Some(80), 0, 0),
+            existing("AMOUNT__C", "NUMBER", None, 18, 2),
+            existing("ISDELETED", "BOOLEAN", None, 0, 0),
+        ];
+        let altered = ensure_table_statements(&schema(), &old).unwrap();
         assert_eq!(
             altered[1..],
-            ["ALTER TABLE \"INVOICE__C\" ADD COLUMN IF NOT EXISTS \"SYSTEMMODSTAMP\" TIMESTAMP_TZ"]
+            [
+                "ALTER TABLE \"INVOICE__C\" ALTER COLUMN \"NAME\" SET DATA TYPE VARCHAR",
+                "ALTER TABLE \"INVOICE__C\" ALTER COLUMN \"AMOUNT__C\" SET DATA TYPE NUMBER(38,2)",
+                "ALTER TABLE \"INVOICE__C\" ADD COLUMN IF NOT EXISTS \"SYSTEMMODSTAMP\" TIMESTAMP_TZ",
+            ]
+        );
+        let current = [
+            existing("ID", "TEXT", Some(18), 0, 0),
+            existing("NAME", "TEXT", Some(16_777_216), 0, 0),
+            existing("AMOUNT__C", "NUMBER", None, 38, 2),
+            existing("ISDELETED", "BOOLEAN", None, 0, 0),
+            existing("SYSTEMMODSTAMP", "TIMESTAMP_TZ", None, 0, 0),
+        ];
+        assert_eq!(
+            ensure_table_statements(&schema(), &current).unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_change_no_alter_can_make_stops_the_object_with_what_to_do() {
+        let mut grown = schema();
+        grown.columns[2].scale = 4;
+        let old = [
+            existing("ID", "TEXT", Some(18), 0, 0),
+            existing("AMOUNT__C", "NUMBER", None, 38, 2),
+        ];
+        let error = ensure_table_statements(&grown, &old).unwrap_err();
+        assert!(
+            error.contains("Amount__c")
+                && error.contains("RENAME COLUMN")
+                && error.contains("full refresh"),
+            "{error}"
+        );
+        let text_now = [
+            existing("ID", "TEXT", Some(18), 0, 0),
+            existing("NAME", "NUMBER", None, 38, 0),
+        ];
+        let error = ensure_table_statements(&schema(), &text_now).unwrap_err();
+        assert!(
+            error.contains("Name") && error.contains("string"),
+            "{error}"
         );
     }
 
@@ -462,7 +594,7 @@ mod tests {
         assert!(s[2].contains("FILES = ('runs/Invoice__c/r-1/part-00001.csv.gz')"));
         let merge = &s[plan.merge_index];
         assert!(merge.contains("PARTITION BY \"ID\" ORDER BY \"SYSTEMMODSTAMP\" DESC"));
-        assert!(merge.contains("CAST(NULLIF(\"AMOUNT__C\", '') AS NUMBER(16,2))"));
+        assert!(merge.contains("CAST(NULLIF(\"AMOUNT__C\", '') AS NUMBER(38,2))"));
         assert!(merge.contains("s.\"SYSTEMMODSTAMP\" > t.\"SYSTEMMODSTAMP\""));
         assert!(s[plan.merge_index + 1].contains("s.\"WATERMARK\" > t.\"WATERMARK\""));
         assert!(s[plan.summary_index].starts_with("SELECT COUNT(*)"));

@@ -20,6 +20,9 @@ pub struct SnowflakeWarehouse {
 /// SQL on the same files), the rest may pass.
 fn warehouse_error(object: &ObjectName, error: SnowflakeError) -> WarehouseError {
     let object = object.to_string();
+    if error.is_transient() {
+        return WarehouseError::Service(format!("table {object}: {error}"));
+    }
     match error {
         SnowflakeError::Sql { ref sql_state, .. } if sql_state.starts_with("22") => {
             WarehouseError::BadFile {
@@ -99,17 +102,31 @@ impl SnowflakeWarehouse {
     pub async fn existing_columns(
         &self,
         object: &ObjectName,
-    ) -> Result<Vec<String>, WarehouseError> {
+    ) -> Result<Vec<sql::ExistingColumn>, WarehouseError> {
         let results = self
             .run(object, &[sql::existing_columns_sql(object)])
             .await?;
+        let number = |text: &Option<String>| {
+            text.as_deref()
+                .and_then(|t| t.split('.').next())
+                .and_then(|t| t.parse::<u64>().ok())
+        };
         Ok(results
             .into_iter()
             .next()
             .unwrap_or_default()
             .rows
             .into_iter()
-            .filter_map(|row| row.into_iter().next().flatten())
+            .filter_map(|row| {
+                let cell = |i: usize| row.get(i).cloned().flatten();
+                Some(sql::ExistingColumn {
+                    name: cell(0)?,
+                    data_type: cell(1).unwrap_or_default(),
+                    length: number(&cell(2)),
+                    precision: number(&cell(3)).map(|p| p as u32),
+                    scale: number(&cell(4)).map(|s| s as u32),
+                })
+            })
             .collect())
     }
 }
@@ -119,9 +136,14 @@ impl Warehouse for SnowflakeWarehouse {
     async fn ensure_table(&self, schema: &TableSchema) -> Result<(), WarehouseError> {
         schema.validate()?;
         let existing = self.existing_columns(&schema.object).await?;
-        let statements = sql::ensure_table_statements(schema, &existing);
-        for added in statements.iter().filter(|s| s.starts_with("ALTER")) {
-            tracing::info!(object = %schema.object, statement = %added, "adding a column");
+        let statements = sql::ensure_table_statements(schema, &existing).map_err(|detail| {
+            WarehouseError::Schema {
+                object: schema.object.to_string(),
+                detail,
+            }
+        })?;
+        for altered in statements.iter().filter(|s| s.starts_with("ALTER")) {
+            tracing::info!(object = %schema.object, statement = %altered, "altering the table");
         }
         self.run(&schema.object, &statements).await?;
         Ok(())
@@ -222,7 +244,12 @@ mod inspect {
         }
 
         async fn columns(&self, object: &ObjectName) -> Vec<String> {
-            self.existing_columns(object).await.expect("columns")
+            self.existing_columns(object)
+                .await
+                .expect("columns")
+                .into_iter()
+                .map(|c| c.name)
+                .collect()
         }
     }
 }
