@@ -14,8 +14,8 @@ Snowflake feature the product relies on, the harness fills in, and never the pro
   enforced by DuckDB's DECIMAL (scale rounds, as in Snowflake).
 - Injected SQL errors carry Snowflake's code, SQL state and HTTP status (422, or 408 for a
   statement timeout).
-- `COPY INTO t (cols) FROM (SELECT $1, ..., METADATA$FILENAME FROM @stage) FILES = (...)` is run
-  here: every value is read as text (DuckDB would otherwise guess types and turn '001' into 1).
+- `COPY INTO t (cols) FROM (SELECT $1, ..., METADATA$FILENAME, METADATA$FILE_ROW_NUMBER FROM
+  @stage) FILES = (...)` is run here: every value is read as text (DuckDB would otherwise guess types and turn '001' into 1).
 
 Usage: snowflake_sql_api.py --moto URL --bucket B [--prefix P] --account A --user U
        --public-key PEM_FILE [--oauth-token T] [--partition-rows N]
@@ -331,7 +331,9 @@ class Harness:
         duck = conn._duck_conn
         positions = [int(e.name) for e in select.expressions if isinstance(e, exp.Parameter)]
         width = max(positions, default=0)
-        # Every field as text, and exactly `width` fields per record (ERROR_ON_COLUMN_COUNT_MISMATCH).
+        # Every field as text. A COPY with a transformation ignores ERROR_ON_COLUMN_COUNT_MISMATCH,
+        # as Snowflake documents: positions past a record's end are NULL, fields past the last
+        # position selected are dropped.
         types = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(1, width + 1)) + "}"
         for file in files:
             picks = []
@@ -340,6 +342,8 @@ class Harness:
                     picks.append(f"c{int(expression.name)}")
                 elif expression.sql().upper() == "METADATA$FILENAME":
                     picks.append("'" + file.replace("'", "''") + "'")
+                elif expression.sql().upper() == "METADATA$FILE_ROW_NUMBER":
+                    picks.append("row_number() OVER ()")
                 else:
                     raise SqlError("002000", "0A000", f"harness: unsupported COPY column {expression.sql()}")
             url = location + file
@@ -348,7 +352,7 @@ class Harness:
                 count = duck.execute(
                     f'INSERT INTO "{table}" ({quoted}) SELECT {", ".join(picks)} FROM read_csv(?, header = false, '
                     f"skip = {skip}, delim = ',', quote = '\"', escape = '\"', columns = {types}, auto_detect = false, "
-                    "strict_mode = true)",
+                    "null_padding = true, strict_mode = false)",
                     [url],
                 ).fetchall()[0][0]
             except duckdb.Error as e:

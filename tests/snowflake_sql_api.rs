@@ -70,8 +70,8 @@ async fn snowflake_warehouse_removes_deleted_rows_when_asked() {
     .await;
 }
 
-/// What the merge sends: the load table before the transaction, then COPY, MERGE, the watermark
-/// and the summary inside it, and no DDL (which would commit early) in between.
+/// What the merge sends: the load table before the transaction, then COPY, the header check, MERGE,
+/// the watermark and the summary inside it, and no DDL (which would commit early) in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_is_one_transaction_of_copy_merge_and_watermark() {
     let setup = setup(HarnessOptions::default()).await;
@@ -92,6 +92,8 @@ async fn a_merge_is_one_transaction_of_copy_merge_and_watermark() {
         inside,
         [
             "COPY INTO \"_SFPIPE_LOAD\"",
+            "SELECT CAST('the header",
+            "DELETE FROM \"_SFPIPE_LOAD\"",
             "MERGE INTO \"WHFIRST__C\"",
             "MERGE INTO \"_SFPIPE_STATE\"",
             "SELECT COUNT(*) AS"

@@ -784,7 +784,48 @@ pub async fn table_rows(w: &WarehouseUnderTest, object: &str) -> Vec<Vec<Option<
     table(w, object).await
 }
 
+/// A part whose header is not the run's columns in order (a column renamed, two swapped) is
+/// refused as a bad file, whatever the adapter maps columns by, and the table keeps nothing of
+/// the run: loaded by position it would shift values into the wrong columns, and newer rows would
+/// overwrite good ones.
+pub async fn a_part_whose_header_differs_is_refused(w: &WarehouseUnderTest) {
+    let object = "WhHeader__c";
+    let f = file(w.blobs.as_ref(), object, "first", &FIRST).await;
+    merge(w, object, "r1", vec![f]).await;
+    let before = table(w, object).await;
+    let swapped = ["Id", "Amount", "Name", "IsDeleted", "SystemModstamp"];
+    let renamed = ["Id", "Title", "Amount", "IsDeleted", "SystemModstamp"];
+    for (name, header) in [("swapped", swapped), ("renamed", renamed)] {
+        // Values that fit either column, so a load by position would pass silently.
+        let rows = vec![vec![
+            id("1"),
+            "9.00".to_string(),
+            "12.50".to_string(),
+            "false".to_string(),
+            stamp(20),
+        ]];
+        let key = write_file(
+            w.blobs.as_ref(),
+            &format!("conformance/warehouse/{object}/{name}.csv.gz"),
+            &header,
+            &rows,
+        )
+        .await;
+        let error = w
+            .warehouse
+            .merge(&batch(object, name, vec![key]))
+            .await
+            .expect_err("a part with another header was merged");
+        assert!(
+            matches!(error, crate::ports::WarehouseError::BadFile { .. }),
+            "{name}: {error:?}"
+        );
+        assert_eq!(table(w, object).await, before, "{name}");
+    }
+}
+
 pub async fn run_all(w: &WarehouseUnderTest) {
+    a_part_whose_header_differs_is_refused(w).await;
     a_widened_field_takes_longer_values_and_more_digits(w).await;
     a_formula_refresh_updates_only_rows_of_the_same_version(w).await;
     a_table_without_system_modstamp_keys_its_watermark_on_created_date(w).await;

@@ -266,15 +266,25 @@ fn merge_blocking(
             .has_headers(true)
             .from_reader(MultiGzDecoder::new(reader));
         let header = csv.headers().map_err(|e| bad(e.to_string()))?.clone();
-        let mut columns = Vec::with_capacity(header.len());
-        for name in header.iter() {
-            let name = name.trim_start_matches('\u{feff}');
-            let column = batch
-                .schema
-                .column(name)
-                .ok_or_else(|| bad(format!("column {name:?} is not in the run's schema")))?;
-            columns.push(column);
+        // The run's columns, in order (names in any case, as Salesforce matches them): a file
+        // with other columns is not the run's, even if its names could be mapped.
+        let names: Vec<&str> = header
+            .iter()
+            .map(|n| n.trim_start_matches('\u{feff}'))
+            .collect();
+        let expected = &batch.schema.columns;
+        if names.len() != expected.len()
+            || !names
+                .iter()
+                .zip(expected)
+                .all(|(n, c)| n.eq_ignore_ascii_case(&c.name))
+        {
+            let wanted: Vec<&str> = expected.iter().map(|c| c.name.as_str()).collect();
+            return Err(bad(format!(
+                "its header is {names:?}, not the run's columns {wanted:?}"
+            )));
         }
+        let columns: Vec<&ColumnSpec> = expected.iter().collect();
         let Some(id_index) = columns.iter().position(|c| c.name == "Id") else {
             return Err(bad("no Id column".into()));
         };

@@ -246,31 +246,64 @@ pub fn merge_plan(
     // DDL commits any open transaction in Snowflake, so the load table is made before BEGIN. It
     // lives as long as the request's session. Every value is loaded as text and typed in the
     // MERGE, where a bad value fails the whole transaction.
+    // A COPY with a transformation loads by position and ignores ERROR_ON_COLUMN_COUNT_MISMATCH
+    // (Snowflake documents it), so each file's header row is loaded too, with the field after the
+    // last (`_SFPIPE_EXTRA`), and checked against the run's columns before anything is merged.
+    let row = ident("_SFPIPE_ROW");
+    let extra = ident("_SFPIPE_EXTRA");
     let load_columns: Vec<String> = names
         .iter()
-        .chain(std::iter::once(&file))
+        .chain([&file, &extra])
         .map(|n| format!("{n} VARCHAR"))
+        .chain(std::iter::once(format!("{row} NUMBER")))
         .collect();
     statements.push(format!(
         "CREATE OR REPLACE TEMPORARY TABLE {load} ({})",
         load_columns.join(", ")
     ));
     statements.push("BEGIN".into());
-    let positions: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+    let positions: Vec<String> = (1..=names.len() + 1).map(|i| format!("${i}")).collect();
     for files in batch.files.chunks(FILES_PER_COPY) {
         let files: Vec<String> = files.iter().map(|f| literal(f)).collect();
         statements.push(format!(
-            "COPY INTO {load} ({}, {file}) FROM (SELECT {}, METADATA$FILENAME FROM @{stage}) \
+            "COPY INTO {load} ({}, {extra}, {file}, {row}) FROM (SELECT {}, METADATA$FILENAME, \
+             METADATA$FILE_ROW_NUMBER FROM @{stage}) \
              FILES = ({}) \
-             FILE_FORMAT = (TYPE = CSV SKIP_HEADER = 1 FIELD_OPTIONALLY_ENCLOSED_BY = '\"' \
+             FILE_FORMAT = (TYPE = CSV SKIP_HEADER = 0 FIELD_OPTIONALLY_ENCLOSED_BY = '\"' \
              EMPTY_FIELD_AS_NULL = TRUE NULL_IF = () ESCAPE_UNENCLOSED_FIELD = NONE \
-             ERROR_ON_COLUMN_COUNT_MISMATCH = TRUE ENCODING = 'UTF8') \
+             ERROR_ON_COLUMN_COUNT_MISMATCH = FALSE ENCODING = 'UTF8') \
              ON_ERROR = ABORT_STATEMENT FORCE = TRUE",
             names.join(", "),
             positions.join(", "),
             files.join(", ")
         ));
     }
+    // Fails the request (a cast error, SQL state 22018) when a header is not the run's columns in
+    // order; names compare in any case, as Salesforce's do.
+    // A byte order mark before the first name is not part of it.
+    let header_matches: Vec<String> = schema
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let name = if i == 0 {
+                format!("REPLACE({}, CHR(65279), '')", ident(&c.name))
+            } else {
+                ident(&c.name)
+            };
+            format!(
+                "UPPER({name}) IS NOT DISTINCT FROM {}",
+                literal(&c.name.to_ascii_uppercase())
+            )
+        })
+        .chain(std::iter::once(format!("{extra} IS NULL")))
+        .collect();
+    statements.push(format!(
+        "SELECT CAST('the header of ' || {file} || ' is not the run''s columns' AS NUMBER) \
+         FROM {load} WHERE {row} = 1 AND NOT ({})",
+        header_matches.join(" AND ")
+    ));
+    statements.push(format!("DELETE FROM {load} WHERE {row} = 1"));
 
     let typed: Vec<String> = schema
         .columns
@@ -590,8 +623,16 @@ mod tests {
                 "{statement}"
             );
         }
-        assert!(s[2].contains("METADATA$FILENAME FROM @SFPIPE.RAW.SFPIPE_STAGE"));
+        assert!(s[2].contains("METADATA$FILE_ROW_NUMBER FROM @SFPIPE.RAW.SFPIPE_STAGE"));
         assert!(s[2].contains("FILES = ('runs/Invoice__c/r-1/part-00001.csv.gz')"));
+        // Each file's header row is loaded, checked against the run's columns, then dropped.
+        assert!(s[2].contains("SKIP_HEADER = 0"));
+        assert!(s[3].contains("UPPER(\"AMOUNT__C\") IS NOT DISTINCT FROM 'AMOUNT__C'"));
+        assert!(s[3].contains("\"_SFPIPE_EXTRA\" IS NULL"));
+        assert_eq!(
+            s[4],
+            "DELETE FROM \"_SFPIPE_LOAD\" WHERE \"_SFPIPE_ROW\" = 1"
+        );
         let merge = &s[plan.merge_index];
         assert!(merge.contains("PARTITION BY \"ID\" ORDER BY \"SYSTEMMODSTAMP\" DESC"));
         assert!(merge.contains("CAST(NULLIF(\"AMOUNT__C\", '') AS NUMBER(38,2))"));
