@@ -424,3 +424,40 @@ async fn a_rest_query_over_the_uri_limit_stops_its_object_with_the_fix() {
     assert!(account.is_exact(), "{account:#?}");
     assert_eq!(tables(&harness), ["Account"], "a partial Contact table");
 }
+
+#[tokio::test]
+async fn a_result_page_whose_header_is_not_the_run_schema_is_not_stored() {
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            reordered_result_columns: true,
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account"],
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert!(!result.dead_letters.is_empty(), "the part was accepted");
+    for dead in &result.dead_letters {
+        assert!(
+            dead.queue.contains("upload")
+                && dead.reason.contains("Account")
+                && dead.reason.contains("header"),
+            "{}: {}",
+            dead.queue,
+            dead.reason
+        );
+    }
+    let layout = RunLayout::new(&ObjectName::new("Account").unwrap(), &result.report.run_id);
+    assert!(
+        harness
+            .pipeline
+            .blobs()
+            .head(&layout.manifest(1))
+            .await
+            .unwrap()
+            .is_none(),
+        "a part with another header counts as stored"
+    );
+    assert!(tables(&harness).is_empty(), "{:?}", tables(&harness));
+}

@@ -238,6 +238,17 @@ impl TableSchema {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// Whether a file's header names exactly these columns, in order (in any case, as
+    /// Salesforce names match; a byte order mark before the first is not part of it).
+    pub fn header_matches<S: AsRef<str>>(&self, header: &[S]) -> bool {
+        header.len() == self.columns.len()
+            && header.iter().zip(&self.columns).all(|(name, column)| {
+                name.as_ref()
+                    .trim_start_matches('\u{feff}')
+                    .eq_ignore_ascii_case(&column.name)
+            })
+    }
+
     /// The column that orders changes ([`CURSOR_FIELDS`]), if the object has one.
     pub fn cursor(&self) -> Option<&str> {
         CURSOR_FIELDS

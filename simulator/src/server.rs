@@ -61,6 +61,8 @@ pub struct SimConfig {
     pub miscounted_jobs: bool,
     /// Result pages come without their `Sforce-NumberOfRecords` header.
     pub without_record_counts: bool,
+    /// Bulk result pages carry their columns in reverse order of the query's field list.
+    pub reordered_result_columns: bool,
     /// A Bulk query matching more rows than this times out, as a query over too wide a window of
     /// a huge object does: the job is created, then ends Failed ([`JOB_TIMEOUT_MESSAGE`]) when
     /// it would have completed.
@@ -98,6 +100,7 @@ impl Default for SimConfig {
             short_pages: false,
             miscounted_jobs: false,
             without_record_counts: false,
+            reordered_result_columns: false,
             without_result_pages: false,
             rounds: Vec::new(),
             bench_object: false,
@@ -1416,9 +1419,15 @@ fn csv_page_stream(
             {
                 let org = read_org(&state);
                 let def = &org.objects[query.object];
+                // Columns as selected, or (a fault mode) in reverse: a file consistent in itself
+                // whose header is not the query's field list.
+                let fields: Vec<usize> = if state.config.reordered_result_columns {
+                    query.fields.iter().rev().copied().collect()
+                } else {
+                    query.fields.clone()
+                };
                 if !cursor.header_sent {
-                    let header: Vec<&str> =
-                        query.fields.iter().map(|&i| def.fields[i].name).collect();
+                    let header: Vec<&str> = fields.iter().map(|&i| def.fields[i].name).collect();
                     if let Err(e) = writer.write_record(&header) {
                         return Some((Err(std::io::Error::other(e)), cursor));
                     }
@@ -1427,7 +1436,7 @@ fn csv_page_stream(
                 let chunk_end = (cursor.next + CHUNK_ROWS).min(end);
                 for &index in &rows[cursor.next..chunk_end] {
                     let values = org.row_values(query.object, index);
-                    let record = query.fields.iter().map(|&i| {
+                    let record = fields.iter().map(|&i| {
                         let value = values[i].as_deref().unwrap_or("");
                         bulk_csv_number(def.fields[i].sf_type, value).into_owned()
                     });

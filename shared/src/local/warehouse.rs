@@ -268,17 +268,9 @@ fn merge_blocking(
         let header = csv.headers().map_err(|e| bad(e.to_string()))?.clone();
         // The run's columns, in order (names in any case, as Salesforce matches them): a file
         // with other columns is not the run's, even if its names could be mapped.
-        let names: Vec<&str> = header
-            .iter()
-            .map(|n| n.trim_start_matches('\u{feff}'))
-            .collect();
+        let names: Vec<&str> = header.iter().collect();
         let expected = &batch.schema.columns;
-        if names.len() != expected.len()
-            || !names
-                .iter()
-                .zip(expected)
-                .all(|(n, c)| n.eq_ignore_ascii_case(&c.name))
-        {
+        if !batch.schema.header_matches(&names) {
             let wanted: Vec<&str> = expected.iter().map(|c| c.name.as_str()).collect();
             return Err(bad(format!(
                 "its header is {names:?}, not the run's columns {wanted:?}"

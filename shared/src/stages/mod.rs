@@ -4,6 +4,7 @@
 pub mod extract;
 pub mod loader;
 pub mod merge;
+mod part_header;
 pub mod records;
 pub mod upload;
 

@@ -11,6 +11,7 @@ use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::extract::REST_QUERY_JOB;
 use super::extract::job_gone;
+use super::part_header::HeaderProbe;
 use super::records::{read_json, read_manifests, send_merge, to_json};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{
@@ -125,6 +126,7 @@ where
         (true, None) => Some(message.part),
         (true, Some(_)) => None,
     };
+    let schema = run_schema(deps.blobs, &layout, object).await?;
     let outcome = store_part(
         deps,
         message,
@@ -133,6 +135,7 @@ where
         body,
         &|| records,
         complete_with,
+        Some(&schema),
     )
     .await?;
     if let Some(locator) = next_locator.filter(|_| message.chain) {
@@ -253,6 +256,25 @@ where
 
 /// Stores the part's bytes, hashing them on the way, then its manifest; requests the merge if
 /// this part completes the set.
+/// The schema extract fixed for the run: the columns every part must have, in order.
+async fn run_schema<B: BlobStore + ?Sized>(
+    blobs: &B,
+    layout: &RunLayout,
+    object: &crate::contracts::ObjectName,
+) -> Result<TableSchema, StageError> {
+    read_json(blobs, &layout.schema())
+        .await
+        .at(Stage::Upload, object)?
+        .ok_or_else(|| {
+            StageError::new(
+                Stage::Upload,
+                object,
+                Cause::Inconsistent(format!("{} is missing", layout.schema())),
+            )
+        })
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn store_part<B, Q>(
     deps: &UploadDeps<'_, B, Q>,
     message: &UploadMessage,
@@ -264,6 +286,8 @@ async fn store_part<B, Q>(
     // The run's part count, when this part may be its last one stored (not on the locator
     // chain before its last page).
     complete_with: Option<u32>,
+    // The run's schema, when the part's header comes from Salesforce and must be checked.
+    check_header: Option<&TableSchema>,
 ) -> Result<UploadOutcome, StageError>
 where
     B: BlobStore + ?Sized,
@@ -271,13 +295,17 @@ where
 {
     let object = &message.object;
     let hasher = Arc::new(Mutex::new(Sha256::new()));
+    let probe = Arc::new(Mutex::new(Some(HeaderProbe::new())));
     let hashing = {
-        let hasher = hasher.clone();
+        let (hasher, probe) = (hasher.clone(), probe.clone());
         body.inspect_ok(move |chunk| {
             hasher
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .update(chunk);
+            if let Some(probe) = probe.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+                probe.feed(chunk);
+            }
         })
     };
     let bytes = deps
@@ -285,6 +313,30 @@ where
         .put(key, Box::pin(hashing))
         .await
         .at(Stage::Upload, object)?;
+    if let Some(schema) = check_header {
+        let header = probe
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .and_then(HeaderProbe::header)
+            .unwrap_or_default();
+        if !schema.header_matches(&header) {
+            // Not the run's part: it must not count as stored, nor be merged by mistake later.
+            let _ = deps.blobs.delete(key).await;
+            let wanted: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+            return Err(StageError::new(
+                Stage::Upload,
+                object,
+                Cause::Inconsistent(format!(
+                    "part {} of job {}: its header {header:?} is not the run's columns {wanted:?} \
+                     in order, so its values would land in the wrong columns; run the object \
+                     again, and report the job if it happens again",
+                    message.part, message.job_id
+                )),
+            )
+            .permanent());
+        }
+    }
     let sha256 = hex::encode(
         hasher
             .lock()
@@ -335,16 +387,7 @@ where
     Q: Queue + ?Sized,
 {
     let object = &message.object;
-    let schema: TableSchema = read_json(deps.blobs, &layout.schema())
-        .await
-        .at(Stage::Upload, object)?
-        .ok_or_else(|| {
-            StageError::new(
-                Stage::Upload,
-                object,
-                Cause::Inconsistent(format!("{} is missing", layout.schema())),
-            )
-        })?;
+    let schema = run_schema(deps.blobs, layout, object).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let body: ByteStream = Box::pin(futures::stream::unfold(receiver, |mut receiver| async {
         receiver.recv().await.map(|item| (item, receiver))
@@ -380,7 +423,9 @@ where
             key,
             body,
             &read_count,
-            Some(message.parts)
+            Some(message.parts),
+            // The header is written here, from the schema.
+            None,
         )
     );
     match produced {
