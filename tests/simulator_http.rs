@@ -677,20 +677,25 @@ async fn sfpipe_rows(
 
 /// The simulator speaks Salesforce, not just sfpipe's dialect: the unmodified Python client reads
 /// the same rows over HTTPS.
+/// The simulator over HTTPS, its self-signed certificate written to `certificate`.
+async fn tls_simulator(rows: u64, certificate: &std::path::Path) -> Simulator {
+    Simulator::start_tls(
+        SimConfig {
+            rows,
+            ..SimConfig::default()
+        },
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        certificate,
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn simple_salesforce_reads_the_same_rows_sfpipe_extracts() {
     let dir = tempfile::tempdir().unwrap();
     let certificate = dir.path().join("sim-cert.pem");
-    let sim = Simulator::start_tls(
-        SimConfig {
-            rows: 250,
-            ..SimConfig::default()
-        },
-        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        &certificate,
-    )
-    .await
-    .unwrap();
+    let sim = tls_simulator(250, &certificate).await;
     assert!(sim.url().starts_with("https://"));
     let config = sim.config().clone();
     let client = sfpipe_shared::salesforce::SalesforceClient::new(
@@ -770,16 +775,7 @@ async fn simple_salesforce_logs_in_with_the_jwt_bearer_flow_at_the_login_host() 
     let certificate = dir.path().join("sim-cert.pem");
     let key_file = dir.path().join("connected-app.key.pem");
     std::fs::write(&key_file, sfpipe_simulator::DEMO_PRIVATE_KEY_PEM).unwrap();
-    let sim = Simulator::start_tls(
-        SimConfig {
-            rows: 40,
-            ..SimConfig::default()
-        },
-        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        &certificate,
-    )
-    .await
-    .unwrap();
+    let sim = tls_simulator(40, &certificate).await;
     let config = sim.config().clone();
     let script = format!("{}/simple_salesforce_peer.py", env!("CARGO_MANIFEST_DIR"));
     let output = tokio::process::Command::new(sfpipe_tests::venv_python())

@@ -12,6 +12,8 @@ Snowflake feature the product relies on, the harness fills in, and never the pro
 - `VARCHAR(n)` lengths are enforced after each write, with Snowflake's error 100074 ("String ... is
   too long and would be truncated"); DuckDB itself ignores the length. `NUMBER(p,s)` precision is
   enforced by DuckDB's DECIMAL (scale rounds, as in Snowflake).
+- The request body's `database`, `schema`, `warehouse` and `role` are case-sensitive, as in
+  Snowflake: every object here is upper case, so a lower-case name is refused.
 - Injected SQL errors carry Snowflake's code, SQL state and HTTP status (422, or 408 for a
   statement timeout).
 - `COPY INTO t (cols) FROM (SELECT $1, ..., METADATA$FILENAME, METADATA$FILE_ROW_NUMBER FROM
@@ -151,6 +153,15 @@ class Harness:
                     f"Actual statement count {len(statements)} did not match the desired statement count {wanted}.",
                 ),
             )
+        # The body's names are taken as written, like quoted identifiers: every object here is
+        # created unquoted (upper case), so a lower-case `database` names nothing, as in Snowflake.
+        for field, kind in (("database", "Database"), ("schema", "Schema"), ("warehouse", "Warehouse"), ("role", "Role")):
+            value = body.get(field)
+            if value and value != value.upper():
+                return 422, self.error(
+                    handle,
+                    SqlError("002043", "02000", f"{kind} '{value}' does not exist or not authorized."),
+                )
         conn = self.snow.connect(database=body.get("database"), schema=body.get("schema"))
         session = {"snapshot": None}
         try:
@@ -352,7 +363,7 @@ class Harness:
                 count = duck.execute(
                     f'INSERT INTO "{table}" ({quoted}) SELECT {", ".join(picks)} FROM read_csv(?, header = false, '
                     f"skip = {skip}, delim = ',', quote = '\"', escape = '\"', columns = {types}, auto_detect = false, "
-                    "null_padding = true, strict_mode = false)",
+                    "null_padding = true, strict_mode = false, parallel = false)",
                     [url],
                 ).fetchall()[0][0]
             except duckdb.Error as e:

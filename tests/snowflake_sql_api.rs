@@ -313,3 +313,34 @@ async fn statement_and_lock_timeouts_are_retryable() {
         .expect("after the timeouts");
     assert_eq!(report.rows_changed, 3);
 }
+
+/// The SQL API takes `database`, `schema`, `warehouse` and `role` as written, where SQL upper-cases
+/// unquoted names: settings written in lower case, as people write them, still name the objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_in_lower_case_name_the_upper_case_objects() {
+    let setup = setup(HarnessOptions::default()).await;
+    let secret = SecretString::from(
+        serde_json::json!({
+            "account": sfpipe_tests::snowflake::ACCOUNT, "user": USER,
+            "private_key": sfpipe_tests::snowflake::PRIVATE_KEY,
+            "database": "sfpipe", "schema": "raw", "warehouse": "loading",
+            "stage": sfpipe_tests::snowflake::STAGE, "url": setup.harness.url,
+        })
+        .to_string(),
+    );
+    let settings = sfpipe_shared::snowflake::SnowflakeSettings::from_secret_json(&secret, |_| None)
+        .expect("settings");
+    let result = settings
+        .client()
+        .expect("client")
+        .execute("SELECT CURRENT_DATABASE() AS DB", 1)
+        .await
+        .expect("lower-case settings name the upper-case database");
+    assert_eq!(
+        result[0]
+            .first("DB")
+            .map(str::to_ascii_uppercase)
+            .as_deref(),
+        Some("SFPIPE")
+    );
+}

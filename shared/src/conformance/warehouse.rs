@@ -168,6 +168,13 @@ async fn merge(
         .expect("merge")
 }
 
+async fn watermark_of(w: &WarehouseUnderTest, object: &str) -> Option<chrono::DateTime<Utc>> {
+    w.warehouse
+        .watermark(&ObjectName::new(object).expect("valid object name"))
+        .await
+        .expect("watermark")
+}
+
 async fn table(w: &WarehouseUnderTest, object: &str) -> Vec<Vec<Option<String>>> {
     normalized(w.inspector.rows(&schema(object), &COLUMNS).await)
 }
@@ -186,10 +193,7 @@ pub async fn first_load_creates_the_table(w: &WarehouseUnderTest) {
     assert_eq!(report.rows_changed, 3);
     assert_eq!(table(w, object).await, normalized(expected(&FIRST)));
     assert_eq!(
-        w.warehouse
-            .watermark(&ObjectName::new(object).unwrap())
-            .await
-            .expect("watermark"),
+        watermark_of(w, object).await,
         Some(Utc.with_ymd_and_hms(2026, 1, 3, 0, 0, 0).unwrap())
     );
 }
@@ -232,10 +236,7 @@ pub async fn an_older_file_after_a_newer_one_changes_nothing(w: &WarehouseUnderT
     assert_eq!(late.rows_changed, 0);
     assert_eq!(table(w, object).await, normalized(expected(&newer)));
     assert_eq!(
-        w.warehouse
-            .watermark(&ObjectName::new(object).unwrap())
-            .await
-            .expect("watermark"),
+        watermark_of(w, object).await,
         Some(Utc.with_ymd_and_hms(2026, 1, 20, 0, 0, 0).unwrap()),
         "the watermark moved backwards"
     );
@@ -403,13 +404,7 @@ pub async fn a_failure_midway_leaves_the_table_as_it_was(w: &WarehouseUnderTest)
         before,
         "a failed merge changed the table"
     );
-    assert_eq!(
-        w.warehouse
-            .watermark(&ObjectName::new(object).unwrap())
-            .await
-            .expect("watermark"),
-        watermark_before
-    );
+    assert_eq!(watermark_of(w, object).await, watermark_before);
 }
 
 /// CSV as Salesforce writes it at its most awkward: newlines, quotes and commas inside fields, an
@@ -608,12 +603,7 @@ pub async fn a_table_without_system_modstamp_keys_its_watermark_on_created_date(
     };
     let first = load("first", "r1", rows(&[("1", "Name", 5), ("2", "Type", 3)])).await;
     assert_eq!(first.rows_changed, 2);
-    let watermark = || async {
-        w.warehouse
-            .watermark(&ObjectName::new(object).unwrap())
-            .await
-            .expect("watermark")
-    };
+    let watermark = || watermark_of(w, object);
     let day5 = Some(Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap());
     assert_eq!(
         watermark().await,
@@ -703,10 +693,7 @@ pub async fn a_formula_refresh_updates_only_rows_of_the_same_version(w: &Warehou
     );
     assert_eq!(table(w, object).await, normalized(expected(&want)));
     assert_eq!(
-        w.warehouse
-            .watermark(&ObjectName::new(object).unwrap())
-            .await
-            .expect("watermark"),
+        watermark_of(w, object).await,
         Some(Utc.with_ymd_and_hms(2026, 1, 3, 0, 0, 0).unwrap()),
         "a refresh moved the watermark"
     );

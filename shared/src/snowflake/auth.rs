@@ -72,14 +72,17 @@ struct Claims<'a> {
 }
 
 /// The account part of a JWT: upper case, without a region or cloud suffix (`xy12345.eu-west-1`
-/// becomes `XY12345`); an organization-account name keeps its hyphen (`MYORG-ANALYTICS`).
+/// becomes `XY12345`); an organization-account name keeps its hyphen and underscores
+/// (`MYORG-DATA_LAKE`); a global URL's identifier (`xy12345-abc123.global`) is its locator, the
+/// part before the first hyphen, as Snowflake's own connectors take it.
 pub fn jwt_account(account: &str) -> String {
-    let account = account
-        .trim()
-        .trim_end_matches(".snowflakecomputing.com")
-        .split('.')
-        .next()
-        .unwrap_or_default();
+    let host = account.trim().trim_end_matches(".snowflakecomputing.com");
+    let account = if host.to_ascii_lowercase().contains(".global") {
+        host.split('-').next()
+    } else {
+        host.split('.').next()
+    }
+    .unwrap_or_default();
     account.to_ascii_uppercase()
 }
 
@@ -187,6 +190,9 @@ mod tests {
             jwt_account("myorg-analytics.snowflakecomputing.com"),
             "MYORG-ANALYTICS"
         );
+        assert_eq!(jwt_account("myorg-data_lake"), "MYORG-DATA_LAKE");
+        assert_eq!(jwt_account("xy12345.us-east-2.aws"), "XY12345");
+        assert_eq!(jwt_account("xy12345-abc123.global"), "XY12345");
     }
 
     #[test]

@@ -106,12 +106,7 @@ impl SnowflakeSettings {
                 ));
             }
         };
-        let url = pick("url", fields.url).unwrap_or_else(|| {
-            format!(
-                "https://{}.snowflakecomputing.com",
-                account.to_ascii_lowercase()
-            )
-        });
+        let url = pick("url", fields.url).unwrap_or_else(|| account_url(&account));
         let stage = required("stage", pick("stage", fields.stage))?;
         if !valid_stage(&stage) {
             return Err(SnowflakeError::Config(format!(
@@ -124,10 +119,10 @@ impl SnowflakeSettings {
             user,
             credential,
             context: SessionContext {
-                database: required("database", pick("database", fields.database))?,
-                schema: required("schema", pick("schema", fields.schema))?,
-                warehouse: pick("warehouse", fields.warehouse),
-                role: pick("role", fields.role),
+                database: identifier(required("database", pick("database", fields.database))?),
+                schema: identifier(required("schema", pick("schema", fields.schema))?),
+                warehouse: pick("warehouse", fields.warehouse).map(identifier),
+                role: pick("role", fields.role).map(identifier),
             },
             stage,
         })
@@ -148,9 +143,65 @@ impl SnowflakeSettings {
     }
 }
 
+/// A name as the SQL API body must carry it: the SQL API takes it as written (case-sensitive),
+/// while SQL upper-cases an unquoted name. `raw` names `RAW`; `"Mixed"` names `Mixed`.
+fn identifier(name: String) -> String {
+    let trimmed = name.trim();
+    match trimmed
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => trimmed.to_ascii_uppercase(),
+    }
+}
+
+/// The account's URL: `https://<account>.snowflakecomputing.com`, lower case, with the
+/// underscores of an account name as hyphens (Snowflake's URLs do not take underscores). A
+/// locator keeps its region (`xy12345.eu-west-1`).
+fn account_url(account: &str) -> String {
+    let host = account
+        .trim()
+        .trim_end_matches(".snowflakecomputing.com")
+        .to_ascii_lowercase()
+        .replace('_', "-");
+    format!("https://{host}.snowflakecomputing.com")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_identifiers_give_the_url_snowflake_serves() {
+        for (account, url) in [
+            (
+                "myorg-analytics",
+                "https://myorg-analytics.snowflakecomputing.com",
+            ),
+            (
+                "MYORG-DATA_LAKE",
+                "https://myorg-data-lake.snowflakecomputing.com",
+            ),
+            (
+                "xy12345.eu-west-1",
+                "https://xy12345.eu-west-1.snowflakecomputing.com",
+            ),
+            (
+                "xy12345.us-east-2.aws",
+                "https://xy12345.us-east-2.aws.snowflakecomputing.com",
+            ),
+        ] {
+            assert_eq!(account_url(account), url, "{account}");
+        }
+    }
+
+    #[test]
+    fn session_names_are_upper_cased_unless_quoted() {
+        assert_eq!(identifier("raw".into()), "RAW");
+        assert_eq!(identifier(" Salesforce ".into()), "SALESFORCE");
+        assert_eq!(identifier("\"Mixed Case\"".into()), "Mixed Case");
+    }
 
     const KEY: &str = include_str!("../../../simulator/keys/demo-connected-app.key.pem");
 
