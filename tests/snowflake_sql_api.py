@@ -12,6 +12,9 @@ Snowflake feature the product relies on, the harness fills in, and never the pro
 - `VARCHAR(n)` lengths are enforced after each write, with Snowflake's error 100074 ("String ... is
   too long and would be truncated"); DuckDB itself ignores the length. `NUMBER(p,s)` precision is
   enforced by DuckDB's DECIMAL (scale rounds, as in Snowflake).
+- `TIMESTAMP_INPUT_FORMAT` and `DATE_INPUT_FORMAT`: set with `ALTER ACCOUNT SET` (every later
+  session) or `ALTER SESSION SET` (this request); a cast to a timestamp or a date fails unless
+  the session's format is `AUTO`, as Salesforce's ISO values would under any fixed format.
 - The request body's `database`, `schema`, `warehouse` and `role` are case-sensitive, as in
   Snowflake: every object here is upper case, so a lower-case name is refused.
 - Injected SQL errors carry Snowflake's code, SQL state and HTTP status (422, or 408 for a
@@ -50,6 +53,7 @@ from fakesnow.instance import FakeSnow
 from sqlglot import exp
 from snowflake.connector.util_text import split_statements
 
+SET_PARAMETERS = re.compile(r"^\s*ALTER\s+(SESSION|ACCOUNT)\s+SET\s+(.*)$", re.I | re.S)
 DDL = re.compile(r"^\s*(CREATE|ALTER|DROP|TRUNCATE)\b", re.I)
 WRITE = re.compile(r"^\s*(MERGE|INSERT|UPDATE|DELETE)\b", re.I)
 TRANSACTION = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK)(\s+(TRANSACTION|WORK))?\s*$", re.I)
@@ -66,6 +70,8 @@ class Harness:
         self.args = args
         self.lock = threading.Lock()
         self.snow = FakeSnow()
+        # Input formats the account (or user) sets; each request's session starts with them.
+        self.account_formats = {"TIMESTAMP_INPUT_FORMAT": "AUTO", "DATE_INPUT_FORMAT": "AUTO"}
         duck = self.snow.duck_conn
         import duckdb_extension_httpfs
 
@@ -163,7 +169,7 @@ class Harness:
                     SqlError("002043", "02000", f"{kind} '{value}' does not exist or not authorized."),
                 )
         conn = self.snow.connect(database=body.get("database"), schema=body.get("schema"))
-        session = {"snapshot": None}
+        session = {"snapshot": None, "formats": dict(self.account_formats)}
         try:
             handles = []
             for statement in statements:
@@ -206,6 +212,19 @@ class Harness:
             conn.close()
 
     def run_one(self, conn, session: dict, statement: str):
+        parameters = SET_PARAMETERS.match(statement)
+        if parameters:
+            # Input formats are modelled: set for the account (every later session) or a session.
+            target = self.account_formats if parameters.group(1).upper() == "ACCOUNT" else session["formats"]
+            for name, value in re.findall(r"(\w+)\s*=\s*'([^']*)'", parameters.group(2)):
+                if name.upper() in target:
+                    target[name.upper()] = value
+            return ["status"], [["Statement executed successfully."]]
+        for name, cast in (("TIMESTAMP_INPUT_FORMAT", r"\bAS\s+TIMESTAMP"), ("DATE_INPUT_FORMAT", r"\bAS\s+DATE\b")):
+            format = session["formats"][name]
+            if format.upper() != "AUTO" and re.search(cast, statement, re.I):
+                # Salesforce writes 2026-01-01T00:00:00.000Z and 2026-01-01: only AUTO reads both.
+                raise SqlError("100035", "22007", f"Timestamp '2026-01-01T00:00:00.000Z' is not recognized ({name} is '{format}')")
         keyword = TRANSACTION.match(statement)
         if keyword:
             word = keyword.group(1).upper()

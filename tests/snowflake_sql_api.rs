@@ -344,3 +344,24 @@ async fn session_settings_in_lower_case_name_the_upper_case_objects() {
         Some("SFPIPE")
     );
 }
+
+/// An account whose default input formats are not AUTO: the merge's casts of Salesforce's ISO
+/// timestamps and dates still work, as its request sets the formats it needs for its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merge_sets_the_input_formats_it_needs_whatever_the_account_default() {
+    let setup = setup(HarnessOptions::default()).await;
+    let w = under_test(&setup);
+    setup
+        .harness
+        .client()
+        .execute(
+            "ALTER ACCOUNT SET TIMESTAMP_INPUT_FORMAT = 'DD/MM/YYYY HH24:MI:SS', DATE_INPUT_FORMAT = 'DD/MM/YYYY'",
+            1,
+        )
+        .await
+        .expect("account formats");
+    let report = warehouse::try_merge_first_rows(&w, "WhFormats__c", "r1")
+        .await
+        .expect("a merge under other account formats");
+    assert_eq!(report.rows_changed, 3);
+}

@@ -19,6 +19,9 @@ pub const LINEAGE_COLUMNS: [(&str, &str); 4] = [
 pub const STATE_TABLE: &str = "_SFPIPE_STATE";
 /// The session-scoped table a run's files are copied into before the merge.
 pub const LOAD_TABLE: &str = "_SFPIPE_LOAD";
+/// The input formats the merge's casts rely on, whatever the account or user default.
+pub const SESSION_FORMATS: &str =
+    "ALTER SESSION SET TIMESTAMP_INPUT_FORMAT = 'AUTO', DATE_INPUT_FORMAT = 'AUTO'";
 /// Snowflake accepts at most 1,000 names in one COPY's FILES list.
 const FILES_PER_COPY: usize = 1000;
 
@@ -242,7 +245,9 @@ pub fn merge_plan(
     let cursor_field = schema.cursor();
     let has_cursor = cursor_field.is_some();
 
-    let mut statements = Vec::new();
+    // The casts read Salesforce's ISO values with AUTO formats; an account or user may have set
+    // others, so this request's session sets what it needs.
+    let mut statements = vec![SESSION_FORMATS.to_string()];
     // DDL commits any open transaction in Snowflake, so the load table is made before BEGIN. It
     // lives as long as the request's session. Every value is loaded as text and typed in the
     // MERGE, where a bad value fails the whole transaction.
@@ -612,7 +617,8 @@ mod tests {
         assert!(removing.statements[removing.merge_index].contains(
             "WHEN MATCHED AND s.\"ISDELETED\" = TRUE AND (t.\"SYSTEMMODSTAMP\" IS NULL OR s.\"SYSTEMMODSTAMP\" >= t.\"SYSTEMMODSTAMP\") THEN DELETE"
         ));
-        let s = &plan.statements;
+        let s = &plan.statements[1..];
+        assert_eq!(plan.statements[0], SESSION_FORMATS);
         assert!(s[0].starts_with("CREATE OR REPLACE TEMPORARY TABLE"));
         assert_eq!(s[1], "BEGIN");
         assert_eq!(s.last().map(String::as_str), Some("COMMIT"));
@@ -633,12 +639,14 @@ mod tests {
             s[4],
             "DELETE FROM \"_SFPIPE_LOAD\" WHERE \"_SFPIPE_ROW\" = 1"
         );
-        let merge = &s[plan.merge_index];
+        let merge = &plan.statements[plan.merge_index];
         assert!(merge.contains("PARTITION BY \"ID\" ORDER BY \"SYSTEMMODSTAMP\" DESC"));
         assert!(merge.contains("CAST(NULLIF(\"AMOUNT__C\", '') AS NUMBER(38,2))"));
         assert!(merge.contains("s.\"SYSTEMMODSTAMP\" > t.\"SYSTEMMODSTAMP\""));
-        assert!(s[plan.merge_index + 1].contains("s.\"WATERMARK\" > t.\"WATERMARK\""));
-        assert!(s[plan.summary_index].starts_with("SELECT COUNT(*)"));
+        assert!(
+            plan.statements[plan.merge_index + 1].contains("s.\"WATERMARK\" > t.\"WATERMARK\"")
+        );
+        assert!(plan.statements[plan.summary_index].starts_with("SELECT COUNT(*)"));
     }
 
     #[test]
