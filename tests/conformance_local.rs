@@ -74,6 +74,7 @@ async fn static_secrets_conform() {
 }
 
 #[tokio::test]
+#[allow(unsafe_code)]
 async fn environment_secrets_conform() {
     // Only this test sets the variable, and it sets it before any read.
     unsafe {

@@ -272,7 +272,8 @@ pub fn parse_object_list(list: &str) -> Result<Vec<ObjectName>, ContractError> {
         .collect()
 }
 
-#[cfg(all(test, feature = "local"))]
+#[cfg(test)]
+#[cfg(feature = "local")]
 mod tests {
     use super::*;
     use crate::contracts::{Contract, ExtractMessage, MergeMessage, UploadMessage};

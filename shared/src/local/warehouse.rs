@@ -530,6 +530,7 @@ mod tests {
 }
 
 #[cfg(feature = "conformance")]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failure
 mod inspect {
     use async_trait::async_trait;
     use rusqlite::types::ValueRef;

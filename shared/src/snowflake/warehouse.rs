@@ -188,6 +188,7 @@ impl Warehouse for SnowflakeWarehouse {
 }
 
 #[cfg(feature = "conformance")]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failure
 mod inspect {
     use async_trait::async_trait;
 
