@@ -839,3 +839,121 @@ async fn a_cross_object_formula_that_changed_without_system_modstamp_catches_up_
         fourth.report.queued
     );
 }
+
+/// Watches the merge requests a warehouse receives, and answers the first `fail_first` merges
+/// with `failure` after doing them (as a merge killed or timed out after Snowflake committed).
+struct RequestWatch {
+    inner: Arc<dyn sfpipe_shared::ports::Warehouse>,
+    seen: Arc<Mutex<Vec<Option<String>>>>,
+    failure: fn() -> sfpipe_shared::ports::WarehouseError,
+    fail_first: usize,
+}
+
+#[async_trait::async_trait]
+impl sfpipe_shared::ports::Warehouse for RequestWatch {
+    async fn ensure_table(
+        &self,
+        schema: &sfpipe_shared::ports::TableSchema,
+    ) -> Result<(), sfpipe_shared::ports::WarehouseError> {
+        self.inner.ensure_table(schema).await
+    }
+    async fn merge(
+        &self,
+        batch: &sfpipe_shared::ports::MergeBatch,
+    ) -> Result<sfpipe_shared::ports::MergeReport, sfpipe_shared::ports::WarehouseError> {
+        let report = self.inner.merge(batch).await;
+        let calls = {
+            let mut seen = self.seen.lock().unwrap();
+            seen.push(batch.request_id.clone());
+            seen.len()
+        };
+        if calls <= self.fail_first {
+            return Err((self.failure)());
+        }
+        report
+    }
+    async fn watermark(
+        &self,
+        object: &sfpipe_shared::contracts::ObjectName,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, sfpipe_shared::ports::WarehouseError> {
+        self.inner.watermark(object).await
+    }
+}
+
+fn watched(
+    failure: fn() -> sfpipe_shared::ports::WarehouseError,
+    fail_first: usize,
+) -> (
+    Arc<Mutex<Vec<Option<String>>>>,
+    sfpipe_tests::harness::WarehouseWrapper,
+) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let watched = seen.clone();
+    let wrap: sfpipe_tests::harness::WarehouseWrapper = Arc::new(move |inner| {
+        Arc::new(RequestWatch {
+            inner,
+            seen: watched.clone(),
+            failure,
+            fail_first,
+        })
+    });
+    (seen, wrap)
+}
+
+#[tokio::test]
+async fn a_merge_whose_fate_is_unknown_is_redelivered_under_the_same_request_id() {
+    let (seen, wrap) = watched(
+        || sfpipe_shared::ports::WarehouseError::Service("timed out waiting".into()),
+        2,
+    );
+    let harness = Harness::start(HarnessOptions {
+        objects: vec!["Account"],
+        wrap_warehouse: Some(wrap),
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
+    harness.assert_exact("after two merges of unknown fate");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[0].is_some(), "no request id: {seen:?}");
+    assert!(
+        seen.iter().all(|id| *id == seen[0]),
+        "a redelivery sent a new request: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_merge_refused_for_good_forgets_its_request() {
+    let (seen, wrap) = watched(
+        || sfpipe_shared::ports::WarehouseError::Rejected {
+            object: "Account".into(),
+            detail: "refused".into(),
+        },
+        1,
+    );
+    let harness = Harness::start(HarnessOptions {
+        objects: vec!["Account"],
+        wrap_warehouse: Some(wrap),
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    assert_eq!(result.dead_letters.len(), 1, "{:#?}", result.dead_letters);
+    let layout = sfpipe_shared::contracts::RunLayout::new(
+        &sfpipe_shared::contracts::ObjectName::new("Account").unwrap(),
+        &result.report.run_id,
+    );
+    assert!(
+        harness
+            .pipeline
+            .blobs()
+            .head(&layout.merge_request())
+            .await
+            .unwrap()
+            .is_none(),
+        "the failed request is kept, so a redrive would be answered with its failure"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

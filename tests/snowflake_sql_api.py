@@ -17,6 +17,8 @@ Snowflake feature the product relies on, the harness fills in, and never the pro
   the session's format is `AUTO`, as Salesforce's ISO values would under any fixed format.
 - The request body's `database`, `schema`, `warehouse` and `role` are case-sensitive, as in
   Snowflake: every object here is upper case, so a lower-case name is refused.
+- A `slow` fault keeps a request running for N more polls, also after its client stops waiting,
+  so a resubmission with the same `requestId` attaches to it.
 - Injected SQL errors carry Snowflake's code, SQL state and HTTP status (422, or 408 for a
   statement timeout).
 - `COPY INTO t (cols) FROM (SELECT $1, ..., METADATA$FILENAME, METADATA$FILE_ROW_NUMBER FROM
@@ -131,7 +133,11 @@ class Harness:
         sql = body.get("statement", "")
         with self.lock:
             if request_id in self.by_request:
+                # Snowflake answers a resubmitted request with its statement, not a new run:
+                # still running (202) or its result.
                 handle = self.by_request[request_id]
+                if self.pending.get(handle, 0) > 0:
+                    return 202, self.running(handle)
                 return self.status[handle], self.results[handle]
             fault = self.take_fault("status", sql)
             if fault:
@@ -142,6 +148,11 @@ class Harness:
             self.by_request[request_id] = handle
             self.status[handle], self.results[handle] = status, response
             self.pending[handle] = self.args.pending_polls
+            slow = self.take_fault("slow", sql)
+            if slow:
+                # A long statement: it keeps running after the client stops waiting for it.
+                self.pending[handle] = slow.get("polls", 100)
+                return 202, self.running(handle)
             if self.take_fault("lose_response", sql):
                 return 503, {"message": "injected: the response was lost after the statement ran"}
             return status, response

@@ -365,3 +365,64 @@ async fn the_merge_sets_the_input_formats_it_needs_whatever_the_account_default(
         .expect("a merge under other account formats");
     assert_eq!(report.rows_changed, 3);
 }
+
+/// A merge longer than its caller may wait (the merge function's 15 minutes): the client leaves
+/// it running and says so (retryable); the redelivery sends the same request id with
+/// `retry=true`, attaches to the statement still running, and gets its result. The COPY and the
+/// MERGE run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_left_running_is_attached_to_by_its_redelivery_and_runs_once() {
+    let setup = setup(HarnessOptions::default()).await;
+    let impatient = sfpipe_shared::snowflake::SqlApiConfig {
+        wait_limit: Some(std::time::Duration::from_millis(30)),
+        ..setup.harness.config()
+    };
+    let snowflake = Arc::new(sfpipe_shared::snowflake::SnowflakeWarehouse::new(
+        SqlApiClient::new(
+            impatient,
+            sfpipe_tests::snowflake::SnowflakeHarness::key_pair(),
+        )
+        .expect("client"),
+        sfpipe_tests::snowflake::STAGE,
+    ));
+    let w = warehouse::WarehouseUnderTest {
+        warehouse: snowflake.clone(),
+        blobs: setup.blobs.clone() as Arc<dyn BlobStore>,
+        inspector: snowflake,
+    };
+    setup
+        .harness
+        .inject(serde_json::json!([
+            {"kind": "slow", "match": "MERGE INTO \"WHSLOW__C\"", "times": 1, "polls": 30},
+        ]))
+        .await;
+    let request = "6f1c1a52-8d0e-4a51-9d53-2f0e6f6b7a10";
+    let first = warehouse::try_merge_first_rows_as(&w, "WhSlow__c", "r1", Some(request)).await;
+    match &first {
+        Err(sfpipe_shared::ports::WarehouseError::Service(detail)) => {
+            assert!(detail.contains("still runs"), "{detail}")
+        }
+        other => panic!("not left running: {other:?}"),
+    }
+    let mut report = None;
+    for _ in 0..20 {
+        match warehouse::try_merge_first_rows_as(&w, "WhSlow__c", "r1", Some(request)).await {
+            Ok(done) => {
+                report = Some(done);
+                break;
+            }
+            Err(sfpipe_shared::ports::WarehouseError::Service(_)) => continue,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    let report = report.expect("the redeliveries attached and got the result");
+    assert_eq!(report.rows_changed, 3);
+    let merges = setup
+        .harness
+        .statements()
+        .await
+        .into_iter()
+        .filter(|s| s.starts_with("MERGE INTO \"WHSLOW__C\""))
+        .count();
+    assert_eq!(merges, 1, "the merge ran again on redelivery");
+}

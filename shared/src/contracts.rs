@@ -417,6 +417,11 @@ impl RunLayout {
     pub fn merge_requested(&self) -> String {
         format!("{}_merge-requested", self.prefix)
     }
+    /// The Snowflake request the run's merge sent, kept until it has an outcome, so a redelivery
+    /// attaches to a merge still running instead of starting another.
+    pub fn merge_request(&self) -> String {
+        format!("{}_merge-request.json", self.prefix)
+    }
     /// Written once the run is merged.
     pub fn merged(&self) -> String {
         format!("{}_merged.json", self.prefix)

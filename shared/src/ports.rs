@@ -313,6 +313,10 @@ pub struct MergeBatch {
     /// version (equal cursor) last extracted no later than this batch; no row is inserted,
     /// deleted or made newer, and the watermark stays.
     pub update_only: bool,
+    /// The id of the warehouse request that merges the batch (a UUID), the same on every
+    /// delivery of the run's merge until one has an outcome: a warehouse that dedups requests
+    /// (Snowflake's `requestId`) attaches a redelivery to the merge still running.
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -149,9 +149,17 @@ impl Runtime {
         let secret = self
             .secret("SFPIPE_SNOWFLAKE_CREDENTIALS", "SFPIPE_SNOWFLAKE_SECRET")
             .await?;
-        let settings = SnowflakeSettings::from_secret_json(&secret, |field| {
+        let mut settings = SnowflakeSettings::from_secret_json(&secret, |field| {
             optional(&format!("SFPIPE_SNOWFLAKE_{}", field.to_ascii_uppercase()))
         })?;
+        // The merge function waits less than its own 15 minutes, then leaves the merge running
+        // for its redelivery to attach to.
+        if optional("SFPIPE_SNOWFLAKE_WAIT_SECONDS").is_some() {
+            settings.wait_limit = Some(Duration::from_secs(number(
+                "SFPIPE_SNOWFLAKE_WAIT_SECONDS",
+                0,
+            )?));
+        }
         let deleted = optional("SFPIPE_DELETED_ROWS")
             .map(|v| v.parse())
             .transpose()

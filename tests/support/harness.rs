@@ -31,7 +31,11 @@ pub struct HarnessOptions {
     pub bulk_job_deadline: Option<Duration>,
     /// How often formula fields are re-read (daily otherwise).
     pub formula_refresh: Option<sfpipe_shared::stages::loader::FormulaRefreshSchedule>,
+    /// Wraps the warehouse (after the fault plan's wrapper), to watch or fail its calls.
+    pub wrap_warehouse: Option<WarehouseWrapper>,
 }
+
+pub type WarehouseWrapper = Arc<dyn Fn(Arc<dyn Warehouse>) -> Arc<dyn Warehouse> + Send + Sync>;
 
 impl Default for HarnessOptions {
     fn default() -> Self {
@@ -51,6 +55,7 @@ impl Default for HarnessOptions {
             fields: Vec::new(),
             bulk_job_deadline: None,
             formula_refresh: None,
+            wrap_warehouse: None,
         }
     }
 }
@@ -84,6 +89,9 @@ impl Harness {
                 inner: warehouse,
                 plan: plan.clone(),
             });
+        }
+        if let Some(wrap) = &options.wrap_warehouse {
+            warehouse = wrap(warehouse);
         }
         let mut sends = options.sends.clone();
         if sends.plan.is_none() {

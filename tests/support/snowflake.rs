@@ -159,7 +159,8 @@ impl SnowflakeHarness {
             .collect()
     }
 
-    /// Faults: `{"kind": "status"|"lose_response"|"sql_error", "match": "...", "times": N}`.
+    /// Faults: `{"kind": "status"|"lose_response"|"sql_error"|"slow", "match": "...", "times": N}`
+    /// (`slow` takes `"polls": N`).
     pub async fn inject(&self, faults: serde_json::Value) {
         self.http
             .post(format!("{}/__harness/faults", self.url))

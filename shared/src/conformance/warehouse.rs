@@ -146,6 +146,7 @@ fn batch(object: &str, run: &str, files: Vec<String>) -> MergeBatch {
     MergeBatch {
         schema: schema(object),
         update_only: false,
+        request_id: None,
         run_id: RunId::new(run).expect("run id"),
         files,
         extracted_at: Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap(),
@@ -663,6 +664,7 @@ pub async fn a_formula_refresh_updates_only_rows_of_the_same_version(w: &Warehou
                         files: vec![key],
                         extracted_at: Utc.with_ymd_and_hms(2026, 3, at_day, 0, 0, 0).unwrap(),
                         update_only: true,
+                        request_id: None,
                     })
                     .await
                     .expect("refresh merge")
@@ -761,9 +763,21 @@ pub async fn try_merge_first_rows(
     object: &str,
     run: &str,
 ) -> Result<crate::ports::MergeReport, crate::ports::WarehouseError> {
+    try_merge_first_rows_as(w, object, run, None).await
+}
+
+/// [`try_merge_first_rows`] under a merge request id of the caller's.
+pub async fn try_merge_first_rows_as(
+    w: &WarehouseUnderTest,
+    object: &str,
+    run: &str,
+    request_id: Option<&str>,
+) -> Result<crate::ports::MergeReport, crate::ports::WarehouseError> {
     let f = file(w.blobs.as_ref(), object, run, &FIRST).await;
     w.warehouse.ensure_table(&schema(object)).await?;
-    w.warehouse.merge(&batch(object, run, vec![f])).await
+    let mut merge_batch = batch(object, run, vec![f]);
+    merge_batch.request_id = request_id.map(str::to_string);
+    w.warehouse.merge(&merge_batch).await
 }
 
 /// For adapter-specific tests: the table's rows as the suite reads them.

@@ -32,6 +32,9 @@ pub struct SqlApiConfig {
     pub statement_timeout: Duration,
     /// The first wait between polls of a running statement; it doubles up to two seconds.
     pub poll_interval: Duration,
+    /// How long one call waits for its request before leaving it running in Snowflake
+    /// ([`SnowflakeError::StillRunning`]): less than the calling function's own time limit.
+    pub wait_limit: Option<Duration>,
 }
 
 impl SqlApiConfig {
@@ -42,6 +45,7 @@ impl SqlApiConfig {
             retry: RetryPolicy::default(),
             statement_timeout: Duration::from_secs(3600),
             poll_interval: Duration::from_millis(100),
+            wait_limit: None,
         }
     }
 }
@@ -140,7 +144,22 @@ impl SqlApiClient {
         sql: &str,
         statements: usize,
     ) -> Result<Vec<ResultSet>, SnowflakeError> {
-        let request_id = uuid::Uuid::new_v4().to_string();
+        self.execute_request(sql, statements, None).await
+    }
+
+    /// [`Self::execute`] under a request id of the caller's: one sent before (by an earlier
+    /// delivery) is resubmitted with `retry=true`, so Snowflake answers with that request's
+    /// statement, still running or done, instead of running it again.
+    pub async fn execute_request(
+        &self,
+        sql: &str,
+        statements: usize,
+        request_id: Option<&str>,
+    ) -> Result<Vec<ResultSet>, SnowflakeError> {
+        let attach = request_id.is_some();
+        let request_id = request_id
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let context = &self.config.context;
         let mut body = json!({
             "statement": sql,
@@ -158,7 +177,7 @@ impl SqlApiClient {
         if let Some(role) = &context.role {
             body["role"] = json!(role);
         }
-        let first = self.submit(&request_id, &body).await?;
+        let first = self.submit(&request_id, &body, attach).await?;
         let done = self.wait(first).await?;
         match done.statement_handles.clone() {
             Some(handles) if statements != 1 => {
@@ -183,9 +202,13 @@ impl SqlApiClient {
         &self,
         request_id: &str,
         body: &serde_json::Value,
+        retry_from_start: bool,
     ) -> Result<StatementResponse, SnowflakeError> {
         let url = format!("{}/api/v2/statements", self.config.base_url);
         let mut query = vec![("requestId", request_id), ("async", "true")];
+        if retry_from_start {
+            query.push(("retry", "true"));
+        }
         let mut attempt = 0;
         loop {
             let outcome = self.send(Method::POST, &url, &query, Some(body)).await;
@@ -195,7 +218,7 @@ impl SqlApiClient {
                     tracing::warn!(request_id, attempt, error = %e.error, "retrying a Snowflake request");
                     tokio::time::sleep(self.config.retry.delay(attempt)).await;
                     attempt += 1;
-                    if attempt == 1 {
+                    if attempt == 1 && !retry_from_start {
                         query.push(("retry", "true"));
                     }
                 }
@@ -238,16 +261,22 @@ impl SqlApiClient {
         &self,
         mut response: StatementResponse,
     ) -> Result<StatementResponse, SnowflakeError> {
-        let deadline = Instant::now() + self.config.statement_timeout + Duration::from_secs(60);
+        let started = Instant::now();
+        let limit = self
+            .config
+            .wait_limit
+            .unwrap_or(self.config.statement_timeout + Duration::from_secs(60));
         let mut interval = self.config.poll_interval;
         while response.code.as_deref() == Some(RUNNING) {
             let handle = response.statement_handle.clone().ok_or_else(|| {
                 SnowflakeError::Protocol("a running statement without a handle".into())
             })?;
-            if Instant::now() > deadline {
-                return Err(SnowflakeError::Protocol(format!(
-                    "statement {handle} still runs after its timeout"
-                )));
+            if started.elapsed() > limit {
+                // Not cancelled: a redelivery with the same request id picks it up.
+                return Err(SnowflakeError::StillRunning {
+                    handle,
+                    waited_seconds: started.elapsed().as_secs(),
+                });
             }
             tokio::time::sleep(interval).await;
             interval = (interval * 2).min(Duration::from_secs(2));

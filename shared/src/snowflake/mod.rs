@@ -33,6 +33,11 @@ pub enum SnowflakeError {
     Transport(String),
     #[error("Snowflake: {0}")]
     Protocol(String),
+    #[error(
+        "Snowflake statement {handle} still runs after {waited_seconds} s: left running; the next \
+         delivery attaches to it with the same request id"
+    )]
+    StillRunning { handle: String, waited_seconds: u64 },
 }
 
 /// Snowflake error codes that name a passing condition: the same statement may succeed later.
@@ -53,7 +58,10 @@ impl SnowflakeError {
             Self::Sql {
                 code, sql_state, ..
             } => TRANSIENT_CODES.contains(&code.as_str()) || sql_state == "57014",
-            Self::Http { .. } | Self::Transport(_) | Self::Protocol(_) => true,
+            Self::Http { .. }
+            | Self::Transport(_)
+            | Self::Protocol(_)
+            | Self::StillRunning { .. } => true,
             Self::Config(_) | Self::Unauthorized { .. } => false,
         }
     }

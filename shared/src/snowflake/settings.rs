@@ -42,6 +42,9 @@ pub struct SnowflakeSettings {
     pub context: SessionContext,
     /// The external stage over the bucket's sfpipe prefix.
     pub stage: String,
+    /// How long one request is waited for before it is left running (the calling function's
+    /// time limit, less a margin); `None`: as long as the statement may run.
+    pub wait_limit: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for SnowflakeSettings {
@@ -125,6 +128,7 @@ impl SnowflakeSettings {
                 role: pick("role", fields.role).map(identifier),
             },
             stage,
+            wait_limit: None,
         })
     }
 
@@ -135,7 +139,13 @@ impl SnowflakeSettings {
             }
             Credential::OAuthToken(token) => SnowflakeAuth::OAuth(token.clone()),
         };
-        SqlApiClient::new(SqlApiConfig::new(&self.url, self.context.clone()), auth)
+        SqlApiClient::new(
+            SqlApiConfig {
+                wait_limit: self.wait_limit,
+                ..SqlApiConfig::new(&self.url, self.context.clone())
+            },
+            auth,
+        )
     }
 
     pub fn warehouse(&self) -> Result<SnowflakeWarehouse, SnowflakeError> {

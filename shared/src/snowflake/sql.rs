@@ -602,6 +602,7 @@ mod tests {
         let batch = MergeBatch {
             schema: schema(),
             update_only: false,
+            request_id: None,
             run_id: RunId::new("r-1").unwrap(),
             files: vec!["runs/Invoice__c/r-1/part-00001.csv.gz".into()],
             extracted_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
@@ -654,6 +655,7 @@ mod tests {
         let batch = MergeBatch {
             schema: schema(),
             update_only: false,
+            request_id: None,
             run_id: RunId::new("r-1").unwrap(),
             files: (0..2500).map(|i| format!("f{i}")).collect(),
             extracted_at: Utc::now(),

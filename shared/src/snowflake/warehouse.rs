@@ -39,7 +39,8 @@ fn warehouse_error(object: &ObjectName, error: SnowflakeError) -> WarehouseError
         },
         SnowflakeError::Http { .. }
         | SnowflakeError::Transport(_)
-        | SnowflakeError::Protocol(_) => {
+        | SnowflakeError::Protocol(_)
+        | SnowflakeError::StillRunning { .. } => {
             WarehouseError::Service(format!("table {object}: {error}"))
         }
     }
@@ -153,7 +154,15 @@ impl Warehouse for SnowflakeWarehouse {
         batch.schema.validate()?;
         let object = &batch.schema.object;
         let plan = sql::merge_plan(batch, &self.stage, Utc::now(), self.deleted);
-        let results = self.run(object, &plan.statements).await?;
+        let results = self
+            .client
+            .execute_request(
+                &plan.statements.join(";\n"),
+                plan.statements.len(),
+                batch.request_id.as_deref(),
+            )
+            .await
+            .map_err(|e| warehouse_error(object, e))?;
         let missing = || {
             WarehouseError::Service(format!(
                 "table {object}: Snowflake returned {} results for {} statements",

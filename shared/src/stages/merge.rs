@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::records::{read_json, read_manifests, record_formula_refresh, to_json};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{MergeMessage, Mode, RunId, RunLayout, Window};
-use crate::ports::{BlobStore, MergeBatch, MergeReport, TableSchema, Warehouse};
+use crate::ports::{BlobStore, MergeBatch, MergeReport, TableSchema, Warehouse, WarehouseError};
 
 pub struct MergeDeps<'a, B: ?Sized, W: ?Sized> {
     pub blobs: &'a B,
@@ -78,16 +78,37 @@ where
             .ensure_table(&schema)
             .await
             .at(Stage::Merge, object)?;
-        deps.warehouse
+        let request = merge_request(deps.blobs, &layout, object).await?;
+        let merged = deps
+            .warehouse
             .merge(&MergeBatch {
                 schema,
                 run_id: message.run_id.clone(),
                 files,
                 extracted_at: extracted_at.unwrap_or_else(Utc::now),
                 update_only,
+                request_id: Some(request.request_id.clone()),
             })
-            .await
-            .at(Stage::Merge, object)?
+            .await;
+        match merged {
+            Ok(report) => report,
+            // The request has an outcome and it is a failure: the next delivery sends a new
+            // request (one that failed might be answered with that failure again).
+            Err(
+                error @ (WarehouseError::BadFile { .. }
+                | WarehouseError::Schema { .. }
+                | WarehouseError::Rejected { .. }),
+            ) => {
+                deps.blobs
+                    .delete(&layout.merge_request())
+                    .await
+                    .at(Stage::Merge, object)?;
+                return Err(StageError::new(Stage::Merge, object, error));
+            }
+            // Its fate unknown (a timeout, a lost answer, still running): keep the request, so
+            // the redelivery attaches to it.
+            Err(error) => return Err(StageError::new(Stage::Merge, object, error)),
+        }
     };
     let record = MergedRecord {
         run_id: message.run_id.clone(),
@@ -116,4 +137,43 @@ where
         .at(Stage::Merge, object)?;
     tracing::info!(run_id = %message.run_id, %object, rows_read = record.report.rows_read, rows_changed = record.report.rows_changed, "merged");
     Ok(record)
+}
+
+/// The warehouse request of a run's merge: recorded before it is sent, so every delivery of the
+/// merge sends the same one until it has an outcome.
+#[derive(Debug, Serialize, Deserialize)]
+struct MergeRequest {
+    request_id: String,
+}
+
+async fn merge_request<B: BlobStore + ?Sized>(
+    blobs: &B,
+    layout: &RunLayout,
+    object: &crate::contracts::ObjectName,
+) -> Result<MergeRequest, StageError> {
+    let key = layout.merge_request();
+    if let Some(request) = read_json::<MergeRequest, _>(blobs, &key)
+        .await
+        .at(Stage::Merge, object)?
+    {
+        return Ok(request);
+    }
+    let fresh = MergeRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+    };
+    blobs
+        .put_if_absent(&key, to_json(&fresh))
+        .await
+        .at(Stage::Merge, object)?;
+    // A concurrent delivery may have recorded its own first: use whichever is stored.
+    read_json::<MergeRequest, _>(blobs, &key)
+        .await
+        .at(Stage::Merge, object)?
+        .ok_or_else(|| {
+            StageError::new(
+                Stage::Merge,
+                object,
+                Cause::Inconsistent(format!("{key} vanished")),
+            )
+        })
 }
