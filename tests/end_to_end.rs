@@ -79,13 +79,9 @@ async fn every_message_delivered_twice_still_gives_an_exact_warehouse() {
         ..HarnessOptions::default()
     })
     .await;
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("first run, duplicated");
+    harness.run_exact("first run, duplicated").await;
     harness.mutate();
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("second run, duplicated");
+    harness.run_exact("second run, duplicated").await;
 }
 
 #[tokio::test]
@@ -254,9 +250,7 @@ async fn a_session_that_expires_mid_run_is_renewed_and_the_run_ends_exact() {
         ..HarnessOptions::default()
     })
     .await;
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("sessions expiring every 3 calls");
+    harness.run_exact("sessions expiring every 3 calls").await;
 }
 
 #[tokio::test]
@@ -270,9 +264,7 @@ async fn a_connection_dropped_mid_page_is_retried_and_the_run_ends_exact() {
         message: String::new(),
         remaining: 2,
     }]);
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("two pages cut short");
+    harness.run_exact("two pages cut short").await;
 }
 
 #[tokio::test]
@@ -340,9 +332,9 @@ async fn objects_the_bulk_api_refuses_or_configured_for_rest_are_read_with_the_r
         ..HarnessOptions::default()
     })
     .await;
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("Case and Lead over REST, Account over Bulk");
+    let result = harness
+        .run_exact("Case and Lead over REST, Account over Bulk")
+        .await;
     let records = result
         .merged_records(harness.pipeline.blobs().as_ref())
         .await;
@@ -354,9 +346,7 @@ async fn objects_the_bulk_api_refuses_or_configured_for_rest_are_read_with_the_r
         assert_eq!(record.records, 450, "{object}: the manifest's count");
     }
     harness.mutate();
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("the incremental run over REST");
+    harness.run_exact("the incremental run over REST").await;
 }
 
 #[tokio::test]
@@ -484,9 +474,9 @@ async fn a_query_timeout_splits_the_window_until_each_half_succeeds() {
         ..HarnessOptions::default()
     })
     .await;
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("a full run split into windows of at most 12 rows");
+    harness
+        .run_exact("a full run split into windows of at most 12 rows")
+        .await;
     let blobs = harness.pipeline.blobs();
     let holes = blobs.list("holes/Account/").await.unwrap();
     assert!(
@@ -506,9 +496,9 @@ async fn a_query_timeout_splits_the_window_until_each_half_succeeds() {
     );
 
     harness.mutate();
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("the incremental run after the split");
+    harness
+        .run_exact("the incremental run after the split")
+        .await;
 }
 
 #[tokio::test]
@@ -626,9 +616,9 @@ async fn without_result_pages_the_locator_chain_is_followed_part_by_part() {
         ..HarnessOptions::default()
     })
     .await;
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("pages fetched along the locator chain, every message twice");
+    let result = harness
+        .run_exact("pages fetched along the locator chain, every message twice")
+        .await;
     let records = result
         .merged_records(harness.pipeline.blobs().as_ref())
         .await;
@@ -658,9 +648,9 @@ async fn short_pages_on_the_locator_chain_still_give_an_exact_warehouse() {
         ..HarnessOptions::default()
     })
     .await;
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("short pages along the locator chain");
+    let result = harness
+        .run_exact("short pages along the locator chain")
+        .await;
     let records = result
         .merged_records(harness.pipeline.blobs().as_ref())
         .await;
@@ -687,9 +677,7 @@ async fn salesforce_sizes_the_result_pages_whatever_max_records_asks() {
         ..HarnessOptions::default()
     })
     .await;
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("pages of Salesforce's size");
+    let result = harness.run_exact("pages of Salesforce's size").await;
     let records = result
         .merged_records(harness.pipeline.blobs().as_ref())
         .await;
@@ -708,13 +696,9 @@ async fn object_names_are_matched_in_any_case_as_salesforce_does() {
         ..HarnessOptions::default()
     })
     .await;
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("objects named in another case");
+    harness.run_exact("objects named in another case").await;
     harness.mutate();
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("the incremental run");
+    harness.run_exact("the incremental run").await;
 }
 
 #[tokio::test]
@@ -769,9 +753,7 @@ async fn a_cross_object_formula_that_changed_without_system_modstamp_catches_up_
         ..HarnessOptions::default()
     })
     .await;
-    let first = harness.run().await;
-    assert!(first.dead_letters.is_empty(), "{:#?}", first.dead_letters);
-    harness.assert_exact("the first run");
+    harness.run_exact("the first run").await;
 
     // Accounts change; their contacts' Account_Rating__c follows, their SystemModstamp does not.
     harness.mutate();
@@ -912,9 +894,7 @@ async fn a_merge_whose_fate_is_unknown_is_redelivered_under_the_same_request_id(
         ..HarnessOptions::default()
     })
     .await;
-    let result = harness.run().await;
-    assert!(result.dead_letters.is_empty(), "{:#?}", result.dead_letters);
-    harness.assert_exact("after two merges of unknown fate");
+    harness.run_exact("after two merges of unknown fate").await;
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert!(seen[0].is_some(), "no request id: {seen:?}");

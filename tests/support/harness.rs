@@ -179,6 +179,18 @@ impl Harness {
         panic!("the loader failed three times: {last_error:?}");
     }
 
+    /// One scheduled run that must end without a dead letter and with the warehouse exact.
+    pub async fn run_exact(&self, context: &str) -> RunResult {
+        let result = self.run().await;
+        assert!(
+            result.dead_letters.is_empty(),
+            "{context}: {:#?}",
+            result.dead_letters
+        );
+        self.assert_exact(context);
+        result
+    }
+
     /// Mutates the org a millisecond ago, so the next run's window includes the changes.
     pub fn mutate(&self) {
         self.sim

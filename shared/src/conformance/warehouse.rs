@@ -57,6 +57,11 @@ const COLUMNS: [&str; 5] = ["Id", "Name", "Amount", "IsDeleted", "SystemModstamp
 /// One row: (id, name, amount, deleted, modstamp day in January 2026).
 type Row<'a> = (&'a str, &'a str, &'a str, bool, u32);
 
+/// Midnight of `day` in January 2026, as a watermark.
+fn day(day: u32) -> Option<chrono::DateTime<Utc>> {
+    Utc.with_ymd_and_hms(2026, 1, day, 0, 0, 0).single()
+}
+
 fn stamp(day: u32) -> String {
     format!("2026-01-{day:02}T00:00:00.000Z")
 }
@@ -193,10 +198,7 @@ pub async fn first_load_creates_the_table(w: &WarehouseUnderTest) {
     assert_eq!(report.rows_read, 3);
     assert_eq!(report.rows_changed, 3);
     assert_eq!(table(w, object).await, normalized(expected(&FIRST)));
-    assert_eq!(
-        watermark_of(w, object).await,
-        Some(Utc.with_ymd_and_hms(2026, 1, 3, 0, 0, 0).unwrap())
-    );
+    assert_eq!(watermark_of(w, object).await, day(3));
 }
 
 pub async fn newer_rows_update_and_new_rows_insert(w: &WarehouseUnderTest) {
@@ -238,7 +240,7 @@ pub async fn an_older_file_after_a_newer_one_changes_nothing(w: &WarehouseUnderT
     assert_eq!(table(w, object).await, normalized(expected(&newer)));
     assert_eq!(
         watermark_of(w, object).await,
-        Some(Utc.with_ymd_and_hms(2026, 1, 20, 0, 0, 0).unwrap()),
+        day(20),
         "the watermark moved backwards"
     );
 }
@@ -605,7 +607,7 @@ pub async fn a_table_without_system_modstamp_keys_its_watermark_on_created_date(
     let first = load("first", "r1", rows(&[("1", "Name", 5), ("2", "Type", 3)])).await;
     assert_eq!(first.rows_changed, 2);
     let watermark = || watermark_of(w, object);
-    let day5 = Some(Utc.with_ymd_and_hms(2026, 1, 5, 0, 0, 0).unwrap());
+    let day5 = day(5);
     assert_eq!(
         watermark().await,
         day5,
@@ -696,7 +698,7 @@ pub async fn a_formula_refresh_updates_only_rows_of_the_same_version(w: &Warehou
     assert_eq!(table(w, object).await, normalized(expected(&want)));
     assert_eq!(
         watermark_of(w, object).await,
-        Some(Utc.with_ymd_and_hms(2026, 1, 3, 0, 0, 0).unwrap()),
+        day(3),
         "a refresh moved the watermark"
     );
 }
