@@ -677,6 +677,25 @@ async fn sfpipe_rows(
 
 /// The simulator speaks Salesforce, not just sfpipe's dialect: the unmodified Python client reads
 /// the same rows over HTTPS.
+/// Runs `tests/simple_salesforce_peer.py` with `args`, trusting the simulator's `certificate`,
+/// and returns what it printed.
+async fn simple_salesforce(args: &[&str], certificate: &std::path::Path) -> Value {
+    let script = format!("{}/simple_salesforce_peer.py", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::process::Command::new(sfpipe_tests::venv_python())
+        .arg(&script)
+        .args(args)
+        .env("REQUESTS_CA_BUNDLE", certificate)
+        .output()
+        .await
+        .expect("run python: ./scripts/tools installs it (or set SFPIPE_PYTHON)");
+    assert!(
+        output.status.success(),
+        "simple-salesforce {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// The simulator over HTTPS, its self-signed certificate written to `certificate`.
 async fn tls_simulator(rows: u64, certificate: &std::path::Path) -> Simulator {
     Simulator::start_tls(
@@ -726,25 +745,11 @@ async fn simple_salesforce_reads_the_same_rows_sfpipe_extracts() {
         .build()
         .unwrap();
     let token = token_with(&https, &sim).await;
-    let script = format!("{}/simple_salesforce_peer.py", env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::process::Command::new(sfpipe_tests::venv_python())
-        .args([
-            script.as_str(),
-            sim.url(),
-            token.as_str(),
-            "Account",
-            fields,
-        ])
-        .env("REQUESTS_CA_BUNDLE", &certificate)
-        .output()
-        .await
-        .expect("run python: ./scripts/tools installs it (or set SFPIPE_PYTHON)");
-    assert!(
-        output.status.success(),
-        "simple-salesforce failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let theirs: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let theirs = simple_salesforce(
+        &[sim.url(), token.as_str(), "Account", fields],
+        &certificate,
+    )
+    .await;
 
     let mut their_rows: Vec<std::collections::BTreeMap<String, String>> =
         serde_json::from_value(theirs["bulk2_rows"].clone()).unwrap();
@@ -777,27 +782,18 @@ async fn simple_salesforce_logs_in_with_the_jwt_bearer_flow_at_the_login_host() 
     std::fs::write(&key_file, sfpipe_simulator::DEMO_PRIVATE_KEY_PEM).unwrap();
     let sim = tls_simulator(40, &certificate).await;
     let config = sim.config().clone();
-    let script = format!("{}/simple_salesforce_peer.py", env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::process::Command::new(sfpipe_tests::venv_python())
-        .args([
-            script.as_str(),
+    let theirs = simple_salesforce(
+        &[
             "--jwt",
             sim.login_host_url().as_str(),
             config.username.as_str(),
             config.client_id.as_str(),
             key_file.to_str().unwrap(),
             "Account",
-        ])
-        .env("REQUESTS_CA_BUNDLE", &certificate)
-        .output()
-        .await
-        .expect("run python: ./scripts/tools installs it (or set SFPIPE_PYTHON)");
-    assert!(
-        output.status.success(),
-        "simple-salesforce's JWT login failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let theirs: Value = serde_json::from_slice(&output.stdout).unwrap();
+        ],
+        &certificate,
+    )
+    .await;
     assert_eq!(
         theirs["instance"].as_str(),
         sim.url().strip_prefix("https://"),

@@ -42,12 +42,28 @@ fn optional(name: &str) -> Option<String> {
 }
 
 fn number(name: &'static str, default: u64) -> Result<u64, ConfigError> {
-    optional(name).map_or(Ok(default), |v| {
-        v.parse().map_err(|_| ConfigError::Invalid {
-            name,
-            why: format!("{v:?} is not a whole number"),
+    Ok(optional_number(name)?.unwrap_or(default))
+}
+
+fn optional_number(name: &'static str) -> Result<Option<u64>, ConfigError> {
+    optional(name)
+        .map(|v| {
+            v.parse().map_err(|_| ConfigError::Invalid {
+                name,
+                why: format!("{v:?} is not a whole number"),
+            })
         })
-    })
+        .transpose()
+}
+
+/// A setting read with its type's parser (`FromStr` with a message for its error), if set.
+fn parsed<T: std::str::FromStr<Err = String>>(
+    name: &'static str,
+) -> Result<Option<T>, ConfigError> {
+    optional(name)
+        .map(|v| v.parse())
+        .transpose()
+        .map_err(|why| ConfigError::Invalid { name, why })
 }
 
 /// The queues a function sends to (and, for its own queue, dead-letters into).
@@ -154,20 +170,9 @@ impl Runtime {
         })?;
         // The merge function waits less than its own 15 minutes, then leaves the merge running
         // for its redelivery to attach to.
-        if optional("SFPIPE_SNOWFLAKE_WAIT_SECONDS").is_some() {
-            settings.wait_limit = Some(Duration::from_secs(number(
-                "SFPIPE_SNOWFLAKE_WAIT_SECONDS",
-                0,
-            )?));
-        }
-        let deleted = optional("SFPIPE_DELETED_ROWS")
-            .map(|v| v.parse())
-            .transpose()
-            .map_err(|why| ConfigError::Invalid {
-                name: "SFPIPE_DELETED_ROWS",
-                why,
-            })?
-            .unwrap_or_default();
+        settings.wait_limit =
+            optional_number("SFPIPE_SNOWFLAKE_WAIT_SECONDS")?.map(Duration::from_secs);
+        let deleted = parsed("SFPIPE_DELETED_ROWS")?.unwrap_or_default();
         Ok(settings.warehouse()?.with_deleted_rows(deleted))
     }
 
@@ -186,14 +191,7 @@ impl Runtime {
 
     /// The job-loader's settings: `SFPIPE_FORMULA_REFRESH` (default `24h`).
     pub fn loader_config() -> Result<LoaderConfig, ConfigError> {
-        let formula_refresh = optional("SFPIPE_FORMULA_REFRESH")
-            .map(|text| text.parse())
-            .transpose()
-            .map_err(|why| ConfigError::Invalid {
-                name: "SFPIPE_FORMULA_REFRESH",
-                why,
-            })?
-            .unwrap_or_default();
+        let formula_refresh = parsed("SFPIPE_FORMULA_REFRESH")?.unwrap_or_default();
         Ok(LoaderConfig {
             formula_refresh,
             ..LoaderConfig::default()

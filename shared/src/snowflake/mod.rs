@@ -41,13 +41,10 @@ pub enum SnowflakeError {
 }
 
 /// Snowflake error codes that name a passing condition: the same statement may succeed later.
-const TRANSIENT_CODES: [&str; 3] = [
-    // Statement reached its statement or warehouse timeout and was canceled.
-    "000630",
-    // A lock held by another transaction was not released in time (LOCK_TIMEOUT).
-    "000625", // SQL execution canceled (also after a timeout).
-    "000604",
-];
+/// 000630: the statement reached its statement or warehouse timeout and was canceled.
+/// 000625: a lock held by another transaction was not released in time (LOCK_TIMEOUT).
+/// 000604: SQL execution canceled (also after a timeout).
+const TRANSIENT_CODES: [&str; 3] = ["000630", "000625", "000604"];
 
 impl SnowflakeError {
     /// Whether a retry later may succeed: a timeout, a lock wait, a canceled statement (SQL state

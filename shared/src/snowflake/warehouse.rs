@@ -17,13 +17,14 @@ pub struct SnowflakeWarehouse {
 }
 
 /// Maps a client error to the port's: SQL errors and refusals are permanent (a retry runs the same
-/// SQL on the same files), the rest may pass.
+/// SQL on the same files) unless Snowflake names a passing condition (a timeout, a lock wait);
+/// the rest may pass.
 fn warehouse_error(object: &ObjectName, error: SnowflakeError) -> WarehouseError {
     let object = object.to_string();
-    if error.is_transient() {
-        return WarehouseError::Service(format!("table {object}: {error}"));
-    }
     match error {
+        SnowflakeError::Sql { .. } if error.is_transient() => {
+            WarehouseError::Service(format!("table {object}: {error}"))
+        }
         SnowflakeError::Sql { ref sql_state, .. } if sql_state.starts_with("22") => {
             WarehouseError::BadFile {
                 object,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::records::{read_json, read_manifests, record_formula_refresh, to_json};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{MergeMessage, Mode, RunId, RunLayout, Window};
-use crate::ports::{BlobStore, MergeBatch, MergeReport, TableSchema, Warehouse, WarehouseError};
+use crate::ports::{BlobStore, MergeBatch, MergeReport, TableSchema, Warehouse};
 
 pub struct MergeDeps<'a, B: ?Sized, W: ?Sized> {
     pub blobs: &'a B,
@@ -92,22 +92,20 @@ where
             .await;
         match merged {
             Ok(report) => report,
-            // The request has an outcome and it is a failure: the next delivery sends a new
-            // request (one that failed might be answered with that failure again).
-            Err(
-                error @ (WarehouseError::BadFile { .. }
-                | WarehouseError::Schema { .. }
-                | WarehouseError::Rejected { .. }),
-            ) => {
-                deps.blobs
-                    .delete(&layout.merge_request())
-                    .await
-                    .at(Stage::Merge, object)?;
-                return Err(StageError::new(Stage::Merge, object, error));
+            Err(error) => {
+                let error = StageError::new(Stage::Merge, object, error);
+                // A failure no retry can fix is the request's outcome: forget the request, so a
+                // redrive sends a new one (one that failed might be answered with that failure
+                // again). Any other failure leaves its fate unknown (a timeout, a lost answer,
+                // still running): the redelivery attaches to the same request.
+                if !error.is_retryable() {
+                    deps.blobs
+                        .delete(&layout.merge_request())
+                        .await
+                        .at(Stage::Merge, object)?;
+                }
+                return Err(error);
             }
-            // Its fate unknown (a timeout, a lost answer, still running): keep the request, so
-            // the redelivery attaches to it.
-            Err(error) => return Err(StageError::new(Stage::Merge, object, error)),
         }
     };
     let record = MergedRecord {

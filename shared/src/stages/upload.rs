@@ -295,7 +295,8 @@ where
 {
     let object = &message.object;
     let hasher = Arc::new(Mutex::new(Sha256::new()));
-    let probe = Arc::new(Mutex::new(Some(HeaderProbe::new())));
+    // Only a header that came from Salesforce is read back; a REST part's is written here.
+    let probe = Arc::new(Mutex::new(check_header.map(|_| HeaderProbe::new())));
     let hashing = {
         let (hasher, probe) = (hasher.clone(), probe.clone());
         body.inspect_ok(move |chunk| {
