@@ -4,11 +4,20 @@ on fakesnow (Snowflake SQL on DuckDB), reading stages from S3 on moto.
 sfpipe's Snowflake client and the exact SQL it sends are tested against it. Where fakesnow lacks a
 Snowflake feature the product relies on, the harness fills in, and never the product:
 
-- `BEGIN`/`COMMIT`/`ROLLBACK` follow Snowflake's session rules: a request is a session, a failed
-  statement ends the request, a transaction still open when the request ends is rolled back, and
-  DDL commits an open transaction. Outside a transaction every statement is atomic on its own.
+- `BEGIN`/`COMMIT`/`ROLLBACK` follow Snowflake's session rules: a failed statement ends the
+  request, DDL commits an open transaction, and outside a transaction every statement is atomic on
+  its own. A transaction a request leaves open (a statement failed before its COMMIT) is not rolled
+  back when the request ends: it stays open, detached, its changes unseen and its tables locked
+  until it is aborted (Snowflake aborts a detached transaction after up to 4 hours, or on
+  SYSTEM$ABORT_TRANSACTION; here never), so a later write to those tables fails with a lock
+  timeout (000625). Only an explicit ROLLBACK releases it at once.
   (fakesnow cannot run a writing DuckDB transaction, so a transaction is a snapshot of the
   schema's tables, put back on rollback.)
+- Snowflake Scripting anonymous blocks, `EXECUTE IMMEDIATE $$ [DECLARE ...] BEGIN ... [EXCEPTION
+  WHEN OTHER THEN ...] END; $$`, as far as sfpipe uses them: scalar and RESULTSET variables,
+  `:name` binds, `x := SQLROWCOUNT` (NULL once a statement other than DML ran after the last DML,
+  as under the 2025_01 behaviour bundle), `x := (query)`, `RETURN TABLE(x)`, `ROLLBACK` and
+  `RAISE` in the handler. Anything else in a block is refused.
 - `VARCHAR(n)` lengths are enforced after each write, with Snowflake's error 100074 ("String ... is
   too long and would be truncated"); DuckDB itself ignores the length. `NUMBER(p,s)` precision is
   enforced by DuckDB's DECIMAL (scale rounds, as in Snowflake).
@@ -58,6 +67,12 @@ from snowflake.connector.util_text import split_statements
 SET_PARAMETERS = re.compile(r"^\s*ALTER\s+(SESSION|ACCOUNT)\s+SET\s+(.*)$", re.I | re.S)
 DDL = re.compile(r"^\s*(CREATE|ALTER|DROP|TRUNCATE)\b", re.I)
 WRITE = re.compile(r"^\s*(MERGE|INSERT|UPDATE|DELETE)\b", re.I)
+BLOCK = re.compile(r"^\s*EXECUTE\s+IMMEDIATE\s+\$\$(.*)\$\$\s*$", re.I | re.S)
+BLOCK_PARTS = re.compile(
+    r"^\s*(?:DECLARE\b(?P<declare>.*?))?\bBEGIN\b(?!\s+TRANSACTION)(?P<body>.*?)"
+    r"(?:\bEXCEPTION\b(?P<handler>.*?))?\bEND\s*;?\s*$",
+    re.I | re.S,
+)
 TRANSACTION = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|ROLLBACK)(\s+(TRANSACTION|WORK))?\s*$", re.I)
 
 
@@ -102,6 +117,7 @@ class Harness:
         self.executions: dict[str, int] = {}  # requestId -> times executed
         self.log: list[dict] = []
         self.faults: list[dict] = []
+        self.locks: dict[str, str] = {}  # table -> the request whose detached transaction holds it
 
     # -- authentication -------------------------------------------------------------------------
     def authorized(self, headers) -> bool:
@@ -180,31 +196,15 @@ class Harness:
                     SqlError("002043", "02000", f"{kind} '{value}' does not exist or not authorized."),
                 )
         conn = self.snow.connect(database=body.get("database"), schema=body.get("schema"))
-        session = {"snapshot": None, "formats": dict(self.account_formats)}
+        session = {"snapshot": None, "formats": dict(self.account_formats), "written": set(), "id": request_id}
         try:
             handles = []
             for statement in statements:
                 child = str(uuid.uuid4()) if len(statements) > 1 else handle
-                entry = {"request_id": request_id, "sql": statement.rstrip(";").strip()}
-                self.log.append(entry)
                 try:
-                    fault = self.take_fault("sql_error", statement)
-                    if fault:
-                        raise SqlError(
-                            fault.get("code", "100000"),
-                            fault.get("sql_state", "22000"),
-                            fault.get("message", "injected SQL error"),
-                            fault.get("http", 422),
-                        )
-                    columns, rows = self.run_one(conn, session, statement.rstrip(";").strip())
+                    columns, rows = self.run_logged(conn, session, statement)
                 except SqlError as e:
-                    entry["error"] = e.message
                     return e.http, self.error(handle, e)
-                except Exception as e:  # fakesnow and DuckDB errors
-                    code = getattr(e, "errno", None) or 100000
-                    state = getattr(e, "sqlstate", None) or "22000"
-                    entry["error"] = str(e)
-                    return 422, self.error(handle, SqlError(str(code).zfill(6), state, str(e)))
                 self.results[child] = self.result(child, columns, rows)
                 self.status[child] = 200
                 self.pending[child] = 0
@@ -216,11 +216,136 @@ class Harness:
                 "statementHandles": handles,
             }
         finally:
-            # The request's session ends: a transaction it left open is rolled back.
             if session["snapshot"] is not None:
+                # The request ends with its transaction open: it stays open, detached. Its changes
+                # are not seen, and the tables it wrote stay locked until it is aborted.
                 self.restore(conn, session["snapshot"])
-                self.log.append({"request_id": request_id, "sql": "-- session ended: open transaction rolled back"})
+                for table in session["written"]:
+                    self.locks[table] = request_id
+                self.log.append(
+                    {
+                        "request_id": request_id,
+                        "sql": "-- request ended with its transaction open: detached, holding locks on "
+                        + ", ".join(sorted(session["written"])),
+                    }
+                )
             conn.close()
+
+    def run_logged(self, conn, session: dict, statement: str):
+        """Runs one statement of a request or a block, logged, with the faults injected for it."""
+        statement = statement.rstrip(";").strip()
+        entry = {"request_id": session["id"], "sql": statement}
+        self.log.append(entry)
+        try:
+            block = BLOCK.match(statement)
+            if block:
+                # Faults match the block's own statements, not the block.
+                return self.run_block(conn, session, block.group(1))
+            fault = self.take_fault("sql_error", statement)
+            if fault:
+                raise SqlError(
+                    fault.get("code", "100000"),
+                    fault.get("sql_state", "22000"),
+                    fault.get("message", "injected SQL error"),
+                    fault.get("http", 422),
+                )
+            return self.run_one(conn, session, statement)
+        except SqlError as e:
+            entry.setdefault("error", e.message)
+            raise
+        except Exception as e:  # fakesnow and DuckDB errors
+            code = getattr(e, "errno", None) or 100000
+            state = getattr(e, "sqlstate", None) or "22000"
+            entry["error"] = str(e)
+            raise SqlError(str(code).zfill(6), state, str(e)) from e
+
+    # -- Snowflake Scripting ---------------------------------------------------------------------
+    def run_block(self, conn, session: dict, text: str):
+        parts = BLOCK_PARTS.match(text)
+        if not parts:
+            raise SqlError("001003", "42000", "SQL compilation error: the harness reads no such block")
+        variables: dict[str, object] = {}
+        for declaration in self.split(parts.group("declare") or ""):
+            name, _, rest = declaration.partition(" ")
+            default = re.search(r"\bDEFAULT\s+(.+)$", rest, re.I | re.S)
+            variables[name.upper()] = self.constant(default.group(1)) if default else None
+        state = {"rowcount": None}
+        try:
+            return self.run_block_body(conn, session, variables, state, parts.group("body"))
+        except SqlError as error:
+            handler = parts.group("handler")
+            if handler is None:
+                raise
+            when = re.match(r"^\s*WHEN\s+OTHER\s+THEN\b(.*)$", handler, re.I | re.S)
+            if not when:
+                raise SqlError("001003", "42000", "SQL compilation error: the harness reads WHEN OTHER only")
+            for statement in self.split(when.group(1)):
+                if statement.upper() == "RAISE":
+                    raise error
+                self.run_logged(conn, session, statement)
+            return ["anonymous block"], [[None]]
+
+    def run_block_body(self, conn, session, variables, state, body: str):
+        for statement in self.split(body):
+            returned = re.match(r"^RETURN\s+TABLE\s*\(\s*(\w+)\s*\)$", statement, re.I)
+            if returned:
+                columns, rows = variables[returned.group(1).upper()]
+                return columns, rows
+            assigned = re.match(r"^(?:LET\s+)?(\w+)(?:\s+\w+)?\s*:=\s*(.+)$", statement, re.I | re.S)
+            if assigned:
+                name, value = assigned.group(1).upper(), assigned.group(2).strip()
+                if name not in variables and not statement.upper().startswith("LET"):
+                    raise SqlError("000904", "42000", f"SQL compilation error: invalid identifier '{name}'")
+                if value.upper() == "SQLROWCOUNT":
+                    variables[name] = state["rowcount"]
+                elif value.startswith("(") and value.endswith(")"):
+                    variables[name] = self.run_logged(conn, session, self.bind(value[1:-1], variables))
+                    state["rowcount"] = None
+                else:
+                    variables[name] = self.constant(value)
+                continue
+            if re.match(r"^(RETURN|RAISE|IF|FOR|WHILE|LOOP|CASE|DECLARE|LET)\b", statement, re.I):
+                raise SqlError("001003", "42000", f"SQL compilation error: the harness does not run {statement[:40]!r} in a block")
+            columns, rows = self.run_logged(conn, session, self.bind(statement, variables))
+            # Snowflake sets SQLROWCOUNT after DML; any other statement makes it NULL (2025_01).
+            if WRITE.match(statement):
+                counts = [i for i, c in enumerate(columns) if str(c).lower().startswith("number of rows")]
+                state["rowcount"] = sum(int(rows[0][i] or 0) for i in counts) if rows else 0
+            else:
+                state["rowcount"] = None
+        return ["anonymous block"], [[None]]
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return [s.rstrip(";").strip() for s, _ in split_statements(io.StringIO(text), remove_comments=True) if s.strip().rstrip(";").strip()]
+
+    @staticmethod
+    def constant(text: str):
+        text = text.strip()
+        if re.fullmatch(r"-?\d+", text):
+            return int(text)
+        if text.upper() == "NULL":
+            return None
+        if text.startswith("'") and text.endswith("'"):
+            return text[1:-1].replace("''", "'")
+        raise SqlError("001003", "42000", f"SQL compilation error: the harness reads no such value {text!r}")
+
+    @staticmethod
+    def bind(statement: str, variables: dict) -> str:
+        def value(match):
+            name = match.group(1).upper()
+            if name not in variables:
+                return match.group(0)
+            v = variables[name]
+            if v is None:
+                return "NULL"
+            if isinstance(v, int):
+                return str(v)
+            if isinstance(v, str):
+                return "'" + v.replace("'", "''") + "'"
+            raise SqlError("002016", "22000", f"SQL compilation error: {name} is a RESULTSET, not a value")
+
+        return re.sub(r"(?<![:\w]):(\w+)", value, statement)
 
     def run_one(self, conn, session: dict, statement: str):
         parameters = SET_PARAMETERS.match(statement)
@@ -247,16 +372,30 @@ class Harness:
             elif word == "ROLLBACK" and session["snapshot"] is not None:
                 self.restore(conn, session["snapshot"])
                 session["snapshot"] = None
+            if word in ("COMMIT", "ROLLBACK"):
+                session["written"] = set()
             return ["status"], [["Statement executed successfully."]]
         if DDL.match(statement) and session["snapshot"] is not None:
             # DDL commits the open transaction first, in Snowflake.
             self.drop(conn, session["snapshot"])
             session["snapshot"] = None
-        # Outside a transaction, a statement is atomic on its own (autocommit).
         own = None
-        if session["snapshot"] is None and WRITE.match(statement):
+        if WRITE.match(statement):
             target = self.target_table(statement)
-            own = self.snapshot(conn, [target] if target else [])
+            holder = self.locks.get(target) if target else None
+            if holder is not None and holder != session["id"]:
+                raise SqlError(
+                    "000625",
+                    "57014",
+                    f"Statement '{uuid.uuid4()}' has locked table {target} in transaction of request "
+                    f"{holder} and this lock has not yet been released. Your statement was aborted "
+                    "because the lock wait timed out.",
+                )
+            if session["snapshot"] is not None and target:
+                session["written"].add(target)
+            elif session["snapshot"] is None:
+                # Outside a transaction, a statement is atomic on its own (autocommit).
+                own = self.snapshot(conn, [target] if target else [])
         try:
             if re.match(r"^\s*COPY\s+INTO\b", statement, re.I) and "METADATA$FILENAME" in statement.upper():
                 result = self.copy_with_filenames(conn, statement)

@@ -70,23 +70,38 @@ async fn snowflake_warehouse_removes_deleted_rows_when_asked() {
     .await;
 }
 
-/// What the merge sends: the load table before the transaction, then COPY, the header check, MERGE,
-/// the watermark and the summary inside it, and no DDL (which would commit early) in between.
+/// What the merge sends: the load table before the transaction, then one Snowflake Scripting
+/// block with COPY, the header check, MERGE, the watermark and the summary inside its
+/// transaction, no DDL (which would commit early) in between, and a handler that rolls back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_is_one_transaction_of_copy_merge_and_watermark() {
     let setup = setup(HarnessOptions::default()).await;
     let w = under_test(&setup);
     warehouse::first_load_creates_the_table(&w).await;
     let statements = setup.harness.statements().await;
-    let begin = statements.iter().position(|s| s == "BEGIN").expect("BEGIN");
+    let block = statements
+        .iter()
+        .position(|s| s.starts_with("EXECUTE IMMEDIATE $$"))
+        .expect("the block");
+    assert!(
+        statements[block].contains("EXCEPTION\n  WHEN OTHER THEN\n    ROLLBACK;\n    RAISE;"),
+        "{}",
+        statements[block]
+    );
+    assert!(
+        statements[block - 1].starts_with("CREATE OR REPLACE TEMPORARY TABLE \"_SFPIPE_LOAD\""),
+        "{statements:#?}"
+    );
+    // The harness logs what the block ran, statement by statement.
+    let begin = block + 1;
+    assert_eq!(statements[begin], "BEGIN TRANSACTION");
     let commit = statements
         .iter()
         .position(|s| s == "COMMIT")
         .expect("COMMIT");
-    let inside: Vec<&str> = statements[begin + 1..commit]
+    let inside: Vec<String> = statements[begin + 1..commit]
         .iter()
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .map(|s| Box::leak(s.into_boxed_str()) as &str)
         .collect();
     assert_eq!(
         inside,
@@ -96,12 +111,8 @@ async fn a_merge_is_one_transaction_of_copy_merge_and_watermark() {
             "DELETE FROM \"_SFPIPE_LOAD\"",
             "MERGE INTO \"WHFIRST__C\"",
             "MERGE INTO \"_SFPIPE_STATE\"",
-            "SELECT COUNT(*) AS"
+            "SELECT COUNT(*) AS",
         ]
-    );
-    assert!(
-        statements[begin - 1].starts_with("CREATE OR REPLACE TEMPORARY TABLE \"_SFPIPE_LOAD\""),
-        "{statements:#?}"
     );
 }
 
@@ -241,10 +252,11 @@ async fn multi_partition_results_are_read_whole() {
 }
 
 /// A statement that fails inside the merge's transaction (here the watermark's MERGE, after the
-/// target's) ends the request, and Snowflake rolls the open transaction back when the session
-/// ends: the table keeps nothing of the failed run.
+/// target's): the merge's own exception handler rolls the transaction back at once. Snowflake
+/// would otherwise keep it open, detached, its tables locked until it is aborted (up to 4 hours),
+/// and every later merge of the object would fail on the lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_statement_failing_inside_the_transaction_publishes_nothing() {
+async fn a_statement_failing_inside_the_transaction_is_rolled_back_at_once() {
     let setup = setup(HarnessOptions::default()).await;
     let w = under_test(&setup);
     setup
@@ -255,20 +267,33 @@ async fn a_statement_failing_inside_the_transaction_publishes_nothing() {
         ]))
         .await;
     let failed = warehouse::try_merge_first_rows(&w, "WhHalf__c", "r1").await;
-    assert!(failed.is_err(), "{failed:?}");
+    match &failed {
+        Err(sfpipe_shared::ports::WarehouseError::Rejected { detail, .. }) => assert!(
+            detail.contains("injected failure after the target's MERGE"),
+            "the handler re-raises the error it caught: {detail}"
+        ),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         warehouse::table_rows(&w, "WhHalf__c").await,
         Vec::<Vec<Option<String>>>::new(),
         "the target's MERGE was published though its transaction failed"
     );
     let statements = setup.harness.statements().await;
+    let failed_at = statements
+        .iter()
+        .position(|s| s.starts_with("MERGE INTO \"_SFPIPE_STATE\""))
+        .expect("the failed statement");
+    assert_eq!(
+        statements.get(failed_at + 1).map(String::as_str),
+        Some("ROLLBACK"),
+        "no explicit ROLLBACK after the failure: {statements:#?}"
+    );
     assert!(
-        statements
-            .iter()
-            .any(|s| s.contains("open transaction rolled back")),
+        !statements.iter().any(|s| s.contains("detached")),
         "{statements:#?}"
     );
-    // Redelivered, the run merges whole.
+    // Redelivered, the run merges whole: nothing holds the table.
     let report = warehouse::try_merge_first_rows(&w, "WhHalf__c", "r1")
         .await
         .expect("the retry");

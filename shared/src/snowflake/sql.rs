@@ -213,19 +213,45 @@ pub fn ensure_table_statements(
     Ok(statements)
 }
 
-/// The merge of one run as statements, and where their results are.
+/// The merge of one run: the set-up its session needs, then one Snowflake Scripting block that runs
+/// the transaction and rolls it back itself when any statement in it fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergePlan {
-    pub statements: Vec<String>,
-    /// The index of the MERGE into the target (its result counts inserted and updated rows).
-    pub merge_index: usize,
-    /// The index of the SELECT of rows read and the newest cursor value (epoch milliseconds).
-    pub summary_index: usize,
+    /// Outside the transaction: the session's input formats and the load table (DDL, which would
+    /// commit an open transaction).
+    pub setup: Vec<String>,
+    /// The block's statements between BEGIN TRANSACTION and COMMIT.
+    pub transaction: Vec<String>,
 }
 
+/// The columns of the block's one result row.
+pub const ROWS_READ: &str = "ROWS_READ";
+pub const ROWS_CHANGED: &str = "ROWS_CHANGED";
+pub const NEWEST_MS: &str = "NEWEST_MS";
+
 impl MergePlan {
-    pub fn sql(&self) -> String {
-        self.statements.join(";\n")
+    /// Every statement of the request; the block is the last, and its result is the merge's.
+    pub fn statements(&self) -> Vec<String> {
+        let mut statements = self.setup.clone();
+        statements.push(self.block());
+        statements
+    }
+
+    /// Snowflake keeps a transaction open after a statement in it fails, and a request that ends
+    /// so leaves it detached, holding its locks for hours: the handler rolls it back at once and
+    /// raises the error it caught. `$$` cannot occur inside: every name and file key is made of
+    /// validated identifiers.
+    pub fn block(&self) -> String {
+        let body: String = self
+            .transaction
+            .iter()
+            .map(|s| format!("  {s};\n"))
+            .collect();
+        format!(
+            "EXECUTE IMMEDIATE $$\nDECLARE\n  rows_changed INTEGER DEFAULT 0;\n  summary RESULTSET;\n\
+             BEGIN\n  BEGIN TRANSACTION;\n{body}  COMMIT;\n  RETURN TABLE(summary);\n\
+             EXCEPTION\n  WHEN OTHER THEN\n    ROLLBACK;\n    RAISE;\nEND;\n$$"
+        )
     }
 }
 
@@ -247,7 +273,7 @@ pub fn merge_plan(
 
     // The casts read Salesforce's ISO values with AUTO formats; an account or user may have set
     // others, so this request's session sets what it needs.
-    let mut statements = vec![SESSION_FORMATS.to_string()];
+    let mut setup = vec![SESSION_FORMATS.to_string()];
     // DDL commits any open transaction in Snowflake, so the load table is made before BEGIN. It
     // lives as long as the request's session. Every value is loaded as text and typed in the
     // MERGE, where a bad value fails the whole transaction.
@@ -262,11 +288,11 @@ pub fn merge_plan(
         .map(|n| format!("{n} VARCHAR"))
         .chain(std::iter::once(format!("{row} NUMBER")))
         .collect();
-    statements.push(format!(
+    setup.push(format!(
         "CREATE OR REPLACE TEMPORARY TABLE {load} ({})",
         load_columns.join(", ")
     ));
-    statements.push("BEGIN".into());
+    let mut statements = Vec::new();
     let positions: Vec<String> = (1..=names.len() + 1).map(|i| format!("${i}")).collect();
     for files in batch.files.chunks(FILES_PER_COPY) {
         let files: Vec<String> = files.iter().map(|f| literal(f)).collect();
@@ -415,12 +441,13 @@ pub fn merge_plan(
             values.join(", ")
         )
     };
-    let merge_index = statements.len();
     statements.push(format!(
         "MERGE INTO {table} AS t USING ({source}) AS s ON t.{id} = s.{id} \
          {remove}WHEN MATCHED AND ({condition}) THEN UPDATE SET {}{insert}",
         updates.join(", "),
     ));
+    // Read at once: any statement after the last DML makes SQLROWCOUNT NULL.
+    statements.push("rows_changed := SQLROWCOUNT".into());
     let newest = if has_cursor {
         format!("MAX(CAST(NULLIF({cursor}, '') AS TIMESTAMP_TZ))")
     } else {
@@ -439,15 +466,13 @@ pub fn merge_plan(
              WHEN NOT MATCHED AND s.\"WATERMARK\" IS NOT NULL THEN INSERT (\"OBJECT_NAME\", \"WATERMARK\", \"RUN_ID\", \"UPDATED_AT\") VALUES (s.\"OBJECT_NAME\", s.\"WATERMARK\", {run}, {now})"
         ));
     }
-    let summary_index = statements.len();
     statements.push(format!(
-        "SELECT COUNT(*) AS \"ROWS_READ\", DATE_PART(EPOCH_MILLISECOND, {newest}) AS \"NEWEST_MS\" FROM {load}"
+        "summary := (SELECT COUNT(*) AS \"{ROWS_READ}\", :rows_changed AS \"{ROWS_CHANGED}\", \
+         DATE_PART(EPOCH_MILLISECOND, {newest}) AS \"{NEWEST_MS}\" FROM {load})"
     ));
-    statements.push("COMMIT".into());
     MergePlan {
-        statements,
-        merge_index,
-        summary_index,
+        setup,
+        transaction: statements,
     }
 }
 
@@ -613,41 +638,68 @@ mod tests {
             Utc::now(),
             DeletedRows::Flag,
         );
-        assert!(!plan.statements[plan.merge_index].contains("THEN DELETE"));
+        let merge_of = |plan: &MergePlan| {
+            plan.transaction
+                .iter()
+                .position(|s| s.starts_with("MERGE INTO \"INVOICE__C\""))
+                .expect("the target's MERGE")
+        };
+        let merge_index = merge_of(&plan);
+        assert!(!plan.transaction[merge_index].contains("THEN DELETE"));
         let removing = merge_plan(&batch, "S", Utc::now(), DeletedRows::Remove);
-        assert!(removing.statements[removing.merge_index].contains(
+        assert!(removing.transaction[merge_of(&removing)].contains(
             "WHEN MATCHED AND s.\"ISDELETED\" = TRUE AND (t.\"SYSTEMMODSTAMP\" IS NULL OR s.\"SYSTEMMODSTAMP\" >= t.\"SYSTEMMODSTAMP\") THEN DELETE"
         ));
-        let s = &plan.statements[1..];
-        assert_eq!(plan.statements[0], SESSION_FORMATS);
-        assert!(s[0].starts_with("CREATE OR REPLACE TEMPORARY TABLE"));
-        assert_eq!(s[1], "BEGIN");
-        assert_eq!(s.last().map(String::as_str), Some("COMMIT"));
-        // Nothing between BEGIN and COMMIT is DDL, which would commit early.
-        for statement in &s[2..s.len() - 1] {
+        assert_eq!(plan.setup.len(), 2);
+        assert_eq!(plan.setup[0], SESSION_FORMATS);
+        assert!(plan.setup[1].starts_with("CREATE OR REPLACE TEMPORARY TABLE"));
+        // Nothing inside the transaction is DDL, which would commit early.
+        for statement in &plan.transaction {
             assert!(
                 !statement.starts_with("CREATE") && !statement.starts_with("ALTER"),
                 "{statement}"
             );
         }
-        assert!(s[2].contains("METADATA$FILE_ROW_NUMBER FROM @SFPIPE.RAW.SFPIPE_STAGE"));
-        assert!(s[2].contains("FILES = ('runs/Invoice__c/r-1/part-00001.csv.gz')"));
+        let s = &plan.transaction;
+        assert!(s[0].contains("METADATA$FILE_ROW_NUMBER FROM @SFPIPE.RAW.SFPIPE_STAGE"));
+        assert!(s[0].contains("FILES = ('runs/Invoice__c/r-1/part-00001.csv.gz')"));
         // Each file's header row is loaded, checked against the run's columns, then dropped.
-        assert!(s[2].contains("SKIP_HEADER = 0"));
-        assert!(s[3].contains("UPPER(\"AMOUNT__C\") IS NOT DISTINCT FROM 'AMOUNT__C'"));
-        assert!(s[3].contains("\"_SFPIPE_EXTRA\" IS NULL"));
+        assert!(s[0].contains("SKIP_HEADER = 0"));
+        assert!(s[1].contains("UPPER(\"AMOUNT__C\") IS NOT DISTINCT FROM 'AMOUNT__C'"));
+        assert!(s[1].contains("\"_SFPIPE_EXTRA\" IS NULL"));
         assert_eq!(
-            s[4],
+            s[2],
             "DELETE FROM \"_SFPIPE_LOAD\" WHERE \"_SFPIPE_ROW\" = 1"
         );
-        let merge = &plan.statements[plan.merge_index];
+        let merge = &s[merge_index];
         assert!(merge.contains("PARTITION BY \"ID\" ORDER BY \"SYSTEMMODSTAMP\" DESC"));
         assert!(merge.contains("CAST(NULLIF(\"AMOUNT__C\", '') AS NUMBER(38,2))"));
         assert!(merge.contains("s.\"SYSTEMMODSTAMP\" > t.\"SYSTEMMODSTAMP\""));
+        // The count is read before any other statement could clear it.
+        assert_eq!(s[merge_index + 1], "rows_changed := SQLROWCOUNT");
+        assert!(s[merge_index + 2].contains("s.\"WATERMARK\" > t.\"WATERMARK\""));
         assert!(
-            plan.statements[plan.merge_index + 1].contains("s.\"WATERMARK\" > t.\"WATERMARK\"")
+            s.last()
+                .is_some_and(|s| s.starts_with("summary := (SELECT COUNT(*)"))
         );
-        assert!(plan.statements[plan.summary_index].starts_with("SELECT COUNT(*)"));
+        // The block: the transaction, and a handler that rolls it back and raises the error.
+        let statements = plan.statements();
+        assert_eq!(statements.len(), 3);
+        let block = &statements[2];
+        assert!(
+            block.starts_with("EXECUTE IMMEDIATE $$\nDECLARE"),
+            "{block}"
+        );
+        assert!(
+            block.contains("BEGIN\n  BEGIN TRANSACTION;\n  COPY INTO"),
+            "{block}"
+        );
+        assert!(
+            block.ends_with(
+                "  COMMIT;\n  RETURN TABLE(summary);\nEXCEPTION\n  WHEN OTHER THEN\n    ROLLBACK;\n    RAISE;\nEND;\n$$"
+            ),
+            "{block}"
+        );
     }
 
     #[test]
@@ -662,7 +714,7 @@ mod tests {
         };
         let plan = merge_plan(&batch, "S", Utc::now(), DeletedRows::Flag);
         let copies = plan
-            .statements
+            .transaction
             .iter()
             .filter(|s| s.starts_with("COPY INTO"))
             .count();

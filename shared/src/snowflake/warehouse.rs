@@ -155,36 +155,28 @@ impl Warehouse for SnowflakeWarehouse {
         batch.schema.validate()?;
         let object = &batch.schema.object;
         let plan = sql::merge_plan(batch, &self.stage, Utc::now(), self.deleted);
+        let statements = plan.statements();
         let results = self
             .client
             .execute_request(
-                &plan.statements.join(";\n"),
-                plan.statements.len(),
+                &statements.join(";\n"),
+                statements.len(),
                 batch.request_id.as_deref(),
             )
             .await
             .map_err(|e| warehouse_error(object, e))?;
-        let missing = || {
+        // The block's result: one row of rows read, rows changed and the newest cursor value.
+        let summary = results.get(statements.len() - 1).ok_or_else(|| {
             WarehouseError::Service(format!(
                 "table {object}: Snowflake returned {} results for {} statements",
                 results.len(),
-                plan.statements.len()
+                statements.len()
             ))
-        };
-        let merged = results.get(plan.merge_index).ok_or_else(missing)?;
-        let summary = results.get(plan.summary_index).ok_or_else(missing)?;
-        // MERGE answers one row: "number of rows inserted", "number of rows updated", ...
-        let rows_changed = merged
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, name)| name.to_ascii_lowercase().starts_with("number of rows"))
-            .map(|(i, _)| count(merged.rows.first().and_then(|r| r.get(i)?.as_deref())))
-            .sum();
+        })?;
         Ok(MergeReport {
-            rows_read: count(summary.first("ROWS_READ")),
-            rows_changed,
-            max_modstamp: epoch_millis(object, summary.first("NEWEST_MS"))?,
+            rows_read: count(summary.first(sql::ROWS_READ)),
+            rows_changed: count(summary.first(sql::ROWS_CHANGED)),
+            max_modstamp: epoch_millis(object, summary.first(sql::NEWEST_MS))?,
         })
     }
 
