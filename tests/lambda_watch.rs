@@ -642,4 +642,50 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
         "a run failed to merge: {counts_context}"
     );
     drop(watches);
+
+    // A merge that fails for good forgets its warehouse request (no run above did): its role may
+    // delete that record, and no other object of the run.
+    let keys: Vec<String> = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix(format!("{PREFIX}/runs/"))
+        .send()
+        .await
+        .expect("list")
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect();
+    let request = keys
+        .iter()
+        .find(|k| k.ends_with("/_merge-request.json"))
+        .unwrap_or_else(|| panic!("no merge request recorded: {keys:#?}"));
+    let part = keys
+        .iter()
+        .find(|k| k.ends_with(".csv.gz"))
+        .unwrap_or_else(|| panic!("no part: {keys:#?}"));
+    let merge_config = moto.sdk_config_as(&role("merge")).await;
+    let merge_s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&merge_config)
+            .force_path_style(true)
+            .build(),
+    );
+    merge_s3
+        .delete_object()
+        .bucket(BUCKET)
+        .key(request)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the merge role may not forget its request: {e:?}"));
+    let refused = merge_s3
+        .delete_object()
+        .bucket(BUCKET)
+        .key(part)
+        .send()
+        .await
+        .expect_err("the merge role deleted a part");
+    assert_eq!(
+        refused.into_service_error().meta().code(),
+        Some("AccessDenied")
+    );
 }
