@@ -442,14 +442,16 @@ async fn sfpipe_run_loads_an_org_given_only_its_url_and_credentials() {
         ca_cert: None,
         formula_refresh: Default::default(),
     };
-    let summary = sfpipe_cli::run::run(&options).await.unwrap();
+    let outcome = sfpipe_cli::run::run(&options).await.unwrap();
+    let summary = &outcome.summary;
     assert!(
         summary.contains("Invoice__c")
             && summary.contains("Account ")
             && summary.contains("120 rows"),
         "{summary}"
     );
-    assert!(!summary.contains("dead letter"), "{summary}");
+    assert!(outcome.failures.is_empty(), "{summary}");
+    assert!(!summary.contains("FAILED"), "{summary}");
     let org = sim.with_org(|org| org.clone());
     for check in sfpipe_cli::verify::compare_objects(
         &org,
@@ -460,6 +462,136 @@ async fn sfpipe_run_loads_an_org_given_only_its_url_and_credentials() {
     {
         assert!(check.is_exact(), "{check:#?}");
     }
+}
+
+/// An object the org does not have stops that object, not the run: the others merge, the summary
+/// names it with its reason, `sfpipe run` would exit non-zero, and `sfpipe status` shows each run
+/// with its stage, job and receipt, and the dead letter with its reason.
+#[tokio::test]
+async fn a_run_with_an_object_that_failed_says_which_and_why_and_status_shows_it() {
+    let sim = sfpipe_tests::simulator(SimConfig {
+        rows: 50,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("salesforce.json");
+    let config = sim.config().clone();
+    std::fs::write(
+        &credentials,
+        serde_json::json!({"flow": "client_credentials", "client_id": config.client_id, "client_secret": config.client_secret}).to_string(),
+    )
+    .unwrap();
+    let options = sfpipe_cli::run::RunOptions {
+        login_url: sim.url().to_string(),
+        credentials,
+        objects: "Account,NoSuch__c".into(),
+        dir: dir.path().join("out"),
+        full: false,
+        ca_cert: None,
+        formula_refresh: "off".parse().unwrap(),
+    };
+    let outcome = sfpipe_cli::run::run(&options).await.unwrap();
+    assert_eq!(
+        outcome
+            .failures
+            .iter()
+            .map(|f| f.object.as_str())
+            .collect::<Vec<_>>(),
+        ["NoSuch__c"],
+        "{}",
+        outcome.summary
+    );
+    assert!(
+        outcome.failures[0].reason.contains("NoSuch__c")
+            && outcome
+                .summary
+                .contains("FAILED NoSuch__c: dead-lettered in extract"),
+        "{}",
+        outcome.summary
+    );
+
+    let status = sfpipe_cli::status::status(&sfpipe_cli::status::StatusOptions {
+        dir: Some(dir.path().join("out")),
+        bucket: None,
+        prefix: "sfpipe".into(),
+        dlq_urls: Vec::new(),
+        snowflake_credentials: None,
+        objects: None,
+        last: 5,
+        json: false,
+    })
+    .await
+    .unwrap();
+    let account = status
+        .objects
+        .iter()
+        .find(|o| o.object == "Account")
+        .expect("Account");
+    assert_eq!(account.runs.len(), 1);
+    let run = &account.runs[0];
+    assert_eq!(run.stage, "merged");
+    assert!(
+        run.job_id.as_deref().is_some_and(|j| j.starts_with("750")),
+        "{run:?}"
+    );
+    assert_eq!(run.salesforce_records, Some(50));
+    assert_eq!(run.records_in_parts, 50);
+    assert_eq!(run.rows_read, Some(50));
+    assert_eq!(run.rows_changed, Some(50));
+    assert_eq!(run.problem, None);
+    assert!(account.watermark.is_some(), "{account:?}");
+    assert!(account.dead_letters.is_empty());
+    let missing = status
+        .objects
+        .iter()
+        .find(|o| o.object == "NoSuch__c")
+        .expect("the failed object");
+    assert_eq!(missing.dead_letters.len(), 1, "{missing:?}");
+    assert!(
+        missing.dead_letters[0].queue.starts_with("extract")
+            && missing.dead_letters[0].reason.contains("NoSuch__c"),
+        "{missing:?}"
+    );
+    assert_eq!(status.failures(), 1);
+    let table = status.render();
+    assert!(
+        table.contains("dead letter in extract") && table.contains("merged"),
+        "{table}"
+    );
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["objects"][0]["runs"][0]["stage"], "merged", "{json}");
+
+    // A receipt whose counts disagree is a failure: here Salesforce's count is made one more
+    // than the parts hold, as when a page is lost.
+    let merged = dir.path().join(format!(
+        "out/blobs/runs/Account/{}/_merged.json",
+        run.run_id
+    ));
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
+    record["salesforce_records"] = serde_json::json!(51);
+    std::fs::write(&merged, serde_json::to_vec(&record).unwrap()).unwrap();
+    let status = sfpipe_cli::status::status(&sfpipe_cli::status::StatusOptions {
+        dir: Some(dir.path().join("out")),
+        bucket: None,
+        prefix: "sfpipe".into(),
+        dlq_urls: Vec::new(),
+        snowflake_credentials: None,
+        objects: Some("Account".into()),
+        last: 5,
+        json: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.failures(), 1);
+    assert!(
+        status
+            .render()
+            .contains("FAILED: Salesforce reported 51 records but the parts hold 50"),
+        "{}",
+        status.render()
+    );
 }
 
 #[tokio::test]

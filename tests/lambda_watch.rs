@@ -641,6 +641,71 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
         0,
         "a run failed to merge: {counts_context}"
     );
+
+    // `sfpipe status` on the stack: the bucket, the three dead-letter queues and Snowflake.
+    let snowflake_secret = dir.path().join("snowflake.json");
+    std::fs::write(&snowflake_secret, &env["SFPIPE_SNOWFLAKE_CREDENTIALS"]).expect("secret");
+    let dead_letter_queues = ["extract-dlq", "upload-dlq", "merge-dlq"];
+    let mut dead_letters = 0;
+    for queue in dead_letter_queues {
+        dead_letters += queues.depth(queue).await;
+    }
+    let status = sfpipe_cli::status::status_with(
+        &sfpipe_cli::status::StatusOptions {
+            dir: None,
+            bucket: Some(BUCKET.into()),
+            prefix: PREFIX.into(),
+            dlq_urls: dead_letter_queues
+                .iter()
+                .map(|q| queues.urls[*q].clone())
+                .collect(),
+            snowflake_credentials: Some(snowflake_secret),
+            objects: None,
+            last: 20,
+            json: true,
+        },
+        Some(admin.clone()),
+    )
+    .await
+    .expect("status of the stack");
+    let account = status
+        .objects
+        .iter()
+        .find(|o| o.object == "Account")
+        .unwrap_or_else(|| panic!("{}", status.render()));
+    assert!(account.watermark.is_some(), "{}", status.render());
+    let merged: Vec<_> = account
+        .runs
+        .iter()
+        .filter(|r| r.stage == "merged")
+        .collect();
+    assert!(merged.len() >= 2, "{}", status.render());
+    assert!(
+        merged.iter().all(|r| r.problem.is_none()
+            && r.job_id.is_some()
+            && r.rows_read == Some(r.records_in_parts)),
+        "{}",
+        status.render()
+    );
+    // Every dead letter of the samples is shown, with the reason the function gave it.
+    assert!(dead_letters > 0, "the samples were meant to dead-letter");
+    let shown: usize = status
+        .objects
+        .iter()
+        .map(|o| o.dead_letters.len())
+        .sum::<usize>()
+        + status.unattributed.len();
+    assert_eq!(shown as u64, dead_letters, "{}", status.render());
+    assert!(
+        status
+            .objects
+            .iter()
+            .flat_map(|o| &o.dead_letters)
+            .chain(&status.unattributed)
+            .all(|d| !d.reason.is_empty() && d.reason != "(no reason recorded)"),
+        "{}",
+        status.render()
+    );
     drop(watches);
 
     // A merge that fails for good forgets its warehouse request (no run above did): its role may

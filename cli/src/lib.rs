@@ -1,6 +1,9 @@
-//! The `sfpipe` command's library: the demo and the warehouse check, callable from tests.
+//! The `sfpipe` command's library, callable from tests: `demo` (the whole pipeline on one machine),
+//! `run` (one machine against any org), `status` (what the pipeline has done), `bench` and
+//! `verify` (the warehouse compared with the org). Start at `main.rs` for the commands.
 
 pub mod bench;
 pub mod demo;
 pub mod run;
+pub mod status;
 pub mod verify;

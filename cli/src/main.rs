@@ -1,6 +1,8 @@
-//! `sfpipe`: run the whole pipeline on one machine (`demo`), or serve the Salesforce simulator
-//! (`sim`).
+//! `sfpipe`: run the whole pipeline on one machine (`demo`, or `run` against any org), see what
+//! it has done (`status`), measure it (`bench`), or serve the Salesforce simulator (`sim`).
+//! Exits non-zero when an object did not merge (`run`, `demo`) or a run failed (`status`).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -42,6 +44,9 @@ enum Command {
     /// Run the pipeline on this machine against a Salesforce org (real, or `sfpipe sim` elsewhere)
     /// into a SQLite warehouse. Run again to load incrementally.
     Run(sfpipe_cli::run::RunOptions),
+    /// Per object: the last runs (window, stage reached, job, counts, receipt), the watermark,
+    /// open holes and dead letters, from a local directory or a deployed stack.
+    Status(sfpipe_cli::status::StatusOptions),
     /// Measure the stages against the physical limit and simple-salesforce (see bench/README.md).
     Bench(sfpipe_cli::bench::BenchOptions),
     /// One measured process of `sfpipe bench` (internal).
@@ -77,6 +82,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour for a person at a terminal; plain text for a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Demo {
@@ -98,7 +105,33 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(options) => {
             let outcome = sfpipe_cli::run::run(&options).await?;
-            print!("{outcome}");
+            print!("{}", outcome.summary);
+            if !outcome.failures.is_empty() {
+                anyhow::bail!(
+                    "{} of the run's objects did not merge: {}",
+                    outcome.failures.len(),
+                    outcome
+                        .failures
+                        .iter()
+                        .map(|f| f.object.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        Command::Status(options) => {
+            let report = sfpipe_cli::status::status(&options).await?;
+            if options.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if report.failures() > 0 {
+                anyhow::bail!(
+                    "{} failed runs or dead letters; see above",
+                    report.failures()
+                );
+            }
         }
         Command::Bench(options) => {
             let report = sfpipe_cli::bench::run(&options).await?;

@@ -9,7 +9,7 @@ use chrono::Utc;
 use secrecy::SecretString;
 use sfpipe_shared::contracts::{Mode, ObjectName, rfc3339};
 use sfpipe_shared::lambda::parse_object_list;
-use sfpipe_shared::local::pipeline::LocalPipelineConfig;
+use sfpipe_shared::local::pipeline::{LocalPipelineConfig, RunFailure};
 use sfpipe_shared::local::{LocalPipeline, NoEvents};
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
 use sfpipe_shared::stages::loader::{FormulaRefreshSchedule, LoadRequest};
@@ -39,7 +39,14 @@ pub struct RunOptions {
     pub formula_refresh: FormulaRefreshSchedule,
 }
 
-pub async fn run(options: &RunOptions) -> anyhow::Result<String> {
+/// What `sfpipe run` prints, and the objects that did not merge (the command then exits 1).
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub summary: String,
+    pub failures: Vec<RunFailure>,
+}
+
+pub async fn run(options: &RunOptions) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
     let secret = std::fs::read_to_string(&options.credentials)
         .with_context(|| format!("reading {}", options.credentials.display()))?;
@@ -112,10 +119,14 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<String> {
             )),
         }
     }
-    for dead in &result.dead_letters {
-        out.push_str(&format!("dead letter in {}: {}\n", dead.queue, dead.reason));
+    let failures = result.failures(pipeline.blobs().as_ref()).await;
+    for failure in &failures {
+        out.push_str(&format!("FAILED {}: {}\n", failure.object, failure.reason));
     }
-    Ok(out)
+    Ok(RunOutcome {
+        summary: out,
+        failures,
+    })
 }
 
 /// How a run's window reads in a summary: `full`, `since <time>` or `formulas`.

@@ -426,6 +426,36 @@ impl RunLayout {
     pub fn merged(&self) -> String {
         format!("{}_merged.json", self.prefix)
     }
+    /// Written once Salesforce's job is complete and the run's parts are queued.
+    pub fn extracted(&self) -> String {
+        format!("{}extracted.json", self.prefix)
+    }
+}
+
+/// The Salesforce job of a run, recorded when it starts, so a duplicate extract reuses it instead
+/// of starting another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkJobRecord {
+    pub job_id: String,
+    pub soql: String,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub window: Option<Window>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// What a run's extraction ended with: Salesforce's own count is one third of the run's receipt
+/// (with the records in the parts and the rows the merge read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtractedRecord {
+    pub job_id: String,
+    /// Records Salesforce reported for the job (`numberRecordsProcessed`); none for a REST query.
+    pub salesforce_records: Option<u64>,
+    /// Result pages queued; 0 when the locator chain finds them one by one.
+    pub parts: u32,
+    pub completed_at: DateTime<Utc>,
 }
 
 /// Where a split run's window is recorded until that run is merged: the job-loader starts an

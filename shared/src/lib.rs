@@ -4,8 +4,13 @@
 //! - [`ports`]: the queue, blob store, warehouse and secrets traits the stages are written against.
 //! - [`stages`]: the job-loader, extract, upload and merge handlers.
 //! - [`salesforce`]: the Salesforce REST and Bulk API 2.0 client.
+//! - [`snowflake`]: the Snowflake SQL API client and warehouse adapter.
+//! - [`status`]: what the pipeline has done, read from what it stores (`sfpipe status`).
+//! - [`retry`], [`worker`]: backoff, and settling a received message by its handler's outcome.
 //! - [`local`] (feature `local`): adapters for one machine.
 //! - [`conformance`] (feature `conformance`): the suites every adapter must pass.
+//! - [`aws`] (feature `aws`): the S3, SQS and Secrets Manager adapters.
+//! - [`lambda`], [`runtime`] (features `lambda`, `runtime`): what the four Lambda mains share.
 
 pub mod contracts;
 pub mod ports;
@@ -13,6 +18,7 @@ pub mod retry;
 pub mod salesforce;
 pub mod snowflake;
 pub mod stages;
+pub mod status;
 pub mod worker;
 
 #[cfg(feature = "local")]

@@ -17,7 +17,8 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 
 /// An S3 client; path-style addressing when an endpoint override is set (moto, LocalStack).
 pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+    let path_style = config.endpoint_url().is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL").is_some()
         || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
     let s3 = aws_sdk_s3::config::Builder::from(config)
         .force_path_style(path_style)

@@ -65,6 +65,81 @@ impl SqsQueue {
         }
     }
 
+    /// Up to `max` messages, at most 10 a call; `visibility`: how long they stay hidden (none:
+    /// the queue's visibility timeout).
+    async fn receive_with(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Option<i32>,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .set_visibility_timeout(visibility)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(output
+            .messages()
+            .iter()
+            .map(|m| {
+                let system = m.attributes();
+                let mut attributes: BTreeMap<String, String> = m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|(k, v)| {
+                                v.string_value().map(|s| (k.clone(), s.to_string()))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Some(group) =
+                    system.and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                {
+                    attributes.insert(GROUP_ATTRIBUTE.to_string(), group.clone());
+                }
+                ReceivedMessage {
+                    body: m.body().unwrap_or_default().to_string(),
+                    receipt: m.receipt_handle().unwrap_or_default().to_string(),
+                    message_id: m.message_id().unwrap_or_default().to_string(),
+                    receive_count: system
+                        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1),
+                    attributes,
+                }
+            })
+            .collect())
+    }
+
+    /// Reads up to `max` messages without taking them (each is visible again at once), for
+    /// looking into a dead-letter queue. Approximate, as SQS sampling is: a message may be
+    /// missed on a queue that holds more than `max`.
+    pub async fn peek(&self, max: usize) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let mut seen: BTreeMap<String, ReceivedMessage> = BTreeMap::new();
+        let mut quiet_calls = 0;
+        while seen.len() < max && quiet_calls < 3 {
+            let batch = self.receive_with(10, Duration::ZERO, Some(0)).await?;
+            let before = seen.len();
+            for message in batch {
+                seen.entry(message.message_id.clone()).or_insert(message);
+            }
+            quiet_calls = if seen.len() == before {
+                quiet_calls + 1
+            } else {
+                0
+            };
+        }
+        Ok(seen.into_values().take(max).collect())
+    }
+
     async fn send_to(
         &self,
         url: &str,
@@ -115,49 +190,7 @@ impl Queue for SqsQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        let output = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max.clamp(1, 10) as i32)
-            .wait_time_seconds(wait.as_secs().min(20) as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(|e| self.failed(&e))?;
-        Ok(output
-            .messages()
-            .iter()
-            .map(|m| {
-                let system = m.attributes();
-                let mut attributes: BTreeMap<String, String> = m
-                    .message_attributes()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|(k, v)| {
-                                v.string_value().map(|s| (k.clone(), s.to_string()))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if let Some(group) =
-                    system.and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
-                {
-                    attributes.insert(GROUP_ATTRIBUTE.to_string(), group.clone());
-                }
-                ReceivedMessage {
-                    body: m.body().unwrap_or_default().to_string(),
-                    receipt: m.receipt_handle().unwrap_or_default().to_string(),
-                    message_id: m.message_id().unwrap_or_default().to_string(),
-                    receive_count: system
-                        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(1),
-                    attributes,
-                }
-            })
-            .collect())
+        self.receive_with(max, wait, None).await
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {

@@ -255,7 +255,26 @@ impl LocalPipeline {
         self.wait_until_drained().await;
         let _ = stop_tx.send(true);
         while workers.join_next().await.is_some() {}
-        self.dead_letters()
+        let dead_letters = self.dead_letters();
+        self.keep_dead_letters(&dead_letters).await;
+        dead_letters
+    }
+
+    /// The local queues live in memory: their dead letters are kept in the blob store, where
+    /// `sfpipe status` finds them as it finds an SQS dead-letter queue's.
+    async fn keep_dead_letters(&self, dead_letters: &[DeadLetter]) {
+        for dead in dead_letters {
+            let key = crate::status::dead_letter_key(&dead.queue, &dead.body);
+            let record = crate::status::KeptDeadLetter {
+                queue: dead.queue.clone(),
+                reason: dead.reason.clone(),
+                body: dead.body.clone(),
+            };
+            let body = bytes::Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+            if let Err(error) = self.blobs.put_if_absent(&key, body).await {
+                tracing::warn!(%key, %error, "could not keep a dead letter");
+            }
+        }
     }
 
     /// Runs only `stage`'s workers until its queue is empty, leaving the messages it sends to the
@@ -453,6 +472,13 @@ impl LocalPipeline {
     }
 }
 
+/// An object of a run that did not merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFailure {
+    pub object: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct RunResult {
     pub report: LoadReport,
@@ -476,6 +502,49 @@ impl RunResult {
             out.push((queued.clone(), record));
         }
         out
+    }
+
+    /// The objects of the run that did not merge, with why: each dead letter's reason, and each
+    /// run neither merged nor covered by merged halves (a split). A formula refresh that found
+    /// no formula fields has nothing to merge and is no failure.
+    pub async fn failures(&self, blobs: &dyn BlobStore) -> Vec<RunFailure> {
+        let mut failures: Vec<RunFailure> = self
+            .dead_letters
+            .iter()
+            .map(|dead| RunFailure {
+                object: serde_json::from_str::<serde_json::Value>(&dead.body)
+                    .ok()
+                    .and_then(|b| b.get("object")?.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "(unreadable message)".into()),
+                reason: format!("dead-lettered in {}: {}", dead.queue, dead.reason),
+            })
+            .collect();
+        for (queued, record) in self.records(blobs).await {
+            let object = queued.object.to_string();
+            if record.is_some()
+                || queued.mode == crate::contracts::Mode::FormulaRefresh
+                || failures.iter().any(|f| f.object == object)
+            {
+                continue;
+            }
+            let holes = blobs
+                .list(&crate::contracts::holes_prefix(&queued.object))
+                .await
+                .unwrap_or_default();
+            let split_merged = blobs
+                .list(&format!("runs/{object}/{}-", queued.run_id))
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|b| b.key.ends_with("/_merged.json"));
+            if !split_merged || !holes.is_empty() {
+                failures.push(RunFailure {
+                    object,
+                    reason: "not merged, and no dead letter says why: see `sfpipe status`".into(),
+                });
+            }
+        }
+        failures
     }
 
     /// The merged record of every object of the run itself (not of its formula refreshes).

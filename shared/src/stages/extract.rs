@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::records::{read_json, record_formula_refresh, send_merge, to_json};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{
-    BulkJobProgress, CONTRACT_VERSION, Contract, ExtractMessage, MergeMessage, Mode, RunLayout,
-    UploadMessage,
+    BulkJobProgress, BulkJobRecord, CONTRACT_VERSION, Contract, ExtractMessage, ExtractedRecord,
+    MergeMessage, Mode, RunLayout, UploadMessage,
 };
 use crate::ports::{BlobStore, OutgoingMessage, Queue, TableSchema};
 use crate::salesforce::soql::extraction_query;
@@ -135,14 +135,6 @@ pub enum ExtractOutcome {
     NothingToRefresh,
 }
 
-/// Recorded once per run of an object, so a duplicate extract reuses the job instead of starting
-/// another.
-#[derive(Debug, Serialize, Deserialize)]
-struct BulkJobRecord {
-    job_id: String,
-    soql: String,
-}
-
 pub async fn handle_extract<B, Q>(
     deps: &ExtractDeps<'_, B, Q>,
     message: &ExtractMessage,
@@ -214,7 +206,13 @@ where
             if job_id == REST_QUERY_JOB {
                 check_rest_uri(deps, object, &soql, schema.columns.len())?;
             }
-            let record = BulkJobRecord { job_id, soql };
+            let record = BulkJobRecord {
+                job_id,
+                soql,
+                mode: Some(message.mode),
+                window: Some(message.window),
+                started_at: Some(chrono::Utc::now()),
+            };
             let stored = deps
                 .blobs
                 .put_if_absent(&layout.bulk_job(), to_json(&record))
@@ -254,6 +252,7 @@ where
             chain: false,
             job_records: None,
         };
+        record_extracted(deps.blobs, message, REST_QUERY_JOB, None, 1).await?;
         deps.upload_queue
             .send(OutgoingMessage::new(upload.to_body(), upload.message_id()))
             .await
@@ -633,6 +632,7 @@ where
             Cause::Inconsistent(format!("{} result pages is too many", pages.len())),
         )
     })?;
+    record_extracted(deps.blobs, message, job_id, records, parts).await?;
     if parts == 0 {
         // Nothing to upload: the merge still runs, so the table and the run's record exist.
         let layout = RunLayout::new(object, &message.run_id);
@@ -672,6 +672,30 @@ where
         job_id: job_id.to_string(),
         parts,
     })
+}
+
+/// The first of a run's three counts (see [`ExtractedRecord`]); the first writer's stays.
+async fn record_extracted<B: BlobStore + ?Sized>(
+    blobs: &B,
+    message: &ExtractMessage,
+    job_id: &str,
+    salesforce_records: Option<u64>,
+    parts: u32,
+) -> Result<(), StageError> {
+    let record = ExtractedRecord {
+        job_id: job_id.to_string(),
+        salesforce_records,
+        parts,
+        completed_at: chrono::Utc::now(),
+    };
+    blobs
+        .put_if_absent(
+            &RunLayout::new(&message.object, &message.run_id).extracted(),
+            to_json(&record),
+        )
+        .await
+        .at(Stage::Extract, &message.object)?;
+    Ok(())
 }
 
 async fn requeue<B, Q>(

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{read_json, read_manifests, record_formula_refresh, to_json};
 use super::{Cause, Stage, StageError, StageResultExt};
-use crate::contracts::{MergeMessage, Mode, RunId, RunLayout, Window};
+use crate::contracts::{ExtractedRecord, MergeMessage, Mode, RunId, RunLayout, Window};
 use crate::ports::{BlobStore, MergeBatch, MergeReport, TableSchema, Warehouse};
 
 pub struct MergeDeps<'a, B: ?Sized, W: ?Sized> {
@@ -26,6 +26,36 @@ pub struct MergedRecord {
     pub bytes: u64,
     pub report: MergeReport,
     pub merged_at: DateTime<Utc>,
+    /// The Salesforce job the run read.
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// Records Salesforce reported for the job: with `records` and `report.rows_read`, the run's
+    /// receipt (all three equal for a run that lost nothing).
+    #[serde(default)]
+    pub salesforce_records: Option<u64>,
+}
+
+impl MergedRecord {
+    /// Where the run's three counts disagree, said plainly; `None` when they agree.
+    pub fn receipt_mismatch(&self) -> Option<String> {
+        let mut problems = Vec::new();
+        if let Some(reported) = self.salesforce_records
+            && reported != self.records
+        {
+            problems.push(format!(
+                "Salesforce reported {reported} records but the parts hold {}",
+                self.records
+            ));
+        }
+        // A formula refresh of an object never loaded reads nothing on purpose.
+        if self.report.rows_read != self.records && !(self.report == MergeReport::default()) {
+            problems.push(format!(
+                "the parts hold {} records but the merge read {} rows",
+                self.records, self.report.rows_read
+            ));
+        }
+        (!problems.is_empty()).then(|| problems.join("; "))
+    }
 }
 
 pub async fn handle_merge<B, W>(
@@ -108,7 +138,12 @@ where
             }
         }
     };
+    let extracted = read_json::<ExtractedRecord, _>(deps.blobs, &layout.extracted())
+        .await
+        .at(Stage::Merge, object)?;
     let record = MergedRecord {
+        job_id: extracted.as_ref().map(|e| e.job_id.clone()),
+        salesforce_records: extracted.and_then(|e| e.salesforce_records),
         run_id: message.run_id.clone(),
         mode: message.mode,
         window: message.window,

@@ -1,0 +1,135 @@
+//! `sfpipe status`: per object, the last runs (window, stage reached, Salesforce job, counts,
+//! duration, receipt), the watermark, open holes and dead letters, from a local directory or a
+//! deployed stack's bucket and dead-letter queues.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use secrecy::SecretString;
+use sfpipe_shared::aws::{S3BlobStore, SqsQueue, s3_client, sdk_config};
+use sfpipe_shared::contracts::ObjectName;
+use sfpipe_shared::lambda::parse_object_list;
+use sfpipe_shared::local::{FsBlobStore, SqliteWarehouse};
+use sfpipe_shared::ports::{BlobStore, DEAD_LETTER_REASON, Warehouse};
+use sfpipe_shared::snowflake::{SnowflakeSettings, SnowflakeWarehouse};
+use sfpipe_shared::status::{KeptDeadLetter, StatusReport, kept_dead_letters, read_status};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusOptions {
+    /// A local directory, as `sfpipe run` and `sfpipe demo` write it.
+    #[arg(long, conflicts_with = "bucket", required_unless_present = "bucket")]
+    pub dir: Option<PathBuf>,
+    /// A deployed stack's data bucket (the stack output `DataBucketName`).
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// The stack's key prefix in the bucket.
+    #[arg(long, default_value = "sfpipe")]
+    pub prefix: String,
+    /// The stack's dead-letter queue URLs (the outputs `*DeadLetterQueueUrl`); repeat the flag.
+    #[arg(long = "dlq-url")]
+    pub dlq_urls: Vec<String>,
+    /// The Snowflake secret as a JSON file, to read each object's watermark on a stack.
+    #[arg(long)]
+    pub snowflake_credentials: Option<PathBuf>,
+    /// Objects, comma-separated (default: every object with stored runs).
+    #[arg(long)]
+    pub objects: Option<String>,
+    /// Runs shown per object, newest last.
+    #[arg(long, default_value_t = 5)]
+    pub last: usize,
+    /// JSON for machines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn status(options: &StatusOptions) -> anyhow::Result<StatusReport> {
+    status_with(options, None).await
+}
+
+/// `aws`: the AWS configuration for a stack (default: from the environment).
+pub async fn status_with(
+    options: &StatusOptions,
+    aws: Option<aws_config::SdkConfig>,
+) -> anyhow::Result<StatusReport> {
+    let objects: Vec<ObjectName> = match &options.objects {
+        Some(list) => parse_object_list(list)?,
+        None => Vec::new(),
+    };
+    let (blobs, warehouse, dead_letters): (
+        Arc<dyn BlobStore>,
+        Option<Arc<dyn Warehouse>>,
+        Vec<KeptDeadLetter>,
+    ) = match (&options.dir, &options.bucket) {
+        (Some(dir), _) => {
+            let blobs: Arc<dyn BlobStore> = Arc::new(
+                FsBlobStore::new(dir.join("blobs"))
+                    .with_context(|| format!("opening {}", dir.display()))?,
+            );
+            let path = dir.join("warehouse.sqlite");
+            let warehouse: Option<Arc<dyn Warehouse>> = if path.exists() {
+                Some(Arc::new(SqliteWarehouse::open(&path, blobs.clone())?))
+            } else {
+                None
+            };
+            let dead = kept_dead_letters(blobs.as_ref()).await?;
+            (blobs, warehouse, dead)
+        }
+        (None, Some(bucket)) => {
+            let config = match aws {
+                Some(config) => config,
+                None => sdk_config().await,
+            };
+            let blobs: Arc<dyn BlobStore> = Arc::new(S3BlobStore::new(
+                s3_client(&config),
+                bucket,
+                &options.prefix,
+            ));
+            let sqs = aws_sdk_sqs::Client::new(&config);
+            let mut dead = Vec::new();
+            for url in &options.dlq_urls {
+                let queue = SqsQueue::new(sqs.clone(), url, None);
+                for message in queue.peek(1_000).await? {
+                    dead.push(KeptDeadLetter {
+                        queue: queue_name(url),
+                        reason: message
+                            .attributes
+                            .get(DEAD_LETTER_REASON)
+                            .cloned()
+                            .unwrap_or_else(|| "(no reason recorded)".into()),
+                        body: message.body,
+                    });
+                }
+            }
+            let warehouse: Option<Arc<dyn Warehouse>> = match &options.snowflake_credentials {
+                Some(path) => {
+                    let secret = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let settings =
+                        SnowflakeSettings::from_secret_json(&SecretString::from(secret), |name| {
+                            std::env::var(name).ok()
+                        })?;
+                    Some(Arc::new(SnowflakeWarehouse::new(
+                        settings.client()?,
+                        &settings.stage,
+                    )))
+                }
+                None => None,
+            };
+            (blobs, warehouse, dead)
+        }
+        (None, None) => anyhow::bail!("give --dir DIR, or --bucket BUCKET for a deployed stack"),
+    };
+    Ok(read_status(
+        blobs.as_ref(),
+        warehouse.as_deref(),
+        &dead_letters,
+        &objects,
+        options.last,
+    )
+    .await?)
+}
+
+fn queue_name(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or(url).to_string()
+}
