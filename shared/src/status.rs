@@ -256,7 +256,7 @@ pub async fn read_status(
         unattributed: dead_letters
             .iter()
             .filter(|d| d.field("object").is_none())
-            .map(|d| dead_letter_status(d))
+            .map(dead_letter_status)
             .collect(),
     };
     for name in names {
