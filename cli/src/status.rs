@@ -56,78 +56,102 @@ pub async fn status_with(
         Some(list) => parse_object_list(list)?,
         None => Vec::new(),
     };
-    let (blobs, warehouse, dead_letters): (
-        Arc<dyn BlobStore>,
-        Option<Arc<dyn Warehouse>>,
-        Vec<KeptDeadLetter>,
-    ) = match (&options.dir, &options.bucket) {
-        (Some(dir), _) => {
-            let blobs: Arc<dyn BlobStore> = Arc::new(
-                FsBlobStore::new(dir.join("blobs"))
-                    .with_context(|| format!("opening {}", dir.display()))?,
-            );
-            let path = dir.join("warehouse.sqlite");
-            let warehouse: Option<Arc<dyn Warehouse>> = if path.exists() {
-                Some(Arc::new(SqliteWarehouse::open(&path, blobs.clone())?))
-            } else {
-                None
-            };
-            let dead = kept_dead_letters(blobs.as_ref()).await?;
-            (blobs, warehouse, dead)
-        }
-        (None, Some(bucket)) => {
-            let config = match aws {
-                Some(config) => config,
-                None => sdk_config().await,
-            };
-            let blobs: Arc<dyn BlobStore> = Arc::new(S3BlobStore::new(
-                s3_client(&config),
-                bucket,
-                &options.prefix,
-            ));
-            let sqs = aws_sdk_sqs::Client::new(&config);
-            let mut dead = Vec::new();
-            for url in &options.dlq_urls {
-                let queue = SqsQueue::new(sqs.clone(), url, None);
-                for message in queue.peek(1_000).await? {
-                    dead.push(KeptDeadLetter {
-                        queue: queue_name(url),
-                        reason: message
-                            .attributes
-                            .get(DEAD_LETTER_REASON)
-                            .cloned()
-                            .unwrap_or_else(|| "(no reason recorded)".into()),
-                        body: message.body,
-                    });
-                }
-            }
-            let warehouse: Option<Arc<dyn Warehouse>> = match &options.snowflake_credentials {
-                Some(path) => {
-                    let secret = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    let settings =
-                        SnowflakeSettings::from_secret_json(&SecretString::from(secret), |name| {
-                            std::env::var(name).ok()
-                        })?;
-                    Some(Arc::new(SnowflakeWarehouse::new(
-                        settings.client()?,
-                        &settings.stage,
-                    )))
-                }
-                None => None,
-            };
-            (blobs, warehouse, dead)
-        }
+    let sources = match (&options.dir, &options.bucket) {
+        (Some(dir), _) => local_sources(dir).await?,
+        (None, Some(bucket)) => stack_sources(options, bucket, aws).await?,
         (None, None) => anyhow::bail!("give --dir DIR, or --bucket BUCKET for a deployed stack"),
     };
     Ok(read_status(
-        blobs.as_ref(),
-        warehouse.as_deref(),
-        &dead_letters,
+        sources.blobs.as_ref(),
+        sources.warehouse.as_deref(),
+        &sources.dead_letters,
         &objects,
         options.last,
     )
     .await?)
+}
+
+/// Where the pipeline's state is read from.
+struct Sources {
+    blobs: Arc<dyn BlobStore>,
+    /// Where watermarks are read; none when no warehouse was given.
+    warehouse: Option<Arc<dyn Warehouse>>,
+    dead_letters: Vec<KeptDeadLetter>,
+}
+
+/// What `sfpipe run` and `sfpipe demo` write: `blobs/` (dead letters kept there too) and
+/// `warehouse.sqlite`.
+async fn local_sources(dir: &std::path::Path) -> anyhow::Result<Sources> {
+    let blobs: Arc<dyn BlobStore> = Arc::new(
+        FsBlobStore::new(dir.join("blobs"))
+            .with_context(|| format!("opening {}", dir.display()))?,
+    );
+    let path = dir.join("warehouse.sqlite");
+    let warehouse: Option<Arc<dyn Warehouse>> = if path.exists() {
+        Some(Arc::new(SqliteWarehouse::open(&path, blobs.clone())?))
+    } else {
+        None
+    };
+    let dead_letters = kept_dead_letters(blobs.as_ref()).await?;
+    Ok(Sources {
+        blobs,
+        warehouse,
+        dead_letters,
+    })
+}
+
+/// A deployed stack: its bucket, its dead-letter queues (looked into, not emptied) and, given
+/// its secret, Snowflake.
+async fn stack_sources(
+    options: &StatusOptions,
+    bucket: &str,
+    aws: Option<aws_config::SdkConfig>,
+) -> anyhow::Result<Sources> {
+    let config = match aws {
+        Some(config) => config,
+        None => sdk_config().await,
+    };
+    let blobs: Arc<dyn BlobStore> = Arc::new(S3BlobStore::new(
+        s3_client(&config),
+        bucket,
+        &options.prefix,
+    ));
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let mut dead_letters = Vec::new();
+    for url in &options.dlq_urls {
+        let queue = SqsQueue::new(sqs.clone(), url, None);
+        for message in queue.peek(1_000).await? {
+            dead_letters.push(KeptDeadLetter {
+                queue: queue_name(url),
+                reason: message
+                    .attributes
+                    .get(DEAD_LETTER_REASON)
+                    .cloned()
+                    .unwrap_or_else(|| "(no reason recorded)".into()),
+                body: message.body,
+            });
+        }
+    }
+    let warehouse: Option<Arc<dyn Warehouse>> = match &options.snowflake_credentials {
+        Some(path) => {
+            let secret = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let settings =
+                SnowflakeSettings::from_secret_json(&SecretString::from(secret), |name| {
+                    std::env::var(name).ok()
+                })?;
+            Some(Arc::new(SnowflakeWarehouse::new(
+                settings.client()?,
+                &settings.stage,
+            )))
+        }
+        None => None,
+    };
+    Ok(Sources {
+        blobs,
+        warehouse,
+        dead_letters,
+    })
 }
 
 fn queue_name(url: &str) -> String {
