@@ -280,6 +280,35 @@ async fn run_schedule(seed: u64) -> Totals {
                 ));
             }
         }
+        // `sfpipe status` shows every dead letter with its reason (read as status reads the
+        // directory, without the faults still armed).
+        let fs = sfpipe_shared::local::FsBlobStore::new(&harness.blobs_path).expect("blobs");
+        let blobs = &fs as &dyn sfpipe_shared::ports::BlobStore;
+        let kept = sfpipe_shared::status::kept_dead_letters(blobs)
+            .await
+            .unwrap_or_default();
+        match sfpipe_shared::status::read_status(blobs, None, &kept, &[], 1).await {
+            Ok(status) => {
+                let shown: Vec<(&str, &str)> = status
+                    .objects
+                    .iter()
+                    .flat_map(|o| &o.dead_letters)
+                    .chain(&status.unattributed)
+                    .map(|d| (d.queue.as_str(), d.reason.as_str()))
+                    .collect();
+                for letter in new_letters {
+                    if !shown.contains(&(letter.queue.as_str(), letter.reason.as_str())) {
+                        totals.violations.push(format!(
+                            "seed {seed} run {run}: sfpipe status does not show the dead letter in {}: {}",
+                            letter.queue, letter.reason
+                        ));
+                    }
+                }
+            }
+            Err(error) => totals.violations.push(format!(
+                "seed {seed} run {run}: sfpipe status failed: {error}"
+            )),
+        }
         for check in harness.check() {
             totals.rows_checked += check.salesforce_rows;
             totals.fields_checked += check.fields_checked;

@@ -64,6 +64,8 @@ pub struct Harness {
     pub sim: Simulator,
     pub pipeline: Arc<LocalPipeline>,
     pub warehouse_path: PathBuf,
+    /// The blob store's directory, to read it without the injected faults.
+    pub blobs_path: PathBuf,
     pub objects: Vec<ObjectName>,
     names: Vec<&'static str>,
     _dir: tempfile::TempDir,
@@ -145,6 +147,7 @@ impl Harness {
             sim,
             pipeline,
             warehouse_path,
+            blobs_path: dir.path().join("blobs"),
             objects,
             names: options.objects,
             _dir: dir,

@@ -271,8 +271,15 @@ impl LocalPipeline {
                 body: dead.body.clone(),
             };
             let body = bytes::Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
-            if let Err(error) = self.blobs.put_if_absent(&key, body).await {
-                tracing::warn!(%key, %error, "could not keep a dead letter");
+            // A few attempts: a dead letter not kept is one nobody sees.
+            for attempt in 1..=3 {
+                match self.blobs.put_if_absent(&key, body.clone()).await {
+                    Ok(_) => break,
+                    Err(error) if attempt == 3 => {
+                        tracing::error!(%key, %error, "could not keep a dead letter")
+                    }
+                    Err(_) => tokio::time::sleep(self.config.retry_base).await,
+                }
             }
         }
     }
