@@ -594,6 +594,180 @@ async fn a_run_with_an_object_that_failed_says_which_and_why_and_status_shows_it
     );
 }
 
+/// Every row of every table of a SQLite warehouse, as text: what "unchanged" means for a replay.
+fn warehouse_contents(path: &std::path::Path) -> Vec<(String, Vec<Vec<String>>)> {
+    let connection = rusqlite::Connection::open(path).unwrap();
+    let tables: Vec<String> = connection
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    tables
+        .into_iter()
+        .map(|table| {
+            let mut statement = connection
+                .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))
+                .unwrap();
+            let width = statement.column_count();
+            let rows = statement
+                .query_map([], |row| {
+                    (0..width)
+                        .map(|i| {
+                            row.get::<_, rusqlite::types::Value>(i)
+                                .map(|v| format!("{v:?}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            (table, rows)
+        })
+        .collect()
+}
+
+/// `sfpipe replay` of every run of a demo (a full run, then an incremental one after the org
+/// changed) merges each again from its files, without Salesforce, and leaves every table exactly
+/// as it was: a replay changes nothing a later run changed.
+#[tokio::test]
+async fn replaying_every_run_of_a_demo_leaves_the_warehouse_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = sfpipe_cli::demo::DemoOptions::new(dir.path(), 150, 11);
+    options.verify = false;
+    for _ in 0..2 {
+        let outcome = sfpipe_cli::demo::run_demo(&options).await.unwrap();
+        assert!(outcome.is_exact(), "{}", sfpipe_cli::demo::render(&outcome));
+    }
+    let warehouse = dir.path().join("warehouse.sqlite");
+    let before = warehouse_contents(&warehouse);
+    let status = sfpipe_cli::status::status(&sfpipe_cli::status::StatusOptions {
+        dir: Some(dir.path().to_path_buf()),
+        bucket: None,
+        prefix: "sfpipe".into(),
+        dlq_urls: Vec::new(),
+        snowflake_credentials: None,
+        objects: None,
+        last: usize::MAX,
+        json: false,
+    })
+    .await
+    .unwrap();
+    let mut replayed = 0;
+    for object in &status.objects {
+        for run in object.runs.iter().filter(|r| r.stage == "merged") {
+            let outcome = sfpipe_cli::replay::replay(&sfpipe_cli::replay::ReplayOptions {
+                object: object.object.clone(),
+                run: run.run_id.clone(),
+                dir: Some(dir.path().to_path_buf()),
+                bucket: None,
+                prefix: "sfpipe".into(),
+                merge_queue_url: None,
+            })
+            .await
+            .unwrap();
+            match outcome {
+                sfpipe_cli::replay::Replayed::Merged(record) => {
+                    assert_eq!(
+                        record.report.rows_changed, 0,
+                        "{} {}",
+                        object.object, run.run_id
+                    );
+                    assert_eq!(record.report.rows_read, run.records_in_parts);
+                }
+                other => panic!("{other:?}"),
+            }
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= 2 * status.objects.len(), "{}", status.render());
+    assert_eq!(
+        warehouse_contents(&warehouse),
+        before,
+        "a replay changed the warehouse"
+    );
+    // A run that is not stored says so.
+    let error = sfpipe_cli::replay::replay(&sfpipe_cli::replay::ReplayOptions {
+        object: "Account".into(),
+        run: "nosuchrun".into(),
+        dir: Some(dir.path().to_path_buf()),
+        bucket: None,
+        prefix: "sfpipe".into(),
+        merge_queue_url: None,
+    })
+    .await
+    .expect_err("no such run");
+    assert!(error.to_string().contains("sfpipe status"), "{error}");
+}
+
+/// A Bulk job that failed dead-letters its extract; `sfpipe backfill` of the run's window starts
+/// it again (a new run, a new job) and the object merges. Its printed event is one the job-loader
+/// reads as that window.
+#[tokio::test]
+async fn a_failed_bulk_job_is_redriven_by_a_backfill_of_its_window() {
+    let sim = sfpipe_tests::simulator(SimConfig {
+        rows: 40,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("salesforce.json");
+    let config = sim.config().clone();
+    std::fs::write(
+        &credentials,
+        serde_json::json!({"flow": "client_credentials", "client_id": config.client_id, "client_secret": config.client_secret}).to_string(),
+    )
+    .unwrap();
+    let since: chrono::DateTime<chrono::Utc> = "2000-01-01T00:00:00Z".parse().unwrap();
+    let backfill = sfpipe_cli::replay::BackfillOptions {
+        objects: "Account".into(),
+        since,
+        until: None,
+        print_event: false,
+        login_url: Some(sim.url().to_string()),
+        credentials: Some(credentials),
+        dir: dir.path().join("out"),
+        ca_cert: None,
+    };
+    sim.fail_jobs("Account", 1);
+    let failed = sfpipe_cli::run::run_window(&backfill.run_options().unwrap(), Some(since), None)
+        .await
+        .unwrap();
+    assert_eq!(failed.failures.len(), 1, "{}", failed.summary);
+    assert!(
+        failed.failures[0].reason.contains("Failed"),
+        "{}",
+        failed.summary
+    );
+    let redriven = sfpipe_cli::run::run_window(&backfill.run_options().unwrap(), Some(since), None)
+        .await
+        .unwrap();
+    assert!(redriven.failures.is_empty(), "{}", redriven.summary);
+    let org = sim.with_org(|org| org.clone());
+    for check in sfpipe_cli::verify::compare_objects(
+        &org,
+        &dir.path().join("out/warehouse.sqlite"),
+        &["Account"],
+    )
+    .unwrap()
+    {
+        assert!(check.is_exact(), "{check:#?}");
+    }
+    let event = sfpipe_cli::replay::backfill_event(
+        &[sfpipe_shared::contracts::ObjectName::new("Account").unwrap()],
+        since,
+        Some("2026-01-01T00:00:00Z".parse().unwrap()),
+    );
+    let trigger = sfpipe_shared::lambda::parse_trigger(&event, &[], chrono::Utc::now()).unwrap();
+    assert_eq!(trigger.request.since, Some(since));
+    assert_eq!(
+        trigger.request.until,
+        Some("2026-01-01T00:00:00Z".parse().unwrap())
+    );
+    assert_eq!(trigger.request.objects.len(), 1);
+}
+
 #[tokio::test]
 async fn a_query_timeout_splits_the_window_until_each_half_succeeds() {
     let harness = Harness::start(HarnessOptions {

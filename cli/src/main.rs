@@ -47,6 +47,12 @@ enum Command {
     /// Per object: the last runs (window, stage reached, job, counts, receipt), the watermark,
     /// open holes and dead letters, from a local directory or a deployed stack.
     Status(sfpipe_cli::status::StatusOptions),
+    /// Merge a stored run again from its files, without calling Salesforce (changes nothing a
+    /// later run changed: the newest version wins).
+    Replay(sfpipe_cli::replay::ReplayOptions),
+    /// Extract a window of objects again: here, or (--print-event) as the stack's job-loader
+    /// event. Redrives an extract whose Bulk job failed.
+    Backfill(sfpipe_cli::replay::BackfillOptions),
     /// Measure the stages against the physical limit and simple-salesforce (see bench/README.md).
     Bench(sfpipe_cli::bench::BenchOptions),
     /// One measured process of `sfpipe bench` (internal).
@@ -117,6 +123,40 @@ async fn main() -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
+            }
+        }
+        Command::Replay(options) => match sfpipe_cli::replay::replay(&options).await? {
+            sfpipe_cli::replay::Replayed::Merged(record) => println!(
+                "replayed run {} of {}: {} rows read, {} changed",
+                record.run_id, options.object, record.report.rows_read, record.report.rows_changed
+            ),
+            sfpipe_cli::replay::Replayed::Queued { queue } => println!(
+                "queued the merge of run {} of {} on {queue}",
+                options.run, options.object
+            ),
+        },
+        Command::Backfill(options) => {
+            if options.print_event {
+                let objects = sfpipe_shared::lambda::parse_object_list(&options.objects)?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&sfpipe_cli::replay::backfill_event(
+                        &objects,
+                        options.since,
+                        options.until
+                    ))?
+                );
+            } else {
+                let outcome = sfpipe_cli::run::run_window(
+                    &options.run_options()?,
+                    Some(options.since),
+                    options.until,
+                )
+                .await?;
+                print!("{}", outcome.summary);
+                if !outcome.failures.is_empty() {
+                    anyhow::bail!("{} objects did not merge", outcome.failures.len());
+                }
             }
         }
         Command::Status(options) => {

@@ -47,6 +47,15 @@ pub struct RunOutcome {
 }
 
 pub async fn run(options: &RunOptions) -> anyhow::Result<RunOutcome> {
+    run_window(options, None, None).await
+}
+
+/// A run of a given window (`since`: a backfill) or of what changed since the last run.
+pub async fn run_window(
+    options: &RunOptions,
+    since: Option<chrono::DateTime<Utc>>,
+    until: Option<chrono::DateTime<Utc>>,
+) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
     let secret = std::fs::read_to_string(&options.credentials)
         .with_context(|| format!("reading {}", options.credentials.display()))?;
@@ -90,8 +99,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunOutcome> {
         } else {
             Mode::Incremental
         },
-        since: None,
-        until: None,
+        since,
+        until,
     };
     let result = pipeline
         .run(&request, Utc::now(), Arc::new(NoEvents))

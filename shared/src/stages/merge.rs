@@ -172,6 +172,65 @@ where
     Ok(record)
 }
 
+/// The merge message of a stored run, rebuilt from its files, to merge it again without calling
+/// Salesforce (`sfpipe replay`). By the merge's own rules (newest version wins, the watermark
+/// only moves forward), merging a run again changes nothing that a later run changed.
+pub async fn replay_message<B: BlobStore + ?Sized>(
+    blobs: &B,
+    object: &crate::contracts::ObjectName,
+    run_id: &RunId,
+) -> Result<MergeMessage, StageError> {
+    let layout = RunLayout::new(object, run_id);
+    let inconsistent =
+        |what: String| StageError::new(Stage::Merge, object, Cause::Inconsistent(what)).permanent();
+    let merged: Option<MergedRecord> = read_json(blobs, &layout.merged())
+        .await
+        .at(Stage::Merge, object)?;
+    let job: Option<crate::contracts::BulkJobRecord> = read_json(blobs, &layout.bulk_job())
+        .await
+        .at(Stage::Merge, object)?;
+    let (mode, window, parts) = match (&merged, &job) {
+        (Some(record), _) => (record.mode, record.window, record.parts),
+        (
+            None,
+            Some(crate::contracts::BulkJobRecord {
+                mode: Some(mode),
+                window: Some(window),
+                ..
+            }),
+        ) => {
+            let extracted: Option<ExtractedRecord> = read_json(blobs, &layout.extracted())
+                .await
+                .at(Stage::Merge, object)?;
+            let parts = extracted
+                .map(|e| e.parts)
+                .filter(|p| *p > 0)
+                .ok_or_else(|| {
+                    inconsistent(format!(
+                        "run {run_id} of {object} is not extracted yet: there is nothing to replay"
+                    ))
+                })?;
+            (*mode, *window, parts)
+        }
+        _ => {
+            return Err(inconsistent(format!(
+                "run {run_id} of {object} is not stored (no {} and no {}); `sfpipe status` lists the runs",
+                layout.merged(),
+                layout.bulk_job()
+            )));
+        }
+    };
+    Ok(MergeMessage {
+        v: crate::contracts::CONTRACT_VERSION,
+        run_id: run_id.clone(),
+        object: object.clone(),
+        parts,
+        schema_key: layout.schema(),
+        mode,
+        window,
+    })
+}
+
 /// The warehouse request of a run's merge: recorded before it is sent, so every delivery of the
 /// merge sends the same one until it has an outcome.
 #[derive(Debug, Serialize, Deserialize)]
