@@ -109,7 +109,8 @@ async fn run_schedule(seed: u64) -> Totals {
         sim.session_calls = Some(rng.u64(8..40));
         note(&mut injected, "session expiry every N calls");
     }
-    // Each run is triggered two hours after the last, so a formula refresh is due at every run.
+    // Each run is triggered two hours after the last, so a formula refresh (and a
+    // reconciliation) is due at every run.
     let refresh_every_run = objects.contains(&"Contact") && rng.u8(0..6) == 0;
     if refresh_every_run {
         sim.cross_object_formula = true;
@@ -123,6 +124,18 @@ async fn run_schedule(seed: u64) -> Totals {
         objects.push("AccountHistory");
         note(&mut injected, "history object (CreatedDate cursor)");
     }
+    // Rows hard-deleted between runs (gone from queryAll too), found by a reconciliation of Ids
+    // at every run.
+    // Not with the late query timeout: the simulator times out any query matching more rows than
+    // its limit, and a reconciliation's Ids query matches them all (it is refused, not split).
+    let reconcile_every_run = rng.u8(0..5) == 0 && sim.query_timeout_rows.is_none();
+    if reconcile_every_run {
+        sim.hard_deletes = true;
+        note(
+            &mut injected,
+            "hard deletes between runs (Ids reconciled every run)",
+        );
+    }
     let plan = FaultPlan::new(0, FailWhen::Before);
     let chaos = ChaosSends::new(seed);
     let harness = Harness::start(HarnessOptions {
@@ -135,6 +148,11 @@ async fn run_schedule(seed: u64) -> Totals {
         },
         page_records: rng.u64(3..25),
         formula_refresh: refresh_every_run.then(|| "1h".parse().expect("schedule")),
+        reconcile: Some(
+            if reconcile_every_run { "1h" } else { "off" }
+                .parse()
+                .expect("schedule"),
+        ),
         ..HarnessOptions::default()
     })
     .await;
@@ -230,7 +248,7 @@ async fn run_schedule(seed: u64) -> Totals {
             chaos.set(false, 0);
             plan.arm(0, FailWhen::Before);
         }
-        let result = if refresh_every_run {
+        let result = if refresh_every_run || reconcile_every_run {
             let hours = 2 * i64::from(run);
             let at = chrono::Utc::now().max(started + chrono::Duration::hours(hours));
             harness.run_at(at).await

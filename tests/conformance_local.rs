@@ -62,6 +62,12 @@ async fn sqlite_warehouse_removes_deleted_rows_when_asked() {
     );
     warehouse::deleted_rows_are_removed_when_asked(&warehouse::WarehouseUnderTest {
         warehouse: sqlite.clone(),
+        blobs: blobs.clone(),
+        inspector: sqlite.clone(),
+    })
+    .await;
+    warehouse::a_reconciliation_removes_missing_rows_when_asked(&warehouse::WarehouseUnderTest {
+        warehouse: sqlite.clone(),
         blobs,
         inspector: sqlite,
     })

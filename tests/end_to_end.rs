@@ -441,6 +441,7 @@ async fn sfpipe_run_loads_an_org_given_only_its_url_and_credentials() {
         full: false,
         ca_cert: None,
         formula_refresh: Default::default(),
+        reconcile: Default::default(),
     };
     let outcome = sfpipe_cli::run::run(&options).await.unwrap();
     let summary = &outcome.summary;
@@ -490,6 +491,7 @@ async fn a_run_with_an_object_that_failed_says_which_and_why_and_status_shows_it
         full: false,
         ca_cert: None,
         formula_refresh: "off".parse().unwrap(),
+        reconcile: "off".parse().unwrap(),
     };
     let outcome = sfpipe_cli::run::run(&options).await.unwrap();
     assert_eq!(
@@ -1046,7 +1048,7 @@ async fn a_history_object_without_system_modstamp_is_read_incrementally_on_creat
 
 #[tokio::test]
 async fn a_cross_object_formula_that_changed_without_system_modstamp_catches_up_at_its_refresh() {
-    use sfpipe_shared::stages::loader::FormulaRefreshSchedule;
+    use sfpipe_shared::stages::loader::IntervalSchedule;
     let harness = Harness::start(HarnessOptions {
         sim: SimConfig {
             rows: 1000,
@@ -1055,7 +1057,7 @@ async fn a_cross_object_formula_that_changed_without_system_modstamp_catches_up_
         },
         objects: vec!["Account", "Contact"],
         page_records: 500,
-        formula_refresh: Some("1h".parse::<FormulaRefreshSchedule>().unwrap()),
+        formula_refresh: Some("1h".parse::<IntervalSchedule>().unwrap()),
         ..HarnessOptions::default()
     })
     .await;
@@ -1242,4 +1244,143 @@ async fn a_merge_refused_for_good_forgets_its_request() {
         "the failed request is kept, so a redrive would be answered with its failure"
     );
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// Rows hard-deleted in Salesforce (purged from the recycle bin) vanish from queryAll too, so no
+/// incremental run can see them go. The reconciliation at the next due run compares the live Ids
+/// with the table and flags exactly the vanished rows, with its own lineage, in one Ids-only Bulk
+/// job per object; objects with nothing purged change nothing.
+#[tokio::test]
+async fn hard_deleted_rows_are_flagged_exactly_by_the_next_reconciliation() {
+    use sfpipe_shared::stages::loader::IntervalSchedule;
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            rows: 80,
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account", "Contact"],
+        reconcile: Some("1h".parse::<IntervalSchedule>().unwrap()),
+        ..HarnessOptions::default()
+    })
+    .await;
+    let started = chrono::Utc::now();
+    harness.run_exact("the first run").await;
+    let gone = harness.sim.hard_delete("Account", 5);
+    assert_eq!(gone.len(), 5);
+    let account = |h: &Harness| {
+        h.check()
+            .into_iter()
+            .find(|c| c.object == "Account")
+            .unwrap()
+    };
+    assert!(
+        !account(&harness).is_exact(),
+        "the purged rows are still live in the warehouse, and the check must say so"
+    );
+    // Those the warehouse holds live (a purged row may have been in the recycle bin, flagged).
+    let live_before: Vec<String> = {
+        let connection = rusqlite::Connection::open(&harness.warehouse_path).unwrap();
+        let mut live = Vec::new();
+        for id in &gone {
+            let deleted: i64 = connection
+                .query_row(
+                    "SELECT \"IsDeleted\" FROM \"Account\" WHERE \"Id\" = ?1",
+                    [id],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            if deleted == 0 {
+                live.push(id.clone());
+            }
+        }
+        live
+    };
+    assert!(!live_before.is_empty());
+    // Within the hour: no reconciliation, and nothing sees the rows go.
+    let soon = harness.run().await;
+    assert!(
+        soon.report
+            .queued
+            .iter()
+            .all(|q| q.mode == Mode::Incremental)
+    );
+    assert!(!account(&harness).is_exact());
+
+    let later = harness.run_at(started + chrono::Duration::hours(2)).await;
+    assert!(later.dead_letters.is_empty(), "{:#?}", later.dead_letters);
+    let reconciled: Vec<_> = later
+        .records(harness.pipeline.blobs().as_ref())
+        .await
+        .into_iter()
+        .filter(|(q, _)| q.mode == Mode::Reconcile)
+        .collect();
+    assert_eq!(reconciled.len(), 2, "{:#?}", later.report.queued);
+    for (queued, record) in &reconciled {
+        let record = record.as_ref().expect("reconciliation merged");
+        let expected = if queued.object.as_str() == "Account" {
+            live_before.len() as u64
+        } else {
+            0
+        };
+        assert_eq!(record.report.rows_changed, expected, "{}", queued.object);
+        assert_eq!(record.report.rows_read, record.records);
+        assert_eq!(record.receipt_mismatch(), None);
+    }
+    harness.assert_exact("after the reconciliation");
+    let run = &reconciled
+        .iter()
+        .find(|(q, _)| q.object.as_str() == "Account")
+        .unwrap()
+        .0
+        .run_id;
+    let connection = rusqlite::Connection::open(&harness.warehouse_path).unwrap();
+    let mut flagged: Vec<String> = connection
+        .prepare(
+            "SELECT \"Id\" FROM \"Account\" WHERE \"_SFPIPE_RUN_ID\" = ?1 AND \"IsDeleted\" = 1",
+        )
+        .unwrap()
+        .query_map([run.as_str()], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    flagged.sort();
+    let mut live_before = live_before;
+    live_before.sort();
+    assert_eq!(
+        flagged, live_before,
+        "not exactly the purged live rows were flagged"
+    );
+}
+
+/// A reconciliation whose Ids query times out is not split (the query has no window to halve):
+/// it stops with what to do, and the object's incremental run merges as usual.
+#[tokio::test]
+async fn a_reconciliation_that_times_out_stops_with_what_to_do_and_is_not_split() {
+    use sfpipe_shared::stages::loader::IntervalSchedule;
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            rows: 30,
+            // Any query matching more than 20 rows times out: the full run is split into
+            // windows, and the Ids query, which matches all 30, cannot be.
+            query_timeout_rows: Some(20),
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account"],
+        reconcile: Some("1h".parse::<IntervalSchedule>().unwrap()),
+        ..HarnessOptions::default()
+    })
+    .await;
+    let started = chrono::Utc::now();
+    harness.run_exact("the first run, split").await;
+    let later = harness.run_at(started + chrono::Duration::hours(2)).await;
+    assert_eq!(later.dead_letters.len(), 1, "{:#?}", later.dead_letters);
+    assert!(
+        later.dead_letters[0].reason.contains("SFPIPE_RECONCILE"),
+        "{}",
+        later.dead_letters[0].reason
+    );
+    let blobs = harness.pipeline.blobs();
+    let holes = blobs.list("holes/Account/").await.unwrap();
+    assert!(holes.is_empty(), "the reconciliation was split: {holes:?}");
+    harness.assert_exact("the incremental run beside it");
 }

@@ -65,6 +65,12 @@ async fn snowflake_warehouse_removes_deleted_rows_when_asked() {
     warehouse::deleted_rows_are_removed_when_asked(&warehouse::WarehouseUnderTest {
         warehouse: snowflake.clone(),
         blobs: setup.blobs.clone() as Arc<dyn BlobStore>,
+        inspector: snowflake.clone(),
+    })
+    .await;
+    warehouse::a_reconciliation_removes_missing_rows_when_asked(&warehouse::WarehouseUnderTest {
+        warehouse: snowflake.clone(),
+        blobs: setup.blobs.clone() as Arc<dyn BlobStore>,
         inspector: snowflake,
     })
     .await;

@@ -124,6 +124,7 @@ impl BackfillOptions {
             full: false,
             ca_cert: self.ca_cert.clone(),
             formula_refresh: "off".parse().map_err(anyhow::Error::msg)?,
+            reconcile: "off".parse().map_err(anyhow::Error::msg)?,
         })
     }
 }

@@ -12,7 +12,7 @@ use sfpipe_shared::lambda::parse_object_list;
 use sfpipe_shared::local::pipeline::{LocalPipelineConfig, RunFailure};
 use sfpipe_shared::local::{LocalPipeline, NoEvents};
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
-use sfpipe_shared::stages::loader::{FormulaRefreshSchedule, LoadRequest};
+use sfpipe_shared::stages::loader::{IntervalSchedule, LoadRequest};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
@@ -36,7 +36,11 @@ pub struct RunOptions {
     /// How often formula fields are read again: `24h`, `off`, or exceptions per object
     /// (`24h, Account=6h, Case=off`; units m, h, d).
     #[arg(long, default_value = "24h")]
-    pub formula_refresh: FormulaRefreshSchedule,
+    pub formula_refresh: IntervalSchedule,
+    /// How often each object's Ids are reconciled with Salesforce to find hard deletes: `24h`,
+    /// `off`, or exceptions per object.
+    #[arg(long, default_value = "24h")]
+    pub reconcile: IntervalSchedule,
 }
 
 /// What `sfpipe run` prints, and the objects that did not merge (the command then exits 1).
@@ -76,6 +80,7 @@ pub async fn run_window(
     std::fs::create_dir_all(&options.dir)?;
     let mut config = LocalPipelineConfig::default();
     config.loader.formula_refresh = options.formula_refresh.clone();
+    config.loader.reconcile = options.reconcile.clone();
     let (pipeline, warehouse_path) =
         LocalPipeline::in_directory(&options.dir, salesforce.clone(), config)?;
     // Names in the org's own spelling (Salesforce matches any case), so `account` and `Account`
@@ -138,10 +143,11 @@ pub async fn run_window(
     })
 }
 
-/// How a run's window reads in a summary: `full`, `since <time>` or `formulas`.
+/// How a run's window reads in a summary: `full`, `since <time>`, `formulas` or `ids`.
 pub fn window_label(mode: Mode, since: Option<chrono::DateTime<Utc>>) -> String {
     match (mode, since) {
         (Mode::FormulaRefresh, _) => "formulas".to_string(),
+        (Mode::Reconcile, _) => "ids (hard deletes)".to_string(),
         (Mode::Full, _) | (_, None) => "full".to_string(),
         (Mode::Incremental, Some(since)) => format!("since {}", rfc3339(since)),
     }

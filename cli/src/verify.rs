@@ -22,9 +22,11 @@ pub struct ObjectCheck {
 }
 
 impl ObjectCheck {
+    /// Every row Salesforce has (deleted ones flagged) is in the warehouse exactly once with
+    /// Salesforce's values, and nothing else is, except hard-deleted rows, which the warehouse
+    /// may hold flagged deleted (their last values are whatever was extracted last).
     pub fn is_exact(&self) -> bool {
         self.mismatch_count == 0
-            && self.salesforce_rows == self.warehouse_rows
             && self.salesforce_live == self.warehouse_live
             && self.warehouse_rows == self.warehouse_distinct_ids
     }
@@ -126,11 +128,33 @@ pub fn compare_objects(
                 continue;
             };
             if position > index {
-                note(
-                    &mut check,
-                    format!("{} rows before {id} are missing", position - index),
-                );
+                let missing = (index..position)
+                    .filter(|&i| !org.row_state(object, i).purged)
+                    .count();
+                if missing > 0 {
+                    note(
+                        &mut check,
+                        format!("{missing} rows before {id} are missing"),
+                    );
+                }
                 index = position;
+            }
+            if org.row_state(object, index).purged {
+                // Gone from Salesforce: all that can be known is that it is deleted.
+                let deleted = fields
+                    .iter()
+                    .position(|(_, f)| f.name == "IsDeleted")
+                    .map(|column| row.get_ref(column))
+                    .transpose()?;
+                check.fields_checked += 1;
+                if deleted.is_some_and(|d| !same("boolean", Some("true"), d)) {
+                    note(
+                        &mut check,
+                        format!("{id} was hard-deleted but is not flagged deleted"),
+                    );
+                }
+                index += 1;
+                continue;
             }
             let expected = org.row_values(object, index);
             for (column, (position, field)) in fields.iter().enumerate() {
@@ -151,11 +175,11 @@ pub fn compare_objects(
             }
             index += 1;
         }
-        if index < org.data[object].count {
-            note(
-                &mut check,
-                format!("{} rows missing", org.data[object].count - index),
-            );
+        let missing = (index..org.data[object].count)
+            .filter(|&i| !org.row_state(object, i).purged)
+            .count();
+        if missing > 0 {
+            note(&mut check, format!("{missing} rows missing"));
         }
         drop(rows);
         checks.push(check);

@@ -150,6 +150,11 @@ pub enum Mode {
     /// the same version only: formulas that change without a new SystemModstamp (cross-object
     /// references, `TODAY()`) catch up. Never inserts a row, never moves the watermark.
     FormulaRefresh,
+    /// Every live row's Id (`IsDeleted = false`, through queryAll), compared with the table: a
+    /// stored row missing from Salesforce whose cursor is not after `until` was hard-deleted
+    /// (purged from the recycle bin, or never soft-deleted) and is flagged deleted (or removed).
+    /// Rows newer than `until` are a concurrent run's and are left alone. Never moves the watermark.
+    Reconcile,
 }
 
 /// The SystemModstamp window a run extracts: `since <= SystemModstamp < until`.
@@ -475,7 +480,13 @@ pub fn formula_refresh_key(object: &ObjectName) -> String {
     format!("formula-refresh/{object}.json")
 }
 
-/// What [`formula_refresh_key`] holds.
+/// When an object's Ids were last reconciled with Salesforce ([`Mode::Reconcile`]); holds a
+/// [`FormulaRefreshMarker`] too (the window's end).
+pub fn reconcile_key(object: &ObjectName) -> String {
+    format!("reconcile/{object}.json")
+}
+
+/// What [`formula_refresh_key`] and [`reconcile_key`] hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FormulaRefreshMarker {
     /// The end of the window read: formula values are current as of this instant.

@@ -313,6 +313,12 @@ pub struct MergeBatch {
     /// version (equal cursor) last extracted no later than this batch; no row is inserted,
     /// deleted or made newer, and the watermark stays.
     pub update_only: bool,
+    /// A reconciliation ([`crate::contracts::Mode::Reconcile`]): the files hold the Id of every
+    /// live row in Salesforce. A stored row that is not deleted, whose Id is missing and whose
+    /// cursor is not after this instant was hard-deleted: it is flagged deleted (or removed, by
+    /// the warehouse's [`DeletedRows`]) with this run's lineage. A newer row is a concurrent
+    /// run's, and stays. Nothing is inserted and the watermark stays.
+    pub reconcile_until: Option<DateTime<Utc>>,
     /// The id of the warehouse request that merges the batch (a UUID), the same on every
     /// delivery of the run's merge until one has an outcome: a warehouse that dedups requests
     /// (Snowflake's `requestId`) attaches a redelivery to the merge still running.

@@ -189,11 +189,14 @@ impl Runtime {
         })
     }
 
-    /// The job-loader's settings: `SFPIPE_FORMULA_REFRESH` (default `24h`).
+    /// The job-loader's settings: `SFPIPE_FORMULA_REFRESH` and `SFPIPE_RECONCILE` (both
+    /// default `24h`).
     pub fn loader_config() -> Result<LoaderConfig, ConfigError> {
         let formula_refresh = parsed("SFPIPE_FORMULA_REFRESH")?.unwrap_or_default();
+        let reconcile = parsed("SFPIPE_RECONCILE")?.unwrap_or_default();
         Ok(LoaderConfig {
             formula_refresh,
+            reconcile,
             ..LoaderConfig::default()
         })
     }

@@ -211,6 +211,7 @@ fn window_text(window: Option<&Window>) -> String {
 fn window_label(mode: Option<Mode>, window: Option<&Window>) -> String {
     match mode {
         Some(Mode::FormulaRefresh) => format!("formulas, {}", window_text(window)),
+        Some(Mode::Reconcile) => format!("ids, {}", window_text(window)),
         Some(Mode::Full) => format!("full, {}", window_text(window)),
         _ => window_text(window),
     }

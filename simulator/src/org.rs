@@ -577,6 +577,10 @@ pub struct RowState {
     /// SystemModstamp, in milliseconds since the epoch.
     pub modstamp_ms: i64,
     pub created_ms: i64,
+    /// Hard-deleted (purged from the recycle bin, or deleted without it): the row is gone from
+    /// every query, queryAll too. `deleted` is set as well.
+    #[serde(default)]
+    pub purged: bool,
 }
 
 /// One object's rows: `count` rows; the ones a mutation touched have an override.
@@ -595,6 +599,8 @@ pub struct Org {
     pub data: Vec<ObjectRows>,
     /// When each mutation round happened.
     pub rounds: Vec<DateTime<Utc>>,
+    /// Whether mutation rounds also hard-delete rows (about 0.25% per object and round).
+    pub hard_deletes: bool,
 }
 
 /// What a mutation round changed, per object.
@@ -603,6 +609,9 @@ pub struct MutationCounts {
     pub inserted: u64,
     pub updated: u64,
     pub deleted: u64,
+    /// Hard-deleted: gone from every query, without a trace.
+    #[serde(default)]
+    pub purged: u64,
 }
 
 pub const DATETIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
@@ -632,6 +641,7 @@ impl Org {
             objects,
             data,
             rounds: Vec::new(),
+            hard_deletes: false,
         }
     }
 
@@ -671,6 +681,7 @@ impl Org {
             deleted,
             modstamp_ms,
             created_ms,
+            purged: false,
         }
     }
 
@@ -881,6 +892,17 @@ impl Org {
                 self.data[object].overrides.insert(index, state);
                 counts.deleted += 1;
             }
+            let purges = if self.hard_deletes && !append_only {
+                (count / 400).max(1)
+            } else {
+                0
+            };
+            for _ in 0..purges {
+                let index = rng.below(count);
+                if self.purge(object, index) {
+                    counts.purged += 1;
+                }
+            }
             let inserts = (count / 100).max(1);
             for _ in 0..inserts {
                 let index = self.data[object].count;
@@ -892,6 +914,7 @@ impl Org {
                         deleted: false,
                         modstamp_ms: stamp,
                         created_ms: stamp,
+                        purged: false,
                     },
                 );
                 counts.inserted += 1;
@@ -937,6 +960,23 @@ impl Org {
             return false;
         };
         self.objects[index].fields[position].hidden = true;
+        true
+    }
+
+    /// Hard-deletes a row, live or in the recycle bin: it vanishes from every query, queryAll
+    /// too, and its SystemModstamp does not move (nothing is left to stamp). False if the row
+    /// does not exist or is gone already.
+    pub fn purge(&mut self, object: usize, index: u64) -> bool {
+        if index >= self.data[object].count {
+            return false;
+        }
+        let mut state = self.row_state(object, index);
+        if state.purged {
+            return false;
+        }
+        state.deleted = true;
+        state.purged = true;
+        self.data[object].overrides.insert(index, state);
         true
     }
 

@@ -76,6 +76,8 @@ pub struct SimConfig {
     /// Contact gets `Account_Rating__c`, a cross-object formula that changes without a new
     /// SystemModstamp ([`Org::add_cross_object_formula`]).
     pub cross_object_formula: bool,
+    /// Mutation rounds also hard-delete rows ([`Org::purge`]): they vanish from queryAll too.
+    pub hard_deletes: bool,
 }
 
 impl Default for SimConfig {
@@ -106,6 +108,7 @@ impl Default for SimConfig {
             bench_object: false,
             history_object: false,
             cross_object_formula: false,
+            hard_deletes: false,
         }
     }
 }
@@ -188,6 +191,7 @@ impl SimState {
         if config.cross_object_formula {
             org.add_cross_object_formula();
         }
+        org.hard_deletes = config.hard_deletes;
         // After the objects are added, so the rounds change them too.
         for at in &config.rounds {
             org.mutate(*at);
@@ -798,7 +802,7 @@ fn matching_rows(org: &Org, query: &SoqlQuery, include_deleted: bool) -> Vec<u64
     let mut rows = Vec::new();
     for index in 0..org.data[object].count {
         let state = org.row_state(object, index);
-        if state.deleted && !include_deleted {
+        if state.purged || (state.deleted && !include_deleted) {
             continue;
         }
         let ok = if state_only {

@@ -30,7 +30,9 @@ pub struct HarnessOptions {
     /// How long a Bulk job may run before it is aborted (the default's six hours otherwise).
     pub bulk_job_deadline: Option<Duration>,
     /// How often formula fields are re-read (daily otherwise).
-    pub formula_refresh: Option<sfpipe_shared::stages::loader::FormulaRefreshSchedule>,
+    pub formula_refresh: Option<sfpipe_shared::stages::loader::IntervalSchedule>,
+    /// How often Ids are reconciled (default: the loader's, daily).
+    pub reconcile: Option<sfpipe_shared::stages::loader::IntervalSchedule>,
     /// Wraps the warehouse (after the fault plan's wrapper), to watch or fail its calls.
     pub wrap_warehouse: Option<WarehouseWrapper>,
 }
@@ -55,6 +57,7 @@ impl Default for HarnessOptions {
             fields: Vec::new(),
             bulk_job_deadline: None,
             formula_refresh: None,
+            reconcile: None,
             wrap_warehouse: None,
         }
     }
@@ -117,6 +120,9 @@ impl Harness {
         config.loader.until_lag = Duration::ZERO;
         if let Some(schedule) = &options.formula_refresh {
             config.loader.formula_refresh = schedule.clone();
+        }
+        if let Some(schedule) = &options.reconcile {
+            config.loader.reconcile = schedule.clone();
         }
         config.extract.page_records = options.page_records;
         config.extract.first_poll_delay = Duration::from_millis(5);

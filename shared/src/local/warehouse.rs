@@ -241,6 +241,139 @@ impl FileMerge<'_> {
     }
 }
 
+/// Opens a part of the run for reading as CSV, after checking its header is the run's columns
+/// in order (names in any case, as Salesforce matches them): a file with other columns is not
+/// the run's, even if its names could be mapped.
+fn open_part(
+    blobs: &Arc<dyn BlobStore>,
+    runtime: &tokio::runtime::Handle,
+    schema: &TableSchema,
+    file: &str,
+) -> Result<csv::Reader<MultiGzDecoder<impl Read>>, WarehouseError> {
+    let bad = |detail: String| WarehouseError::BadFile {
+        object: schema.object.to_string(),
+        file: file.to_string(),
+        detail,
+    };
+    let stream = runtime.block_on(blobs.get(file))?;
+    let reader = SyncIoBridge::new_with_handle(StreamReader::new(stream), runtime.clone());
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(MultiGzDecoder::new(reader));
+    let header = csv.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let names: Vec<&str> = header.iter().collect();
+    if !schema.header_matches(&names) {
+        let wanted: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+        return Err(bad(format!(
+            "its header is {names:?}, not the run's columns {wanted:?}"
+        )));
+    }
+    Ok(csv)
+}
+
+/// A reconciliation ([`MergeBatch::reconcile_until`]): the live Ids into a temporary table (on
+/// disk, so 10 million cost no more memory than ten), then one statement flags or removes the
+/// stored rows missing from it, in one transaction.
+fn reconcile_blocking(
+    connection: &mut Connection,
+    blobs: &Arc<dyn BlobStore>,
+    runtime: &tokio::runtime::Handle,
+    batch: &MergeBatch,
+    until: DateTime<Utc>,
+    deleted: DeletedRows,
+) -> Result<MergeReport, WarehouseError> {
+    let table = batch.schema.object.as_str();
+    let stored = existing_columns(connection, table).map_err(service)?;
+    let has = |name: &str| stored.iter().any(|c| c.eq_ignore_ascii_case(name));
+    let cursor = crate::ports::CURSOR_FIELDS.iter().copied().find(|c| has(c));
+    let transaction = connection.transaction().map_err(service)?;
+    transaction
+        .execute_batch(
+            "DROP TABLE IF EXISTS temp._sfpipe_live_ids;
+             CREATE TEMP TABLE _sfpipe_live_ids (\"Id\" TEXT PRIMARY KEY);",
+        )
+        .map_err(service)?;
+    let mut report = MergeReport::default();
+    {
+        let mut insert = transaction
+            .prepare("INSERT OR IGNORE INTO temp._sfpipe_live_ids (\"Id\") VALUES (?1)")
+            .map_err(service)?;
+        for file in &batch.files {
+            let bad = |detail: String| WarehouseError::BadFile {
+                object: table.to_string(),
+                file: file.clone(),
+                detail,
+            };
+            let mut csv = open_part(blobs, runtime, &batch.schema, file)?;
+            let mut record = csv::StringRecord::new();
+            loop {
+                match csv.read_record(&mut record) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => return Err(bad(e.to_string())),
+                }
+                let id = record
+                    .get(0)
+                    .filter(|id| !id.is_empty())
+                    .ok_or_else(|| bad(format!("record {} has no Id", report.rows_read + 1)))?;
+                insert.execute([id]).map_err(service)?;
+                report.rows_read += 1;
+            }
+            let mut rest = Vec::new();
+            csv.into_inner()
+                .read_to_end(&mut rest)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    if has("IsDeleted") {
+        let quoted = quote(table);
+        let mut conditions = vec![format!(
+            "NOT EXISTS (SELECT 1 FROM temp._sfpipe_live_ids AS l WHERE l.\"Id\" = {quoted}.\"Id\")"
+        )];
+        if let Some(cursor) = cursor {
+            let cursor = quote(cursor);
+            conditions.push(format!("({cursor} IS NULL OR {cursor} <= ?1)"));
+        } else {
+            conditions.push("?1 IS NOT NULL".into());
+        }
+        let statement = match deleted {
+            DeletedRows::Remove => {
+                format!("DELETE FROM {quoted} WHERE {}", conditions.join(" AND "))
+            }
+            DeletedRows::Flag => {
+                conditions.push("\"IsDeleted\" IS NOT 1".into());
+                format!(
+                    "UPDATE {quoted} SET \"IsDeleted\" = 1, {} = ?2, {} = ?3, {} = NULL, {} = ?4 WHERE {}",
+                    quote(LINEAGE_COLUMNS[0]),
+                    quote(LINEAGE_COLUMNS[1]),
+                    quote(LINEAGE_COLUMNS[2]),
+                    quote(LINEAGE_COLUMNS[3]),
+                    conditions.join(" AND ")
+                )
+            }
+        };
+        let until = rfc3339(until);
+        let changed = match deleted {
+            DeletedRows::Remove => transaction.execute(&statement, [until]),
+            DeletedRows::Flag => transaction.execute(
+                &statement,
+                rusqlite::params![
+                    until,
+                    batch.run_id.as_str(),
+                    rfc3339(batch.extracted_at),
+                    rfc3339(Utc::now())
+                ],
+            ),
+        };
+        report.rows_changed = changed.map_err(service)? as u64;
+    }
+    transaction
+        .execute_batch("DROP TABLE temp._sfpipe_live_ids")
+        .map_err(service)?;
+    transaction.commit().map_err(service)?;
+    Ok(report)
+}
+
 fn merge_blocking(
     connection: &mut Connection,
     blobs: &Arc<dyn BlobStore>,
@@ -248,6 +381,9 @@ fn merge_blocking(
     batch: &MergeBatch,
     deleted: DeletedRows,
 ) -> Result<MergeReport, WarehouseError> {
+    if let Some(until) = batch.reconcile_until {
+        return reconcile_blocking(connection, blobs, runtime, batch, until, deleted);
+    }
     let object = batch.schema.object.to_string();
     let table = batch.schema.object.as_str();
     let loaded_at = rfc3339(Utc::now());
@@ -260,23 +396,8 @@ fn merge_blocking(
             file: file.clone(),
             detail,
         };
-        let stream = runtime.block_on(blobs.get(file))?;
-        let reader = SyncIoBridge::new_with_handle(StreamReader::new(stream), runtime.clone());
-        let mut csv = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_reader(MultiGzDecoder::new(reader));
-        let header = csv.headers().map_err(|e| bad(e.to_string()))?.clone();
-        // The run's columns, in order (names in any case, as Salesforce matches them): a file
-        // with other columns is not the run's, even if its names could be mapped.
-        let names: Vec<&str> = header.iter().collect();
-        let expected = &batch.schema.columns;
-        if !batch.schema.header_matches(&names) {
-            let wanted: Vec<&str> = expected.iter().map(|c| c.name.as_str()).collect();
-            return Err(bad(format!(
-                "its header is {names:?}, not the run's columns {wanted:?}"
-            )));
-        }
-        let columns: Vec<&ColumnSpec> = expected.iter().collect();
+        let mut csv = open_part(blobs, runtime, &batch.schema, file)?;
+        let columns: Vec<&ColumnSpec> = batch.schema.columns.iter().collect();
         let Some(id_index) = columns.iter().position(|c| c.name == "Id") else {
             return Err(bad("no Id column".into()));
         };

@@ -23,6 +23,13 @@ pub fn is_valid_field_name(name: &str) -> bool {
 
 /// `SELECT <fields> FROM <object> [WHERE <cursor> >= since AND <cursor> < until]`.
 /// Without a cursor field the object can only be read whole, so the window is not applied.
+/// The Ids of every live row of the object (a reconciliation's query; run through queryAll, so
+/// the condition is what leaves the recycle bin out). Not bounded by the window: a row changed
+/// after it still exists, and must be in the list.
+pub fn reconciliation_query(object: &ObjectName) -> String {
+    format!("SELECT Id FROM {object} WHERE IsDeleted = false")
+}
+
 pub fn extraction_query(
     object: &ObjectName,
     fields: &[&str],

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod reconcile;
 pub mod settings;
 pub mod sql;
 pub mod warehouse;

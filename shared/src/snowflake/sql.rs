@@ -255,22 +255,15 @@ impl MergePlan {
     }
 }
 
-/// `stage`: the external stage over the blob store's root, so a blob key is a path in the stage.
-pub fn merge_plan(
-    batch: &MergeBatch,
-    stage: &str,
-    loaded_at: DateTime<Utc>,
-    deleted: DeletedRows,
-) -> MergePlan {
+/// The load of a run's files into the session's load table, every value as text, each file's
+/// header checked against the run's columns: the set-up and the transaction's first statements,
+/// for a merge and a reconciliation alike. `stage`: the external stage over the blob store's
+/// root, so a blob key is a path in the stage.
+pub(crate) fn load_plan(batch: &MergeBatch, stage: &str) -> MergePlan {
     let schema = &batch.schema;
-    let table = table_name(&schema.object);
     let load = ident(LOAD_TABLE);
     let file = ident("_SFPIPE_FILE");
     let names: Vec<String> = schema.columns.iter().map(|c| ident(&c.name)).collect();
-    // The field that orders changes: SystemModstamp, or CreatedDate on a history object.
-    let cursor_field = schema.cursor();
-    let has_cursor = cursor_field.is_some();
-
     // The casts read Salesforce's ISO values with AUTO formats; an account or user may have set
     // others, so this request's session sets what it needs.
     let mut setup = vec![SESSION_FORMATS.to_string()];
@@ -335,6 +328,31 @@ pub fn merge_plan(
         header_matches.join(" AND ")
     ));
     statements.push(format!("DELETE FROM {load} WHERE {row} = 1"));
+    MergePlan {
+        setup,
+        transaction: statements,
+    }
+}
+
+/// `stage`: the external stage over the blob store's root, so a blob key is a path in the stage.
+pub fn merge_plan(
+    batch: &MergeBatch,
+    stage: &str,
+    loaded_at: DateTime<Utc>,
+    deleted: DeletedRows,
+) -> MergePlan {
+    let schema = &batch.schema;
+    let table = table_name(&schema.object);
+    let load = ident(LOAD_TABLE);
+    let file = ident("_SFPIPE_FILE");
+    let names: Vec<String> = schema.columns.iter().map(|c| ident(&c.name)).collect();
+    // The field that orders changes: SystemModstamp, or CreatedDate on a history object.
+    let cursor_field = schema.cursor();
+    let has_cursor = cursor_field.is_some();
+    let MergePlan {
+        setup,
+        transaction: mut statements,
+    } = load_plan(batch, stage);
 
     let typed: Vec<String> = schema
         .columns
@@ -627,6 +645,7 @@ mod tests {
         let batch = MergeBatch {
             schema: schema(),
             update_only: false,
+            reconcile_until: None,
             request_id: None,
             run_id: RunId::new("r-1").unwrap(),
             files: vec!["runs/Invoice__c/r-1/part-00001.csv.gz".into()],
@@ -707,6 +726,7 @@ mod tests {
         let batch = MergeBatch {
             schema: schema(),
             update_only: false,
+            reconcile_until: None,
             request_id: None,
             run_id: RunId::new("r-1").unwrap(),
             files: (0..2500).map(|i| format!("f{i}")).collect(),

@@ -154,7 +154,20 @@ impl Warehouse for SnowflakeWarehouse {
     async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError> {
         batch.schema.validate()?;
         let object = &batch.schema.object;
-        let plan = sql::merge_plan(batch, &self.stage, Utc::now(), self.deleted);
+        let plan = match batch.reconcile_until {
+            Some(until) => {
+                let existing = self.existing_columns(object).await?;
+                super::reconcile::reconcile_plan(
+                    batch,
+                    &self.stage,
+                    Utc::now(),
+                    self.deleted,
+                    until,
+                    &existing,
+                )
+            }
+            None => sql::merge_plan(batch, &self.stage, Utc::now(), self.deleted),
+        };
         let statements = plan.statements();
         let results = self
             .client

@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::records::{read_json, record_formula_refresh, send_merge, to_json};
+use super::records::{
+    read_json, record_formula_refresh, record_reconciliation, send_merge, to_json,
+};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{
     BulkJobProgress, BulkJobRecord, CONTRACT_VERSION, Contract, ExtractMessage, ExtractedRecord,
     MergeMessage, Mode, RunLayout, UploadMessage,
 };
 use crate::ports::{BlobStore, OutgoingMessage, Queue, TableSchema};
-use crate::salesforce::soql::extraction_query;
+use crate::salesforce::soql::{extraction_query, reconciliation_query};
 use crate::salesforce::{JobState, SalesforceClient, SalesforceError};
 
 #[derive(Debug, Clone)]
@@ -176,9 +178,14 @@ where
         Ok(Some(job)) => job,
         Ok(None) => {
             let Some((schema, soql)) = plan(deps, message, &layout).await? else {
-                record_formula_refresh(deps.blobs, Stage::Extract, object, message.window.until)
-                    .await?;
-                tracing::info!(run_id = %message.run_id, %object, "no formula fields: nothing to refresh");
+                let until = message.window.until;
+                if message.mode == Mode::Reconcile {
+                    record_reconciliation(deps.blobs, Stage::Extract, object, until).await?;
+                    tracing::info!(run_id = %message.run_id, %object, "no IsDeleted field: nothing to reconcile");
+                } else {
+                    record_formula_refresh(deps.blobs, Stage::Extract, object, until).await?;
+                    tracing::info!(run_id = %message.run_id, %object, "no formula fields: nothing to refresh");
+                }
                 return Ok(ExtractOutcome::NothingToRefresh);
             };
             deps.salesforce.check_budget().at(Stage::Extract, object)?;
@@ -320,6 +327,20 @@ where
     Q: Queue + ?Sized,
 {
     let object = &message.object;
+    if message.mode == Mode::Reconcile {
+        // The Ids query is not bounded by the window, so halving the window cannot help.
+        return Err(StageError::new(
+            Stage::Extract,
+            object,
+            Cause::Inconsistent(format!(
+                "the reconciliation's Ids-only query of {object} timed out in Salesforce, so \
+                 its hard deletes were not looked for this time; it is tried again at the next \
+                 interval. If it keeps timing out, turn it off for the object \
+                 (SFPIPE_RECONCILE, e.g. \"24h, {object}=off\")"
+            )),
+        )
+        .permanent());
+    }
     let since = message.window.since.unwrap_or_else(earliest_modstamp);
     let until = message.window.until;
     let too_small = || {
@@ -441,7 +462,13 @@ where
         .map_err(|why| {
             StageError::new(Stage::Extract, object, Cause::Inconsistent(why)).permanent()
         })?;
-    let selected = if message.mode == Mode::FormulaRefresh {
+    let selected = if message.mode == Mode::Reconcile {
+        // Ids only; an object without IsDeleted cannot say which rows are live.
+        if describe.field("IsDeleted").is_none() {
+            return Ok(None);
+        }
+        selected.into_iter().filter(|f| f.name == "Id").collect()
+    } else if message.mode == Mode::FormulaRefresh {
         // Only what identifies a row's version, and its formulas.
         let cursor = describe.cursor_field();
         let keep: Vec<_> = selected
@@ -474,8 +501,12 @@ where
             )
         })?;
     let fields: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
-    let soql = extraction_query(object, &fields, describe.cursor_field(), &message.window)
-        .at(Stage::Extract, object)?;
+    let soql = if message.mode == Mode::Reconcile {
+        reconciliation_query(object)
+    } else {
+        extraction_query(object, &fields, describe.cursor_field(), &message.window)
+            .at(Stage::Extract, object)?
+    };
     Ok(Some((schema, soql)))
 }
 

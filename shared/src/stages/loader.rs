@@ -9,7 +9,7 @@ use super::records::read_json;
 use super::{Stage, StageError, StageResultExt};
 use crate::contracts::{
     CONTRACT_VERSION, Contract, ExtractMessage, FormulaRefreshMarker, Mode, ObjectName, RunId,
-    Window, formula_refresh_key, holes_prefix, rfc3339,
+    Window, formula_refresh_key, holes_prefix, reconcile_key, rfc3339,
 };
 use crate::ports::{BlobStore, OutgoingMessage, Queue, Warehouse};
 
@@ -35,7 +35,9 @@ pub struct LoaderConfig {
     /// by the next run rather than missed.
     pub until_lag: Duration,
     /// How often each object's formula fields are read again ([`Mode::FormulaRefresh`]).
-    pub formula_refresh: FormulaRefreshSchedule,
+    pub formula_refresh: IntervalSchedule,
+    /// How often each object's Ids are reconciled to find hard deletes ([`Mode::Reconcile`]).
+    pub reconcile: IntervalSchedule,
 }
 
 impl Default for LoaderConfig {
@@ -43,23 +45,25 @@ impl Default for LoaderConfig {
         Self {
             overlap: Duration::from_secs(10 * 60),
             until_lag: Duration::from_secs(2 * 60),
-            formula_refresh: FormulaRefreshSchedule::default(),
+            formula_refresh: IntervalSchedule::default(),
+            reconcile: IntervalSchedule::default(),
         }
     }
 }
 
-/// How often formula fields are re-read: a default and per-object exceptions (`None`: never).
+/// How often a periodic run (a formula refresh, a reconciliation) comes round: a default and
+/// per-object exceptions (`None`: never).
 ///
 /// Written `24h` or `24h, Account=6h, Case=off` (units m, h, d): the text of
-/// `SFPIPE_FORMULA_REFRESH`.
+/// `SFPIPE_FORMULA_REFRESH` and `SFPIPE_RECONCILE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FormulaRefreshSchedule {
+pub struct IntervalSchedule {
     pub every: Option<Duration>,
     /// Object names in lower case.
     pub objects: std::collections::BTreeMap<String, Option<Duration>>,
 }
 
-impl Default for FormulaRefreshSchedule {
+impl Default for IntervalSchedule {
     fn default() -> Self {
         Self {
             every: Some(Duration::from_secs(24 * 3600)),
@@ -68,7 +72,7 @@ impl Default for FormulaRefreshSchedule {
     }
 }
 
-impl FormulaRefreshSchedule {
+impl IntervalSchedule {
     pub fn interval(&self, object: &ObjectName) -> Option<Duration> {
         self.objects
             .get(&object.as_str().to_ascii_lowercase())
@@ -77,7 +81,7 @@ impl FormulaRefreshSchedule {
     }
 }
 
-impl std::str::FromStr for FormulaRefreshSchedule {
+impl std::str::FromStr for IntervalSchedule {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         fn interval(text: &str) -> Result<Option<Duration>, String> {
@@ -158,13 +162,16 @@ where
         rfc3339(until)
     );
     let run_id = RunId::for_trigger(triggered_at, &qualifier);
-    // A formula refresh is a run of its own beside the incremental one (its files, its merge).
+    // A formula refresh and a reconciliation are runs of their own beside the incremental one
+    // (their files, their merge).
     let refresh_run_id = RunId::for_trigger(triggered_at, &format!("{qualifier}|formulas"));
+    let reconcile_run_id = RunId::for_trigger(triggered_at, &format!("{qualifier}|ids"));
     let mut queued = Vec::new();
     for object in &request.objects {
         let (mode, since) = match (request.mode, request.since) {
             (Mode::Full, _) => (Mode::Full, None),
             (Mode::FormulaRefresh, _) => (Mode::FormulaRefresh, None),
+            (Mode::Reconcile, _) => (Mode::Reconcile, None),
             (Mode::Incremental, Some(since)) => (Mode::Incremental, Some(since)),
             (Mode::Incremental, None) => {
                 match warehouse
@@ -194,12 +201,31 @@ where
             continue;
         }
         let mut runs = vec![(run_id.clone(), mode, window)];
-        if mode == Mode::Incremental
-            && request.since.is_none()
-            && formula_refresh_due(blobs, config, object, triggered_at).await?
+        let scheduled = mode == Mode::Incremental && request.since.is_none();
+        let whole = Window { since: None, until };
+        if scheduled
+            && due(
+                blobs,
+                &config.formula_refresh,
+                &formula_refresh_key(object),
+                object,
+                triggered_at,
+            )
+            .await?
         {
-            let whole = Window { since: None, until };
             runs.push((refresh_run_id.clone(), Mode::FormulaRefresh, whole));
+        }
+        if scheduled
+            && due(
+                blobs,
+                &config.reconcile,
+                &reconcile_key(object),
+                object,
+                triggered_at,
+            )
+            .await?
+        {
+            runs.push((reconcile_run_id.clone(), Mode::Reconcile, whole));
         }
         for (run_id, mode, window) in runs {
             let message = ExtractMessage {
@@ -229,19 +255,21 @@ where
     Ok(LoadReport { run_id, queued })
 }
 
-/// Whether the object's formula fields were last read in full longer ago than its interval.
-/// Objects never loaded are not due: their first run is a full one, which reads formulas too.
-async fn formula_refresh_due<B: BlobStore + ?Sized>(
+/// Whether a periodic run of the object (recorded under `key`) last ran longer ago than its
+/// interval. Objects never loaded are not due: their first run is a full one, which reads
+/// formulas too and has nothing to reconcile.
+async fn due<B: BlobStore + ?Sized>(
     blobs: &B,
-    config: &LoaderConfig,
+    schedule: &IntervalSchedule,
+    key: &str,
     object: &ObjectName,
     triggered_at: DateTime<Utc>,
 ) -> Result<bool, StageError> {
-    let Some(every) = config.formula_refresh.interval(object) else {
+    let Some(every) = schedule.interval(object) else {
         return Ok(false);
     };
     let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
-    let last = read_json::<FormulaRefreshMarker, _>(blobs, &formula_refresh_key(object))
+    let last = read_json::<FormulaRefreshMarker, _>(blobs, key)
         .await
         .at(Stage::Loader, object)?;
     Ok(last.is_none_or(|last| triggered_at.signed_duration_since(last.until) >= every))
@@ -289,8 +317,7 @@ mod tests {
 
     #[test]
     fn formula_refresh_schedules_parse_with_per_object_exceptions() {
-        let schedule: FormulaRefreshSchedule =
-            "12h, account=30m, Case=off, Lead=2d".parse().unwrap();
+        let schedule: IntervalSchedule = "12h, account=30m, Case=off, Lead=2d".parse().unwrap();
         let hours = |h: u64| Some(Duration::from_secs(h * 3600));
         assert_eq!(schedule.interval(&object("Contact")), hours(12));
         assert_eq!(
@@ -299,12 +326,12 @@ mod tests {
         );
         assert_eq!(schedule.interval(&object("Case")), None);
         assert_eq!(schedule.interval(&object("Lead")), hours(48));
-        let default = FormulaRefreshSchedule::default();
+        let default = IntervalSchedule::default();
         assert_eq!(default.interval(&object("Contact")), hours(24));
-        let off: FormulaRefreshSchedule = "off".parse().unwrap();
+        let off: IntervalSchedule = "off".parse().unwrap();
         assert_eq!(off.interval(&object("Contact")), None);
         for bad in ["12", "0h", "soon", "Account=", "bad name=1h"] {
-            assert!(bad.parse::<FormulaRefreshSchedule>().is_err(), "{bad}");
+            assert!(bad.parse::<IntervalSchedule>().is_err(), "{bad}");
         }
     }
 }

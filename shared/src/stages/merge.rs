@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::records::{read_json, read_manifests, record_formula_refresh, to_json};
+use super::records::{
+    read_json, read_manifests, record_formula_refresh, record_reconciliation, to_json,
+};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{ExtractedRecord, MergeMessage, Mode, RunId, RunLayout, Window};
 use crate::ports::{BlobStore, MergeBatch, MergeReport, TableSchema, Warehouse};
@@ -91,9 +93,10 @@ where
         files.push(manifest.key);
     }
     let update_only = message.mode == Mode::FormulaRefresh;
-    // A formula refresh updates loaded rows; of an object never loaded there is nothing to
-    // update, and its columns alone must not make a table.
-    let never_loaded = update_only
+    let reconcile_until = (message.mode == Mode::Reconcile).then_some(message.window.until);
+    // A formula refresh and a reconciliation change loaded rows; of an object never loaded there
+    // is nothing to change, and their columns alone must not make a table.
+    let never_loaded = (update_only || reconcile_until.is_some())
         && deps
             .warehouse
             .watermark(object)
@@ -101,7 +104,7 @@ where
             .at(Stage::Merge, object)?
             .is_none();
     let report = if never_loaded {
-        tracing::info!(run_id = %message.run_id, %object, "formula refresh of an object never loaded: nothing to update");
+        tracing::info!(run_id = %message.run_id, %object, "formula refresh or reconciliation of an object never loaded: nothing to change");
         MergeReport::default()
     } else {
         deps.warehouse
@@ -117,6 +120,7 @@ where
                 files,
                 extracted_at: extracted_at.unwrap_or_else(Utc::now),
                 update_only,
+                reconcile_until,
                 request_id: Some(request.request_id.clone()),
             })
             .await;
@@ -161,6 +165,10 @@ where
     // Every row's formula fields were read up to the window's end.
     if message.window.since.is_none() && matches!(message.mode, Mode::Full | Mode::FormulaRefresh) {
         record_formula_refresh(deps.blobs, Stage::Merge, object, message.window.until).await?;
+    }
+    // A full run read the table whole: the next reconciliation is due an interval from now.
+    if message.window.since.is_none() && matches!(message.mode, Mode::Full | Mode::Reconcile) {
+        record_reconciliation(deps.blobs, Stage::Merge, object, message.window.until).await?;
     }
     // A split run's window is covered now. After the record: a split that re-creates the hole
     // checks for the record and removes it again.

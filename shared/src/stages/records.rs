@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{
     Contract, FormulaRefreshMarker, MergeMessage, ObjectName, PartManifest, RunLayout,
-    formula_refresh_key,
+    formula_refresh_key, reconcile_key,
 };
 use crate::ports::{BlobStore, OutgoingMessage, Queue};
 
@@ -54,8 +54,27 @@ pub(crate) async fn record_formula_refresh<B: BlobStore + ?Sized>(
     object: &ObjectName,
     until: DateTime<Utc>,
 ) -> Result<(), StageError> {
-    let key = formula_refresh_key(object);
-    let recorded = read_json::<FormulaRefreshMarker, _>(blobs, &key)
+    record_read_until(blobs, stage, object, &formula_refresh_key(object), until).await
+}
+
+/// Records that the object's Ids were reconciled with Salesforce as of `until` (never back).
+pub(crate) async fn record_reconciliation<B: BlobStore + ?Sized>(
+    blobs: &B,
+    stage: Stage,
+    object: &ObjectName,
+    until: DateTime<Utc>,
+) -> Result<(), StageError> {
+    record_read_until(blobs, stage, object, &reconcile_key(object), until).await
+}
+
+async fn record_read_until<B: BlobStore + ?Sized>(
+    blobs: &B,
+    stage: Stage,
+    object: &ObjectName,
+    key: &str,
+    until: DateTime<Utc>,
+) -> Result<(), StageError> {
+    let recorded = read_json::<FormulaRefreshMarker, _>(blobs, key)
         .await
         .at(stage, object)?;
     if recorded.is_some_and(|r| r.until >= until) {
@@ -63,7 +82,7 @@ pub(crate) async fn record_formula_refresh<B: BlobStore + ?Sized>(
     }
     blobs
         .put(
-            &key,
+            key,
             crate::ports::bytes_stream(to_json(&FormulaRefreshMarker { until })),
         )
         .await
