@@ -689,6 +689,53 @@ async fn replaying_every_run_of_a_demo_leaves_the_warehouse_unchanged() {
         before,
         "a replay changed the warehouse"
     );
+
+    // `sfpipe trace` of a row the second run changed: its run, window, job, part and record.
+    let connection = rusqlite::Connection::open(&warehouse).unwrap();
+    let (id, run, name): (String, String, Option<String>) = connection
+        .query_row(
+            "SELECT \"Id\", \"_SFPIPE_RUN_ID\", \"Name\" FROM \"Account\" ORDER BY \"_SFPIPE_LOADED_AT\" DESC, \"Id\" LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .unwrap();
+    let trace = sfpipe_cli::trace::trace(&sfpipe_cli::trace::TraceOptions {
+        object: "Account".into(),
+        id: id.clone(),
+        dir: dir.path().to_path_buf(),
+        json: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(trace.run_id.as_deref(), Some(run.as_str()));
+    assert_eq!(trace.mode, Some(Mode::Incremental), "{trace:?}");
+    assert!(trace.window.is_some_and(|w| w.since.is_some()), "{trace:?}");
+    assert!(
+        trace
+            .job_id
+            .as_deref()
+            .is_some_and(|j| j.starts_with("750")),
+        "{trace:?}"
+    );
+    let (file, record) = (trace.file.clone().unwrap(), trace.record.unwrap());
+    // The record it names holds the row's Id and the values the warehouse has.
+    let part = std::fs::read(dir.path().join("blobs").join(&file)).unwrap();
+    let mut csv = csv::Reader::from_reader(flate2::read::MultiGzDecoder::new(part.as_slice()));
+    let headers = csv.headers().unwrap().clone();
+    let found = csv.records().nth(record as usize - 1).unwrap().unwrap();
+    let field = |name: &str| {
+        found
+            .get(headers.iter().position(|h| h == name).unwrap())
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(field("Id"), id);
+    assert_eq!(Some(field("Name")).filter(|n| !n.is_empty()), name);
+    assert!(
+        trace.render().contains(&format!("{file}, record {record}")),
+        "{}",
+        trace.render()
+    );
     // A run that is not stored says so.
     let error = sfpipe_cli::replay::replay(&sfpipe_cli::replay::ReplayOptions {
         object: "Account".into(),
@@ -1161,6 +1208,14 @@ impl sfpipe_shared::ports::Warehouse for RequestWatch {
             return Err((self.failure)());
         }
         report
+    }
+    async fn lineage(
+        &self,
+        object: &sfpipe_shared::contracts::ObjectName,
+        id: &str,
+    ) -> Result<Option<sfpipe_shared::ports::RowLineage>, sfpipe_shared::ports::WarehouseError>
+    {
+        self.inner.lineage(object, id).await
     }
     async fn watermark(
         &self,

@@ -457,3 +457,43 @@ async fn a_merge_left_running_is_attached_to_by_its_redelivery_and_runs_once() {
         .count();
     assert_eq!(merges, 1, "the merge ran again on redelivery");
 }
+
+/// `sfpipe trace` on Snowflake: the row's lineage from the table, its part read from S3, and the
+/// record found in it (a record with a line break in a value spans two lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_is_traced_to_its_part_and_record_through_snowflake_and_s3() {
+    let setup = setup(HarnessOptions::default()).await;
+    let w = under_test(&setup);
+    warehouse::try_merge_first_rows(&w, "WhTraced__c", "r1")
+        .await
+        .expect("merge");
+    let object = sfpipe_shared::contracts::ObjectName::new("WhTraced__c").unwrap();
+    let snowflake = setup.harness.warehouse();
+    let trace = sfpipe_cli::trace::trace_in(
+        setup.blobs.as_ref(),
+        &snowflake,
+        &object,
+        "001000000000000003",
+    )
+    .await
+    .expect("trace");
+    assert_eq!(trace.run_id.as_deref(), Some("r1"));
+    assert_eq!(
+        trace.file.as_deref(),
+        Some("conformance/warehouse/WhTraced__c/r1.csv.gz")
+    );
+    assert_eq!((trace.record, trace.line), (Some(3), Some(4)), "{trace:?}");
+    assert_eq!(trace.is_deleted, Some(false));
+    let missing = sfpipe_cli::trace::trace_in(
+        setup.blobs.as_ref(),
+        &snowflake,
+        &object,
+        "001000000000000009",
+    )
+    .await
+    .expect_err("no such row");
+    assert!(
+        missing.to_string().contains("not in the warehouse"),
+        "{missing}"
+    );
+}

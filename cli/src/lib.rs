@@ -1,5 +1,5 @@
 //! The `sfpipe` command's library, callable from tests: `demo` (the whole pipeline on one machine),
-//! `run` (one machine against any org), `status` (what the pipeline has done), `replay` and
+//! `run` (one machine against any org), `status` (what the pipeline has done), `trace` (where a row came from), `replay` and
 //! `backfill` (merge a stored run again; read a window again), `bench` and
 //! `verify` (the warehouse compared with the org). Start at `main.rs` for the commands.
 
@@ -8,4 +8,5 @@ pub mod demo;
 pub mod replay;
 pub mod run;
 pub mod status;
+pub mod trace;
 pub mod verify;

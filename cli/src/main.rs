@@ -1,5 +1,6 @@
 //! `sfpipe`: run the whole pipeline on one machine (`demo`, or `run` against any org), see what
-//! it has done (`status`), measure it (`bench`), or serve the Salesforce simulator (`sim`).
+//! it has done (`status`, `trace`), merge or read again (`replay`, `backfill`), measure it
+//! (`bench`), or serve the Salesforce simulator (`sim`).
 //! Exits non-zero when an object did not merge (`run`, `demo`) or a run failed (`status`).
 
 use std::io::IsTerminal;
@@ -47,6 +48,8 @@ enum Command {
     /// Per object: the last runs (window, stage reached, job, counts, receipt), the watermark,
     /// open holes and dead letters, from a local directory or a deployed stack.
     Status(sfpipe_cli::status::StatusOptions),
+    /// Where a warehouse row came from: its run, window, Salesforce job, part file and record.
+    Trace(sfpipe_cli::trace::TraceOptions),
     /// Merge a stored run again from its files, without calling Salesforce (changes nothing a
     /// later run changed: the newest version wins).
     Replay(sfpipe_cli::replay::ReplayOptions),
@@ -123,6 +126,14 @@ async fn main() -> anyhow::Result<()> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
+            }
+        }
+        Command::Trace(options) => {
+            let trace = sfpipe_cli::trace::trace(&options).await?;
+            if options.json {
+                println!("{}", serde_json::to_string_pretty(&trace)?);
+            } else {
+                print!("{}", trace.render());
             }
         }
         Command::Replay(options) => match sfpipe_cli::replay::replay(&options).await? {

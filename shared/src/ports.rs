@@ -369,6 +369,24 @@ pub trait Warehouse: Send + Sync {
     /// The newest cursor value merged so far for the object.
     async fn watermark(&self, object: &ObjectName)
     -> Result<Option<DateTime<Utc>>, WarehouseError>;
+    /// Where a stored row came from (its lineage columns); `None` when the table or the row is
+    /// not there.
+    async fn lineage(
+        &self,
+        object: &ObjectName,
+        id: &str,
+    ) -> Result<Option<RowLineage>, WarehouseError>;
+}
+
+/// A stored row's lineage columns, and whether it is flagged deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowLineage {
+    pub run_id: Option<String>,
+    /// The part the row was merged from; none for a row a reconciliation flagged.
+    pub file: Option<String>,
+    pub extracted_at: Option<DateTime<Utc>>,
+    pub loaded_at: Option<DateTime<Utc>>,
+    pub is_deleted: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -193,6 +193,13 @@ impl Warehouse for FaultyWarehouse {
             )
             .await
     }
+    async fn lineage(
+        &self,
+        object: &ObjectName,
+        id: &str,
+    ) -> Result<Option<sfpipe_shared::ports::RowLineage>, WarehouseError> {
+        self.inner.lineage(object, id).await
+    }
 }
 
 /// Messages sent, with the name of the queue each went to.

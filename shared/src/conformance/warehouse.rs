@@ -202,6 +202,43 @@ pub async fn first_load_creates_the_table(w: &WarehouseUnderTest) {
     assert_eq!(watermark_of(w, object).await, day(3));
 }
 
+/// A stored row says where it came from: its run, its part, when it was extracted and loaded.
+pub async fn a_row_says_where_it_came_from(w: &WarehouseUnderTest) {
+    let object = "WhLineage__c";
+    let name = ObjectName::new(object).expect("valid object name");
+    assert_eq!(
+        w.warehouse.lineage(&name, &id("1")).await.expect("lineage"),
+        None,
+        "a table that does not exist has no rows"
+    );
+    let f = file(w.blobs.as_ref(), object, "first", &FIRST).await;
+    merge(w, object, "r1", vec![f.clone()]).await;
+    let lineage = w
+        .warehouse
+        .lineage(&name, &id("2"))
+        .await
+        .expect("lineage")
+        .expect("the row");
+    assert_eq!(lineage.run_id.as_deref(), Some("r1"));
+    assert!(
+        lineage
+            .file
+            .as_deref()
+            .is_some_and(|file| file.ends_with(&f)),
+        "{lineage:?}"
+    );
+    assert_eq!(
+        lineage.extracted_at,
+        Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).single()
+    );
+    assert!(lineage.loaded_at.is_some(), "{lineage:?}");
+    assert_eq!(lineage.is_deleted, Some(false));
+    assert_eq!(
+        w.warehouse.lineage(&name, &id("9")).await.expect("lineage"),
+        None
+    );
+}
+
 pub async fn newer_rows_update_and_new_rows_insert(w: &WarehouseUnderTest) {
     let object = "WhNewer__c";
     let first = file(w.blobs.as_ref(), object, "first", &FIRST).await;
@@ -924,6 +961,7 @@ pub async fn run_all(w: &WarehouseUnderTest) {
     awkward_csv_loads_exactly(w).await;
     invalid_utf8_fails_and_changes_nothing(w).await;
     first_load_creates_the_table(w).await;
+    a_row_says_where_it_came_from(w).await;
     newer_rows_update_and_new_rows_insert(w).await;
     the_same_file_twice_changes_nothing(w).await;
     an_older_file_after_a_newer_one_changes_nothing(w).await;

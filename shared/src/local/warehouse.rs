@@ -14,8 +14,8 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::contracts::{ObjectName, rfc3339};
 use crate::ports::{
-    BlobStore, ColumnSpec, DeletedRows, MergeBatch, MergeReport, TableSchema, Warehouse,
-    WarehouseError,
+    BlobStore, ColumnSpec, DeletedRows, MergeBatch, MergeReport, RowLineage, TableSchema,
+    Warehouse, WarehouseError,
 };
 
 /// Lineage columns added to every table.
@@ -551,6 +551,48 @@ impl Warehouse for SqliteWarehouse {
         tokio::task::spawn_blocking(move || {
             let mut connection = connection.lock().unwrap_or_else(|p| p.into_inner());
             merge_blocking(&mut connection, &blobs, &runtime, &batch, deleted)
+        })
+        .await
+        .map_err(service)?
+    }
+
+    async fn lineage(
+        &self,
+        object: &ObjectName,
+        id: &str,
+    ) -> Result<Option<RowLineage>, WarehouseError> {
+        let connection = self.connection.clone();
+        let table = object.as_str().to_string();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || {
+            let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+            if existing_columns(&connection, &table).map_err(service)?.is_empty() {
+                return Ok(None);
+            }
+            let [run, extracted, file, loaded] = LINEAGE_COLUMNS.map(quote);
+            let at = |text: Option<String>| {
+                text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                    .map(|t| t.with_timezone(&Utc))
+            };
+            connection
+                .query_row(
+                    &format!(
+                        "SELECT {run}, {file}, {extracted}, {loaded}, \"IsDeleted\" FROM {} WHERE \"Id\" = ?1",
+                        quote(&table)
+                    ),
+                    [&id],
+                    |row| {
+                        Ok(RowLineage {
+                            run_id: row.get(0)?,
+                            file: row.get(1)?,
+                            extracted_at: at(row.get(2)?),
+                            loaded_at: at(row.get(3)?),
+                            is_deleted: row.get::<_, Option<i64>>(4)?.map(|d| d != 0),
+                        })
+                    },
+                )
+                .optional()
+                .map_err(service)
         })
         .await
         .map_err(service)?

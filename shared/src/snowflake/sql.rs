@@ -494,6 +494,20 @@ pub fn merge_plan(
     }
 }
 
+/// A row's lineage columns (timestamps as epoch milliseconds) and its IsDeleted.
+pub fn lineage_sql(object: &ObjectName, id: &str) -> String {
+    let [run, _, file, _] = LINEAGE_COLUMNS.map(|(n, _)| ident(n));
+    format!(
+        "SELECT {run}, {file}, DATE_PART(EPOCH_MILLISECOND, {}), DATE_PART(EPOCH_MILLISECOND, {}), {} FROM {} WHERE {} = {}",
+        ident(LINEAGE_COLUMNS[1].0),
+        ident(LINEAGE_COLUMNS[3].0),
+        ident("IsDeleted"),
+        table_name(object),
+        ident("Id"),
+        literal(id)
+    )
+}
+
 pub fn watermark_statements(object: &ObjectName) -> Vec<String> {
     vec![
         state_table_sql(),

@@ -7,7 +7,9 @@ use super::SnowflakeError;
 use super::client::{ResultSet, SqlApiClient};
 use super::sql;
 use crate::contracts::ObjectName;
-use crate::ports::{DeletedRows, MergeBatch, MergeReport, TableSchema, Warehouse, WarehouseError};
+use crate::ports::{
+    DeletedRows, MergeBatch, MergeReport, RowLineage, TableSchema, Warehouse, WarehouseError,
+};
 
 #[derive(Debug)]
 pub struct SnowflakeWarehouse {
@@ -191,6 +193,31 @@ impl Warehouse for SnowflakeWarehouse {
             rows_changed: count(summary.first(sql::ROWS_CHANGED)),
             max_modstamp: epoch_millis(object, summary.first(sql::NEWEST_MS))?,
         })
+    }
+
+    async fn lineage(
+        &self,
+        object: &ObjectName,
+        id: &str,
+    ) -> Result<Option<RowLineage>, WarehouseError> {
+        if self.existing_columns(object).await?.is_empty() {
+            return Ok(None);
+        }
+        let results = self.run(object, &[sql::lineage_sql(object, id)]).await?;
+        let Some(result) = results.into_iter().next() else {
+            return Ok(None);
+        };
+        let Some(row) = result.rows.first() else {
+            return Ok(None);
+        };
+        let cell = |i: usize| row.get(i).cloned().flatten();
+        Ok(Some(RowLineage {
+            run_id: cell(0),
+            file: cell(1),
+            extracted_at: epoch_millis(object, cell(2).as_deref())?,
+            loaded_at: epoch_millis(object, cell(3).as_deref())?,
+            is_deleted: cell(4).map(|d| matches!(d.to_ascii_lowercase().as_str(), "true" | "1")),
+        }))
     }
 
     async fn watermark(

@@ -1,0 +1,174 @@
+//! `sfpipe trace`: where a warehouse row came from: its run and window, the Salesforce job, the
+//! part file and the record in it, and when it was extracted and merged.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use flate2::read::MultiGzDecoder;
+use serde::Serialize;
+use sfpipe_shared::contracts::{
+    BulkJobRecord, ExtractedRecord, Mode, ObjectName, RunId, RunLayout, Window, rfc3339,
+};
+use sfpipe_shared::local::{FsBlobStore, SqliteWarehouse};
+use sfpipe_shared::ports::{BlobStore, Warehouse};
+use sfpipe_shared::stages::merge::MergedRecord;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TraceOptions {
+    #[arg(long)]
+    pub object: String,
+    /// The row's Salesforce Id.
+    #[arg(long)]
+    pub id: String,
+    /// A local directory, as `sfpipe run` and `sfpipe demo` write it.
+    #[arg(long, default_value = ".sfpipe-run")]
+    pub dir: PathBuf,
+    /// JSON for machines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where a row came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trace {
+    pub object: String,
+    pub id: String,
+    pub is_deleted: Option<bool>,
+    pub run_id: Option<String>,
+    pub mode: Option<Mode>,
+    pub window: Option<Window>,
+    pub job_id: Option<String>,
+    /// The part the row was merged from; none for a row a reconciliation flagged deleted.
+    pub file: Option<String>,
+    /// The row's record number in the part (1 is the first after the header), and the line it
+    /// starts on (a record with line breaks in its values spans several).
+    pub record: Option<u64>,
+    pub line: Option<u64>,
+    pub extracted_at: Option<DateTime<Utc>>,
+    pub merged_at: Option<DateTime<Utc>>,
+}
+
+impl Trace {
+    pub fn render(&self) -> String {
+        let or = |value: Option<String>| value.unwrap_or_else(|| "-".into());
+        let at = |value: Option<DateTime<Utc>>| or(value.map(rfc3339));
+        let state = match self.is_deleted {
+            Some(true) => "deleted (IsDeleted = true)",
+            Some(false) => "live",
+            None => "?",
+        };
+        let window = self.window.map(|w| match w.since {
+            Some(since) => format!("{} to {}", rfc3339(since), rfc3339(w.until)),
+            None => format!("everything to {}", rfc3339(w.until)),
+        });
+        let part = match (&self.file, self.record, self.line) {
+            (Some(file), Some(record), Some(line)) => {
+                format!("{file}, record {record} (line {line})")
+            }
+            (Some(file), _, _) => format!("{file} (the row is no longer in it)"),
+            (None, _, _) => "none: flagged deleted by a reconciliation of Ids".into(),
+        };
+        format!(
+            "{} {}: {state}\n  run        {} ({})\n  window     {}\n  job        {}\n  part       {part}\n  extracted  {}\n  merged     {}\n",
+            self.object,
+            self.id,
+            or(self.run_id.clone()),
+            self.mode
+                .map_or("?".into(), |m| format!("{m:?}").to_lowercase()),
+            or(window),
+            or(self.job_id.clone()),
+            at(self.extracted_at),
+            at(self.merged_at),
+        )
+    }
+}
+
+async fn read<T: serde::de::DeserializeOwned>(blobs: &dyn BlobStore, key: &str) -> Option<T> {
+    let bytes = blobs.get_bytes(key).await.ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The record (and the line it starts on) holding `id` in a gzipped CSV part: streamed, so a part
+/// of any size costs the same memory.
+fn find_record(part: impl Read, id: &str) -> anyhow::Result<Option<(u64, u64)>> {
+    let mut csv = csv::Reader::from_reader(MultiGzDecoder::new(part));
+    let id_column = csv
+        .headers()?
+        .iter()
+        .position(|h| h.trim_start_matches('\u{feff}').eq_ignore_ascii_case("Id"))
+        .context("the part has no Id column")?;
+    let mut record = csv::StringRecord::new();
+    let mut number = 0;
+    while csv.read_record(&mut record)? {
+        number += 1;
+        if record.get(id_column) == Some(id) {
+            let line = record.position().map_or(0, |p| p.line());
+            return Ok(Some((number, line)));
+        }
+    }
+    Ok(None)
+}
+
+pub async fn trace(options: &TraceOptions) -> anyhow::Result<Trace> {
+    let object = ObjectName::new(&options.object)?;
+    let blobs: Arc<dyn BlobStore> = Arc::new(
+        FsBlobStore::new(options.dir.join("blobs"))
+            .with_context(|| format!("opening {}", options.dir.display()))?,
+    );
+    let path = options.dir.join("warehouse.sqlite");
+    anyhow::ensure!(path.exists(), "{} has no warehouse", options.dir.display());
+    let warehouse = SqliteWarehouse::open(&path, blobs.clone())?;
+    trace_in(blobs.as_ref(), &warehouse, &object, &options.id).await
+}
+
+/// Traces a row through any blob store and warehouse.
+pub async fn trace_in(
+    blobs: &dyn BlobStore,
+    warehouse: &dyn Warehouse,
+    object: &ObjectName,
+    id: &str,
+) -> anyhow::Result<Trace> {
+    let lineage = warehouse.lineage(object, id).await?.with_context(|| {
+        format!("{object} {id} is not in the warehouse (check the object's spelling and the Id)")
+    })?;
+    let run = lineage.run_id.as_deref().and_then(|r| RunId::new(r).ok());
+    let layout = run.as_ref().map(|run| RunLayout::new(object, run));
+    let (mut job, mut merged, mut extracted) = (None, None, None);
+    if let Some(layout) = &layout {
+        job = read::<BulkJobRecord>(blobs, &layout.bulk_job()).await;
+        extracted = read::<ExtractedRecord>(blobs, &layout.extracted()).await;
+        merged = read::<MergedRecord>(blobs, &layout.merged()).await;
+    }
+    let mut located = None;
+    if let Some(file) = &lineage.file {
+        // Snowflake's METADATA$FILENAME is the key in the stage; the local store's is the key.
+        let bytes = blobs
+            .get_bytes(file)
+            .await
+            .with_context(|| format!("reading the part {file}"))?;
+        located = find_record(bytes.as_ref(), id)?;
+    }
+    Ok(Trace {
+        object: object.to_string(),
+        id: id.to_string(),
+        is_deleted: lineage.is_deleted,
+        run_id: lineage.run_id.clone(),
+        mode: merged
+            .as_ref()
+            .map(|m| m.mode)
+            .or(job.as_ref().and_then(|j| j.mode)),
+        window: merged
+            .as_ref()
+            .map(|m| m.window)
+            .or(job.as_ref().and_then(|j| j.window)),
+        job_id: extracted.map(|e| e.job_id).or(job.map(|j| j.job_id)),
+        file: lineage.file,
+        record: located.map(|(record, _)| record),
+        line: located.map(|(_, line)| line),
+        extracted_at: lineage.extracted_at,
+        merged_at: lineage.loaded_at,
+    })
+}
