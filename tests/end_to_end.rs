@@ -432,17 +432,13 @@ async fn sfpipe_run_loads_an_org_given_only_its_url_and_credentials() {
         serde_json::json!({"flow": "refresh_token", "client_id": config.client_id, "client_secret": config.client_secret, "refresh_token": config.refresh_token}).to_string(),
     )
     .unwrap();
-    let options = sfpipe_cli::run::RunOptions {
-        login_url: sim.url().to_string(),
+    // Any case, as Salesforce matches names: the run uses the org's spelling.
+    let options = sfpipe_cli::run::RunOptions::sqlite(
+        sim.url(),
         credentials,
-        // Any case, as Salesforce matches names: the run uses the org's spelling.
-        objects: "account,INVOICE__C".into(),
-        dir: dir.path().join("out"),
-        full: false,
-        ca_cert: None,
-        formula_refresh: Default::default(),
-        reconcile: Default::default(),
-    };
+        "account,INVOICE__C",
+        dir.path().join("out"),
+    );
     let outcome = sfpipe_cli::run::run(&options).await.unwrap();
     let summary = &outcome.summary;
     assert!(
@@ -483,16 +479,14 @@ async fn a_run_with_an_object_that_failed_says_which_and_why_and_status_shows_it
         serde_json::json!({"flow": "client_credentials", "client_id": config.client_id, "client_secret": config.client_secret}).to_string(),
     )
     .unwrap();
-    let options = sfpipe_cli::run::RunOptions {
-        login_url: sim.url().to_string(),
+    let mut options = sfpipe_cli::run::RunOptions::sqlite(
+        sim.url(),
         credentials,
-        objects: "Account,NoSuch__c".into(),
-        dir: dir.path().join("out"),
-        full: false,
-        ca_cert: None,
-        formula_refresh: "off".parse().unwrap(),
-        reconcile: "off".parse().unwrap(),
-    };
+        "Account,NoSuch__c",
+        dir.path().join("out"),
+    );
+    options.formula_refresh = "off".parse().unwrap();
+    options.reconcile = "off".parse().unwrap();
     let outcome = sfpipe_cli::run::run(&options).await.unwrap();
     assert_eq!(
         outcome
@@ -780,18 +774,20 @@ async fn a_failed_bulk_job_is_redriven_by_a_backfill_of_its_window() {
         ca_cert: None,
     };
     sim.fail_jobs("Account", 1);
-    let failed = sfpipe_cli::run::run_window(&backfill.run_options().unwrap(), Some(since), None)
-        .await
-        .unwrap();
+    let failed =
+        sfpipe_cli::run::run_window(&backfill.run_options().unwrap(), Some(since), None, None)
+            .await
+            .unwrap();
     assert_eq!(failed.failures.len(), 1, "{}", failed.summary);
     assert!(
         failed.failures[0].reason.contains("Failed"),
         "{}",
         failed.summary
     );
-    let redriven = sfpipe_cli::run::run_window(&backfill.run_options().unwrap(), Some(since), None)
-        .await
-        .unwrap();
+    let redriven =
+        sfpipe_cli::run::run_window(&backfill.run_options().unwrap(), Some(since), None, None)
+            .await
+            .unwrap();
     assert!(redriven.failures.is_empty(), "{}", redriven.summary);
     let org = sim.with_org(|org| org.clone());
     for check in sfpipe_cli::verify::compare_objects(

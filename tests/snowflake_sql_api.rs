@@ -18,7 +18,7 @@ struct Setup {
     // Field order is drop order: the harness goes before the moto it reads from.
     harness: SnowflakeHarness,
     blobs: Arc<S3BlobStore>,
-    _moto: Moto,
+    moto: Moto,
 }
 
 async fn setup(options: HarnessOptions) -> Setup {
@@ -34,7 +34,7 @@ async fn setup(options: HarnessOptions) -> Setup {
     Setup {
         harness,
         blobs,
-        _moto: moto,
+        moto,
     }
 }
 
@@ -495,5 +495,123 @@ async fn a_row_is_traced_to_its_part_and_record_through_snowflake_and_s3() {
     assert!(
         missing.to_string().contains("not in the warehouse"),
         "{missing}"
+    );
+}
+
+/// `sfpipe run` into Snowflake from one machine, as a user tries their setup before deploying:
+/// the parts go to S3 (moto) and the harness merges them from its stage. `sfpipe check` passes
+/// each of its lines there, and names the stage as what to fix when the parts are not where the
+/// stage reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_stage() {
+    let setup = setup(HarnessOptions::default()).await;
+    let sim = sfpipe_tests::simulator(sfpipe_simulator::SimConfig {
+        rows: 40,
+        ..sfpipe_simulator::SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let salesforce = dir.path().join("salesforce.json");
+    let config = sim.config().clone();
+    std::fs::write(
+        &salesforce,
+        serde_json::json!({"flow": "client_credentials", "client_id": config.client_id,
+                           "client_secret": config.client_secret})
+        .to_string(),
+    )
+    .unwrap();
+    let snowflake_secret = dir.path().join("snowflake.json");
+    std::fs::write(
+        &snowflake_secret,
+        serde_json::json!({
+            "account": sfpipe_tests::snowflake::ACCOUNT, "user": USER,
+            "private_key": sfpipe_tests::snowflake::PRIVATE_KEY, "url": setup.harness.url,
+            "database": "SFPIPE", "schema": "RAW", "stage": sfpipe_tests::snowflake::STAGE,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let aws = setup.moto.sdk_config().await;
+    let mut options = sfpipe_cli::run::RunOptions::sqlite(
+        sim.url(),
+        salesforce.clone(),
+        "Account,Contact",
+        dir.path().join("unused"),
+    );
+    options.snowflake_credentials = Some(snowflake_secret.clone());
+    options.bucket = Some(BUCKET.into());
+    options.prefix = PREFIX.into();
+    let outcome = sfpipe_cli::run::run_window(&options, None, None, Some(aws.clone()))
+        .await
+        .expect("run into Snowflake");
+    assert!(outcome.failures.is_empty(), "{}", outcome.summary);
+    assert!(
+        outcome.summary.contains("into Snowflake"),
+        "{}",
+        outcome.summary
+    );
+    for (object, table) in [("Account", "ACCOUNT"), ("Contact", "CONTACT")] {
+        let live = sim.with_org(|org| org.live_count(org.object(object).unwrap().0));
+        let result = setup
+            .harness
+            .client()
+            .execute(
+                &format!("SELECT COUNT(*) AS \"LIVE\" FROM \"{table}\" WHERE NOT \"ISDELETED\""),
+                1,
+            )
+            .await
+            .expect("count");
+        assert_eq!(result[0].first("LIVE"), Some(live.to_string().as_str()));
+    }
+    assert!(!std::path::Path::new(&dir.path().join("unused")).exists());
+
+    let mut check = sfpipe_cli::check::CheckOptions {
+        login_url: sim.url().to_string(),
+        credentials: salesforce,
+        ca_cert: None,
+        bucket: Some(BUCKET.into()),
+        prefix: PREFIX.into(),
+        snowflake_credentials: Some(snowflake_secret),
+    };
+    let lines = sfpipe_cli::check::check(&check, Some(aws.clone()))
+        .await
+        .expect("check");
+    let rendered = sfpipe_cli::check::render(&lines);
+    assert_eq!(
+        lines.iter().map(|l| (l.what, l.passed)).collect::<Vec<_>>(),
+        [
+            ("Salesforce login", true),
+            ("S3 access", true),
+            ("Snowflake login", true),
+            ("Snowflake stage", true),
+            ("Snowflake grants", true),
+        ],
+        "{rendered}"
+    );
+    // The check's table is gone again.
+    let tables = setup
+        .harness
+        .client()
+        .execute(
+            "SELECT COUNT(*) AS \"N\" FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_NAME = 'SFPIPECHECK__C'",
+            1,
+        )
+        .await
+        .expect("tables");
+    assert_eq!(tables[0].first("N"), Some("0"), "{rendered}");
+
+    // Parts written under another prefix than the stage reads: the stage line fails, with the fix.
+    check.prefix = "elsewhere".into();
+    let lines = sfpipe_cli::check::check(&check, Some(aws))
+        .await
+        .expect("check");
+    let stage = lines
+        .iter()
+        .find(|l| l.what == "Snowflake stage")
+        .expect("a stage line");
+    assert!(
+        !stage.passed && stage.detail.contains("s3://<bucket>/<prefix>/"),
+        "{}",
+        sfpipe_cli::check::render(&lines)
     );
 }

@@ -43,8 +43,11 @@ enum Command {
         no_verify: bool,
     },
     /// Run the pipeline on this machine against a Salesforce org (real, or `sfpipe sim` elsewhere)
-    /// into a SQLite warehouse. Run again to load incrementally.
+    /// into a SQLite warehouse, or into Snowflake through S3. Run again to load incrementally.
     Run(sfpipe_cli::run::RunOptions),
+    /// Whether each thing a load needs works: the Salesforce login, S3 access, the Snowflake
+    /// login, its stage and grants; a pass or fail line for each, with what to fix.
+    Check(sfpipe_cli::check::CheckOptions),
     /// Per object: the last runs (window, stage reached, job, counts, receipt), the watermark,
     /// open holes and dead letters, from a local directory or a deployed stack.
     Status(sfpipe_cli::status::StatusOptions),
@@ -128,6 +131,14 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Check(options) => {
+            let lines = sfpipe_cli::check::check(&options, None).await?;
+            print!("{}", sfpipe_cli::check::render(&lines));
+            let failed = lines.iter().filter(|l| !l.passed).count();
+            if failed > 0 {
+                anyhow::bail!("{failed} checks failed; see above");
+            }
+        }
         Command::Trace(options) => {
             let trace = sfpipe_cli::trace::trace(&options).await?;
             if options.json {
@@ -162,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
                     &options.run_options()?,
                     Some(options.since),
                     options.until,
+                    None,
                 )
                 .await?;
                 print!("{}", outcome.summary);

@@ -110,22 +110,20 @@ pub struct BackfillOptions {
 impl BackfillOptions {
     /// The local run of the window: `sfpipe run`'s options, formula refreshes off.
     pub fn run_options(&self) -> anyhow::Result<crate::run::RunOptions> {
-        Ok(crate::run::RunOptions {
-            login_url: self
-                .login_url
+        let mut options = crate::run::RunOptions::sqlite(
+            self.login_url
                 .clone()
                 .context("--login-url is needed to run the backfill here")?,
-            credentials: self
-                .credentials
+            self.credentials
                 .clone()
                 .context("--credentials is needed to run the backfill here")?,
-            objects: self.objects.clone(),
-            dir: self.dir.clone(),
-            full: false,
-            ca_cert: self.ca_cert.clone(),
-            formula_refresh: "off".parse().map_err(anyhow::Error::msg)?,
-            reconcile: "off".parse().map_err(anyhow::Error::msg)?,
-        })
+            self.objects.clone(),
+            self.dir.clone(),
+        );
+        options.ca_cert = self.ca_cert.clone();
+        options.formula_refresh = "off".parse().map_err(anyhow::Error::msg)?;
+        options.reconcile = "off".parse().map_err(anyhow::Error::msg)?;
+        Ok(options)
     }
 }
 

@@ -1,4 +1,5 @@
-//! `sfpipe run`: the pipeline on this machine against any Salesforce org, into SQLite.
+//! `sfpipe run`: the pipeline on this machine against any Salesforce org, into SQLite, or into
+//! Snowflake through S3 as a deployed stack loads it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,11 +8,14 @@ use std::time::Instant;
 use anyhow::Context;
 use chrono::Utc;
 use secrecy::SecretString;
+use sfpipe_shared::aws::S3BlobStore;
 use sfpipe_shared::contracts::{Mode, ObjectName, rfc3339};
 use sfpipe_shared::lambda::parse_object_list;
 use sfpipe_shared::local::pipeline::{LocalPipelineConfig, RunFailure};
 use sfpipe_shared::local::{LocalPipeline, NoEvents};
+use sfpipe_shared::ports::BlobStore;
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
+use sfpipe_shared::snowflake::{SnowflakeSettings, SnowflakeWarehouse};
 use sfpipe_shared::stages::loader::{IntervalSchedule, LoadRequest};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -41,6 +45,86 @@ pub struct RunOptions {
     /// `off`, or exceptions per object.
     #[arg(long, default_value = "24h")]
     pub reconcile: IntervalSchedule,
+    /// Load into Snowflake instead of SQLite: the Snowflake secret as a JSON file (the format
+    /// the README gives). Its stage must read --bucket's --prefix.
+    #[arg(long, requires = "bucket")]
+    pub snowflake_credentials: Option<PathBuf>,
+    /// The S3 bucket the parts go to when loading into Snowflake (AWS credentials, region and
+    /// `AWS_ENDPOINT_URL` from the environment).
+    #[arg(long)]
+    pub bucket: Option<String>,
+    #[arg(long, default_value = "sfpipe")]
+    pub prefix: String,
+}
+
+impl RunOptions {
+    /// Options for a run of `objects` into SQLite in `dir`, with the defaults the flags have.
+    pub fn sqlite(
+        login_url: impl Into<String>,
+        credentials: PathBuf,
+        objects: impl Into<String>,
+        dir: PathBuf,
+    ) -> Self {
+        Self {
+            login_url: login_url.into(),
+            credentials,
+            objects: objects.into(),
+            dir,
+            full: false,
+            ca_cert: None,
+            formula_refresh: IntervalSchedule::default(),
+            reconcile: IntervalSchedule::default(),
+            snowflake_credentials: None,
+            bucket: None,
+            prefix: "sfpipe".into(),
+        }
+    }
+
+    /// The Salesforce client the options describe.
+    pub fn salesforce(&self) -> anyhow::Result<Arc<SalesforceClient>> {
+        let secret = std::fs::read_to_string(&self.credentials)
+            .with_context(|| format!("reading {}", self.credentials.display()))?;
+        let credentials = Credentials::from_secret_json(&SecretString::from(secret))?;
+        let extra_ca_pem = match &self.ca_cert {
+            Some(path) => {
+                Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+            }
+            None => None,
+        };
+        Ok(Arc::new(SalesforceClient::new(
+            SalesforceConfig {
+                extra_ca_pem,
+                ..SalesforceConfig::new(&self.login_url)
+            },
+            credentials,
+        )?))
+    }
+}
+
+/// The blob store and warehouse of a run into Snowflake: the parts in S3, the tables in
+/// Snowflake, as a deployed stack has them.
+pub async fn snowflake_ports(
+    secret_file: &std::path::Path,
+    bucket: &str,
+    prefix: &str,
+    aws: Option<aws_config::SdkConfig>,
+) -> anyhow::Result<(Arc<dyn BlobStore>, Arc<SnowflakeWarehouse>)> {
+    let aws = match aws {
+        Some(config) => config,
+        None => sfpipe_shared::aws::sdk_config().await,
+    };
+    let blobs: Arc<dyn BlobStore> = Arc::new(S3BlobStore::new(
+        sfpipe_shared::aws::s3_client(&aws),
+        bucket,
+        prefix,
+    ));
+    let secret = std::fs::read_to_string(secret_file)
+        .with_context(|| format!("reading {}", secret_file.display()))?;
+    let settings = SnowflakeSettings::from_secret_json(&SecretString::from(secret), |name| {
+        std::env::var(name).ok()
+    })?;
+    let warehouse = Arc::new(SnowflakeWarehouse::new(settings.client()?, &settings.stage));
+    Ok((blobs, warehouse))
 }
 
 /// What `sfpipe run` prints, and the objects that did not merge (the command then exits 1).
@@ -51,38 +135,44 @@ pub struct RunOutcome {
 }
 
 pub async fn run(options: &RunOptions) -> anyhow::Result<RunOutcome> {
-    run_window(options, None, None).await
+    run_window(options, None, None, None).await
 }
 
-/// A run of a given window (`since`: a backfill) or of what changed since the last run.
+/// A run of a given window (`since`: a backfill) or of what changed since the last run. `aws`:
+/// the AWS configuration of a run into Snowflake (default: from the environment).
 pub async fn run_window(
     options: &RunOptions,
     since: Option<chrono::DateTime<Utc>>,
     until: Option<chrono::DateTime<Utc>>,
+    aws: Option<aws_config::SdkConfig>,
 ) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
-    let secret = std::fs::read_to_string(&options.credentials)
-        .with_context(|| format!("reading {}", options.credentials.display()))?;
-    let credentials = Credentials::from_secret_json(&SecretString::from(secret))?;
-    let extra_ca_pem = match &options.ca_cert {
-        Some(path) => {
-            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-        }
-        None => None,
-    };
-    let salesforce = Arc::new(SalesforceClient::new(
-        SalesforceConfig {
-            extra_ca_pem,
-            ..SalesforceConfig::new(&options.login_url)
-        },
-        credentials,
-    )?);
-    std::fs::create_dir_all(&options.dir)?;
+    let salesforce = options.salesforce()?;
     let mut config = LocalPipelineConfig::default();
     config.loader.formula_refresh = options.formula_refresh.clone();
     config.loader.reconcile = options.reconcile.clone();
-    let (pipeline, warehouse_path) =
-        LocalPipeline::in_directory(&options.dir, salesforce.clone(), config)?;
+    let (pipeline, destination) = match (&options.snowflake_credentials, &options.bucket) {
+        (Some(secret), Some(bucket)) => {
+            let (blobs, warehouse) = snowflake_ports(secret, bucket, &options.prefix, aws).await?;
+            let pipeline = Arc::new(LocalPipeline::new(
+                salesforce.clone(),
+                blobs,
+                warehouse,
+                config,
+                None,
+            ));
+            (
+                pipeline,
+                format!("Snowflake, parts in s3://{bucket}/{}", options.prefix),
+            )
+        }
+        _ => {
+            std::fs::create_dir_all(&options.dir)?;
+            let (pipeline, warehouse_path) =
+                LocalPipeline::in_directory(&options.dir, salesforce.clone(), config)?;
+            (pipeline, warehouse_path.display().to_string())
+        }
+    };
     // Names in the org's own spelling (Salesforce matches any case), so `account` and `Account`
     // load the same table and watermark; names the org lacks are left for extract to refuse.
     let global = salesforce.describe_global().await?;
@@ -112,10 +202,9 @@ pub async fn run_window(
         .await?;
     let records = result.records(pipeline.blobs().as_ref()).await;
     let mut out = format!(
-        "run {} in {:.1} s into {}\n",
+        "run {} in {:.1} s into {destination}\n",
         result.report.run_id,
         started.elapsed().as_secs_f64(),
-        warehouse_path.display()
     );
     for (queued, record) in &records {
         let window = window_label(queued.mode, queued.window.since);

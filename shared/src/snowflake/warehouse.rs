@@ -92,6 +92,11 @@ impl SnowflakeWarehouse {
         &self.client
     }
 
+    /// The external stage the merge loads from.
+    pub fn stage(&self) -> &str {
+        &self.stage
+    }
+
     async fn run(
         &self,
         object: &ObjectName,
