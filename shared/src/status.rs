@@ -143,7 +143,7 @@ impl StatusReport {
                 out.push_str(&format!("  open holes: {}\n", holes.join(", ")));
             }
             out.push_str(&format!(
-                "  {:<34} {:<44} {:<16} {:<20} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+                "  {:<28} {:<54} {:<16} {:<20} {:>8} {:>8} {:>8} {:>8} {:>7}\n",
                 "run",
                 "window",
                 "stage",
@@ -162,7 +162,7 @@ impl StatusReport {
                 };
                 let number = |n: Option<u64>| n.map_or("-".to_string(), |n| n.to_string());
                 out.push_str(&format!(
-                    "  {:<34} {:<44} {:<16} {:<20} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+                    "  {:<28} {:<54} {:<16} {:<20} {:>8} {:>8} {:>8} {:>8} {:>7}\n",
                     run.run_id,
                     window_label(run.mode, run.window.as_ref()),
                     stage,
