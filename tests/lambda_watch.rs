@@ -519,12 +519,14 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
     }
 
     let events = workspace_root().join("events");
-    // The loader's triggers: a schedule, a full refresh, a backfill window, a formula refresh.
+    // The loader's triggers: a schedule, a full refresh, a backfill window, a formula refresh,
+    // a reconciliation of Ids.
     for file in [
         "schedule.json",
         "full-refresh.json",
         "backfill.json",
         "formula-refresh.json",
+        "reconcile.json",
     ] {
         let report = watches["job-loader"].invoke_file("job-loader", &events.join(file));
         assert!(
