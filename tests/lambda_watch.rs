@@ -708,6 +708,48 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
         "{}",
         status.render()
     );
+
+    // `sfpipe replay` on the stack: the first merged run's merge message, rebuilt from its files,
+    // goes to the merge queue; the merge function merges it again and changes nothing.
+    let first = merged[0];
+    let replayed = sfpipe_cli::replay::replay_with(
+        &sfpipe_cli::replay::ReplayOptions {
+            object: "Account".into(),
+            run: first.run_id.clone(),
+            dir: None,
+            bucket: Some(BUCKET.into()),
+            prefix: PREFIX.into(),
+            merge_queue_url: Some(queues.urls["merge"].clone()),
+        },
+        Some(admin.clone()),
+    )
+    .await
+    .expect("replay on the stack");
+    assert!(
+        matches!(replayed, sfpipe_cli::replay::Replayed::Queued { .. }),
+        "{replayed:?}"
+    );
+    let before = client
+        .execute(
+            "SELECT COUNT(*) AS \"N\", MAX(\"_SFPIPE_LOADED_AT\") AS \"LATEST\" FROM \"ACCOUNT\"",
+            1,
+        )
+        .await
+        .expect("before");
+    let replay_invocations = drain(&queues, &watches).await;
+    assert!(
+        replay_invocations.iter().any(|i| i.starts_with("merge")),
+        "the merge function did not run: {replay_invocations:?}"
+    );
+    let after = client
+        .execute(
+            "SELECT COUNT(*) AS \"N\", MAX(\"_SFPIPE_LOADED_AT\") AS \"LATEST\" FROM \"ACCOUNT\"",
+            1,
+        )
+        .await
+        .expect("after");
+    assert_eq!(before[0].rows, after[0].rows, "the replay changed Account");
+    assert_eq!(queues.depth("merge-dlq").await, 0);
     drop(watches);
 
     // A merge that fails for good forgets its warehouse request (no run above did): its role may

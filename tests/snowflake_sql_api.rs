@@ -511,15 +511,8 @@ async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_sta
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let salesforce = dir.path().join("salesforce.json");
-    let config = sim.config().clone();
-    std::fs::write(
-        &salesforce,
-        serde_json::json!({"flow": "client_credentials", "client_id": config.client_id,
-                           "client_secret": config.client_secret})
-        .to_string(),
-    )
-    .unwrap();
+    let salesforce =
+        sfpipe_tests::client_credentials_file(&sim, &dir.path().join("salesforce.json"));
     let snowflake_secret = dir.path().join("snowflake.json");
     std::fs::write(
         &snowflake_secret,

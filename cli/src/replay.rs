@@ -40,6 +40,14 @@ pub enum Replayed {
 }
 
 pub async fn replay(options: &ReplayOptions) -> anyhow::Result<Replayed> {
+    replay_with(options, None).await
+}
+
+/// `aws`: the AWS configuration for a stack (default: from the environment).
+pub async fn replay_with(
+    options: &ReplayOptions,
+    aws: Option<aws_config::SdkConfig>,
+) -> anyhow::Result<Replayed> {
     let object = ObjectName::new(&options.object)?;
     let run = RunId::new(&options.run)?;
     match (&options.dir, &options.bucket, &options.merge_queue_url) {
@@ -57,7 +65,10 @@ pub async fn replay(options: &ReplayOptions) -> anyhow::Result<Replayed> {
             Ok(Replayed::Merged(handle_merge(&deps, &message).await?))
         }
         (None, Some(bucket), Some(queue_url)) => {
-            let config = sdk_config().await;
+            let config = match aws {
+                Some(config) => config,
+                None => sdk_config().await,
+            };
             let blobs = sfpipe_shared::aws::S3BlobStore::new(
                 sfpipe_shared::aws::s3_client(&config),
                 bucket,

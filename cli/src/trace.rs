@@ -9,12 +9,10 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
-use sfpipe_shared::contracts::{
-    BulkJobRecord, ExtractedRecord, Mode, ObjectName, RunId, RunLayout, Window, rfc3339,
-};
+use sfpipe_shared::contracts::{Mode, ObjectName, RunId, RunLayout, Window, rfc3339};
 use sfpipe_shared::local::{FsBlobStore, SqliteWarehouse};
 use sfpipe_shared::ports::{BlobStore, Warehouse};
-use sfpipe_shared::stages::merge::MergedRecord;
+use sfpipe_shared::status::StoredRun;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceOptions {
@@ -86,11 +84,6 @@ impl Trace {
     }
 }
 
-async fn read<T: serde::de::DeserializeOwned>(blobs: &dyn BlobStore, key: &str) -> Option<T> {
-    let bytes = blobs.get_bytes(key).await.ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 /// The record (and the line it starts on) holding `id` in a gzipped CSV part: streamed, so a part
 /// of any size costs the same memory.
 fn find_record(part: impl Read, id: &str) -> anyhow::Result<Option<(u64, u64)>> {
@@ -135,13 +128,10 @@ pub async fn trace_in(
         format!("{object} {id} is not in the warehouse (check the object's spelling and the Id)")
     })?;
     let run = lineage.run_id.as_deref().and_then(|r| RunId::new(r).ok());
-    let layout = run.as_ref().map(|run| RunLayout::new(object, run));
-    let (mut job, mut merged, mut extracted) = (None, None, None);
-    if let Some(layout) = &layout {
-        job = read::<BulkJobRecord>(blobs, &layout.bulk_job()).await;
-        extracted = read::<ExtractedRecord>(blobs, &layout.extracted()).await;
-        merged = read::<MergedRecord>(blobs, &layout.merged()).await;
-    }
+    let stored = match &run {
+        Some(run) => StoredRun::read(blobs, &RunLayout::new(object, run)).await?,
+        None => StoredRun::default(),
+    };
     let mut located = None;
     if let Some(file) = &lineage.file {
         // Snowflake's METADATA$FILENAME is the key in the stage; the local store's is the key.
@@ -156,15 +146,9 @@ pub async fn trace_in(
         id: id.to_string(),
         is_deleted: lineage.is_deleted,
         run_id: lineage.run_id.clone(),
-        mode: merged
-            .as_ref()
-            .map(|m| m.mode)
-            .or(job.as_ref().and_then(|j| j.mode)),
-        window: merged
-            .as_ref()
-            .map(|m| m.window)
-            .or(job.as_ref().and_then(|j| j.window)),
-        job_id: extracted.map(|e| e.job_id).or(job.map(|j| j.job_id)),
+        mode: stored.mode(),
+        window: stored.window(),
+        job_id: stored.job_id(),
         file: lineage.file,
         record: located.map(|(record, _)| record),
         line: located.map(|(_, line)| line),

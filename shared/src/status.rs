@@ -331,6 +331,45 @@ async fn read<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// What a run stored about itself: its Salesforce job, its extraction and its merge (receipt).
+#[derive(Debug, Clone, Default)]
+pub struct StoredRun {
+    pub job: Option<BulkJobRecord>,
+    pub extracted: Option<ExtractedRecord>,
+    pub merged: Option<MergedRecord>,
+}
+
+impl StoredRun {
+    pub async fn read(blobs: &dyn BlobStore, layout: &RunLayout) -> Result<Self, BlobError> {
+        Ok(Self {
+            job: read(blobs, &layout.bulk_job()).await?,
+            extracted: read(blobs, &layout.extracted()).await?,
+            merged: read(blobs, &layout.merged()).await?,
+        })
+    }
+
+    pub fn mode(&self) -> Option<Mode> {
+        self.merged
+            .as_ref()
+            .map(|m| m.mode)
+            .or(self.job.as_ref().and_then(|j| j.mode))
+    }
+
+    pub fn window(&self) -> Option<Window> {
+        self.merged
+            .as_ref()
+            .map(|m| m.window)
+            .or(self.job.as_ref().and_then(|j| j.window))
+    }
+
+    pub fn job_id(&self) -> Option<String> {
+        self.extracted
+            .as_ref()
+            .map(|e| e.job_id.clone())
+            .or(self.job.as_ref().map(|j| j.job_id.clone()))
+    }
+}
+
 async fn run_status(
     blobs: &dyn BlobStore,
     object: &ObjectName,
@@ -339,9 +378,8 @@ async fn run_status(
     dead: Option<&KeptDeadLetter>,
 ) -> Result<RunStatus, BlobError> {
     let layout = RunLayout::new(object, run_id);
-    let job: Option<BulkJobRecord> = read(blobs, &layout.bulk_job()).await?;
-    let extracted: Option<ExtractedRecord> = read(blobs, &layout.extracted()).await?;
-    let merged: Option<MergedRecord> = read(blobs, &layout.merged()).await?;
+    let stored = StoredRun::read(blobs, &layout).await?;
+    let (job, extracted, merged) = (&stored.job, &stored.extracted, &stored.merged);
     let mut manifests = Vec::new();
     for file in files.iter().filter(|f| f.ends_with(".manifest.json")) {
         if let Some(manifest) =
@@ -376,19 +414,10 @@ async fn run_status(
     };
     Ok(RunStatus {
         run_id: run_id.to_string(),
-        mode: merged
-            .as_ref()
-            .map(|m| m.mode)
-            .or(job.as_ref().and_then(|j| j.mode)),
-        window: merged
-            .as_ref()
-            .map(|m| m.window)
-            .or(job.as_ref().and_then(|j| j.window)),
+        mode: stored.mode(),
+        window: stored.window(),
         stage,
-        job_id: extracted
-            .as_ref()
-            .map(|e| e.job_id.clone())
-            .or(job.as_ref().map(|j| j.job_id.clone())),
+        job_id: stored.job_id(),
         parts_stored,
         parts_expected,
         salesforce_records: extracted.as_ref().and_then(|e| e.salesforce_records),

@@ -40,6 +40,20 @@ pub fn client_for(sim: &Simulator) -> SalesforceClient {
     )
 }
 
+/// The simulator's client credentials as the Salesforce secret file `sfpipe run` reads, written
+/// at `path`.
+pub fn client_credentials_file(sim: &Simulator, path: &std::path::Path) -> std::path::PathBuf {
+    let config = sim.config();
+    std::fs::write(
+        path,
+        serde_json::json!({"flow": "client_credentials", "client_id": config.client_id,
+                           "client_secret": config.client_secret})
+        .to_string(),
+    )
+    .expect("write the Salesforce secret file");
+    path.to_path_buf()
+}
+
 pub fn shared_client(sim: &Simulator) -> Arc<SalesforceClient> {
     Arc::new(client_for(sim))
 }

@@ -162,12 +162,20 @@ where
         .put_if_absent(&layout.merged(), to_json(&record))
         .await
         .at(Stage::Merge, object)?;
-    // Every row's formula fields were read up to the window's end.
-    if message.window.since.is_none() && matches!(message.mode, Mode::Full | Mode::FormulaRefresh) {
+    // A run that read every row up to its window's end: formulas are current as of then, and a
+    // full run counts as a reconciliation for the schedule. The first half of a split full run
+    // (an open hole until now) read only up to its middle, and records neither.
+    let whole = message.window.since.is_none()
+        && deps
+            .blobs
+            .head(&crate::contracts::hole_key(object, &message.run_id))
+            .await
+            .at(Stage::Merge, object)?
+            .is_none();
+    if whole && matches!(message.mode, Mode::Full | Mode::FormulaRefresh) {
         record_formula_refresh(deps.blobs, Stage::Merge, object, message.window.until).await?;
     }
-    // A full run read the table whole: the next reconciliation is due an interval from now.
-    if message.window.since.is_none() && matches!(message.mode, Mode::Full | Mode::Reconcile) {
+    if whole && matches!(message.mode, Mode::Full | Mode::Reconcile) {
         record_reconciliation(deps.blobs, Stage::Merge, object, message.window.until).await?;
     }
     // A split run's window is covered now. After the record: a split that re-creates the hole
