@@ -1,6 +1,8 @@
 //! `sfpipe run`'s exit code and logs, as a cron job or an orchestrator sees them: 1 when an object
 //! did not merge (named, with why), 0 when all did; logs piped are plain text.
 
+#![allow(clippy::expect_used)] // test support: a panic is a failure
+
 use std::process::{Command, Output};
 
 use sfpipe_simulator::{SimConfig, Simulator};
