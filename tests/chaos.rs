@@ -367,6 +367,49 @@ fn argument(args: &[String], name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The name libtest would give this test, for `cargo test <filter>`.
+const TEST_NAME: &str = "chaos_schedules";
+
+/// Whether `cargo test`'s filters select this test, as libtest reads them: positional arguments
+/// are name filters (substrings, or the whole name with `--exact`), `--skip F` excludes, and
+/// `--ignored` runs only ignored tests (this one is not).
+fn selected(args: &[String]) -> bool {
+    const VALUED: [&str; 6] = [
+        "--schedules",
+        "--seed",
+        "--jobs",
+        "--skip",
+        "--test-threads",
+        "--format",
+    ];
+    let exact = args.iter().any(|a| a == "--exact");
+    let matches = |filter: &str| {
+        if exact {
+            filter == TEST_NAME
+        } else {
+            TEST_NAME.contains(filter)
+        }
+    };
+    let mut filters = Vec::new();
+    let mut skips = Vec::new();
+    let mut rest = args.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        if arg == "--ignored" {
+            return false;
+        }
+        if VALUED.contains(&arg.as_str()) {
+            let value = rest.next();
+            if arg == "--skip" {
+                skips.extend(value);
+            }
+        } else if !arg.starts_with('-') {
+            filters.push(arg.as_str());
+        }
+    }
+    !skips.iter().any(|s| TEST_NAME.contains(s.as_str()))
+        && (filters.is_empty() || filters.iter().any(|f| matches(f)))
+}
+
 fn main() {
     if std::env::var_os("SFPIPE_CHAOS_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -378,6 +421,10 @@ fn main() {
     // `cargo test` passes libtest's flags (--list, filters): a listing shows the one test.
     if args.iter().any(|a| a == "--list") {
         println!("chaos_schedules: test");
+        return;
+    }
+    if !selected(&args) {
+        println!("chaos: chaos_schedules filtered out");
         return;
     }
     let schedules = argument(&args, "--schedules", 200);

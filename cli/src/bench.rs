@@ -53,6 +53,11 @@ pub struct BenchOptions {
     /// A Python with simple-salesforce (default: the test tools' venv, ~/.cache/sfpipe/venv).
     #[arg(long)]
     pub python: Option<PathBuf>,
+    /// The peer's script, `simple_salesforce_bench.py` (default: found beside the binary, in
+    /// `../share/sfpipe/` from it, or in `bench/` of the current directory or of a checkout the
+    /// binary was built in).
+    #[arg(long)]
+    pub peer_script: Option<PathBuf>,
     /// Records per Bulk result page (the deployment's `PageRecords`).
     #[arg(long, default_value_t = 50_000)]
     pub page_records: u64,
@@ -363,6 +368,45 @@ impl Drop for SimProcess {
     }
 }
 
+const PEER_SCRIPT: &str = "simple_salesforce_bench.py";
+
+/// The peer's script: the one given, else beside the binary, in `../share/sfpipe/` from it (an
+/// install), in `bench/` of the current directory, or in `bench/` of a directory above the binary
+/// (a checkout's `target/`). A binary moved elsewhere is told to say where it is.
+pub fn find_peer_script(given: Option<&Path>, exe: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        anyhow::ensure!(
+            path.is_file(),
+            "--peer-script {} is not a file",
+            path.display()
+        );
+        return Ok(path.to_path_buf());
+    }
+    let exe_dir = exe.parent().unwrap_or(Path::new("."));
+    let mut candidates = vec![
+        exe_dir.join(PEER_SCRIPT),
+        exe_dir.join("../share/sfpipe").join(PEER_SCRIPT),
+        Path::new("bench").join(PEER_SCRIPT),
+    ];
+    candidates.extend(
+        exe_dir
+            .ancestors()
+            .map(|dir| dir.join("bench").join(PEER_SCRIPT)),
+    );
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "cannot find the peer's script {PEER_SCRIPT} (looked beside {}, in ../share/sfpipe/ \
+                 from it, in ./bench/ and in bench/ above it): give --peer-script PATH (it is \
+                 bench/{PEER_SCRIPT} in the source), or --no-peer",
+                exe.display()
+            )
+        })
+}
+
 pub async fn run(options: &BenchOptions) -> anyhow::Result<String> {
     let rows: Vec<u64> = options
         .rows
@@ -380,8 +424,11 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<String> {
         PathBuf::from(std::env::var("HOME").unwrap_or_default())
             .join(".cache/sfpipe/venv/bin/python")
     });
-    let peer_script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/simple_salesforce_bench.py");
+    let peer_script = if options.no_peer {
+        PathBuf::new()
+    } else {
+        find_peer_script(options.peer_script.as_deref(), &exe)?
+    };
     let mut rounds = Vec::new();
     for n in rows {
         let dir = work.join(format!("rows-{n}"));

@@ -41,3 +41,38 @@ fn bench_measures_every_stage_and_writes_its_results() {
             || !std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists()
     );
 }
+
+/// The peer's script is found from the binary's location, not a path compiled in: beside an
+/// installed binary's `share/sfpipe/`, or in `bench/` above a checkout's `target/`; elsewhere the
+/// error says to give `--peer-script`.
+#[test]
+fn the_peer_script_is_found_from_the_binary_location() {
+    use sfpipe_cli::bench::find_peer_script;
+    let root = tempfile::tempdir().expect("tempdir");
+    let install = root.path().join("usr");
+    std::fs::create_dir_all(install.join("bin")).expect("bin");
+    std::fs::create_dir_all(install.join("share/sfpipe")).expect("share");
+    std::fs::write(install.join("share/sfpipe/simple_salesforce_bench.py"), "").expect("script");
+    let found = find_peer_script(None, &install.join("bin/sfpipe")).expect("installed");
+    assert!(
+        found.ends_with("share/sfpipe/simple_salesforce_bench.py"),
+        "{found:?}"
+    );
+
+    let checkout = root.path().join("src/sfpipe");
+    std::fs::create_dir_all(checkout.join("bench")).expect("bench");
+    std::fs::create_dir_all(checkout.join("target/release")).expect("target");
+    std::fs::write(checkout.join("bench/simple_salesforce_bench.py"), "").expect("script");
+    let found = find_peer_script(None, &checkout.join("target/release/sfpipe")).expect("checkout");
+    assert_eq!(found, checkout.join("bench/simple_salesforce_bench.py"));
+
+    let elsewhere = root.path().join("opt/bin/sfpipe");
+    let error = find_peer_script(None, &elsewhere).expect_err("nowhere");
+    assert!(error.to_string().contains("--peer-script"), "{error}");
+    let given = find_peer_script(
+        Some(&checkout.join("bench/simple_salesforce_bench.py")),
+        &elsewhere,
+    )
+    .expect("given");
+    assert_eq!(given, checkout.join("bench/simple_salesforce_bench.py"));
+}
