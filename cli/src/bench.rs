@@ -61,6 +61,13 @@ pub struct BenchOptions {
     /// Records per Bulk result page (the deployment's `PageRecords`).
     #[arg(long, default_value_t = 50_000)]
     pub page_records: u64,
+    /// Pace the simulator's result pages as a real org's downloads are: megabits per second per
+    /// page (see bench/README.md for the setting used and where it comes from).
+    #[arg(long)]
+    pub stream_mbps: Option<f64>,
+    /// Hold each result page this long before its first byte (milliseconds).
+    #[arg(long, default_value_t = 0)]
+    pub first_byte_ms: u64,
     /// Working directory for the parts and the SQLite warehouse (default: a temporary one).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
@@ -440,6 +447,13 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<String> {
             Command::new(&exe)
                 .args(["sim", "--tls", "--bench-object", "--seed", "7"])
                 .args(["--rows", &n.to_string(), "--port", &port.to_string()])
+                .args(["--first-byte-ms", &options.first_byte_ms.to_string()])
+                .args(
+                    options
+                        .stream_mbps
+                        .map(|mbps| vec!["--stream-mbps".to_string(), mbps.to_string()])
+                        .unwrap_or_default(),
+                )
                 .arg("--cert-file")
                 .arg(&cert)
                 .stdout(Stdio::null())
@@ -503,7 +517,18 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<String> {
         options.out.join("results.json"),
         serde_json::to_vec_pretty(&rounds)?,
     )?;
-    let table = report(&rounds, options.page_records);
+    let setting = match options.stream_mbps {
+        Some(mbps) => format!(
+            "Result pages paced at {mbps} Mbit/s each, {} ms to first byte.\n\n",
+            options.first_byte_ms
+        ),
+        None if options.first_byte_ms > 0 => format!(
+            "Result pages held {} ms before their first byte, then as fast as loopback allows.\n\n",
+            options.first_byte_ms
+        ),
+        None => "Result pages as fast as loopback allows (no bandwidth model).\n\n".to_string(),
+    };
+    let table = setting + &report(&rounds, options.page_records);
     std::fs::write(options.out.join("results.md"), &table)?;
     let chart = options.out.join("throughput.png");
     match draw_chart(&rounds, &chart) {

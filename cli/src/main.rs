@@ -83,6 +83,13 @@ enum Command {
         /// Also serve AccountHistory, a field history object with CreatedDate and no SystemModstamp.
         #[arg(long)]
         history_object: bool,
+        /// Pace each Bulk result page at this many megabits per second, as a real org's
+        /// downloads are (default: as fast as loopback allows).
+        #[arg(long)]
+        stream_mbps: Option<f64>,
+        /// Hold each Bulk result page this many milliseconds before its first byte.
+        #[arg(long, default_value_t = 0)]
+        first_byte_ms: u64,
     },
 }
 
@@ -210,12 +217,18 @@ async fn main() -> anyhow::Result<()> {
             cert_file,
             bench_object,
             history_object,
+            stream_mbps,
+            first_byte_ms,
         } => {
             let config = SimConfig {
                 rows,
                 seed,
                 bench_object,
                 history_object,
+                bandwidth: sfpipe_simulator::bandwidth::Bandwidth {
+                    megabits_per_second: stream_mbps,
+                    first_byte: std::time::Duration::from_millis(first_byte_ms),
+                },
                 ..SimConfig::default()
             };
             let addr = SocketAddr::from(([127, 0, 0, 1], port));

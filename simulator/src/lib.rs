@@ -2,6 +2,7 @@
 //! query/queryAll with paging, Bulk API 2.0 query jobs, Salesforce-shaped errors, API usage
 //! headers, and injectable faults. Its data is a generated org (see [`org`]).
 
+pub mod bandwidth;
 pub mod org;
 mod server;
 pub mod soql;

@@ -44,6 +44,9 @@ pub struct SimConfig {
     pub session_calls: Option<u64>,
     /// Added to every API call.
     pub latency: std::time::Duration,
+    /// How Bulk result pages are paced: a time to first byte and a per-response rate, as a real
+    /// org's downloads are ([`crate::bandwidth`]); unlimited by default.
+    pub bandwidth: crate::bandwidth::Bandwidth,
     /// Bulk jobs on these objects end Failed.
     pub failing_job_objects: Vec<String>,
     /// The Bulk API refuses these objects (INVALIDENTITY), as it does some standard objects.
@@ -95,6 +98,7 @@ impl Default for SimConfig {
             daily_api_limit: 100_000,
             session_calls: None,
             latency: std::time::Duration::ZERO,
+            bandwidth: crate::bandwidth::Bandwidth::default(),
             failing_job_objects: Vec::new(),
             bulk_unsupported_objects: Vec::new(),
             query_timeout_rows: None,
@@ -1351,7 +1355,12 @@ async fn job_results(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
     let body = csv_page_stream(state.clone(), query, rows, start, end, gzip);
-    let mut response = Response::new(Body::from_stream(body));
+    let bandwidth = state.config.bandwidth;
+    let mut response = if bandwidth.is_unlimited() {
+        Response::new(Body::from_stream(body))
+    } else {
+        Response::new(Body::from_stream(bandwidth.pace(body)))
+    };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
     if gzip {
