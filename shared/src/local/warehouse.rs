@@ -374,6 +374,115 @@ fn reconcile_blocking(
     Ok(report)
 }
 
+/// One record of a part, typed for SQLite.
+struct ParsedRecord {
+    values: Vec<Value>,
+    /// A deletion to remove (with `DeletedRows::Remove`): its Id and cursor text.
+    removal: Option<(String, Option<String>)>,
+}
+
+/// What a part held besides its records.
+struct PartRead {
+    rows: u64,
+    newest: Option<DateTime<Utc>>,
+}
+
+/// Reads one part's records, checks and types them, and hands them over in batches.
+struct PartReader {
+    columns: Vec<ColumnSpec>,
+    id_index: usize,
+    cursor_index: Option<usize>,
+    cursor: Option<String>,
+    deleted_index: Option<usize>,
+    object: String,
+    file: String,
+}
+
+impl PartReader {
+    const BATCH: usize = 512;
+
+    fn bad(&self, detail: String) -> WarehouseError {
+        WarehouseError::BadFile {
+            object: self.object.clone(),
+            file: self.file.clone(),
+            detail,
+        }
+    }
+
+    fn read<R: Read>(
+        &self,
+        mut csv: csv::Reader<R>,
+        batches: std::sync::mpsc::SyncSender<Vec<ParsedRecord>>,
+    ) -> Result<PartRead, WarehouseError> {
+        let mut read = PartRead {
+            rows: 0,
+            newest: None,
+        };
+        let mut record = csv::StringRecord::new();
+        let mut batch = Vec::with_capacity(Self::BATCH);
+        loop {
+            match csv.read_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err(self.bad(e.to_string())),
+            }
+            if record.len() != self.columns.len() {
+                return Err(self.bad(format!(
+                    "record {} has {} fields, the header {}",
+                    read.rows + 1,
+                    record.len(),
+                    self.columns.len()
+                )));
+            }
+            let id = record.get(self.id_index).unwrap_or_default();
+            if id.is_empty() {
+                return Err(self.bad(format!("record {} has no Id", read.rows + 1)));
+            }
+            let values = self
+                .columns
+                .iter()
+                .zip(record.iter())
+                .map(|(column, raw)| to_value(column, raw))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.bad(e))?;
+            read.rows += 1;
+            let stamp = self.cursor_index.and_then(|i| record.get(i));
+            if let Some(raw) = stamp.filter(|r| !r.is_empty()) {
+                let at = DateTime::parse_from_rfc3339(raw)
+                    .map_err(|e| {
+                        self.bad(format!(
+                            "{} {raw:?}: {e}",
+                            self.cursor.as_deref().unwrap_or_default()
+                        ))
+                    })?
+                    .with_timezone(&Utc);
+                read.newest = Some(read.newest.map_or(at, |m| m.max(at)));
+            }
+            let removal = self
+                .deleted_index
+                .filter(|i| record.get(*i) == Some("true"))
+                .map(|_| (id.to_string(), stamp.map(str::to_string)));
+            batch.push(ParsedRecord { values, removal });
+            if batch.len() == Self::BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(Self::BATCH));
+                if batches.send(full).is_err() {
+                    // The writer stopped on an error of its own, which it reports.
+                    return Ok(read);
+                }
+            }
+        }
+        if !batch.is_empty() && batches.send(batch).is_err() {
+            return Ok(read);
+        }
+        // Drain what is left of the decoder so a truncated gzip stream is noticed.
+        let mut rest = Vec::new();
+        csv.into_inner()
+            .read_to_end(&mut rest)
+            .map_err(|e| self.bad(e.to_string()))?;
+        Ok(read)
+    }
+}
+
 fn merge_blocking(
     connection: &mut Connection,
     blobs: &Arc<dyn BlobStore>,
@@ -396,7 +505,7 @@ fn merge_blocking(
             file: file.clone(),
             detail,
         };
-        let mut csv = open_part(blobs, runtime, &batch.schema, file)?;
+        let csv = open_part(blobs, runtime, &batch.schema, file)?;
         let columns: Vec<&ColumnSpec> = batch.schema.columns.iter().collect();
         let Some(id_index) = columns.iter().position(|c| c.name == "Id") else {
             return Err(bad("no Id column".into()));
@@ -419,62 +528,61 @@ fn merge_blocking(
         };
         let mut statement = transaction.prepare(&write).map_err(service)?;
         let mut remove = transaction.prepare(&merge.remove_sql()).map_err(service)?;
-        let mut record = csv::StringRecord::new();
-        let mut values: Vec<Value> = Vec::with_capacity(merge.columns.len() + 4);
-        loop {
-            match csv.read_record(&mut record) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => return Err(bad(e.to_string())),
-            }
-            if record.len() != merge.columns.len() {
-                return Err(bad(format!(
-                    "record {} has {} fields, the header {}",
-                    report.rows_read + 1,
-                    record.len(),
-                    merge.columns.len()
-                )));
-            }
-            if record.get(id_index).is_none_or(str::is_empty) {
-                return Err(bad(format!("record {} has no Id", report.rows_read + 1)));
-            }
-            values.clear();
-            for (column, raw) in merge.columns.iter().zip(record.iter()) {
-                values.push(to_value(column, raw).map_err(&bad)?);
-            }
-            report.rows_read += 1;
-            if let Some(raw) = cursor_index
-                .and_then(|i| record.get(i))
-                .filter(|r| !r.is_empty())
-            {
-                let at = DateTime::parse_from_rfc3339(raw)
-                    .map_err(|e| bad(format!("{} {raw:?}: {e}", cursor.unwrap_or_default())))?
-                    .with_timezone(&Utc);
-                report.max_modstamp = Some(report.max_modstamp.map_or(at, |m| m.max(at)));
-            }
-            let changed = match deleted_index {
-                Some(i) if record.get(i) == Some("true") => {
-                    let id = record.get(id_index).unwrap_or_default();
-                    match cursor_index.and_then(|c| record.get(c)) {
-                        Some(stamp) => remove.execute(rusqlite::params![id, stamp]),
-                        None => remove.execute(rusqlite::params![id]),
+        let lineage = [
+            Value::Text(batch.run_id.to_string()),
+            Value::Text(extracted_at.clone()),
+            Value::Text(file.clone()),
+            Value::Text(loaded_at.clone()),
+        ];
+        let reader = PartReader {
+            columns: merge.columns.iter().map(|c| (*c).clone()).collect(),
+            id_index,
+            cursor_index,
+            cursor: cursor.map(str::to_string),
+            deleted_index,
+            object: object.clone(),
+            file: file.clone(),
+        };
+        // Decompressing, parsing and typing run on a thread of their own while SQLite writes:
+        // on two cores the merge then goes about as fast as SQLite alone.
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<ParsedRecord>>(4);
+        let (read, written) = std::thread::scope(|scope| {
+            let reading = scope.spawn(move || reader.read(csv, batches));
+            let mut written: Result<u64, WarehouseError> = Ok(0);
+            for records in received.iter() {
+                for record in &records {
+                    let changed = match &record.removal {
+                        Some((id, Some(stamp))) => remove.execute(rusqlite::params![id, stamp]),
+                        Some((id, None)) => remove.execute(rusqlite::params![id]),
+                        None => statement
+                            .execute(params_from_iter(record.values.iter().chain(&lineage))),
+                    };
+                    match changed {
+                        Ok(n) => written = written.map(|w| w + n as u64),
+                        Err(error) => written = Err(service(error)),
+                    }
+                    if written.is_err() {
+                        break;
                     }
                 }
-                _ => {
-                    values.push(Value::Text(batch.run_id.to_string()));
-                    values.push(Value::Text(extracted_at.clone()));
-                    values.push(Value::Text(file.clone()));
-                    values.push(Value::Text(loaded_at.clone()));
-                    statement.execute(params_from_iter(values.iter()))
+                if written.is_err() {
+                    // Dropping the receiver stops the reader at its next batch.
+                    break;
                 }
-            };
-            report.rows_changed += changed.map_err(service)? as u64;
-        }
-        // Drain what is left of the decoder so a truncated gzip stream is noticed.
-        let mut rest = Vec::new();
-        csv.into_inner()
-            .read_to_end(&mut rest)
-            .map_err(|e| bad(e.to_string()))?;
+            }
+            drop(received);
+            let read = reading
+                .join()
+                .unwrap_or_else(|_| Err(service("the part's reader panicked")));
+            (read, written)
+        });
+        let read = read?;
+        report.rows_changed += written?;
+        report.rows_read += read.rows;
+        report.max_modstamp = match (report.max_modstamp, read.newest) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
     }
     if let Some(watermark) = report.max_modstamp.filter(|_| !batch.update_only) {
         transaction
