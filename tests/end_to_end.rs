@@ -762,9 +762,7 @@ async fn a_failed_bulk_job_is_redriven_by_a_backfill_of_its_window() {
         credentials: Some(credentials),
         dir: dir.path().join("out"),
         ca_cert: None,
-        snowflake_credentials: None,
-        bucket: None,
-        prefix: "sfpipe".into(),
+        snowflake: Default::default(),
     };
     sim.fail_jobs("Account", 1);
     let failed =

@@ -531,9 +531,11 @@ async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_sta
         "Account,Contact",
         dir.path().join("unused"),
     );
-    options.snowflake_credentials = Some(snowflake_secret.clone());
-    options.bucket = Some(BUCKET.into());
-    options.prefix = PREFIX.into();
+    options.snowflake = sfpipe_cli::run::SnowflakeDestination {
+        snowflake_credentials: Some(snowflake_secret.clone()),
+        bucket: Some(BUCKET.into()),
+        prefix: PREFIX.into(),
+    };
     let outcome = sfpipe_cli::run::run_window(&options, None, None, Some(aws.clone()))
         .await
         .expect("run into Snowflake");
@@ -572,9 +574,7 @@ async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_sta
         credentials: Some(salesforce.clone()),
         dir: dir.path().join("unused"),
         ca_cert: None,
-        snowflake_credentials: Some(snowflake_secret.clone()),
-        bucket: Some(BUCKET.into()),
-        prefix: PREFIX.into(),
+        snowflake: options.snowflake.clone(),
     };
     let backfilled = sfpipe_cli::run::run_window(
         &backfill.run_options().expect("options"),
@@ -609,9 +609,7 @@ async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_sta
         login_url: sim.url().to_string(),
         credentials: salesforce,
         ca_cert: None,
-        bucket: Some(BUCKET.into()),
-        prefix: PREFIX.into(),
-        snowflake_credentials: Some(snowflake_secret),
+        snowflake: options.snowflake.clone(),
     };
     let lines = sfpipe_cli::check::check(&check, Some(aws.clone()))
         .await
@@ -641,7 +639,7 @@ async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_sta
     assert_eq!(tables[0].first("N"), Some("0"), "{rendered}");
 
     // Parts written under another prefix than the stage reads: the stage line fails, with the fix.
-    check.prefix = "elsewhere".into();
+    check.snowflake.prefix = "elsewhere".into();
     let lines = sfpipe_cli::check::check(&check, Some(aws))
         .await
         .expect("check");

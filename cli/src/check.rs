@@ -25,14 +25,9 @@ pub struct CheckOptions {
     /// An extra CA certificate to trust (PEM).
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
-    /// The S3 bucket the parts go to.
-    #[arg(long)]
-    pub bucket: Option<String>,
-    #[arg(long, default_value = "sfpipe")]
-    pub prefix: String,
-    /// The Snowflake secret as a JSON file (needs --bucket: the stage reads it).
-    #[arg(long, requires = "bucket")]
-    pub snowflake_credentials: Option<PathBuf>,
+    /// The bucket to check (S3 access), and the Snowflake secret (login, stage, grants).
+    #[command(flatten)]
+    pub snowflake: crate::run::SnowflakeDestination,
 }
 
 /// One check's outcome.
@@ -141,13 +136,16 @@ pub async fn check(
             "Fix the credentials file (README: the Salesforce secret)",
         ),
     });
-    let Some(bucket) = &options.bucket else {
+    let destination = &options.snowflake;
+    let Some(bucket) = &destination.bucket else {
         return Ok(lines);
     };
-    let secret = options.snowflake_credentials.clone();
+    let secret = destination.snowflake_credentials.clone();
     let (blobs, warehouse) = match &secret {
         Some(secret) => {
-            match crate::run::snowflake_ports(secret, bucket, &options.prefix, aws.clone()).await {
+            match crate::run::snowflake_ports(secret, bucket, &destination.prefix, aws.clone())
+                .await
+            {
                 Ok((blobs, warehouse)) => (blobs, Some(warehouse)),
                 Err(error) => {
                     lines.push(CheckLine::fail(
@@ -168,7 +166,7 @@ pub async fn check(
                 std::sync::Arc::new(sfpipe_shared::aws::S3BlobStore::new(
                     sfpipe_shared::aws::s3_client(&aws),
                     bucket,
-                    &options.prefix,
+                    &destination.prefix,
                 ));
             (blobs, None)
         }
@@ -185,7 +183,10 @@ pub async fn check(
     match s3 {
         Ok(read) if read.as_ref() == probe_part().as_slice() => lines.push(CheckLine::pass(
             "S3 access",
-            format!("wrote and read back s3://{bucket}/{}/{key}", options.prefix),
+            format!(
+                "wrote and read back s3://{bucket}/{}/{key}",
+                destination.prefix
+            ),
         )),
         Ok(_) => lines.push(CheckLine::fail(
             "S3 access",
@@ -253,7 +254,7 @@ pub async fn check(
                 format!(
                     "{} read the probe part from s3://{bucket}/{}/",
                     warehouse.stage(),
-                    options.prefix
+                    destination.prefix
                 ),
             )),
             Ok(report) => lines.push(CheckLine::fail(

@@ -116,13 +116,8 @@ pub struct BackfillOptions {
     /// An extra CA certificate to trust (PEM).
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
-    /// Load into Snowflake instead of SQLite, as `sfpipe run` does.
-    #[arg(long, requires = "bucket")]
-    pub snowflake_credentials: Option<PathBuf>,
-    #[arg(long)]
-    pub bucket: Option<String>,
-    #[arg(long, default_value = "sfpipe")]
-    pub prefix: String,
+    #[command(flatten)]
+    pub snowflake: crate::run::SnowflakeDestination,
 }
 
 impl BackfillOptions {
@@ -139,9 +134,7 @@ impl BackfillOptions {
             self.dir.clone(),
         );
         options.ca_cert = self.ca_cert.clone();
-        options.snowflake_credentials = self.snowflake_credentials.clone();
-        options.bucket = self.bucket.clone();
-        options.prefix = self.prefix.clone();
+        options.snowflake = self.snowflake.clone();
         options.formula_refresh = "off".parse().map_err(anyhow::Error::msg)?;
         options.reconcile = "off".parse().map_err(anyhow::Error::msg)?;
         Ok(options)

@@ -45,14 +45,22 @@ pub struct RunOptions {
     /// `off`, or exceptions per object.
     #[arg(long, default_value = "24h")]
     pub reconcile: IntervalSchedule,
+    #[command(flatten)]
+    pub snowflake: SnowflakeDestination,
+}
+
+/// Where a load into Snowflake puts its parts and merges them, instead of this machine's SQLite.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SnowflakeDestination {
     /// Load into Snowflake instead of SQLite: the Snowflake secret as a JSON file (the format
     /// the README gives). Its stage must read --bucket's --prefix.
     #[arg(long, requires = "bucket")]
     pub snowflake_credentials: Option<PathBuf>,
-    /// The S3 bucket the parts go to when loading into Snowflake (AWS credentials, region and
-    /// `AWS_ENDPOINT_URL` from the environment).
+    /// The S3 bucket the parts go to (AWS credentials, region and `AWS_ENDPOINT_URL` from the
+    /// environment).
     #[arg(long)]
     pub bucket: Option<String>,
+    /// The key prefix in the bucket (the stage's location ends with it).
     #[arg(long, default_value = "sfpipe")]
     pub prefix: String,
 }
@@ -74,9 +82,10 @@ impl RunOptions {
             ca_cert: None,
             formula_refresh: IntervalSchedule::default(),
             reconcile: IntervalSchedule::default(),
-            snowflake_credentials: None,
-            bucket: None,
-            prefix: "sfpipe".into(),
+            snowflake: SnowflakeDestination {
+                prefix: "sfpipe".into(),
+                ..SnowflakeDestination::default()
+            },
         }
     }
 
@@ -151,9 +160,13 @@ pub async fn run_window(
     let mut config = LocalPipelineConfig::default();
     config.loader.formula_refresh = options.formula_refresh.clone();
     config.loader.reconcile = options.reconcile.clone();
-    let (pipeline, destination) = match (&options.snowflake_credentials, &options.bucket) {
+    let (pipeline, destination) = match (
+        &options.snowflake.snowflake_credentials,
+        &options.snowflake.bucket,
+    ) {
         (Some(secret), Some(bucket)) => {
-            let (blobs, warehouse) = snowflake_ports(secret, bucket, &options.prefix, aws).await?;
+            let (blobs, warehouse) =
+                snowflake_ports(secret, bucket, &options.snowflake.prefix, aws).await?;
             let pipeline = Arc::new(LocalPipeline::new(
                 salesforce.clone(),
                 blobs,
@@ -163,7 +176,10 @@ pub async fn run_window(
             ));
             (
                 pipeline,
-                format!("Snowflake, parts in s3://{bucket}/{}", options.prefix),
+                format!(
+                    "Snowflake, parts in s3://{bucket}/{}",
+                    options.snowflake.prefix
+                ),
             )
         }
         _ => {
