@@ -623,19 +623,9 @@ type RoundValue = dyn Fn(&Round) -> Option<f64>;
 
 fn draw_chart(rounds: &[Round], path: &Path) -> anyhow::Result<()> {
     use plotters::prelude::*;
-    let font = [
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    ]
-    .iter()
-    .find_map(|p| std::fs::read(p).ok())
-    .context("DejaVuSans.ttf not found (install fonts-dejavu-core)")?;
-    plotters::style::register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        Box::leak(font.into_boxed_slice()),
-    )
-    .map_err(|_| anyhow::anyhow!("the font could not be loaded"))?;
+    // The font is built in, so the chart never depends on what the machine has installed.
+    plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+        .map_err(|_| anyhow::anyhow!("the built-in font could not be loaded"))?;
     let series: Vec<(&str, RGBColor, Box<RoundValue>)> = vec![
         (
             "download reference",

@@ -36,10 +36,9 @@ fn bench_measures_every_stage_and_writes_its_results() {
     assert!(round["csv_bytes"].as_u64().unwrap() > 3000 * 100);
     let table = std::fs::read_to_string(out.path().join("results.md")).expect("table");
     assert!(table.contains("sfpipe upload") && table.contains("Lambda cost per million rows"));
-    assert!(
-        out.path().join("throughput.png").exists()
-            || !std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists()
-    );
+    // The chart's font is built in: the chart is drawn on any machine.
+    let chart = std::fs::metadata(out.path().join("throughput.png")).expect("the chart");
+    assert!(chart.len() > 10_000, "a chart of {} bytes", chart.len());
 }
 
 /// The peer's script is found from the binary's location, not a path compiled in: beside an
