@@ -286,10 +286,8 @@ async fn run_schedule(seed: u64) -> Totals {
                     letter.queue, letter.body
                 ));
             }
-            if let Ok(body) = serde_json::from_str::<serde_json::Value>(&letter.body)
-                && let Some(object) = body["object"].as_str()
-            {
-                excused.push(object.to_string());
+            if let Some(object) = letter.field("object") {
+                excused.push(object);
             }
             if last {
                 totals.violations.push(format!(

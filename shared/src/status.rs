@@ -25,16 +25,19 @@ pub fn dead_letter_key(queue: &str, body: &str) -> String {
     format!("{DEAD_LETTERS_PREFIX}{queue}/{}.json", &digest[..16])
 }
 
-/// A dead letter as `sfpipe status` reads it, from the local store or an SQS dead-letter queue.
+/// A message that ended in a dead-letter queue, with the reason it was given: what the local
+/// pipeline's queues hold and keep in the blob store, and what `sfpipe status` reads from there
+/// or from an SQS dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeptDeadLetter {
+pub struct DeadLetter {
     pub queue: String,
-    pub reason: String,
     pub body: String,
+    pub reason: String,
 }
 
-impl KeptDeadLetter {
-    fn field(&self, name: &str) -> Option<String> {
+impl DeadLetter {
+    /// A text field of the message (`object`, `run_id`); `None` for an unreadable message.
+    pub fn field(&self, name: &str) -> Option<String> {
         serde_json::from_str::<serde_json::Value>(&self.body)
             .ok()?
             .get(name)?
@@ -44,11 +47,11 @@ impl KeptDeadLetter {
 }
 
 /// Every dead letter kept in the blob store.
-pub async fn kept_dead_letters(blobs: &dyn BlobStore) -> Result<Vec<KeptDeadLetter>, BlobError> {
+pub async fn kept_dead_letters(blobs: &dyn BlobStore) -> Result<Vec<DeadLetter>, BlobError> {
     let mut out = Vec::new();
     for meta in blobs.list(DEAD_LETTERS_PREFIX).await? {
         let bytes = blobs.get_bytes(&meta.key).await?;
-        if let Ok(dead) = serde_json::from_slice::<KeptDeadLetter>(&bytes) {
+        if let Ok(dead) = serde_json::from_slice::<DeadLetter>(&bytes) {
             out.push(dead);
         }
     }
@@ -223,7 +226,7 @@ fn window_label(mode: Option<Mode>, window: Option<&Window>) -> String {
 pub async fn read_status(
     blobs: &dyn BlobStore,
     warehouse: Option<&dyn Warehouse>,
-    dead_letters: &[KeptDeadLetter],
+    dead_letters: &[DeadLetter],
     objects: &[ObjectName],
     last_runs: usize,
 ) -> Result<StatusReport, BlobError> {
@@ -264,7 +267,7 @@ pub async fn read_status(
         let Ok(object) = ObjectName::new(&name) else {
             continue;
         };
-        let object_dead: Vec<&KeptDeadLetter> = dead_letters
+        let object_dead: Vec<&DeadLetter> = dead_letters
             .iter()
             .filter(|d| d.field("object").as_deref() == Some(name.as_str()))
             .collect();
@@ -312,7 +315,7 @@ pub async fn read_status(
     Ok(report)
 }
 
-fn dead_letter_status(dead: &KeptDeadLetter) -> DeadLetterStatus {
+fn dead_letter_status(dead: &DeadLetter) -> DeadLetterStatus {
     DeadLetterStatus {
         queue: dead.queue.clone(),
         run_id: dead.field("run_id"),
@@ -375,7 +378,7 @@ async fn run_status(
     object: &ObjectName,
     run_id: &crate::contracts::RunId,
     files: &[String],
-    dead: Option<&KeptDeadLetter>,
+    dead: Option<&DeadLetter>,
 ) -> Result<RunStatus, BlobError> {
     let layout = RunLayout::new(object, run_id);
     let stored = StoredRun::read(blobs, &layout).await?;

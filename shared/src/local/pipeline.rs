@@ -119,13 +119,7 @@ pub enum OpenError {
     Warehouse(#[from] crate::ports::WarehouseError),
 }
 
-/// A message that ended in a dead-letter queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub queue: String,
-    pub body: String,
-    pub reason: String,
-}
+pub use crate::status::DeadLetter;
 
 /// Wraps a queue port, for fault injection in tests.
 pub type QueueWrapper = Arc<dyn Fn(Arc<dyn Queue>) -> Arc<dyn Queue> + Send + Sync>;
@@ -265,12 +259,7 @@ impl LocalPipeline {
     async fn keep_dead_letters(&self, dead_letters: &[DeadLetter]) {
         for dead in dead_letters {
             let key = crate::status::dead_letter_key(&dead.queue, &dead.body);
-            let record = crate::status::KeptDeadLetter {
-                queue: dead.queue.clone(),
-                reason: dead.reason.clone(),
-                body: dead.body.clone(),
-            };
-            let body = bytes::Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+            let body = bytes::Bytes::from(serde_json::to_vec(dead).unwrap_or_default());
             // A few attempts: a dead letter not kept is one nobody sees.
             for attempt in 1..=3 {
                 match self.blobs.put_if_absent(&key, body.clone()).await {
@@ -519,9 +508,8 @@ impl RunResult {
             .dead_letters
             .iter()
             .map(|dead| RunFailure {
-                object: serde_json::from_str::<serde_json::Value>(&dead.body)
-                    .ok()
-                    .and_then(|b| b.get("object")?.as_str().map(str::to_string))
+                object: dead
+                    .field("object")
                     .unwrap_or_else(|| "(unreadable message)".into()),
                 reason: format!("dead-lettered in {}: {}", dead.queue, dead.reason),
             })

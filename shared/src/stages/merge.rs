@@ -50,7 +50,7 @@ impl MergedRecord {
             ));
         }
         // A formula refresh of an object never loaded reads nothing on purpose.
-        if self.report.rows_read != self.records && !(self.report == MergeReport::default()) {
+        if self.report.rows_read != self.records && self.report != MergeReport::default() {
             problems.push(format!(
                 "the parts hold {} records but the merge read {} rows",
                 self.records, self.report.rows_read
