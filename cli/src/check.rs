@@ -10,9 +10,7 @@ use chrono::Utc;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use sfpipe_shared::contracts::{ObjectName, RunId};
-use sfpipe_shared::ports::{
-    BlobStore, ColumnSpec, MergeBatch, TableSchema, Warehouse, bytes_stream,
-};
+use sfpipe_shared::ports::{ColumnSpec, MergeBatch, TableSchema, Warehouse, bytes_stream};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CheckOptions {
@@ -158,17 +156,11 @@ pub async fn check(
             }
         }
         None => {
-            let aws = match aws {
-                Some(config) => config,
-                None => sfpipe_shared::aws::sdk_config().await,
-            };
-            let blobs: std::sync::Arc<dyn BlobStore> =
-                std::sync::Arc::new(sfpipe_shared::aws::S3BlobStore::new(
-                    sfpipe_shared::aws::s3_client(&aws),
-                    bucket,
-                    &destination.prefix,
-                ));
-            (blobs, None)
+            let aws = crate::stack::aws_config(aws).await;
+            (
+                crate::stack::s3_blobs(&aws, bucket, &destination.prefix),
+                None,
+            )
         }
     };
     let key = format!(

@@ -9,6 +9,7 @@ pub mod check;
 pub mod demo;
 pub mod replay;
 pub mod run;
+pub mod stack;
 pub mod status;
 pub mod trace;
 pub mod verify;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sfpipe_shared::aws::{SqsQueue, sdk_config};
+use sfpipe_shared::aws::SqsQueue;
 use sfpipe_shared::contracts::{Contract, ObjectName, RunId};
 use sfpipe_shared::local::{FsBlobStore, SqliteWarehouse};
 use sfpipe_shared::ports::{BlobStore, OutgoingMessage, Queue};
@@ -65,16 +65,9 @@ pub async fn replay_with(
             Ok(Replayed::Merged(handle_merge(&deps, &message).await?))
         }
         (None, Some(bucket), Some(queue_url)) => {
-            let config = match aws {
-                Some(config) => config,
-                None => sdk_config().await,
-            };
-            let blobs = sfpipe_shared::aws::S3BlobStore::new(
-                sfpipe_shared::aws::s3_client(&config),
-                bucket,
-                &options.prefix,
-            );
-            let message = replay_message(&blobs, &object, &run).await?;
+            let config = crate::stack::aws_config(aws).await;
+            let blobs = crate::stack::s3_blobs(&config, bucket, &options.prefix);
+            let message = replay_message(blobs.as_ref(), &object, &run).await?;
             let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&config), queue_url, None);
             // Its own deduplication id: the queue would drop a copy of the original merge
             // message sent within five minutes of it.

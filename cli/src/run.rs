@@ -8,14 +8,13 @@ use std::time::Instant;
 use anyhow::Context;
 use chrono::Utc;
 use secrecy::SecretString;
-use sfpipe_shared::aws::S3BlobStore;
 use sfpipe_shared::contracts::{Mode, ObjectName, rfc3339};
 use sfpipe_shared::lambda::parse_object_list;
 use sfpipe_shared::local::pipeline::{LocalPipelineConfig, RunFailure};
 use sfpipe_shared::local::{LocalPipeline, NoEvents};
 use sfpipe_shared::ports::BlobStore;
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
-use sfpipe_shared::snowflake::{SnowflakeSettings, SnowflakeWarehouse};
+use sfpipe_shared::snowflake::SnowflakeWarehouse;
 use sfpipe_shared::stages::loader::{IntervalSchedule, LoadRequest};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -118,21 +117,9 @@ pub async fn snowflake_ports(
     prefix: &str,
     aws: Option<aws_config::SdkConfig>,
 ) -> anyhow::Result<(Arc<dyn BlobStore>, Arc<SnowflakeWarehouse>)> {
-    let aws = match aws {
-        Some(config) => config,
-        None => sfpipe_shared::aws::sdk_config().await,
-    };
-    let blobs: Arc<dyn BlobStore> = Arc::new(S3BlobStore::new(
-        sfpipe_shared::aws::s3_client(&aws),
-        bucket,
-        prefix,
-    ));
-    let secret = std::fs::read_to_string(secret_file)
-        .with_context(|| format!("reading {}", secret_file.display()))?;
-    let settings = SnowflakeSettings::from_secret_json(&SecretString::from(secret), |name| {
-        std::env::var(name).ok()
-    })?;
-    let warehouse = Arc::new(SnowflakeWarehouse::new(settings.client()?, &settings.stage));
+    let aws = crate::stack::aws_config(aws).await;
+    let blobs = crate::stack::s3_blobs(&aws, bucket, prefix);
+    let warehouse = crate::stack::snowflake_warehouse(secret_file)?;
     Ok((blobs, warehouse))
 }
 

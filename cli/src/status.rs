@@ -6,14 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use secrecy::SecretString;
-use sfpipe_shared::aws::{S3BlobStore, SqsQueue, s3_client, sdk_config};
+use sfpipe_shared::aws::SqsQueue;
 use sfpipe_shared::contracts::ObjectName;
 use sfpipe_shared::lambda::parse_object_list;
 use sfpipe_shared::local::{FsBlobStore, SqliteWarehouse};
-use sfpipe_shared::ports::{BlobStore, DEAD_LETTER_REASON, Warehouse};
-use sfpipe_shared::snowflake::{SnowflakeSettings, SnowflakeWarehouse};
-use sfpipe_shared::status::{KeptDeadLetter, StatusReport, kept_dead_letters, read_status};
+use sfpipe_shared::ports::{BlobStore, DEAD_LETTER_REASON, Queue, Warehouse};
+use sfpipe_shared::status::{DeadLetter, StatusReport, kept_dead_letters, read_status};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatusOptions {
@@ -76,7 +74,7 @@ struct Sources {
     blobs: Arc<dyn BlobStore>,
     /// Where watermarks are read; none when no warehouse was given.
     warehouse: Option<Arc<dyn Warehouse>>,
-    dead_letters: Vec<KeptDeadLetter>,
+    dead_letters: Vec<DeadLetter>,
 }
 
 /// What `sfpipe run` and `sfpipe demo` write: `blobs/` (dead letters kept there too) and
@@ -107,22 +105,15 @@ async fn stack_sources(
     bucket: &str,
     aws: Option<aws_config::SdkConfig>,
 ) -> anyhow::Result<Sources> {
-    let config = match aws {
-        Some(config) => config,
-        None => sdk_config().await,
-    };
-    let blobs: Arc<dyn BlobStore> = Arc::new(S3BlobStore::new(
-        s3_client(&config),
-        bucket,
-        &options.prefix,
-    ));
+    let config = crate::stack::aws_config(aws).await;
+    let blobs = crate::stack::s3_blobs(&config, bucket, &options.prefix);
     let sqs = aws_sdk_sqs::Client::new(&config);
     let mut dead_letters = Vec::new();
     for url in &options.dlq_urls {
         let queue = SqsQueue::new(sqs.clone(), url, None);
         for message in queue.peek(1_000).await? {
-            dead_letters.push(KeptDeadLetter {
-                queue: queue_name(url),
+            dead_letters.push(DeadLetter {
+                queue: queue.name().to_string(),
                 reason: message
                     .attributes
                     .get(DEAD_LETTER_REASON)
@@ -133,18 +124,7 @@ async fn stack_sources(
         }
     }
     let warehouse: Option<Arc<dyn Warehouse>> = match &options.snowflake_credentials {
-        Some(path) => {
-            let secret = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let settings =
-                SnowflakeSettings::from_secret_json(&SecretString::from(secret), |name| {
-                    std::env::var(name).ok()
-                })?;
-            Some(Arc::new(SnowflakeWarehouse::new(
-                settings.client()?,
-                &settings.stage,
-            )))
-        }
+        Some(path) => Some(crate::stack::snowflake_warehouse(path)?),
         None => None,
     };
     Ok(Sources {
@@ -152,8 +132,4 @@ async fn stack_sources(
         warehouse,
         dead_letters,
     })
-}
-
-fn queue_name(url: &str) -> String {
-    url.rsplit('/').next().unwrap_or(url).to_string()
 }
