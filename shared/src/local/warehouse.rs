@@ -299,30 +299,11 @@ fn reconcile_blocking(
             .prepare("INSERT OR IGNORE INTO temp._sfpipe_live_ids (\"Id\") VALUES (?1)")
             .map_err(service)?;
         for file in &batch.files {
-            let bad = |detail: String| WarehouseError::BadFile {
-                object: table.to_string(),
-                file: file.clone(),
-                detail,
-            };
-            let mut csv = open_part(blobs, runtime, &batch.schema, file)?;
-            let mut record = csv::StringRecord::new();
-            loop {
-                match csv.read_record(&mut record) {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => return Err(bad(e.to_string())),
-                }
-                let id = record
-                    .get(0)
-                    .filter(|id| !id.is_empty())
-                    .ok_or_else(|| bad(format!("record {} has no Id", report.rows_read + 1)))?;
-                insert.execute([id]).map_err(service)?;
-                report.rows_read += 1;
-            }
-            let mut rest = Vec::new();
-            csv.into_inner()
-                .read_to_end(&mut rest)
-                .map_err(|e| bad(e.to_string()))?;
+            let csv = open_part(blobs, runtime, &batch.schema, file)?;
+            let reader = PartReader::new(&batch.schema, file, false)?;
+            let id = reader.id_index;
+            let (read, _) = reader.feed(csv, |record| insert.execute([&record.values[id]]))?;
+            report.rows_read += read.rows;
         }
     }
     if has("IsDeleted") {
@@ -400,6 +381,61 @@ struct PartReader {
 
 impl PartReader {
     const BATCH: usize = 512;
+
+    /// The reader of one of `schema`'s parts; `remove_deleted`: deleted rows become removals.
+    fn new(schema: &TableSchema, file: &str, remove_deleted: bool) -> Result<Self, WarehouseError> {
+        let columns = schema.columns.clone();
+        let position = |name: &str| columns.iter().position(|c| c.name == name);
+        let cursor = schema.cursor().map(str::to_string);
+        let reader = Self {
+            id_index: 0,
+            cursor_index: cursor.as_deref().and_then(position),
+            deleted_index: position("IsDeleted").filter(|_| remove_deleted),
+            cursor,
+            object: schema.object.to_string(),
+            file: file.to_string(),
+            columns: Vec::new(),
+        };
+        let id_index = position("Id").ok_or_else(|| reader.bad("no Id column".into()))?;
+        Ok(Self {
+            id_index,
+            columns,
+            ..reader
+        })
+    }
+
+    /// Reads the part on a thread of its own and hands each record to `write` on this one:
+    /// decompressing, parsing and typing overlap SQLite's writes, so on two cores a merge goes
+    /// about as fast as SQLite alone. Returns what was read, and the rows `write` changed.
+    fn feed<R: Read + Send>(
+        self,
+        csv: csv::Reader<R>,
+        mut write: impl FnMut(&ParsedRecord) -> rusqlite::Result<usize>,
+    ) -> Result<(PartRead, u64), WarehouseError> {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<ParsedRecord>>(4);
+        let (read, written) = std::thread::scope(|scope| {
+            let reading = scope.spawn(move || self.read(csv, batches));
+            let mut written: Result<u64, WarehouseError> = Ok(0);
+            'batches: for records in received.iter() {
+                for record in &records {
+                    match write(record) {
+                        Ok(n) => written = written.map(|w| w + n as u64),
+                        Err(error) => {
+                            written = Err(service(error));
+                            // Dropping the receiver stops the reader at its next batch.
+                            break 'batches;
+                        }
+                    }
+                }
+            }
+            drop(received);
+            let read = reading
+                .join()
+                .unwrap_or_else(|_| Err(service("the part's reader panicked")));
+            (read, written)
+        });
+        Ok((read?, written?))
+    }
 
     fn bad(&self, detail: String) -> WarehouseError {
         WarehouseError::BadFile {
@@ -493,33 +529,22 @@ fn merge_blocking(
     if let Some(until) = batch.reconcile_until {
         return reconcile_blocking(connection, blobs, runtime, batch, until, deleted);
     }
-    let object = batch.schema.object.to_string();
     let table = batch.schema.object.as_str();
     let loaded_at = rfc3339(Utc::now());
     let extracted_at = rfc3339(batch.extracted_at);
     let transaction = connection.transaction().map_err(service)?;
     let mut report = MergeReport::default();
     for file in &batch.files {
-        let bad = |detail: String| WarehouseError::BadFile {
-            object: object.clone(),
-            file: file.clone(),
-            detail,
-        };
         let csv = open_part(blobs, runtime, &batch.schema, file)?;
-        let columns: Vec<&ColumnSpec> = batch.schema.columns.iter().collect();
-        let Some(id_index) = columns.iter().position(|c| c.name == "Id") else {
-            return Err(bad("no Id column".into()));
-        };
-        let cursor = batch.schema.cursor();
-        let cursor_index = columns.iter().position(|c| Some(c.name.as_str()) == cursor);
-        let deleted_index = columns
-            .iter()
-            .position(|c| c.name == "IsDeleted")
-            .filter(|_| deleted == DeletedRows::Remove && !batch.update_only);
+        let reader = PartReader::new(
+            &batch.schema,
+            file,
+            deleted == DeletedRows::Remove && !batch.update_only,
+        )?;
         let merge = FileMerge {
             table,
-            columns,
-            cursor: cursor.filter(|_| cursor_index.is_some()),
+            columns: batch.schema.columns.iter().collect(),
+            cursor: reader.cursor_index.and(reader.cursor.as_deref()),
         };
         let write = if batch.update_only {
             merge.update_sql()
@@ -534,50 +559,12 @@ fn merge_blocking(
             Value::Text(file.clone()),
             Value::Text(loaded_at.clone()),
         ];
-        let reader = PartReader {
-            columns: merge.columns.iter().map(|c| (*c).clone()).collect(),
-            id_index,
-            cursor_index,
-            cursor: cursor.map(str::to_string),
-            deleted_index,
-            object: object.clone(),
-            file: file.clone(),
-        };
-        // Decompressing, parsing and typing run on a thread of their own while SQLite writes:
-        // on two cores the merge then goes about as fast as SQLite alone.
-        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<ParsedRecord>>(4);
-        let (read, written) = std::thread::scope(|scope| {
-            let reading = scope.spawn(move || reader.read(csv, batches));
-            let mut written: Result<u64, WarehouseError> = Ok(0);
-            for records in received.iter() {
-                for record in &records {
-                    let changed = match &record.removal {
-                        Some((id, Some(stamp))) => remove.execute(rusqlite::params![id, stamp]),
-                        Some((id, None)) => remove.execute(rusqlite::params![id]),
-                        None => statement
-                            .execute(params_from_iter(record.values.iter().chain(&lineage))),
-                    };
-                    match changed {
-                        Ok(n) => written = written.map(|w| w + n as u64),
-                        Err(error) => written = Err(service(error)),
-                    }
-                    if written.is_err() {
-                        break;
-                    }
-                }
-                if written.is_err() {
-                    // Dropping the receiver stops the reader at its next batch.
-                    break;
-                }
-            }
-            drop(received);
-            let read = reading
-                .join()
-                .unwrap_or_else(|_| Err(service("the part's reader panicked")));
-            (read, written)
-        });
-        let read = read?;
-        report.rows_changed += written?;
+        let (read, changed) = reader.feed(csv, |record| match &record.removal {
+            Some((id, Some(stamp))) => remove.execute(rusqlite::params![id, stamp]),
+            Some((id, None)) => remove.execute(rusqlite::params![id]),
+            None => statement.execute(params_from_iter(record.values.iter().chain(&lineage))),
+        })?;
+        report.rows_changed += changed;
         report.rows_read += read.rows;
         report.max_modstamp = match (report.max_modstamp, read.newest) {
             (Some(a), Some(b)) => Some(a.max(b)),
