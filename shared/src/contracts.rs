@@ -505,8 +505,10 @@ pub struct PartManifest {
     pub records: u64,
     /// Bytes stored (gzipped).
     pub bytes: u64,
-    /// SHA-256 of the stored bytes.
-    pub sha256: String,
+    /// CRC-64/NVME of the stored bytes, as S3 writes it ([`crate::checksum`]); S3 checked the
+    /// upload against it. Empty in manifests written before it replaced a SHA-256.
+    #[serde(default)]
+    pub crc64nvme: String,
     pub stored_at: DateTime<Utc>,
 }
 

@@ -5,6 +5,7 @@
 //! - [`stages`]: the job-loader, extract, upload and merge handlers.
 //! - [`salesforce`]: the Salesforce REST and Bulk API 2.0 client.
 //! - [`snowflake`]: the Snowflake SQL API client and warehouse adapter.
+//! - [`checksum`]: CRC-64/NVME, the parts' checksum, as S3 verifies it.
 //! - [`status`]: what the pipeline has done, read from what it stores (`sfpipe status`).
 //! - [`retry`], [`worker`]: backoff, and settling a received message by its handler's outcome.
 //! - [`local`] (feature `local`): adapters for one machine.
@@ -12,6 +13,7 @@
 //! - [`aws`] (feature `aws`): the S3, SQS and Secrets Manager adapters.
 //! - [`lambda`], [`runtime`] (features `lambda`, `runtime`): what the four Lambda mains share.
 
+pub mod checksum;
 pub mod contracts;
 pub mod ports;
 pub mod retry;

@@ -175,11 +175,20 @@ pub enum BlobError {
 
 /// Object storage: whole-object writes are atomic (a reader sees the old object or the new one,
 /// never a part), keys are flat strings with `/` as a convention.
+/// What [`BlobStore::put`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub bytes: u64,
+    /// The CRC-64/NVME of the stored bytes, as S3 writes it ([`crate::checksum`]). S3 checks
+    /// the upload against it; the local store computes it as it writes.
+    pub crc64nvme: String,
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     /// Store `body` under `key`, replacing any object there. Streams: memory does not grow with
-    /// the body. Returns the bytes written.
-    async fn put(&self, key: &str, body: ByteStream) -> Result<u64, BlobError>;
+    /// the body. Returns the size and checksum of what was stored.
+    async fn put(&self, key: &str, body: ByteStream) -> Result<StoredBlob, BlobError>;
     /// Store `body` only if nothing is at `key`. `true` if this call created it.
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, BlobError>;
     async fn get(&self, key: &str) -> Result<ByteStream, BlobError>;

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sfpipe_shared::contracts::ObjectName;
 use sfpipe_shared::ports::{
     BlobError, BlobMeta, BlobStore, ByteStream, MergeBatch, MergeReport, OutgoingMessage, Queue,
-    QueueError, ReceivedMessage, TableSchema, Warehouse, WarehouseError,
+    QueueError, ReceivedMessage, StoredBlob, TableSchema, Warehouse, WarehouseError,
 };
 
 /// When the chosen call fails: before it has any effect, or after (a crash right after a write).
@@ -96,7 +96,7 @@ fn blob_fault(key: &str) -> BlobError {
 
 #[async_trait]
 impl BlobStore for FaultyBlobs {
-    async fn put(&self, key: &str, body: ByteStream) -> Result<u64, BlobError> {
+    async fn put(&self, key: &str, body: ByteStream) -> Result<StoredBlob, BlobError> {
         self.plan
             .around(
                 &format!("put {key}"),

@@ -5,13 +5,16 @@
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ServerSideEncryption};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, ServerSideEncryption,
+};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio_util::io::ReaderStream;
 
 use super::{describe, is_access_denied};
-use crate::ports::{BlobError, BlobMeta, BlobStore, ByteStream};
+use crate::checksum::{Crc64Nvme, crc64nvme};
+use crate::ports::{BlobError, BlobMeta, BlobStore, ByteStream, StoredBlob};
 
 /// S3's smallest multipart part (except the last) is 5 MiB; 8 MiB keeps the request count low.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -85,26 +88,35 @@ impl S3BlobStore {
         }
     }
 
-    async fn put_small(&self, key: &str, body: Bytes) -> Result<(), BlobError> {
+    /// One PUT. S3 refuses it (BadDigest) if the bytes it received do not have our checksum.
+    async fn put_small(&self, key: &str, body: Bytes) -> Result<StoredBlob, BlobError> {
+        let stored = StoredBlob {
+            bytes: body.len() as u64,
+            crc64nvme: crc64nvme(&body),
+        };
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .set_server_side_encryption(self.encryption.clone())
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_crc64_nvme(&stored.crc64nvme)
             .body(S3Body::from(body))
             .send()
             .await
             .map_err(|e| failed(key, &e))?;
-        Ok(())
+        Ok(stored)
     }
 
+    /// A multipart upload with a full-object CRC-64/NVME: S3 checks every part against its own
+    /// checksum, and the completed object against the checksum of the whole stream.
     async fn put_multipart(
         &self,
         key: &str,
         first: Bytes,
         body: &mut ByteStream,
         mut buffer: BytesMut,
-    ) -> Result<u64, BlobError> {
+    ) -> Result<StoredBlob, BlobError> {
         let full_key = self.full_key(key);
         let created = self
             .client
@@ -112,6 +124,8 @@ impl S3BlobStore {
             .bucket(&self.bucket)
             .key(&full_key)
             .set_server_side_encryption(self.encryption.clone())
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_type(ChecksumType::FullObject)
             .send()
             .await
             .map_err(|e| failed(key, &e))?;
@@ -122,11 +136,14 @@ impl S3BlobStore {
         let result = async {
             let mut parts = Vec::new();
             let mut written = 0u64;
+            let mut whole = Crc64Nvme::default();
             let mut pending = Some(first);
             loop {
                 let Some(part) = pending.take() else { break };
                 let number = parts.len() as i32 + 1;
                 written += part.len() as u64;
+                whole.update(&part);
+                let part_crc = crc64nvme(&part);
                 let uploaded = self
                     .client
                     .upload_part()
@@ -134,6 +151,8 @@ impl S3BlobStore {
                     .key(&full_key)
                     .upload_id(&upload_id)
                     .part_number(number)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                    .checksum_crc64_nvme(&part_crc)
                     .body(S3Body::from(part))
                     .send()
                     .await
@@ -142,6 +161,7 @@ impl S3BlobStore {
                     CompletedPart::builder()
                         .part_number(number)
                         .set_e_tag(uploaded.e_tag().map(str::to_string))
+                        .checksum_crc64_nvme(part_crc)
                         .build(),
                 );
                 // Fill the next part from the stream.
@@ -162,11 +182,17 @@ impl S3BlobStore {
                     pending = Some(buffer.split_to(take).freeze());
                 }
             }
+            let stored = StoredBlob {
+                bytes: written,
+                crc64nvme: whole.base64(),
+            };
             self.client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
                 .key(&full_key)
                 .upload_id(&upload_id)
+                .checksum_type(ChecksumType::FullObject)
+                .checksum_crc64_nvme(&stored.crc64nvme)
                 .multipart_upload(
                     CompletedMultipartUpload::builder()
                         .set_parts(Some(parts))
@@ -175,7 +201,7 @@ impl S3BlobStore {
                 .send()
                 .await
                 .map_err(|e| failed(key, &e))?;
-            Ok(written)
+            Ok(stored)
         }
         .await;
         if result.is_err() {
@@ -195,7 +221,7 @@ impl S3BlobStore {
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
-    async fn put(&self, key: &str, mut body: ByteStream) -> Result<u64, BlobError> {
+    async fn put(&self, key: &str, mut body: ByteStream) -> Result<StoredBlob, BlobError> {
         let mut buffer = BytesMut::with_capacity(PART_SIZE);
         while buffer.len() < PART_SIZE {
             match body.next().await {
@@ -206,11 +232,7 @@ impl BlobStore for S3BlobStore {
                         source,
                     });
                 }
-                None => {
-                    let size = buffer.len() as u64;
-                    self.put_small(key, buffer.freeze()).await?;
-                    return Ok(size);
-                }
+                None => return self.put_small(key, buffer.freeze()).await,
             }
         }
         let first = buffer.split_to(PART_SIZE).freeze();

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::ports::{BlobError, BlobStore, ByteStream, bytes_stream};
+use crate::checksum::crc64nvme;
+use crate::ports::{BlobError, BlobStore, ByteStream, StoredBlob, bytes_stream};
 
 fn chunked(data: &[u8], chunk: usize) -> ByteStream {
     let chunks: Vec<std::io::Result<Bytes>> = data
@@ -38,6 +39,14 @@ async fn read_all(store: &dyn BlobStore, key: &str) -> Vec<u8> {
     out
 }
 
+/// What a put of `data` must report: its size and CRC-64/NVME.
+fn stored(data: &[u8]) -> StoredBlob {
+    StoredBlob {
+        bytes: data.len() as u64,
+        crc64nvme: crc64nvme(data),
+    }
+}
+
 pub async fn put_get_head_round_trip(store: &dyn BlobStore) {
     // Three multipart parts on S3 (8 MiB each at most), sent in small chunks.
     let data = sample(17 * 1024 * 1024 + 123);
@@ -46,14 +55,14 @@ pub async fn put_get_head_round_trip(store: &dyn BlobStore) {
         .put(key, chunked(&data, 64 * 1024))
         .await
         .expect("put");
-    assert_eq!(written, data.len() as u64);
+    assert_eq!(written, stored(&data));
     assert_eq!(read_all(store, key).await, data);
     let head = store.head(key).await.expect("head").expect("exists");
     assert_eq!(head.size, data.len() as u64);
     let empty = "conformance/roundtrip/empty.bin";
     assert_eq!(
         store.put(empty, chunked(&[], 1)).await.expect("put empty"),
-        0
+        stored(&[])
     );
     assert!(read_all(store, empty).await.is_empty());
 }
@@ -74,7 +83,10 @@ pub async fn missing_objects_are_reported(store: &dyn BlobStore) {
 pub async fn put_replaces(store: &dyn BlobStore) {
     let key = "conformance/replace/x";
     store.put(key, bytes_stream("first")).await.expect("put");
-    store.put(key, bytes_stream("second")).await.expect("put");
+    assert_eq!(
+        store.put(key, bytes_stream("second")).await.expect("put"),
+        stored(b"second")
+    );
     assert_eq!(read_all(store, key).await, b"second");
 }
 

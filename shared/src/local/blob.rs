@@ -11,7 +11,8 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
-use crate::ports::{BlobError, BlobMeta, BlobStore, ByteStream};
+use crate::checksum::Crc64Nvme;
+use crate::ports::{BlobError, BlobMeta, BlobStore, ByteStream, StoredBlob};
 
 const TMP_DIR: &str = ".tmp";
 
@@ -41,7 +42,7 @@ impl FsBlobStore {
         &self,
         key: &str,
         mut body: ByteStream,
-    ) -> Result<(PathBuf, u64), BlobError> {
+    ) -> Result<(PathBuf, StoredBlob), BlobError> {
         let tmp =
             self.root
                 .join(TMP_DIR)
@@ -52,6 +53,7 @@ impl FsBlobStore {
         };
         let mut file = tokio::fs::File::create(&tmp).await.map_err(service)?;
         let mut written = 0u64;
+        let mut crc = Crc64Nvme::default();
         let result: Result<(), BlobError> = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|source| BlobError::Body {
@@ -59,6 +61,7 @@ impl FsBlobStore {
                     source,
                 })?;
                 file.write_all(&chunk).await.map_err(service)?;
+                crc.update(&chunk);
                 written += chunk.len() as u64;
             }
             file.flush().await.map_err(service)?;
@@ -70,7 +73,11 @@ impl FsBlobStore {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(error);
         }
-        Ok((tmp, written))
+        let stored = StoredBlob {
+            bytes: written,
+            crc64nvme: crc.base64(),
+        };
+        Ok((tmp, stored))
     }
 }
 
@@ -109,7 +116,7 @@ fn validate_key(key: &str) -> Result<(), BlobError> {
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
-    async fn put(&self, key: &str, body: ByteStream) -> Result<u64, BlobError> {
+    async fn put(&self, key: &str, body: ByteStream) -> Result<StoredBlob, BlobError> {
         let path = self.path_of(key)?;
         let (tmp, written) = self.write_temp(key, body).await?;
         let service = |e: io::Error| BlobError::Service {

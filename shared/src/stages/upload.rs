@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use async_compression::tokio::bufread::GzipEncoder;
 use chrono::Utc;
 use futures::TryStreamExt;
-use sha2::{Digest, Sha256};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::extract::REST_QUERY_JOB;
@@ -294,24 +293,19 @@ where
     Q: Queue + ?Sized,
 {
     let object = &message.object;
-    let hasher = Arc::new(Mutex::new(Sha256::new()));
     // Only a header that came from Salesforce is read back; a REST part's is written here.
     let probe = Arc::new(Mutex::new(check_header.map(|_| HeaderProbe::new())));
-    let hashing = {
-        let (hasher, probe) = (hasher.clone(), probe.clone());
+    let probing = {
+        let probe = probe.clone();
         body.inspect_ok(move |chunk| {
-            hasher
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .update(chunk);
             if let Some(probe) = probe.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
                 probe.feed(chunk);
             }
         })
     };
-    let bytes = deps
+    let stored = deps
         .blobs
-        .put(key, Box::pin(hashing))
+        .put(key, Box::pin(probing))
         .await
         .at(Stage::Upload, object)?;
     if let Some(schema) = check_header {
@@ -338,13 +332,6 @@ where
             .permanent());
         }
     }
-    let sha256 = hex::encode(
-        hasher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .finalize(),
-    );
     let manifest = PartManifest {
         object: object.clone(),
         run_id: message.run_id.clone(),
@@ -352,8 +339,8 @@ where
         parts: message.parts,
         key: key.to_string(),
         records: records(),
-        bytes,
-        sha256,
+        bytes: stored.bytes,
+        crc64nvme: stored.crc64nvme,
         stored_at: Utc::now(),
     };
     deps.blobs
@@ -363,7 +350,7 @@ where
         )
         .await
         .at(Stage::Upload, object)?;
-    tracing::info!(run_id = %message.run_id, %object, part = message.part, parts = message.parts, records = manifest.records, bytes, "stored part");
+    tracing::info!(run_id = %message.run_id, %object, part = message.part, parts = message.parts, records = manifest.records, bytes = manifest.bytes, "stored part");
 
     let requested_merge = match complete_with {
         Some(parts) => request_merge_if_complete(deps, message, layout, parts).await?,
