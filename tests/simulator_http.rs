@@ -465,6 +465,50 @@ async fn a_bulk_job_runs_to_completion_and_its_pages_download_in_parallel() {
     ));
 }
 
+/// Under the bandwidth model the simulator keeps each page it renders, as a real org stores a
+/// job's results; a later job of the same query gets the same file, and a changed org a new one.
+#[tokio::test]
+async fn under_the_bandwidth_model_pages_are_stored_and_never_served_stale() {
+    let sim = simulator(SimConfig {
+        rows: 300,
+        result_page_rows: 100,
+        bandwidth: sfpipe_simulator::bandwidth::Bandwidth {
+            megabits_per_second: Some(1000.0),
+            first_byte: std::time::Duration::from_millis(5),
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client_for(&sim);
+    let soql = "SELECT Id, Name, SystemModstamp FROM Account";
+    let read_all = || async {
+        let job = client.create_query_job(soql, false).await.unwrap();
+        while !client.query_job(&job.id).await.unwrap().state.is_final() {}
+        let mut pages = Vec::new();
+        for url in client.result_pages(&job.id, 100).await.unwrap() {
+            let page = client.download_results(&url).await.unwrap();
+            let bytes: Vec<u8> = page.body.map_ok(|b| b.to_vec()).try_concat().await.unwrap();
+            pages.push(gunzip(&bytes));
+        }
+        pages
+    };
+    let first = read_all().await;
+    assert_eq!(first.len(), 3);
+    assert_eq!(
+        read_all().await,
+        first,
+        "a stored page differs from the first rendering"
+    );
+    sim.mutate(chrono::Utc::now());
+    let after = read_all().await;
+    for (page, (before, now)) in first.iter().zip(&after).enumerate() {
+        assert_ne!(
+            now, before,
+            "page {page} from before the org changed was served"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_locator_chain_reaches_every_row_without_gzip() {
     let sim = simulator(SimConfig {

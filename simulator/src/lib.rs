@@ -6,6 +6,7 @@ pub mod bandwidth;
 pub mod org;
 mod server;
 pub mod soql;
+mod stored_pages;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -179,6 +179,8 @@ pub(crate) struct SimState {
     api_calls: AtomicU64,
     next_id: AtomicU64,
     pub(crate) base_url: String,
+    /// Result pages kept under the bandwidth model, as a real org keeps a job's results.
+    stored_pages: Arc<crate::stored_pages::StoredPages>,
 }
 
 type Shared = Arc<SimState>;
@@ -211,6 +213,7 @@ impl SimState {
             api_calls: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             base_url,
+            stored_pages: Default::default(),
         }
     }
 
@@ -1354,12 +1357,31 @@ async fn job_results(
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
-    let body = csv_page_stream(state.clone(), query, rows, start, end, gzip);
     let bandwidth = state.config.bandwidth;
     let mut response = if bandwidth.is_unlimited() {
-        Response::new(Body::from_stream(body))
+        Response::new(Body::from_stream(csv_page_stream(
+            state.clone(),
+            query,
+            rows,
+            start,
+            end,
+            gzip,
+        )))
     } else {
-        Response::new(Body::from_stream(bandwidth.pace(body)))
+        // The same page of the same query on an unchanged org is the same file.
+        let key = format!(
+            "{query:?}|{}|{}|{start}|{end}|{gzip}",
+            read_org(&state).rounds.len(),
+            rows.len()
+        );
+        match state.stored_pages.get(&key) {
+            Some(stored) => Response::new(Body::from_stream(bandwidth.pace(stored))),
+            None => {
+                let body = csv_page_stream(state.clone(), query, rows, start, end, gzip);
+                let kept = state.stored_pages.clone().keep(key, body);
+                Response::new(Body::from_stream(bandwidth.pace(kept)))
+            }
+        }
     };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv"));
