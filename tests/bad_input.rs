@@ -75,6 +75,7 @@ async fn malformed_json_reaches_each_stages_dead_letter_queue() {
 async fn an_oversized_message_is_refused_with_its_size_and_the_limit() {
     let harness = Harness::start(HarnessOptions::default()).await;
     let body = format!("{{\"v\":1,\"pad\":\"{}\"}}", "x".repeat(MAX_MESSAGE_BYTES));
+    let size = body.len();
     let error = harness
         .pipeline
         .queue(Stage::Upload)
@@ -82,7 +83,12 @@ async fn an_oversized_message_is_refused_with_its_size_and_the_limit() {
         .await
         .expect_err("too large");
     let text = error.to_string();
-    assert!(text.contains(&MAX_MESSAGE_BYTES.to_string()), "{text}");
+    assert!(
+        text.contains(&format!("{size} bytes"))
+            && text.contains(&format!("{MAX_MESSAGE_BYTES}-byte limit")),
+        "{text}"
+    );
+    assert!(harness.pipeline.pending(Stage::Upload).is_empty());
 }
 
 #[tokio::test]
@@ -326,7 +332,9 @@ async fn a_malformed_private_key_is_refused_without_being_echoed() {
 }
 
 /// Credentials of another org (a wrong client id or secret): the login fails, saying to check the
-/// secret, and the run's objects are dead-lettered with that reason rather than retried forever.
+/// secret, and is not retried; the run's objects are dead-lettered with that reason rather than
+/// retried forever, and nothing is written. (`sfpipe run` checks the login before it starts and
+/// stops with the same advice: `cli/tests/exit_codes.rs`.)
 #[tokio::test]
 async fn credentials_for_another_org_fail_the_login_with_advice() {
     let sim = sfpipe_tests::simulator(Default::default()).await;
@@ -346,6 +354,30 @@ async fn credentials_for_another_org_fail_the_login_with_advice() {
         "{error}"
     );
     assert!(!error.is_retryable());
+
+    let harness = Harness::start(HarnessOptions {
+        client_secret: Some("another-orgs-secret".into()),
+        ..HarnessOptions::default()
+    })
+    .await;
+    let result = harness.run().await;
+    let mut stopped: Vec<String> = result
+        .dead_letters
+        .iter()
+        .map(|dead| {
+            assert!(
+                dead.reason
+                    .contains("Check the credentials in the Salesforce secret"),
+                "{}",
+                dead.reason
+            );
+            dead.field("object")
+                .expect("a dead letter names its object")
+        })
+        .collect();
+    stopped.sort_unstable();
+    assert_eq!(stopped, ["Account", "Contact"]);
+    assert!(tables(&harness).is_empty());
 }
 
 #[tokio::test]

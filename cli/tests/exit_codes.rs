@@ -8,12 +8,22 @@ use std::process::{Command, Output};
 use sfpipe_simulator::{SimConfig, Simulator};
 
 async fn sfpipe_run(sim: &Simulator, dir: &std::path::Path, objects: &str) -> Output {
+    sfpipe_run_as(sim, dir, objects, &sim.config().client_secret).await
+}
+
+/// `sfpipe run` with the simulator's client id and the given secret.
+async fn sfpipe_run_as(
+    sim: &Simulator,
+    dir: &std::path::Path,
+    objects: &str,
+    client_secret: &str,
+) -> Output {
     let config = sim.config();
     let credentials = dir.join("salesforce.json");
     std::fs::write(
         &credentials,
         serde_json::json!({"flow": "client_credentials", "client_id": config.client_id,
-                           "client_secret": config.client_secret})
+                           "client_secret": client_secret})
         .to_string(),
     )
     .expect("credentials");
@@ -70,4 +80,27 @@ async fn sfpipe_run_exits_1_naming_the_object_that_did_not_merge() {
         String::from_utf8_lossy(&merged.stdout),
         String::from_utf8_lossy(&merged.stderr)
     );
+}
+
+/// Credentials of another org: the run checks the login before anything else and stops at once
+/// with the advice and exit code 1, without printing the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_of_another_org_stop_the_run_with_the_advice() {
+    let sim = Simulator::start_local(SimConfig {
+        rows: 5,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = sfpipe_run_as(&sim, dir.path(), "Account,Contact", "another-orgs-secret").await;
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("Salesforce login failed")
+            && stderr.contains("Check the credentials in the Salesforce secret"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("another-orgs-secret") && !stderr.contains("another-orgs-secret"));
 }

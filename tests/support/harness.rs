@@ -35,6 +35,8 @@ pub struct HarnessOptions {
     pub reconcile: Option<sfpipe_shared::stages::loader::IntervalSchedule>,
     /// Wraps the warehouse (after the fault plan's wrapper), to watch or fail its calls.
     pub wrap_warehouse: Option<WarehouseWrapper>,
+    /// The client secret the pipeline logs in with, instead of the simulator's (another org's).
+    pub client_secret: Option<String>,
 }
 
 pub type WarehouseWrapper = Arc<dyn Fn(Arc<dyn Warehouse>) -> Arc<dyn Warehouse> + Send + Sync>;
@@ -59,6 +61,7 @@ impl Default for HarnessOptions {
             formula_refresh: None,
             reconcile: None,
             wrap_warehouse: None,
+            client_secret: None,
         }
     }
 }
@@ -138,7 +141,16 @@ impl Harness {
         // The smallest page Salesforce allows, so small test objects still span several pages.
         config.rest_batch_size = 200;
         let pipeline = Arc::new(LocalPipeline::new(
-            crate::shared_client(&sim),
+            match &options.client_secret {
+                None => crate::shared_client(&sim),
+                Some(secret) => Arc::new(crate::client_with(
+                    &sim,
+                    sfpipe_shared::salesforce::Credentials::ClientCredentials {
+                        client_id: sim.config().client_id.clone(),
+                        client_secret: secret.clone().into(),
+                    },
+                )),
+            },
             blobs,
             warehouse,
             config,
