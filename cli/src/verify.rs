@@ -64,125 +64,140 @@ pub fn compare(org: &Org, warehouse: &Path) -> anyhow::Result<Vec<ObjectCheck>> 
     compare_objects(org, warehouse, &[])
 }
 
-/// Checks the named objects (all, if none are named).
+/// Checks the named objects (all, if none are named), each on a thread and a connection of its
+/// own: reading and comparing millions of rows is CPU work that spreads over the cores.
 pub fn compare_objects(
     org: &Org,
     warehouse: &Path,
     only: &[&str],
 ) -> anyhow::Result<Vec<ObjectCheck>> {
-    let connection = Connection::open(warehouse)?;
-    let mut checks = Vec::new();
-    for (object, def) in org.objects.iter().enumerate() {
-        if !only.is_empty() && !only.contains(&def.name) {
-            continue;
-        }
-        let mut check = ObjectCheck {
-            object: def.name.to_string(),
-            salesforce_rows: org.data[object].count,
-            salesforce_live: org.live_count(object),
-            ..ObjectCheck::default()
-        };
-        if !table_exists(&connection, def.name)? {
-            check.mismatch_count = check.salesforce_rows;
-            check
-                .mismatches
-                .push(format!("table {} is missing", def.name));
-            checks.push(check);
-            continue;
-        }
-        let table = format!("\"{}\"", def.name);
-        (check.warehouse_rows, check.warehouse_live, check.warehouse_distinct_ids) = connection
-            .query_row(
-                &format!(
-                    "SELECT COUNT(*), COALESCE(SUM(\"IsDeleted\" = 0), 0), COUNT(DISTINCT \"Id\") FROM {table}"
-                ),
-                [],
-                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64)),
-            )?;
-        let fields: Vec<(usize, &sfpipe_simulator::org::FieldDef)> = def
-            .visible_fields()
-            .filter(|(_, f)| !matches!(f.sf_type, "address" | "location" | "base64"))
-            .collect();
-        let columns: Vec<String> = fields
+    let selected: Vec<usize> = (0..org.objects.len())
+        .filter(|&i| only.is_empty() || only.contains(&org.objects[i].name))
+        .collect();
+    std::thread::scope(|scope| {
+        let checks: Vec<_> = selected
             .iter()
-            .map(|(_, f)| format!("\"{}\"", f.name))
+            .map(|&object| scope.spawn(move || check_object(org, warehouse, object)))
             .collect();
-        let mut statement = connection.prepare(&format!(
-            "SELECT {} FROM {table} ORDER BY \"Id\"",
-            columns.join(", ")
-        ))?;
-        let mut rows = statement.query([])?;
-        let mut index = 0u64;
-        let note = |check: &mut ObjectCheck, what: String| {
-            check.mismatch_count += 1;
-            if check.mismatches.len() < 10 {
-                check.mismatches.push(what);
-            }
+        checks
+            .into_iter()
+            .map(|check| {
+                check
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("an object's check panicked")))
+            })
+            .collect()
+    })
+}
+
+/// Checks one object of the org against its table, streaming both in Id order.
+fn check_object(org: &Org, warehouse: &Path, object: usize) -> anyhow::Result<ObjectCheck> {
+    let connection = Connection::open(warehouse)?;
+    let def = &org.objects[object];
+    let mut check = ObjectCheck {
+        object: def.name.to_string(),
+        salesforce_rows: org.data[object].count,
+        salesforce_live: org.live_count(object),
+        ..ObjectCheck::default()
+    };
+    if !table_exists(&connection, def.name)? {
+        check.mismatch_count = check.salesforce_rows;
+        check
+            .mismatches
+            .push(format!("table {} is missing", def.name));
+        return Ok(check);
+    }
+    let table = format!("\"{}\"", def.name);
+    (check.warehouse_rows, check.warehouse_live, check.warehouse_distinct_ids) = connection
+        .query_row(
+            &format!(
+                "SELECT COUNT(*), COALESCE(SUM(\"IsDeleted\" = 0), 0), COUNT(DISTINCT \"Id\") FROM {table}"
+            ),
+            [],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64, row.get::<_, i64>(2)? as u64)),
+        )?;
+    let fields: Vec<(usize, &sfpipe_simulator::org::FieldDef)> = def
+        .visible_fields()
+        .filter(|(_, f)| !matches!(f.sf_type, "address" | "location" | "base64"))
+        .collect();
+    let columns: Vec<String> = fields
+        .iter()
+        .map(|(_, f)| format!("\"{}\"", f.name))
+        .collect();
+    let mut statement = connection.prepare(&format!(
+        "SELECT {} FROM {table} ORDER BY \"Id\"",
+        columns.join(", ")
+    ))?;
+    let mut rows = statement.query([])?;
+    let mut index = 0u64;
+    let note = |check: &mut ObjectCheck, what: String| {
+        check.mismatch_count += 1;
+        if check.mismatches.len() < 10 {
+            check.mismatches.push(what);
+        }
+    };
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let Some(position) = sfpipe_simulator::org::index_of_id(def.key_prefix, &id)
+            .filter(|&i| i < org.data[object].count && i >= index)
+        else {
+            note(&mut check, format!("row {id:?} is not in Salesforce"));
+            continue;
         };
-        while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let Some(position) = sfpipe_simulator::org::index_of_id(def.key_prefix, &id)
-                .filter(|&i| i < org.data[object].count && i >= index)
-            else {
-                note(&mut check, format!("row {id:?} is not in Salesforce"));
-                continue;
-            };
-            if position > index {
-                let missing = (index..position)
-                    .filter(|&i| !org.row_state(object, i).purged)
-                    .count();
-                if missing > 0 {
-                    note(
-                        &mut check,
-                        format!("{missing} rows before {id} are missing"),
-                    );
-                }
-                index = position;
+        if position > index {
+            let missing = (index..position)
+                .filter(|&i| !org.row_state(object, i).purged)
+                .count();
+            if missing > 0 {
+                note(
+                    &mut check,
+                    format!("{missing} rows before {id} are missing"),
+                );
             }
-            if org.row_state(object, index).purged {
-                // Gone from Salesforce: all that can be known is that it is deleted.
-                let deleted = fields
-                    .iter()
-                    .position(|(_, f)| f.name == "IsDeleted")
-                    .map(|column| row.get_ref(column))
-                    .transpose()?;
-                check.fields_checked += 1;
-                if deleted.is_some_and(|d| !same("boolean", Some("true"), d)) {
-                    note(
-                        &mut check,
-                        format!("{id} was hard-deleted but is not flagged deleted"),
-                    );
-                }
-                index += 1;
-                continue;
-            }
-            let expected = org.row_values(object, index);
-            for (column, (position, field)) in fields.iter().enumerate() {
-                let actual = row.get_ref(column)?;
-                check.fields_checked += 1;
-                if !same(field.sf_type, expected[*position].as_deref(), actual) {
-                    note(
-                        &mut check,
-                        format!(
-                            "{} {}: Salesforce {:?}, warehouse {:?}",
-                            expected[0].as_deref().unwrap_or("?"),
-                            field.name,
-                            expected[*position],
-                            actual
-                        ),
-                    );
-                }
+            index = position;
+        }
+        if org.row_state(object, index).purged {
+            // Gone from Salesforce: all that can be known is that it is deleted.
+            let deleted = fields
+                .iter()
+                .position(|(_, f)| f.name == "IsDeleted")
+                .map(|column| row.get_ref(column))
+                .transpose()?;
+            check.fields_checked += 1;
+            if deleted.is_some_and(|d| !same("boolean", Some("true"), d)) {
+                note(
+                    &mut check,
+                    format!("{id} was hard-deleted but is not flagged deleted"),
+                );
             }
             index += 1;
+            continue;
         }
-        let missing = (index..org.data[object].count)
-            .filter(|&i| !org.row_state(object, i).purged)
-            .count();
-        if missing > 0 {
-            note(&mut check, format!("{missing} rows missing"));
+        let expected = org.row_values(object, index);
+        for (column, (position, field)) in fields.iter().enumerate() {
+            let actual = row.get_ref(column)?;
+            check.fields_checked += 1;
+            if !same(field.sf_type, expected[*position].as_deref(), actual) {
+                note(
+                    &mut check,
+                    format!(
+                        "{} {}: Salesforce {:?}, warehouse {:?}",
+                        expected[0].as_deref().unwrap_or("?"),
+                        field.name,
+                        expected[*position],
+                        actual
+                    ),
+                );
+            }
         }
-        drop(rows);
-        checks.push(check);
+        index += 1;
     }
-    Ok(checks)
+    let missing = (index..org.data[object].count)
+        .filter(|&i| !org.row_state(object, i).purged)
+        .count();
+    if missing > 0 {
+        note(&mut check, format!("{missing} rows missing"));
+    }
+    drop(rows);
+    Ok(check)
 }
