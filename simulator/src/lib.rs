@@ -20,7 +20,7 @@ pub use org::{MutationCounts, Org};
 pub const DEMO_PUBLIC_KEY_PEM: &str = include_str!("../keys/demo-connected-app.pub.pem");
 /// The matching private key, for the simulator's clients (the demo, tests). Protects nothing.
 pub const DEMO_PRIVATE_KEY_PEM: &str = include_str!("../keys/demo-connected-app.key.pem");
-pub use server::{Fault, SimConfig};
+pub use server::{Fault, FiredFault, SimConfig};
 
 /// A running simulator. Dropping it stops the server.
 pub struct Simulator {
@@ -176,6 +176,12 @@ impl Simulator {
     /// Makes matching requests fail as described.
     pub fn inject(&self, faults: Vec<Fault>) {
         self.state.add_faults(faults);
+    }
+
+    /// The faults set while running ([`Simulator::inject`], [`Simulator::fail_jobs`]) that took
+    /// effect since the last call, in order: a fault counts when it fires, not when it is set.
+    pub fn take_fired_faults(&self) -> Vec<FiredFault> {
+        self.state.take_fired()
     }
 
     /// Invalidates every session, as an org's session timeout does.

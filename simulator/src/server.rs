@@ -118,7 +118,7 @@ impl Default for SimConfig {
 }
 
 /// An error the simulator answers with on a matching request, `remaining` times.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct Fault {
     /// Requests whose path contains this are affected.
     pub path_contains: String,
@@ -181,6 +181,18 @@ pub(crate) struct SimState {
     pub(crate) base_url: String,
     /// Result pages kept under the bandwidth model, as a real org keeps a job's results.
     stored_pages: Arc<crate::stored_pages::StoredPages>,
+    /// Faults set while running that took effect, in order, until taken
+    /// ([`crate::Simulator::take_fired_faults`]).
+    fired: Mutex<Vec<FiredFault>>,
+}
+
+/// A fault set while running that took effect on a request or a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FiredFault {
+    /// An injected [`Fault`] answered a request (or cut its body short).
+    Request(Fault),
+    /// A Bulk job of this object ended Failed, as [`crate::Simulator::fail_jobs`] asked.
+    JobFailed { object: String },
 }
 
 type Shared = Arc<SimState>;
@@ -214,6 +226,7 @@ impl SimState {
             next_id: AtomicU64::new(1),
             base_url,
             stored_pages: Default::default(),
+            fired: Mutex::new(Vec::new()),
         }
     }
 
@@ -247,10 +260,17 @@ impl SimState {
         match failing.get_mut(&object.to_ascii_lowercase()) {
             Some(remaining) if *remaining > 0 => {
                 *remaining -= 1;
+                lock(&self.fired).push(FiredFault::JobFailed {
+                    object: object.to_string(),
+                });
                 true
             }
             _ => false,
         }
+    }
+
+    pub(crate) fn take_fired(&self) -> Vec<FiredFault> {
+        std::mem::take(&mut *lock(&self.fired))
     }
 
     pub(crate) fn expire_sessions(&self) {
@@ -619,10 +639,12 @@ fn take_fault(state: &SimState, path: &str) -> Option<Fault> {
     let found = faults
         .iter_mut()
         .find(|f| f.remaining > 0 && path.contains(&f.path_contains));
-    found.map(|f| {
+    let fault = found.map(|f| {
         f.remaining -= 1;
         f.clone()
-    })
+    })?;
+    lock(&state.fired).push(FiredFault::Request(fault.clone()));
+    Some(fault)
 }
 
 fn xml(status: StatusCode, body: String) -> Response {
