@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::records::{
-    read_json, record_formula_refresh, record_reconciliation, send_merge, to_json,
+    REST_QUERY_JOB, job_gone, read_json, record_formula_refresh, record_reconciliation, send_merge,
+    to_json,
 };
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{
@@ -97,9 +98,6 @@ impl Default for ExtractConfig {
         }
     }
 }
-
-/// The job id recorded for a run read with the REST API instead of a Bulk job.
-pub const REST_QUERY_JOB: &str = "rest-query";
 
 impl ExtractConfig {
     /// The delay before check number `polls + 1`.
@@ -747,47 +745,6 @@ where
         .send(OutgoingMessage::new(next.to_body(), next.message_id()).delayed(delay))
         .await
         .at(Stage::Extract, &message.object)
-}
-
-/// A Bulk job answered 404. If the run's merge was requested meanwhile, the job was deleted on
-/// purpose and this message is a late duplicate. If the run no longer records this job, the job
-/// failed and was forgotten (that failure is already dead-lettered with its reason), or a newer
-/// job replaced it: this message is a stale duplicate of its chain. Otherwise the job vanished
-/// before its results were stored: starting another job could mix pages of two jobs, so the run
-/// of this object stops.
-pub(crate) async fn job_gone<B: BlobStore + ?Sized>(
-    blobs: &B,
-    stage: Stage,
-    object: crate::contracts::ObjectName,
-    run_id: &crate::contracts::RunId,
-    job_id: &str,
-) -> Result<(), StageError> {
-    let layout = RunLayout::new(&object, run_id);
-    if blobs
-        .head(&layout.merge_requested())
-        .await
-        .at(stage, &object)?
-        .is_some()
-    {
-        tracing::info!(%run_id, %object, job_id, "late duplicate: the job is done and deleted");
-        return Ok(());
-    }
-    let recorded = read_json::<BulkJobRecord, _>(blobs, &layout.bulk_job())
-        .await
-        .at(stage, &object)?;
-    if recorded.is_none_or(|r| r.job_id != job_id) {
-        tracing::info!(%run_id, %object, job_id, "stale duplicate: the run no longer uses this job");
-        return Ok(());
-    }
-    Err(StageError::new(
-        stage,
-        &object,
-        Cause::Inconsistent(format!(
-            "Bulk job {job_id} vanished before all its results were stored (deleted in Salesforce, \
-             or older than 7 days); run this object again with a manual event"
-        )),
-    )
-    .permanent())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The small JSON records stages keep in the blob store (job records, manifests, markers) and
-//! the merge message every stage that finishes a run sends.
+//! The small JSON records stages keep in the blob store (job records, manifests, markers), what
+//! they say about a Bulk job that vanished, and the merge message every stage that finishes a
+//! run sends.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -7,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{
-    Contract, FormulaRefreshMarker, MergeMessage, ObjectName, PartManifest, RunLayout,
-    formula_refresh_key, reconcile_key,
+    BulkJobRecord, Contract, FormulaRefreshMarker, MergeMessage, ObjectName, PartManifest,
+    RunLayout, formula_refresh_key, reconcile_key,
 };
 use crate::ports::{BlobStore, OutgoingMessage, Queue};
 
@@ -114,4 +115,48 @@ pub(crate) async fn read_manifests<B: BlobStore + ?Sized>(
         manifests.push(manifest);
     }
     Ok(manifests)
+}
+
+/// The job id recorded for a run read with the REST API instead of a Bulk job.
+pub const REST_QUERY_JOB: &str = "rest-query";
+
+/// A Bulk job answered 404. If the run's merge was requested meanwhile, the job was deleted on
+/// purpose and this message is a late duplicate. If the run no longer records this job, the job
+/// failed and was forgotten (that failure is already dead-lettered with its reason), or a newer
+/// job replaced it: this message is a stale duplicate of its chain. Otherwise the job vanished
+/// before its results were stored: starting another job could mix pages of two jobs, so the run
+/// of this object stops.
+pub(crate) async fn job_gone<B: BlobStore + ?Sized>(
+    blobs: &B,
+    stage: Stage,
+    object: crate::contracts::ObjectName,
+    run_id: &crate::contracts::RunId,
+    job_id: &str,
+) -> Result<(), StageError> {
+    let layout = RunLayout::new(&object, run_id);
+    if blobs
+        .head(&layout.merge_requested())
+        .await
+        .at(stage, &object)?
+        .is_some()
+    {
+        tracing::info!(%run_id, %object, job_id, "late duplicate: the job is done and deleted");
+        return Ok(());
+    }
+    let recorded = read_json::<BulkJobRecord, _>(blobs, &layout.bulk_job())
+        .await
+        .at(stage, &object)?;
+    if recorded.is_none_or(|r| r.job_id != job_id) {
+        tracing::info!(%run_id, %object, job_id, "stale duplicate: the run no longer uses this job");
+        return Ok(());
+    }
+    Err(StageError::new(
+        stage,
+        &object,
+        Cause::Inconsistent(format!(
+            "Bulk job {job_id} vanished before all its results were stored (deleted in Salesforce, \
+             or older than 7 days); run this object again with a manual event"
+        )),
+    )
+    .permanent())
 }

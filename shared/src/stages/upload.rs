@@ -8,10 +8,8 @@ use chrono::Utc;
 use futures::TryStreamExt;
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use super::extract::REST_QUERY_JOB;
-use super::extract::job_gone;
 use super::part_header::HeaderProbe;
-use super::records::{read_json, read_manifests, send_merge, to_json};
+use super::records::{REST_QUERY_JOB, job_gone, read_json, read_manifests, send_merge, to_json};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{
     CONTRACT_VERSION, Contract, MergeMessage, PartManifest, RunLayout, UploadMessage,
