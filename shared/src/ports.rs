@@ -173,8 +173,6 @@ pub enum BlobError {
     Service { key: String, message: String },
 }
 
-/// Object storage: whole-object writes are atomic (a reader sees the old object or the new one,
-/// never a part), keys are flat strings with `/` as a convention.
 /// What [`BlobStore::put`] stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBlob {
@@ -184,6 +182,8 @@ pub struct StoredBlob {
     pub crc64nvme: String,
 }
 
+/// Object storage: whole-object writes are atomic (a reader sees the old object or the new one,
+/// never a part), keys are flat strings with `/` as a convention.
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     /// Store `body` under `key`, replacing any object there. Streams: memory does not grow with

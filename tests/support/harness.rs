@@ -141,16 +141,17 @@ impl Harness {
         // The smallest page Salesforce allows, so small test objects still span several pages.
         config.rest_batch_size = 200;
         let pipeline = Arc::new(LocalPipeline::new(
-            match &options.client_secret {
-                None => crate::shared_client(&sim),
-                Some(secret) => Arc::new(crate::client_with(
-                    &sim,
-                    sfpipe_shared::salesforce::Credentials::ClientCredentials {
-                        client_id: sim.config().client_id.clone(),
-                        client_secret: secret.clone().into(),
-                    },
-                )),
-            },
+            Arc::new(crate::client_with(
+                &sim,
+                sfpipe_shared::salesforce::Credentials::ClientCredentials {
+                    client_id: sim.config().client_id.clone(),
+                    client_secret: options
+                        .client_secret
+                        .clone()
+                        .unwrap_or_else(|| sim.config().client_secret.clone())
+                        .into(),
+                },
+            )),
             blobs,
             warehouse,
             config,

@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests.
 
-use std::sync::Arc;
-
 use sfpipe_shared::salesforce::client::RetryPolicy;
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
 use sfpipe_simulator::{SimConfig, Simulator};
@@ -52,10 +50,6 @@ pub fn client_credentials_file(sim: &Simulator, path: &std::path::Path) -> std::
     )
     .expect("write the Salesforce secret file");
     path.to_path_buf()
-}
-
-pub fn shared_client(sim: &Simulator) -> Arc<SalesforceClient> {
-    Arc::new(client_for(sim))
 }
 
 /// The Python interpreter of the venv `scripts/tools` makes.

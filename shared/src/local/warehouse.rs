@@ -65,10 +65,9 @@ impl SqliteWarehouse {
         let path = path.as_ref().to_path_buf();
         let connection = Connection::open(&path).map_err(service)?;
         // Large pages (for a new file; set before its first table) and a rollback journal rather
-        // than WAL: a merge writes
-        // every page once instead of twice (WAL, then its checkpoint), about 30% faster. The
-        // cost: other connections wait while a merge commits. A file an older sfpipe left in WAL
-        // mode is turned back when no one else has it open, else stays as it is.
+        // than WAL: a merge writes every page once instead of twice (WAL, then its checkpoint),
+        // about 30% faster. The cost: other connections wait while a merge writes. A file an
+        // older sfpipe left in WAL mode is turned back when no one else has it open.
         let _ = connection.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()));
         connection
             .execute_batch(&format!(
@@ -555,7 +554,6 @@ impl PartReader {
             self.check(slot, &mut read)?;
             filled += 1;
             if filled == Self::BATCH {
-                batch.truncate(filled);
                 let full = std::mem::replace(&mut batch, next_batch());
                 filled = 0;
                 if batches.send(full).is_err() {
