@@ -28,7 +28,7 @@ use sfpipe_shared::contracts::{
 use sfpipe_shared::local::pipeline::LocalPipelineConfig;
 use sfpipe_shared::local::{LocalPipeline, NoEvents};
 use sfpipe_shared::ports::OutgoingMessage;
-use sfpipe_shared::salesforce::client::JobState;
+use sfpipe_shared::salesforce::JobState;
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
 use sfpipe_shared::stages::Stage;
 

@@ -29,6 +29,15 @@ pub enum ContractError {
     Invalid(String),
 }
 
+/// A Salesforce field API name: letters, digits, underscores; starts with a letter. Only such a
+/// name reaches SOQL or SQL as an identifier.
+pub fn is_valid_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 80
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// A Salesforce object's API name, validated: letters, digits and underscores, starting with a
 /// letter, at most 80 characters. Anything else (quotes, spaces, semicolons) can never reach SOQL,
 /// SQL or a storage key.

@@ -5,7 +5,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::client::secret;
-use super::errors::SalesforceError;
+use super::errors::transport_error;
+use crate::ports::SalesforceError;
 
 /// A logged-in session: the bearer token and the instance it is valid for.
 pub struct Session {
@@ -279,9 +280,9 @@ impl Credentials {
             .form(&form)
             .send()
             .await
-            .map_err(SalesforceError::transport)?;
+            .map_err(transport_error)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(SalesforceError::transport)?;
+        let body = response.bytes().await.map_err(transport_error)?;
         if !status.is_success() {
             let error: TokenError = serde_json::from_slice(&body).unwrap_or(TokenError {
                 error: format!("HTTP {}", status.as_u16()),
@@ -343,9 +344,9 @@ async fn soap_login(
         .body(envelope)
         .send()
         .await
-        .map_err(SalesforceError::transport)?;
+        .map_err(transport_error)?;
     let status = response.status();
-    let body = response.text().await.map_err(SalesforceError::transport)?;
+    let body = response.text().await.map_err(transport_error)?;
     let fields = xml_fields(
         &body,
         &["serverUrl", "sessionId", "faultcode", "faultstring"],

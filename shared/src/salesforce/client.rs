@@ -11,9 +11,11 @@ use serde::Deserialize;
 use tokio::sync::RwLock;
 
 use super::auth::{Credentials, Session};
-use super::describe::{GlobalDescribe, ObjectDescribe};
-use super::errors::{ApiErrorBody, SalesforceError};
-use crate::ports::ByteStream;
+use super::errors::{api_error, transport_error};
+use crate::ports::salesforce::{
+    ApiUsage, GlobalDescribe, JobInfo, ObjectDescribe, QueryPage, ResultPage, Salesforce,
+    SalesforceError,
+};
 pub use crate::retry::RetryPolicy;
 
 pub const DEFAULT_API_VERSION: &str = "62.0";
@@ -44,115 +46,6 @@ impl SalesforceConfig {
             extra_ca_pem: None,
         }
     }
-}
-
-/// API usage from the latest `Sforce-Limit-Info: api-usage=USED/MAX` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ApiUsage {
-    pub used: u64,
-    pub max: u64,
-}
-
-impl ApiUsage {
-    pub fn parse(header: &str) -> Option<Self> {
-        let usage = header
-            .split(';')
-            .map(str::trim)
-            .find_map(|part| part.strip_prefix("api-usage="))?;
-        let (used, max) = usage.split_once('/')?;
-        Some(Self {
-            used: used.trim().parse().ok()?,
-            max: max.trim().parse().ok()?,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum JobState {
-    Open,
-    UploadComplete,
-    InProgress,
-    JobComplete,
-    Failed,
-    Aborted,
-}
-
-impl JobState {
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobState::JobComplete | JobState::Failed | JobState::Aborted
-        )
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobInfo {
-    pub id: String,
-    pub state: JobState,
-    #[serde(default)]
-    pub object: String,
-    #[serde(default)]
-    pub number_records_processed: Option<u64>,
-    #[serde(default)]
-    pub error_message: Option<String>,
-    /// When the job was created, as Salesforce writes it (`2026-01-01T06:00:00.000+0000`).
-    #[serde(default)]
-    pub created_date: Option<String>,
-}
-
-impl JobInfo {
-    /// A Failed job whose query ran too long: Salesforce creates every query job at once and
-    /// reports a timeout only later, as the job's failure (it retried the query's batches and
-    /// gave up, or the query timed out). Narrower windows succeed where a wide one times out.
-    pub fn timed_out(&self) -> bool {
-        let message = self
-            .error_message
-            .as_deref()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        self.state == JobState::Failed
-            && [
-                "retried more than",
-                "query_timeout",
-                "running for too long",
-                "timed out",
-            ]
-            .iter()
-            .any(|sign| message.contains(sign))
-    }
-
-    /// [`JobInfo::created_date`] as a time, if Salesforce gave one that parses.
-    pub fn created_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        let text = self.created_date.as_deref()?;
-        chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")
-            .or_else(|_| chrono::DateTime::parse_from_rfc3339(text))
-            .ok()
-            .map(|t| t.with_timezone(&chrono::Utc))
-    }
-}
-
-/// One page of a Bulk API 2.0 query job's results, as a stream of the bytes Salesforce sent.
-/// One page of a REST query's records.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct QueryPage {
-    pub total_size: u64,
-    pub done: bool,
-    #[serde(default)]
-    pub next_records_url: Option<String>,
-    pub records: Vec<serde_json::Map<String, serde_json::Value>>,
-}
-
-pub struct ResultPage {
-    pub body: ByteStream,
-    /// Whether `body` is gzip-compressed (Salesforce compresses when asked).
-    pub gzipped: bool,
-    /// `Sforce-NumberOfRecords`.
-    pub records: Option<u64>,
-    /// `Sforce-Locator` of the next page; `None` after the last.
-    pub next_locator: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,10 +222,7 @@ impl SalesforceClient {
                 .http
                 .request(method.clone(), &url)
                 .bearer_auth(session.access_token.expose_secret());
-            let response = build(request)
-                .send()
-                .await
-                .map_err(SalesforceError::transport)?;
+            let response = build(request).send().await.map_err(transport_error)?;
             self.record_usage(response.headers());
             let status = response.status();
             if status.is_success() {
@@ -356,7 +246,7 @@ impl SalesforceClient {
         response: Response,
         what: &'static str,
     ) -> Result<T, SalesforceError> {
-        let bytes = response.bytes().await.map_err(SalesforceError::transport)?;
+        let bytes = response.bytes().await.map_err(transport_error)?;
         serde_json::from_slice(&bytes).map_err(|e| SalesforceError::Decode {
             what,
             detail: e.to_string(),
@@ -533,24 +423,52 @@ impl SalesforceClient {
     }
 }
 
-async fn api_error(response: Response) -> SalesforceError {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    let parsed: Option<ApiErrorBody> = serde_json::from_str::<Vec<ApiErrorBody>>(&text)
-        .ok()
-        .and_then(|v| v.into_iter().next())
-        .or_else(|| serde_json::from_str::<ApiErrorBody>(&text).ok());
-    match parsed {
-        Some(body) => SalesforceError::Api {
-            status,
-            code: body.error_code,
-            message: body.message,
-        },
-        None => SalesforceError::Api {
-            status,
-            code: String::new(),
-            message: text.chars().take(300).collect(),
-        },
+/// The port, as the HTTP client: each method is the client's own.
+#[async_trait::async_trait]
+impl Salesforce for SalesforceClient {
+    fn check_budget(&self) -> Result<(), SalesforceError> {
+        SalesforceClient::check_budget(self)
+    }
+    async fn describe_global(&self) -> Result<GlobalDescribe, SalesforceError> {
+        SalesforceClient::describe_global(self).await
+    }
+    async fn describe(&self, object: &str) -> Result<ObjectDescribe, SalesforceError> {
+        SalesforceClient::describe(self, object).await
+    }
+    async fn create_query_job(
+        &self,
+        soql: &str,
+        include_deleted: bool,
+    ) -> Result<JobInfo, SalesforceError> {
+        SalesforceClient::create_query_job(self, soql, include_deleted).await
+    }
+    async fn query_job(&self, job_id: &str) -> Result<JobInfo, SalesforceError> {
+        SalesforceClient::query_job(self, job_id).await
+    }
+    async fn abort_job(&self, job_id: &str) -> Result<(), SalesforceError> {
+        SalesforceClient::abort_job(self, job_id).await
+    }
+    async fn delete_job(&self, job_id: &str) -> Result<(), SalesforceError> {
+        SalesforceClient::delete_job(self, job_id).await
+    }
+    async fn result_pages(
+        &self,
+        job_id: &str,
+        max_records: u64,
+    ) -> Result<Vec<String>, SalesforceError> {
+        SalesforceClient::result_pages(self, job_id, max_records).await
+    }
+    fn results_path(&self, job_id: &str, locator: Option<&str>, max_records: u64) -> String {
+        SalesforceClient::results_path(self, job_id, locator, max_records)
+    }
+    async fn download_results(&self, result_url: &str) -> Result<ResultPage, SalesforceError> {
+        SalesforceClient::download_results(self, result_url).await
+    }
+    fn query_all_path(&self, soql: &str) -> String {
+        SalesforceClient::query_all_path(self, soql)
+    }
+    async fn query_page(&self, path: &str, batch_size: u32) -> Result<QueryPage, SalesforceError> {
+        SalesforceClient::query_page(self, path, batch_size).await
     }
 }
 
@@ -561,28 +479,7 @@ pub(crate) fn secret(value: impl Into<String>) -> SecretString {
 
 #[cfg(test)]
 mod tests {
-    use super::{JobInfo, JobState, ResultPagesResponse};
-
-    #[test]
-    fn a_failed_job_that_ran_too_long_is_a_timeout() {
-        let job = |state: JobState, message: &str| JobInfo {
-            id: "750x".into(),
-            state,
-            object: "Account".into(),
-            number_records_processed: None,
-            error_message: Some(message.into()),
-            created_date: None,
-        };
-        for message in [
-            "InternalServerError : Retried more than 15 times",
-            "QUERY_TIMEOUT : Your query request was running for too long.",
-            "the query timed out",
-        ] {
-            assert!(job(JobState::Failed, message).timed_out(), "{message}");
-        }
-        assert!(!job(JobState::Failed, "InvalidBatch : Failed to process query").timed_out());
-        assert!(!job(JobState::Aborted, "Retried more than 15 times").timed_out());
-    }
+    use super::ResultPagesResponse;
 
     #[test]
     fn result_pages_accept_both_spellings_of_the_next_link() {

@@ -10,14 +10,16 @@ use super::records::{
     REST_QUERY_JOB, job_gone, read_json, record_formula_refresh, record_reconciliation, send_merge,
     to_json,
 };
+use super::soql::{extraction_query, reconciliation_query};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{
     BulkJobProgress, BulkJobRecord, CONTRACT_VERSION, Contract, ExtractMessage, ExtractedRecord,
     MergeMessage, Mode, RunLayout, UploadMessage,
 };
+use crate::ports::salesforce::{
+    FieldDescribe, JobState, ObjectDescribe, Salesforce, SalesforceError,
+};
 use crate::ports::{BlobStore, OutgoingMessage, Queue, TableSchema};
-use crate::salesforce::soql::{extraction_query, reconciliation_query};
-use crate::salesforce::{JobState, SalesforceClient, SalesforceError};
 
 #[derive(Debug, Clone)]
 pub struct ExtractConfig {
@@ -58,8 +60,8 @@ impl FieldSelection {
     /// The selected fields of `describe`, in describe order; an unknown name is an error.
     pub fn apply<'d>(
         &self,
-        describe: &'d crate::salesforce::ObjectDescribe,
-    ) -> Result<Vec<&'d crate::salesforce::FieldDescribe>, String> {
+        describe: &'d ObjectDescribe,
+    ) -> Result<Vec<&'d FieldDescribe>, String> {
         if let Some(unknown) = self
             .include
             .iter()
@@ -110,8 +112,8 @@ impl ExtractConfig {
 }
 
 /// What the extract stage needs. Queues are separate so a deployment can point each at its own.
-pub struct ExtractDeps<'a, B: ?Sized, Q: ?Sized> {
-    pub salesforce: &'a SalesforceClient,
+pub struct ExtractDeps<'a, S: ?Sized, B: ?Sized, Q: ?Sized> {
+    pub salesforce: &'a S,
     pub blobs: &'a B,
     pub extract_queue: &'a Q,
     pub upload_queue: &'a Q,
@@ -135,11 +137,12 @@ pub enum ExtractOutcome {
     NothingToRefresh,
 }
 
-pub async fn handle_extract<B, Q>(
-    deps: &ExtractDeps<'_, B, Q>,
+pub async fn handle_extract<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
     message: &ExtractMessage,
 ) -> Result<ExtractOutcome, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -160,11 +163,12 @@ where
     }
 }
 
-async fn start<B, Q>(
-    deps: &ExtractDeps<'_, B, Q>,
+async fn start<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
     message: &ExtractMessage,
 ) -> Result<ExtractOutcome, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -282,13 +286,14 @@ pub const MAX_REST_URI_BYTES: usize = 16_384;
 /// object's query would fail on every run. Refused at once, with the fix, rather than split over
 /// several queries joined on Id: objects read over REST are the ones Bulk refuses (or configured
 /// so), small by nature, and a join of pages would have to hold rows until their partners come.
-fn check_rest_uri<B, Q>(
-    deps: &ExtractDeps<'_, B, Q>,
+fn check_rest_uri<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
     object: &crate::contracts::ObjectName,
     soql: &str,
     fields: usize,
 ) -> Result<(), StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -316,11 +321,12 @@ fn earliest_modstamp() -> chrono::DateTime<chrono::Utc> {
 
 /// The query timed out on this window: extract each half as a run of its own. Each half is
 /// recorded as a hole until it is merged, so the watermark the other half moves cannot hide it.
-async fn split<B, Q>(
-    deps: &ExtractDeps<'_, B, Q>,
+async fn split<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
     message: &ExtractMessage,
 ) -> Result<ExtractOutcome, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -406,12 +412,13 @@ where
 /// Describes the object and fixes the run's schema (first writer wins, so every retry of the run
 /// extracts the same columns) and its SOQL. `None`: a formula refresh of an object without
 /// formula fields.
-async fn plan<B, Q>(
-    deps: &ExtractDeps<'_, B, Q>,
+async fn plan<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
     message: &ExtractMessage,
     layout: &RunLayout,
 ) -> Result<Option<(TableSchema, String)>, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -508,12 +515,13 @@ where
     Ok(Some((schema, soql)))
 }
 
-async fn check<B, Q>(
-    deps: &ExtractDeps<'_, B, Q>,
+async fn check<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
     message: &ExtractMessage,
     progress: &BulkJobProgress,
 ) -> Result<ExtractOutcome, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -602,8 +610,12 @@ where
 }
 
 /// Forgets a job that will not complete, so a re-run of this object's run starts a new one.
-async fn forget_job<B, Q>(deps: &ExtractDeps<'_, B, Q>, message: &ExtractMessage, job_id: &str)
-where
+async fn forget_job<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
+    message: &ExtractMessage,
+    job_id: &str,
+) where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -612,13 +624,14 @@ where
     let _ = deps.salesforce.delete_job(job_id).await;
 }
 
-async fn fan_out<B, Q>(
-    deps: &ExtractDeps<'_, B, Q>,
+async fn fan_out<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
     message: &ExtractMessage,
     job_id: &str,
     records: Option<u64>,
 ) -> Result<ExtractOutcome, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -727,12 +740,13 @@ async fn record_extracted<B: BlobStore + ?Sized>(
     Ok(())
 }
 
-async fn requeue<B, Q>(
-    deps: &ExtractDeps<'_, B, Q>,
+async fn requeue<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
     message: &ExtractMessage,
     progress: BulkJobProgress,
 ) -> Result<(), StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -767,7 +781,7 @@ mod tests {
 
     #[test]
     fn a_field_list_keeps_the_cursor_field_a_history_object_is_windowed_on() {
-        let field = |name: &str, field_type: &str| crate::salesforce::FieldDescribe {
+        let field = |name: &str, field_type: &str| FieldDescribe {
             name: name.into(),
             field_type: field_type.into(),
             length: 0,
@@ -778,7 +792,7 @@ mod tests {
             nillable: false,
             compound_field_name: None,
         };
-        let describe = crate::salesforce::ObjectDescribe {
+        let describe = ObjectDescribe {
             name: "AccountHistory".into(),
             fields: vec![
                 field("Id", "id"),

@@ -6,14 +6,15 @@ pub mod loader;
 pub mod merge;
 mod part_header;
 pub mod records;
+pub mod soql;
 pub mod upload;
 
 use std::fmt;
 
 use crate::contracts::ContractError;
+use crate::ports::SalesforceError;
 use crate::ports::{BlobError, QueueError, WarehouseError};
-use crate::salesforce::SalesforceError;
-use crate::salesforce::soql::SoqlError;
+use soql::SoqlError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {

@@ -15,14 +15,14 @@ use crate::contracts::{
     CONTRACT_VERSION, Contract, MergeMessage, PartManifest, RunLayout, UploadMessage,
 };
 use crate::ports::TableSchema;
+use crate::ports::salesforce::{Salesforce, SalesforceError};
 use crate::ports::{BlobStore, ByteStream, OutgoingMessage, Queue};
-use crate::salesforce::{SalesforceClient, SalesforceError};
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 
-pub struct UploadDeps<'a, B: ?Sized, Q: ?Sized> {
-    pub salesforce: &'a SalesforceClient,
+pub struct UploadDeps<'a, S: ?Sized, B: ?Sized, Q: ?Sized> {
+    pub salesforce: &'a S,
     pub blobs: &'a B,
     /// Where the next part of a locator chain goes.
     pub upload_queue: &'a Q,
@@ -38,11 +38,12 @@ pub struct UploadOutcome {
     pub requested_merge: bool,
 }
 
-pub async fn handle_upload<B, Q>(
-    deps: &UploadDeps<'_, B, Q>,
+pub async fn handle_upload<S, B, Q>(
+    deps: &UploadDeps<'_, S, B, Q>,
     message: &UploadMessage,
 ) -> Result<UploadOutcome, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -147,12 +148,13 @@ where
 }
 
 /// A duplicate of a locator-chain part whose successor is queued already: the part as stored.
-async fn chain_link_done<B, Q>(
-    deps: &UploadDeps<'_, B, Q>,
+async fn chain_link_done<S, B, Q>(
+    deps: &UploadDeps<'_, S, B, Q>,
     message: &UploadMessage,
     layout: &RunLayout,
 ) -> Result<Option<UploadOutcome>, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -167,12 +169,13 @@ where
 }
 
 /// The part as stored before, once the run's merge was requested: what a late duplicate returns.
-async fn already_stored<B, Q>(
-    deps: &UploadDeps<'_, B, Q>,
+async fn already_stored<S, B, Q>(
+    deps: &UploadDeps<'_, S, B, Q>,
     message: &UploadMessage,
     layout: &RunLayout,
 ) -> Result<Option<UploadOutcome>, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -187,14 +190,15 @@ where
 }
 
 /// The part's stored manifest, when `marker` says the part's work is done; `None` otherwise.
-async fn stored_once_marked<B, Q>(
-    deps: &UploadDeps<'_, B, Q>,
+async fn stored_once_marked<S, B, Q>(
+    deps: &UploadDeps<'_, S, B, Q>,
     message: &UploadMessage,
     layout: &RunLayout,
     marker: &str,
     why: &'static str,
 ) -> Result<Option<UploadOutcome>, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -221,12 +225,13 @@ where
 }
 
 /// The locator chain: the next part's page is known only from this page's `Sforce-Locator`.
-async fn queue_next_in_chain<B, Q>(
-    deps: &UploadDeps<'_, B, Q>,
+async fn queue_next_in_chain<S, B, Q>(
+    deps: &UploadDeps<'_, S, B, Q>,
     message: &UploadMessage,
     locator: String,
 ) -> Result<(), StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -272,8 +277,8 @@ async fn run_schema<B: BlobStore + ?Sized>(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn store_part<B, Q>(
-    deps: &UploadDeps<'_, B, Q>,
+async fn store_part<S, B, Q>(
+    deps: &UploadDeps<'_, S, B, Q>,
     message: &UploadMessage,
     layout: &RunLayout,
     key: &str,
@@ -287,6 +292,7 @@ async fn store_part<B, Q>(
     check_header: Option<&TableSchema>,
 ) -> Result<UploadOutcome, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -362,13 +368,14 @@ where
 
 /// A run read with the REST API: pages of JSON records, written as the same gzipped CSV a Bulk
 /// job gives, one page in memory at a time.
-async fn upload_rest<B, Q>(
-    deps: &UploadDeps<'_, B, Q>,
+async fn upload_rest<S, B, Q>(
+    deps: &UploadDeps<'_, S, B, Q>,
     message: &UploadMessage,
     layout: &RunLayout,
     key: &str,
 ) -> Result<UploadOutcome, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -443,8 +450,8 @@ impl From<SalesforceError> for RestPageError {
 
 /// Reads every page of the query and sends it on, gzipped CSV with a header row, counting the
 /// records.
-async fn rest_pages_as_csv(
-    salesforce: &SalesforceClient,
+async fn rest_pages_as_csv<S: Salesforce + ?Sized>(
+    salesforce: &S,
     first: &str,
     batch_size: u32,
     schema: &TableSchema,
@@ -523,13 +530,14 @@ fn csv_value(sf_type: &str, value: Option<&serde_json::Value>) -> String {
 /// Every upload writes its manifest before looking, so the last one to finish always sees the
 /// whole set. The merge message is sent before the marker is written: a crash in between sends it
 /// again on redelivery (the FIFO queue deduplicates, the merge is idempotent), never loses it.
-async fn request_merge_if_complete<B, Q>(
-    deps: &UploadDeps<'_, B, Q>,
+async fn request_merge_if_complete<S, B, Q>(
+    deps: &UploadDeps<'_, S, B, Q>,
     message: &UploadMessage,
     layout: &RunLayout,
     parts: u32,
 ) -> Result<bool, StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
@@ -573,14 +581,15 @@ where
 
 /// The run's pages must hold exactly the records its Bulk job reported: a page lost or cut short
 /// on the way would otherwise merge as a complete run and move the watermark past its rows.
-async fn check_record_count<B, Q>(
-    deps: &UploadDeps<'_, B, Q>,
+async fn check_record_count<S, B, Q>(
+    deps: &UploadDeps<'_, S, B, Q>,
     message: &UploadMessage,
     layout: &RunLayout,
     parts: u32,
     expected: u64,
 ) -> Result<(), StageError>
 where
+    S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::contracts::{ObjectName, Window, rfc3339};
+use crate::contracts::{ObjectName, Window, is_valid_field_name, rfc3339};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SoqlError {
@@ -13,16 +13,6 @@ pub enum SoqlError {
     NoFields { object: String },
 }
 
-/// A Salesforce field API name: letters, digits, underscores; starts with a letter.
-pub fn is_valid_field_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 80
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// `SELECT <fields> FROM <object> [WHERE <cursor> >= since AND <cursor> < until]`.
-/// Without a cursor field the object can only be read whole, so the window is not applied.
 /// The Ids of every live row of the object (a reconciliation's query; run through queryAll, so
 /// the condition is what leaves the recycle bin out). Not bounded by the window: a row changed
 /// after it still exists, and must be in the list.
@@ -30,6 +20,8 @@ pub fn reconciliation_query(object: &ObjectName) -> String {
     format!("SELECT Id FROM {object} WHERE IsDeleted = false")
 }
 
+/// `SELECT <fields> FROM <object> [WHERE <cursor> >= since AND <cursor> < until]`.
+/// Without a cursor field the object can only be read whole, so the window is not applied.
 pub fn extraction_query(
     object: &ObjectName,
     fields: &[&str],
