@@ -10,6 +10,7 @@
 //! - [`retry`], [`worker`]: backoff, and settling a received message by its handler's outcome.
 //! - [`local`] (feature `local`): adapters for one machine.
 //! - [`conformance`] (feature `conformance`): the suites every adapter must pass.
+//! - `fake` (tests, feature `conformance`): in-memory doubles of the ports that inject faults.
 //! - [`aws`] (feature `aws`): the S3, SQS and Secrets Manager adapters.
 //! - [`lambda`], [`runtime`] (features `lambda`, `runtime`): what the four Lambda mains share.
 
@@ -28,6 +29,9 @@ pub mod local;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod fake;
 
 #[cfg(feature = "aws")]
 pub mod aws;

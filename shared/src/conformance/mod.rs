@@ -6,5 +6,6 @@
 
 pub mod blob;
 pub mod queue;
+pub mod salesforce;
 pub mod secrets;
 pub mod warehouse;
