@@ -115,3 +115,5 @@ impl<T, E: Into<Cause>> StageResultExt<T> for Result<T, E> {
         self.map_err(|e| StageError::new(stage, object, e))
     }
 }
+#[cfg(test)]
+mod tests;
