@@ -5,6 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod extract;
+#[cfg(feature = "local")]
+mod loader;
+#[cfg(feature = "local")]
+mod merge;
 mod upload;
 
 use std::time::Duration;
@@ -24,7 +28,8 @@ const ROWS: usize = 5;
 /// what is sent.
 struct World {
     salesforce: FakeSalesforce,
-    blobs: MemoryBlobs,
+    /// Shared, for a warehouse that reads the parts.
+    blobs: std::sync::Arc<MemoryBlobs>,
     extract_queue: RecordingQueue,
     upload_queue: RecordingQueue,
     merge_queue: RecordingQueue,
@@ -54,7 +59,7 @@ impl World {
         salesforce.page_rows(2);
         Self {
             salesforce,
-            blobs: MemoryBlobs::new(),
+            blobs: std::sync::Arc::new(MemoryBlobs::new()),
             extract_queue: RecordingQueue::new("extract"),
             upload_queue: RecordingQueue::new("upload"),
             merge_queue: RecordingQueue::new("merge"),
@@ -68,7 +73,7 @@ impl World {
     fn extract_deps(&self) -> ExtractDeps<'_, FakeSalesforce, MemoryBlobs, RecordingQueue> {
         ExtractDeps {
             salesforce: &self.salesforce,
-            blobs: &self.blobs,
+            blobs: &*self.blobs,
             extract_queue: &self.extract_queue,
             upload_queue: &self.upload_queue,
             merge_queue: &self.merge_queue,
@@ -79,7 +84,7 @@ impl World {
     fn upload_deps(&self) -> UploadDeps<'_, FakeSalesforce, MemoryBlobs, RecordingQueue> {
         UploadDeps {
             salesforce: &self.salesforce,
-            blobs: &self.blobs,
+            blobs: &*self.blobs,
             upload_queue: &self.upload_queue,
             merge_queue: &self.merge_queue,
             rest_batch_size: 200,
