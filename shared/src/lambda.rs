@@ -14,6 +14,7 @@ use crate::ports::{BlobStore, MESSAGE_GROUP_ATTRIBUTE, Warehouse};
 use crate::ports::{Queue, ReceivedMessage};
 use crate::stages::StageError;
 use crate::stages::loader::{LoadReport, LoadRequest, LoaderConfig, run_loader};
+use crate::stages::runner::{StageHandler, run_stage};
 use crate::worker::{Disposition, Settlement, process};
 
 /// How an SQS-triggered function settles a batch.
@@ -131,6 +132,30 @@ where
         }
     }
     response
+}
+
+/// Runs a stage over an SQS batch: every message read as the stage's and handled
+/// ([`run_stage`]), each failure settled as [`handle_sqs_batch`] does. `deadline_ms` is the
+/// invocation's (`Context::deadline`).
+pub async fn run_stage_batch<Q, H>(
+    queue: &Q,
+    event: SqsEvent,
+    policy: &BatchPolicy,
+    deadline_ms: u64,
+    handler: &H,
+) -> SqsBatchResponse
+where
+    Q: Queue + ?Sized,
+    H: StageHandler + ?Sized,
+{
+    handle_sqs_batch(
+        queue,
+        event,
+        policy,
+        || time_left(deadline_ms),
+        |body| async move { run_stage(handler, &body).await.map(|_| ()) },
+    )
+    .await
 }
 
 /// Time left before an invocation's deadline (milliseconds since the epoch, as Lambda's

@@ -4,13 +4,11 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use sfpipe_shared::contracts::{Contract, ExtractMessage};
-use sfpipe_shared::lambda::{BatchPolicy, handle_sqs_batch, time_left};
+use sfpipe_shared::lambda::{BatchPolicy, run_stage_batch};
 use sfpipe_shared::runtime::Runtime;
 use sfpipe_shared::salesforce::SalesforceClient;
-use sfpipe_shared::stages::StageError;
 use sfpipe_shared::stages::extract::ExtractConfig;
-use sfpipe_shared::stages::extract::{ExtractDeps, handle_extract};
+use sfpipe_shared::stages::extract::ExtractDeps;
 
 /// What the function builds once per container.
 struct Function {
@@ -29,25 +27,12 @@ async fn handle(function: &Function, event: LambdaEvent<SqsEvent>) -> SqsBatchRe
         merge_queue: function.runtime.queues.merge.as_ref(),
         config: &function.extract,
     };
-    let context = event.context;
-    handle_sqs_batch(
+    run_stage_batch(
         function.runtime.queues.extract.as_ref(),
         event.payload,
         &function.batch,
-        || time_left(context.deadline),
-        |body| {
-            let deps = &deps;
-            async move {
-                let message = ExtractMessage::from_body(&body).map_err(|e| {
-                    StageError::new(
-                        sfpipe_shared::stages::Stage::Extract,
-                        "(unreadable message)",
-                        e,
-                    )
-                })?;
-                handle_extract(deps, &message).await.map(|_| ())
-            }
-        },
+        event.context.deadline,
+        &deps,
     )
     .await
 }

@@ -5,12 +5,10 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use sfpipe_shared::contracts::{Contract, MergeMessage};
-use sfpipe_shared::lambda::{BatchPolicy, handle_sqs_batch, time_left};
+use sfpipe_shared::lambda::{BatchPolicy, run_stage_batch};
 use sfpipe_shared::runtime::Runtime;
 use sfpipe_shared::snowflake::SnowflakeWarehouse;
-use sfpipe_shared::stages::merge::{MergeDeps, handle_merge};
-use sfpipe_shared::stages::{Stage, StageError};
+use sfpipe_shared::stages::merge::MergeDeps;
 
 /// What the function builds once per container.
 struct Function {
@@ -24,20 +22,12 @@ async fn handle(function: &Function, event: LambdaEvent<SqsEvent>) -> SqsBatchRe
         blobs: function.runtime.blobs.as_ref(),
         warehouse: &function.warehouse,
     };
-    let context = event.context;
-    handle_sqs_batch(
+    run_stage_batch(
         function.runtime.queues.merge.as_ref(),
         event.payload,
         &function.batch,
-        || time_left(context.deadline),
-        |body| {
-            let deps = &deps;
-            async move {
-                let message = MergeMessage::from_body(&body)
-                    .map_err(|e| StageError::new(Stage::Merge, "(unreadable message)", e))?;
-                handle_merge(deps, &message).await.map(|_| ())
-            }
-        },
+        event.context.deadline,
+        &deps,
     )
     .await
 }

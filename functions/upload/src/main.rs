@@ -4,12 +4,10 @@ use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use sfpipe_shared::contracts::{Contract, UploadMessage};
-use sfpipe_shared::lambda::{BatchPolicy, handle_sqs_batch, time_left};
+use sfpipe_shared::lambda::{BatchPolicy, run_stage_batch};
 use sfpipe_shared::runtime::Runtime;
 use sfpipe_shared::salesforce::SalesforceClient;
-use sfpipe_shared::stages::upload::{UploadDeps, handle_upload};
-use sfpipe_shared::stages::{Stage, StageError};
+use sfpipe_shared::stages::upload::UploadDeps;
 
 /// What the function builds once per container.
 struct Function {
@@ -26,20 +24,12 @@ async fn handle(function: &Function, event: LambdaEvent<SqsEvent>) -> SqsBatchRe
         merge_queue: function.runtime.queues.merge.as_ref(),
         rest_batch_size: 2000,
     };
-    let context = event.context;
-    handle_sqs_batch(
+    run_stage_batch(
         function.runtime.queues.upload.as_ref(),
         event.payload,
         &function.batch,
-        || time_left(context.deadline),
-        |body| {
-            let deps = &deps;
-            async move {
-                let message = UploadMessage::from_body(&body)
-                    .map_err(|e| StageError::new(Stage::Upload, "(unreadable message)", e))?;
-                handle_upload(deps, &message).await.map(|_| ())
-            }
-        },
+        event.context.deadline,
+        &deps,
     )
     .await
 }

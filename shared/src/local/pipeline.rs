@@ -11,13 +11,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::queue::{LocalQueue, LocalQueueConfig};
-use crate::contracts::{Contract, ExtractMessage, MergeMessage, ObjectName, UploadMessage};
-use crate::ports::{BlobStore, DEAD_LETTER_REASON, Queue, Warehouse};
-use crate::salesforce::SalesforceClient;
-use crate::stages::extract::{ExtractConfig, ExtractDeps, ExtractOutcome, handle_extract};
+use crate::contracts::ObjectName;
+use crate::ports::{BlobStore, DEAD_LETTER_REASON, Queue, Salesforce, Warehouse};
+
+use crate::stages::extract::{ExtractConfig, ExtractDeps, ExtractOutcome};
 use crate::stages::loader::{LoadReport, LoadRequest, LoaderConfig, QueuedExtract, run_loader};
-use crate::stages::merge::{MergeDeps, MergedRecord, handle_merge};
-use crate::stages::upload::{UploadDeps, handle_upload};
+use crate::stages::merge::{MergeDeps, MergedRecord};
+use crate::stages::runner::run_stage;
+use crate::stages::upload::UploadDeps;
 use crate::stages::{Stage, StageError};
 use crate::worker::{Disposition, Settlement, process};
 
@@ -130,7 +131,7 @@ struct StageQueue {
 }
 
 pub struct LocalPipeline {
-    salesforce: Arc<SalesforceClient>,
+    salesforce: Arc<dyn Salesforce>,
     blobs: Arc<dyn BlobStore>,
     warehouse: Arc<dyn Warehouse>,
     extract: StageQueue,
@@ -141,7 +142,7 @@ pub struct LocalPipeline {
 
 impl LocalPipeline {
     pub fn new(
-        salesforce: Arc<SalesforceClient>,
+        salesforce: Arc<dyn Salesforce>,
         blobs: Arc<dyn BlobStore>,
         warehouse: Arc<dyn Warehouse>,
         config: LocalPipelineConfig,
@@ -176,7 +177,7 @@ impl LocalPipeline {
     /// `dir/warehouse.sqlite` (its path is returned too).
     pub fn in_directory(
         dir: &std::path::Path,
-        salesforce: Arc<SalesforceClient>,
+        salesforce: Arc<dyn Salesforce>,
         config: LocalPipelineConfig,
     ) -> Result<(Arc<Self>, std::path::PathBuf), OpenError> {
         let blobs: Arc<dyn BlobStore> = Arc::new(super::FsBlobStore::new(dir.join("blobs"))?);
@@ -413,10 +414,8 @@ impl LocalPipeline {
         body: &str,
         events: &dyn PipelineEvents,
     ) -> Result<(), StageError> {
-        let reject = |e| StageError::new(stage, "(unreadable message)", e);
         match stage {
             Stage::Extract | Stage::Loader => {
-                let message = ExtractMessage::from_body(body).map_err(reject)?;
                 let deps = ExtractDeps {
                     salesforce: self.salesforce.as_ref(),
                     blobs: self.blobs.as_ref(),
@@ -425,8 +424,8 @@ impl LocalPipeline {
                     merge_queue: self.merge.port.as_ref(),
                     config: &self.config.extract,
                 };
-                if let ExtractOutcome::FannedOut { parts, .. } =
-                    handle_extract(&deps, &message).await?
+                if let (message, ExtractOutcome::FannedOut { parts, .. }) =
+                    run_stage(&deps, body).await?
                 {
                     events.event(PipelineEvent::Extracted {
                         object: message.object,
@@ -435,7 +434,6 @@ impl LocalPipeline {
                 }
             }
             Stage::Upload => {
-                let message = UploadMessage::from_body(body).map_err(reject)?;
                 let deps = UploadDeps {
                     salesforce: self.salesforce.as_ref(),
                     blobs: self.blobs.as_ref(),
@@ -443,7 +441,7 @@ impl LocalPipeline {
                     merge_queue: self.merge.port.as_ref(),
                     rest_batch_size: self.config.rest_batch_size,
                 };
-                let outcome = handle_upload(&deps, &message).await?;
+                let (message, outcome) = run_stage(&deps, body).await?;
                 events.event(PipelineEvent::Stored {
                     object: message.object,
                     part: message.part,
@@ -452,12 +450,11 @@ impl LocalPipeline {
                 });
             }
             Stage::Merge => {
-                let message = MergeMessage::from_body(body).map_err(reject)?;
                 let deps = MergeDeps {
                     blobs: self.blobs.as_ref(),
                     warehouse: self.warehouse.as_ref(),
                 };
-                let record = handle_merge(&deps, &message).await?;
+                let (message, record) = run_stage(&deps, body).await?;
                 events.event(PipelineEvent::Merged {
                     object: message.object,
                     record,

@@ -6,6 +6,7 @@ pub mod loader;
 pub mod merge;
 mod part_header;
 pub mod records;
+pub mod runner;
 pub mod soql;
 pub mod upload;
 
