@@ -1,6 +1,12 @@
 //! upload: stream one result page into the blob store as gzipped CSV, with a manifest; the upload
 //! that completes the set sends the run's one merge message.
 
+mod complete;
+mod rest;
+
+use complete::*;
+use rest::*;
+
 use std::sync::{Arc, Mutex};
 
 use async_compression::tokio::bufread::GzipEncoder;
@@ -256,8 +262,6 @@ where
         .at(Stage::Upload, &message.object)
 }
 
-/// Stores the part's bytes, hashing them on the way, then its manifest; requests the merge if
-/// this part completes the set.
 /// The schema extract fixed for the run: the columns every part must have, in order.
 async fn run_schema<B: BlobStore + ?Sized>(
     blobs: &B,
@@ -276,6 +280,8 @@ async fn run_schema<B: BlobStore + ?Sized>(
         })
 }
 
+/// Stores the part's bytes (the store computes their checksum on the way), then its manifest;
+/// requests the merge if this part completes the set.
 #[allow(clippy::too_many_arguments)]
 async fn store_part<S, B, Q>(
     deps: &UploadDeps<'_, S, B, Q>,
@@ -364,264 +370,4 @@ where
         manifest,
         requested_merge,
     })
-}
-
-/// A run read with the REST API: pages of JSON records, written as the same gzipped CSV a Bulk
-/// job gives, one page in memory at a time.
-async fn upload_rest<S, B, Q>(
-    deps: &UploadDeps<'_, S, B, Q>,
-    message: &UploadMessage,
-    layout: &RunLayout,
-    key: &str,
-) -> Result<UploadOutcome, StageError>
-where
-    S: Salesforce + ?Sized,
-    B: BlobStore + ?Sized,
-    Q: Queue + ?Sized,
-{
-    let object = &message.object;
-    let schema = run_schema(deps.blobs, layout, object).await?;
-    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    let body: ByteStream = Box::pin(futures::stream::unfold(receiver, |mut receiver| async {
-        receiver.recv().await.map(|item| (item, receiver))
-    }));
-    let counted = std::sync::atomic::AtomicU64::new(0);
-    let produce = async {
-        let result = rest_pages_as_csv(
-            deps.salesforce,
-            &message.result_url,
-            deps.rest_batch_size,
-            &schema,
-            &sender,
-            &counted,
-        )
-        .await;
-        if let Err(RestPageError::Salesforce(error)) = &result {
-            // The store sees the error and keeps nothing; the message is retried.
-            let _ = sender
-                .send(Err(std::io::Error::other(error.to_string())))
-                .await;
-        }
-        // Closing the channel ends the body.
-        drop(sender);
-        result
-    };
-    let read_count = || counted.load(std::sync::atomic::Ordering::SeqCst);
-    let (produced, stored) = tokio::join!(
-        produce,
-        store_part(
-            deps,
-            message,
-            layout,
-            key,
-            body,
-            &read_count,
-            Some(message.parts),
-            // The header is written here, from the schema.
-            None,
-        )
-    );
-    match produced {
-        Ok(()) => stored,
-        Err(RestPageError::Salesforce(error)) => Err(StageError::new(Stage::Upload, object, error)),
-        // The store gave up first: its own error says why (and whether a retry can help).
-        Err(RestPageError::StoreStopped) => stored.and_then(|_| {
-            Err(StageError::new(
-                Stage::Upload,
-                object,
-                Cause::Inconsistent("the part's store stopped reading without an error".into()),
-            ))
-        }),
-    }
-}
-
-/// Why paging a REST query into a part stopped.
-enum RestPageError {
-    Salesforce(SalesforceError),
-    /// The store stopped reading the part (it failed; its error is the cause).
-    StoreStopped,
-}
-
-impl From<SalesforceError> for RestPageError {
-    fn from(error: SalesforceError) -> Self {
-        Self::Salesforce(error)
-    }
-}
-
-/// Reads every page of the query and sends it on, gzipped CSV with a header row, counting the
-/// records.
-async fn rest_pages_as_csv<S: Salesforce + ?Sized>(
-    salesforce: &S,
-    first: &str,
-    batch_size: u32,
-    schema: &TableSchema,
-    sender: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-    records: &std::sync::atomic::AtomicU64,
-) -> Result<(), RestPageError> {
-    let closed = |_| RestPageError::StoreStopped;
-    let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
-    let header: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
-    write_csv(
-        &mut gzip,
-        [header.iter().map(|h| h.to_string()).collect::<Vec<_>>()],
-    )?;
-    let mut next = Some(first.to_string());
-    while let Some(path) = next.take() {
-        let page = salesforce.query_page(&path, batch_size).await?;
-        records.fetch_add(
-            page.records.len() as u64,
-            std::sync::atomic::Ordering::SeqCst,
-        );
-        let rows = page.records.iter().map(|record| {
-            schema
-                .columns
-                .iter()
-                .map(|c| csv_value(&c.sf_type, record.get(&c.name)))
-                .collect::<Vec<_>>()
-        });
-        write_csv(&mut gzip, rows)?;
-        let chunk = std::mem::take(gzip.get_mut());
-        if !chunk.is_empty() {
-            sender.send(Ok(Bytes::from(chunk))).await.map_err(closed)?;
-        }
-        if !page.done {
-            next = page.next_records_url;
-        }
-    }
-    let rest = gzip
-        .finish()
-        .map_err(|e| SalesforceError::Config(format!("gzip: {e}")))?;
-    sender.send(Ok(Bytes::from(rest))).await.map_err(closed)
-}
-
-fn write_csv(
-    out: &mut GzEncoder<Vec<u8>>,
-    rows: impl IntoIterator<Item = Vec<String>>,
-) -> Result<(), SalesforceError> {
-    let mut writer = csv::WriterBuilder::new()
-        .quote_style(csv::QuoteStyle::Always)
-        .from_writer(out);
-    for row in rows {
-        writer
-            .write_record(&row)
-            .map_err(|e| SalesforceError::Config(format!("CSV: {e}")))?;
-    }
-    writer
-        .flush()
-        .map_err(|e| SalesforceError::Config(format!("CSV: {e}")))
-}
-
-/// A REST JSON value as Bulk CSV text: booleans `true`/`false`, numbers as written, datetimes in
-/// UTC with `Z` (REST says `+0000`), null as empty.
-fn csv_value(sf_type: &str, value: Option<&serde_json::Value>) -> String {
-    use serde_json::Value;
-    match value {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) if sf_type == "datetime" => s
-            .strip_suffix("+0000")
-            .map_or_else(|| s.clone(), |t| format!("{t}Z")),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
-/// Every upload writes its manifest before looking, so the last one to finish always sees the
-/// whole set. The merge message is sent before the marker is written: a crash in between sends it
-/// again on redelivery (the FIFO queue deduplicates, the merge is idempotent), never loses it.
-async fn request_merge_if_complete<S, B, Q>(
-    deps: &UploadDeps<'_, S, B, Q>,
-    message: &UploadMessage,
-    layout: &RunLayout,
-    parts: u32,
-) -> Result<bool, StageError>
-where
-    S: Salesforce + ?Sized,
-    B: BlobStore + ?Sized,
-    Q: Queue + ?Sized,
-{
-    let object = &message.object;
-    let stored = deps
-        .blobs
-        .list(&layout.manifests_prefix())
-        .await
-        .at(Stage::Upload, object)?
-        .iter()
-        .filter(|b| b.key.ends_with(".manifest.json"))
-        .count();
-    if stored < parts as usize {
-        return Ok(false);
-    }
-    if deps
-        .blobs
-        .head(&layout.merge_requested())
-        .await
-        .at(Stage::Upload, object)?
-        .is_some()
-    {
-        return Ok(false);
-    }
-    if let Some(expected) = message.job_records {
-        check_record_count(deps, message, layout, parts, expected).await?;
-    }
-    let merge = merge_for(message, layout, parts);
-    send_merge(deps.merge_queue, &merge, Stage::Upload).await?;
-    deps.blobs
-        .put_if_absent(&layout.merge_requested(), to_json(&merge))
-        .await
-        .at(Stage::Upload, object)?;
-    if let Err(error) = deps.salesforce.delete_job(&message.job_id).await {
-        // Salesforce deletes finished jobs after 7 days anyway.
-        tracing::warn!(%object, job_id = %message.job_id, %error, "could not delete the finished bulk job");
-    }
-    tracing::info!(run_id = %message.run_id, %object, parts, "all parts stored; merge requested");
-    Ok(true)
-}
-
-/// The run's pages must hold exactly the records its Bulk job reported: a page lost or cut short
-/// on the way would otherwise merge as a complete run and move the watermark past its rows.
-async fn check_record_count<S, B, Q>(
-    deps: &UploadDeps<'_, S, B, Q>,
-    message: &UploadMessage,
-    layout: &RunLayout,
-    parts: u32,
-    expected: u64,
-) -> Result<(), StageError>
-where
-    S: Salesforce + ?Sized,
-    B: BlobStore + ?Sized,
-    Q: Queue + ?Sized,
-{
-    let object = &message.object;
-    let stored: u64 = read_manifests(deps.blobs, Stage::Upload, object, layout, parts)
-        .await?
-        .iter()
-        .map(|m| m.records)
-        .sum();
-    if stored == expected {
-        return Ok(());
-    }
-    Err(StageError::new(
-        Stage::Upload,
-        object,
-        Cause::Inconsistent(format!(
-            "Bulk job {} reported {expected} records (numberRecordsProcessed) but its {parts} \
-             pages hold {stored}; the run is not merged: run the object again",
-            message.job_id
-        )),
-    )
-    .permanent())
-}
-
-fn merge_for(message: &UploadMessage, layout: &RunLayout, parts: u32) -> MergeMessage {
-    MergeMessage {
-        v: CONTRACT_VERSION,
-        run_id: message.run_id.clone(),
-        object: message.object.clone(),
-        parts,
-        schema_key: layout.schema(),
-        mode: message.mode,
-        window: message.window,
-    }
 }
