@@ -7,6 +7,10 @@
 //! `<` and `=` on datetimes and booleans. Like Salesforce, it sizes result pages itself,
 //! whatever `maxRecords` asks, and a job's rows are those at its creation.
 
+mod query;
+
+use query::*;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
@@ -242,111 +246,6 @@ impl FakeSalesforce {
         }
         Ok(org)
     }
-}
-
-/// The parts of sfpipe's SOQL: fields, object, conditions.
-struct Soql {
-    fields: Vec<String>,
-    object: String,
-    conditions: Vec<(String, String, String)>,
-}
-
-fn parse_soql(soql: &str) -> Result<Soql, SalesforceError> {
-    let malformed = || api_error(400, "MALFORMED_QUERY", &format!("cannot read {soql:?}"));
-    let rest = soql.strip_prefix("SELECT ").ok_or_else(malformed)?;
-    let (fields, rest) = rest.split_once(" FROM ").ok_or_else(malformed)?;
-    let (object, condition) = match rest.split_once(" WHERE ") {
-        Some((object, condition)) => (object, Some(condition)),
-        None => (rest, None),
-    };
-    let mut conditions = Vec::new();
-    for part in condition.into_iter().flat_map(|c| c.split(" AND ")) {
-        let mut words = part.split_whitespace();
-        match (words.next(), words.next(), words.next(), words.next()) {
-            (Some(field), Some(op @ (">=" | "<" | "=")), Some(value), None) => {
-                conditions.push((field.to_string(), op.to_string(), value.to_string()))
-            }
-            _ => return Err(malformed()),
-        }
-    }
-    Ok(Soql {
-        fields: fields.split(',').map(|f| f.trim().to_string()).collect(),
-        object: object.trim().to_string(),
-        conditions,
-    })
-}
-
-fn as_time(value: &Value) -> Option<DateTime<Utc>> {
-    value
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc))
-}
-
-fn holds(row: &Map<String, Value>, (field, op, literal): &(String, String, String)) -> bool {
-    let value = row.get(field).unwrap_or(&Value::Null);
-    match literal.as_str() {
-        "true" | "false" => op == "=" && value.as_bool() == Some(literal == "true"),
-        _ => {
-            let (Some(have), Ok(want)) = (as_time(value), DateTime::parse_from_rfc3339(literal))
-            else {
-                return false;
-            };
-            match op.as_str() {
-                ">=" => have >= want,
-                "<" => have < want,
-                _ => have == want,
-            }
-        }
-    }
-}
-
-/// Runs the query on the org: the rows it selects, or the error Salesforce gives.
-fn run(org: &Org, soql: &Soql) -> Result<Vec<Map<String, Value>>, SalesforceError> {
-    let object = org.objects.get(&soql.object).ok_or_else(|| {
-        api_error(
-            400,
-            "INVALID_TYPE",
-            &format!("sObject type '{}' is not supported.", soql.object),
-        )
-    })?;
-    if let Some(unknown) = soql
-        .fields
-        .iter()
-        .chain(soql.conditions.iter().map(|c| &c.0))
-        .find(|f| object.describe.field(f).is_none())
-    {
-        return Err(api_error(
-            400,
-            "INVALID_FIELD",
-            &format!("No such column '{unknown}' on entity '{}'", soql.object),
-        ));
-    }
-    Ok(object
-        .rows
-        .iter()
-        .filter(|row| soql.conditions.iter().all(|c| holds(row, c)))
-        .cloned()
-        .collect())
-}
-
-/// A value as Bulk API CSV writes it.
-fn csv_text(value: Option<&Value>) -> String {
-    match value {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(text)) => text.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
-fn query_of(url: &str) -> BTreeMap<String, String> {
-    url.split_once('?')
-        .map(|(_, query)| {
-            url::form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[async_trait]
