@@ -1,14 +1,20 @@
 //! sfpipe's common crate: everything the four Lambda functions, the CLI and the tests share.
 //!
-//! - [`contracts`]: the messages between stages and the storage layout of a run.
-//! - [`ports`]: the queue, blob store, warehouse and secrets traits the stages are written against.
-//! - [`stages`]: the job-loader, extract, upload and merge handlers.
-//! - [`salesforce`]: the Salesforce REST and Bulk API 2.0 client.
+//! Where to start reading: [`ports`] (what the stages need from the world), then
+//! [`stages`] (`extract`, `upload`, `merge`, `loader`, and [`stages::runner`], how a received
+//! message reaches them), then one adapter of a port ([`salesforce::SalesforceClient`]).
+//! [`contracts`] holds the messages between them.
+//!
+//! - [`contracts`]: the messages between stages, the storage layout of a run, name validation.
+//! - [`ports`]: the queue, blob store, warehouse, secrets and Salesforce traits the stages are
+//!   written against, and the values they exchange. Imports no adapter.
+//! - [`stages`]: the job-loader, extract, upload and merge handlers; their SOQL; one runner.
+//! - [`salesforce`]: the Salesforce REST and Bulk API 2.0 client (the Salesforce port's adapter).
 //! - [`snowflake`]: the Snowflake SQL API client and warehouse adapter.
 //! - [`checksum`]: CRC-64/NVME, the parts' checksum, as S3 verifies it.
 //! - [`status`]: what the pipeline has done, read from what it stores (`sfpipe status`).
 //! - [`retry`], [`worker`]: backoff, and settling a received message by its handler's outcome.
-//! - [`local`] (feature `local`): adapters for one machine.
+//! - [`local`] (feature `local`): adapters for one machine, and the one-machine pipeline.
 //! - [`conformance`] (feature `conformance`): the suites every adapter must pass.
 //! - `fake` (tests, feature `conformance`): in-memory doubles of the ports that inject faults.
 //! - [`aws`] (feature `aws`): the S3, SQS and Secrets Manager adapters.

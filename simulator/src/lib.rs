@@ -1,6 +1,10 @@
 //! A Salesforce org over HTTP, for sfpipe's demo and tests: OAuth token endpoint, describe, REST
 //! query/queryAll with paging, Bulk API 2.0 query jobs, Salesforce-shaped errors, API usage
 //! headers, and injectable faults. Its data is a generated org (see [`org`]).
+//!
+//! Where to start reading: [`Simulator`] below (start, inject faults, mutate the org), then
+//! `server` (the router; each kind of endpoint has a module), then [`org`] (the data).
+//! It shares no code with sfpipe's client: it is the client's contact with Salesforce's shapes.
 
 pub mod bandwidth;
 pub mod org;

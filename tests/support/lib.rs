@@ -1,4 +1,6 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: a simulator on a free port and sfpipe's client for it
+//! (here), the whole pipeline on one machine with its checks ([`harness`]), faults to inject
+//! ([`faults`]), moto ([`moto`]) and the Snowflake SQL API harness ([`snowflake`]).
 
 use sfpipe_shared::salesforce::client::RetryPolicy;
 use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};

@@ -85,7 +85,7 @@ pub struct SimConfig {
     /// Bulk result pages carry their columns in reverse order of the query's field list.
     pub reordered_result_columns: bool,
     /// A Bulk query matching more rows than this times out, as a query over too wide a window of
-    /// a huge object does: the job is created, then ends Failed ([`JOB_TIMEOUT_MESSAGE`]) when
+    /// a huge object does: the job is created, then ends Failed (`JOB_TIMEOUT_MESSAGE`) when
     /// it would have completed.
     pub query_timeout_rows: Option<u64>,
     /// Mutation rounds to replay at start (their timestamps), so an org survives restarts.
