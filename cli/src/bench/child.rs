@@ -84,6 +84,8 @@ pub async fn child(options: &ChildOptions) -> anyhow::Result<()> {
     let salesforce = client(&options.login_url, &options.ca_cert, options.concurrency)?;
     let mut measured = Measurement::default();
     let mut timed = None;
+    // The merge's rows are the table's, counted once the time and usage are taken.
+    let mut merged_table = None;
     match options.role {
         Role::Download => {
             // What the upload stage transfers: the pages, gzip-encoded, as many at a time.
@@ -144,7 +146,11 @@ pub async fn child(options: &ChildOptions) -> anyhow::Result<()> {
                 },
                 ..LocalPipelineConfig::default()
             };
-            let (pipeline, _) = LocalPipeline::in_directory(&options.dir, salesforce, config)?;
+            let (pipeline, warehouse_path) =
+                LocalPipeline::in_directory(&options.dir, salesforce, config)?;
+            if options.role == Role::Merge {
+                merged_table = Some(warehouse_path);
+            }
             let (stage, next, workers) = match options.role {
                 Role::Extract => (Stage::Extract, Some(Stage::Upload), 1),
                 Role::Upload => (Stage::Upload, Some(Stage::Merge), options.concurrency),
@@ -196,14 +202,18 @@ pub async fn child(options: &ChildOptions) -> anyhow::Result<()> {
             if let Some(letter) = dead.first() {
                 bail!("{stage}: dead letter: {}", letter.reason);
             }
-            if options.role == Role::Upload {
-                let blobs = pipeline.blobs();
-                for meta in blobs.list(&format!("runs/{OBJECT}/")).await? {
-                    if meta.key.ends_with(".manifest.json") {
-                        let manifest: sfpipe_shared::contracts::PartManifest =
-                            serde_json::from_slice(&blobs.get_bytes(&meta.key).await?)?;
-                        measured.rows += manifest.records;
-                    }
+            // Each stage's rows, from what it stored: extract's job count, upload's manifests.
+            let blobs = pipeline.blobs();
+            for meta in blobs.list(&format!("runs/{OBJECT}/")).await? {
+                if options.role == Role::Upload && meta.key.ends_with(".manifest.json") {
+                    let manifest: sfpipe_shared::contracts::PartManifest =
+                        serde_json::from_slice(&blobs.get_bytes(&meta.key).await?)?;
+                    measured.rows += manifest.records;
+                }
+                if options.role == Role::Extract && meta.key.ends_with("/extracted.json") {
+                    let extracted: sfpipe_shared::contracts::ExtractedRecord =
+                        serde_json::from_slice(&blobs.get_bytes(&meta.key).await?)?;
+                    measured.rows += extracted.salesforce_records.unwrap_or(0);
                 }
             }
             if let Some(next) = next {
@@ -219,6 +229,14 @@ pub async fn child(options: &ChildOptions) -> anyhow::Result<()> {
     let (cpu, rss) = own_usage();
     measured.cpu_s = cpu;
     measured.peak_rss_mb = rss;
+    if let Some(path) = merged_table {
+        let connection = rusqlite::Connection::open(path)?;
+        let rows: i64 =
+            connection.query_row(&format!("SELECT COUNT(*) FROM \"{OBJECT}\""), [], |row| {
+                row.get(0)
+            })?;
+        measured.rows = u64::try_from(rows).unwrap_or_default();
+    }
     println!("{}", serde_json::to_string(&measured)?);
     Ok(())
 }
