@@ -6,6 +6,7 @@ use super::*;
 pub(super) async fn versions() -> Json<Value> {
     Json(json!([{ "label": "Winter '25", "url": "/services/data/v62.0", "version": "62.0" }]))
 }
+
 #[derive(Deserialize)]
 pub(super) struct TokenForm {
     grant_type: String,
@@ -22,6 +23,7 @@ pub(super) struct TokenForm {
     #[serde(default)]
     assertion: String,
 }
+
 #[derive(Deserialize)]
 pub(super) struct JwtClaims {
     sub: String,
@@ -29,6 +31,7 @@ pub(super) struct JwtClaims {
     /// (simple-salesforce sends `"exp": "1732900000"`).
     exp: Value,
 }
+
 impl JwtClaims {
     fn expires_at(&self) -> Option<i64> {
         match &self.exp {
@@ -38,6 +41,7 @@ impl JwtClaims {
         }
     }
 }
+
 /// Checks a JWT bearer assertion: RS256 with the connected app's key, `iss` = consumer key,
 /// `aud` = a login host, `sub` = the integration user, not expired.
 pub(super) fn valid_assertion(state: &SimState, assertion: &str) -> bool {
@@ -65,6 +69,7 @@ pub(super) fn valid_assertion(state: &SimState, assertion: &str) -> bool {
                 .is_some_and(|exp| exp > Utc::now().timestamp())
     })
 }
+
 pub(super) fn new_session(state: &SimState) -> String {
     let token = format!(
         "00D000000000001!{}",
@@ -73,8 +78,10 @@ pub(super) fn new_session(state: &SimState) -> String {
     lock(&state.tokens).insert(token.clone(), 0);
     token
 }
+
 /// Where the simulator plays `https://login.salesforce.com`: see [`crate::Simulator::login_host_url`].
 pub const LOGIN_HOST_PATH: &str = "/__login-host";
+
 /// The token endpoint of the generic login host: Salesforce serves the client credentials flow
 /// only on the org's My Domain.
 pub(super) async fn login_host_token(state: State<Shared>, form: Form<TokenForm>) -> Response {
@@ -87,6 +94,7 @@ pub(super) async fn login_host_token(state: State<Shared>, form: Form<TokenForm>
     }
     token(state, form).await
 }
+
 pub(super) async fn token(State(state): State<Shared>, Form(form): Form<TokenForm>) -> Response {
     let config = &state.config;
     let client_ok =

@@ -14,6 +14,7 @@ pub(super) struct CreateJob {
     #[serde(default)]
     line_ending: Option<String>,
 }
+
 pub(super) fn job_json(v: &str, job: &Job, rows: usize) -> Value {
     json!({
         "id": job.id, "operation": job.operation, "object": job.object,
@@ -27,6 +28,7 @@ pub(super) fn job_json(v: &str, job: &Job, rows: usize) -> Value {
         "errorMessage": job.error_message.filter(|_| job.state == "Failed"),
     })
 }
+
 pub(super) async fn create_job(
     State(state): State<Shared>,
     Path(v): Path<String>,
@@ -127,6 +129,7 @@ pub(super) async fn create_job(
     lock(&state.jobs).insert(job.id.clone(), job);
     Json(body).into_response()
 }
+
 pub(super) async fn list_jobs(State(state): State<Shared>, Path(v): Path<String>) -> Json<Value> {
     let jobs = lock(&state.jobs);
     let records: Vec<Value> = jobs
@@ -135,6 +138,7 @@ pub(super) async fn list_jobs(State(state): State<Shared>, Path(v): Path<String>
         .collect();
     Json(json!({ "done": true, "records": records, "nextRecordsUrl": null }))
 }
+
 pub(super) fn job_not_found() -> Response {
     sf_error(
         StatusCode::NOT_FOUND,
@@ -142,6 +146,7 @@ pub(super) fn job_not_found() -> Response {
         "The requested resource does not exist",
     )
 }
+
 pub(super) async fn job_info(
     State(state): State<Shared>,
     Path((v, id)): Path<(String, String)>,
@@ -167,10 +172,12 @@ pub(super) async fn job_info(
     let rows = job.rows.len();
     Json(job_json(&v, job, rows)).into_response()
 }
+
 #[derive(Deserialize)]
 pub(super) struct UpdateJob {
     state: String,
 }
+
 pub(super) async fn update_job(
     State(state): State<Shared>,
     Path((v, id)): Path<(String, String)>,
@@ -198,6 +205,7 @@ pub(super) async fn update_job(
     let rows = job.rows.len();
     Json(job_json(&v, job, rows)).into_response()
 }
+
 pub(super) async fn delete_job(
     State(state): State<Shared>,
     Path((_v, id)): Path<(String, String)>,
@@ -218,6 +226,7 @@ pub(super) async fn delete_job(
         }
     }
 }
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct PageParams {
@@ -226,10 +235,13 @@ pub(super) struct PageParams {
     #[serde(default)]
     max_records: Option<u64>,
 }
+
 pub(super) const DEFAULT_MAX_RECORDS: u64 = 50_000;
+
 pub(super) fn encode_locator(offset: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(offset.to_string())
 }
+
 pub(super) fn decode_locator(locator: Option<&str>) -> Option<usize> {
     match locator {
         None | Some("") => Some(0),
@@ -240,6 +252,7 @@ pub(super) fn decode_locator(locator: Option<&str>) -> Option<usize> {
             .and_then(|s| s.parse().ok()),
     }
 }
+
 /// Takes a finished job's rows and query, or the error Salesforce answers with.
 pub(super) fn finished_job(
     state: &SimState,
@@ -258,6 +271,7 @@ pub(super) fn finished_job(
     }
     Ok((job.rows.clone(), job.query.clone()))
 }
+
 pub(super) async fn result_pages(
     State(state): State<Shared>,
     Path((v, id)): Path<(String, String)>,
@@ -310,6 +324,7 @@ pub(super) async fn result_pages(
     }))
     .into_response()
 }
+
 pub(super) async fn job_results(
     State(state): State<Shared>,
     Path((_v, id)): Path<(String, String)>,
@@ -383,6 +398,7 @@ pub(super) async fn job_results(
     }
     response
 }
+
 /// Rows rendered in chunks as they are sent, so a page of any size costs a chunk of memory.
 /// A number as Bulk API CSV writes it: from ten million up, Salesforce prints doubles, currency
 /// and percent values the way Java does, in scientific notation (`12345678.5` as
@@ -402,6 +418,7 @@ pub(super) fn bulk_csv_number<'a>(sf_type: &str, value: &'a str) -> std::borrow:
         _ => value.into(),
     }
 }
+
 pub(super) fn csv_page_stream(
     state: Shared,
     query: SoqlQuery,

@@ -26,6 +26,7 @@ pub(super) async fn describe_global(
     }));
     Json(json!({ "encoding": "UTF-8", "maxBatchSize": 200, "sobjects": sobjects }))
 }
+
 pub(super) fn soap_type(sf_type: &str) -> &'static str {
     match sf_type {
         "id" | "reference" => "tns:ID",
@@ -40,6 +41,7 @@ pub(super) fn soap_type(sf_type: &str) -> &'static str {
         _ => "xsd:string",
     }
 }
+
 pub(super) async fn describe_object(
     State(state): State<Shared>,
     Path((_v, object)): Path<(String, String)>,
@@ -92,6 +94,7 @@ pub(super) async fn describe_object(
     }))
     .into_response()
 }
+
 pub(super) async fn limits(State(state): State<Shared>) -> Json<Value> {
     let used = state.api_calls();
     let max = state.config.daily_api_limit;

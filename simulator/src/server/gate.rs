@@ -69,6 +69,7 @@ pub(super) async fn api_gate(
     }
     response
 }
+
 /// The response's headers and the first half of its body, then a broken connection.
 pub(super) async fn truncated(response: Response) -> Response {
     let (parts, body) = response.into_parts();
@@ -85,6 +86,7 @@ pub(super) async fn truncated(response: Response) -> Response {
     ]);
     Response::from_parts(parts, Body::from_stream(stream))
 }
+
 /// The first injected fault still armed whose path matches, used up by one.
 pub(super) fn take_fault(state: &SimState, path: &str) -> Option<Fault> {
     let mut faults = lock(&state.faults);
@@ -98,6 +100,7 @@ pub(super) fn take_fault(state: &SimState, path: &str) -> Option<Fault> {
     lock(&state.fired).push(FiredFault::Request(fault.clone()));
     Some(fault)
 }
+
 pub(super) async fn add_faults(
     State(state): State<Shared>,
     Json(faults): Json<Vec<Fault>>,
@@ -105,6 +108,7 @@ pub(super) async fn add_faults(
     state.add_faults(faults);
     StatusCode::NO_CONTENT
 }
+
 pub(super) async fn expire_sessions(State(state): State<Shared>) -> StatusCode {
     state.expire_sessions();
     StatusCode::NO_CONTENT

@@ -47,10 +47,12 @@ pub(super) fn matching_rows(org: &Org, query: &SoqlQuery, include_deleted: bool)
     }
     rows
 }
+
 #[derive(Deserialize)]
 pub(super) struct QueryParams {
     q: String,
 }
+
 pub(super) async fn query(
     state: State<Shared>,
     path: Path<String>,
@@ -59,6 +61,7 @@ pub(super) async fn query(
 ) -> Response {
     rest_query(state, path, headers, params, false).await
 }
+
 pub(super) async fn query_all(
     state: State<Shared>,
     path: Path<String>,
@@ -67,6 +70,7 @@ pub(super) async fn query_all(
 ) -> Response {
     rest_query(state, path, headers, params, true).await
 }
+
 pub(super) fn batch_size(headers: &HeaderMap) -> usize {
     headers
         .get("Sforce-Query-Options")
@@ -78,6 +82,7 @@ pub(super) fn batch_size(headers: &HeaderMap) -> usize {
         .and_then(|n| n.trim().parse::<usize>().ok())
         .map_or(2000, |n| n.clamp(200, 2000))
 }
+
 pub(super) async fn rest_query(
     State(state): State<Shared>,
     Path(v): Path<String>,
@@ -102,6 +107,7 @@ pub(super) async fn rest_query(
     lock(&state.cursors).insert(id, cursor);
     Json(body).into_response()
 }
+
 pub(super) async fn query_more(
     State(state): State<Shared>,
     Path((v, cursor)): Path<(String, String)>,
@@ -131,6 +137,7 @@ pub(super) async fn query_more(
     let org = read_org(&state);
     Json(rest_page(&org, &v, id, cursor, offset)).into_response()
 }
+
 pub(super) fn rest_page(org: &Org, v: &str, id: &str, cursor: &Cursor, offset: usize) -> Value {
     let end = (offset + cursor.page_size).min(cursor.rows.len());
     let records: Vec<Value> = cursor.rows[offset.min(end)..end]
@@ -144,6 +151,7 @@ pub(super) fn rest_page(org: &Org, v: &str, id: &str, cursor: &Cursor, offset: u
     }
     body
 }
+
 /// A record as the REST API shows it: typed JSON values, compound addresses as objects.
 pub(super) fn record_json(org: &Org, v: &str, query: &SoqlQuery, index: u64) -> Value {
     let def = &org.objects[query.object];
@@ -176,6 +184,7 @@ pub(super) fn record_json(org: &Org, v: &str, query: &SoqlQuery, index: u64) -> 
     }
     Value::Object(record)
 }
+
 pub(super) fn address_json(
     def: &crate::org::ObjectDef,
     values: &[Option<String>],

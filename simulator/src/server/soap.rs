@@ -44,6 +44,7 @@ pub(super) fn soap_credentials(xml: &str) -> (Option<String>, Option<String>) {
     }
     (username, password)
 }
+
 pub(super) fn xml(status: StatusCode, body: String) -> Response {
     (
         status,
@@ -52,6 +53,7 @@ pub(super) fn xml(status: StatusCode, body: String) -> Response {
     )
         .into_response()
 }
+
 /// A SOAP login fault as Salesforce sends every one of them, whatever its cause: HTTP 500 with
 /// `sf:<CODE>` (INVALID_LOGIN, LOGIN_MUST_USE_SECURITY_TOKEN, API_DISABLED_FOR_ORG,
 /// PASSWORD_EXPIRED, ...).
@@ -70,6 +72,7 @@ pub(super) fn soap_fault(status: StatusCode, code: &str, message: &str) -> Respo
         ),
     )
 }
+
 pub(super) async fn soap_login(
     State(state): State<Shared>,
     Path(v): Path<String>,
