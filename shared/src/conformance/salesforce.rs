@@ -3,7 +3,7 @@
 //! port's contract, not to the fake's whims).
 //!
 //! The org must have `object`, queryable, with Id, IsDeleted and SystemModstamp, and at least
-//! three rows. Nothing else about its data is assumed: counts are cross-checked between REST,
+//! three rows, and its Bulk jobs must report InProgress at least once before they complete. Nothing else about its data is assumed: counts are cross-checked between REST,
 //! the Bulk job's count, `resultPages` and the locator chain.
 
 use std::collections::BTreeSet;
@@ -22,6 +22,8 @@ pub async fn run_all(salesforce: &dyn Salesforce, object: &str) {
     an_empty_result_has_one_header_only_page(salesforce, object).await;
     a_bad_query_is_refused_for_good(salesforce, object).await;
     a_deleted_job_is_gone_and_deleting_it_again_is_fine(salesforce, object).await;
+    a_running_job_can_be_aborted_not_deleted_and_a_finished_one_not_aborted(salesforce, object)
+        .await;
 }
 
 pub async fn describes_the_org_and_refuses_an_unknown_object(
@@ -84,6 +86,11 @@ pub async fn a_rest_query_pages_through_every_row(
         "totalSize is what the pages hold"
     );
     assert!(ids.len() >= 3, "the org has rows of {object}");
+    let unknown = salesforce
+        .query_page("/services/data/v62.0/query/01gNOSUCHCURSOR-200", 200)
+        .await
+        .expect_err("a cursor that does not exist");
+    assert_eq!(unknown.code(), Some("INVALID_QUERY_LOCATOR"), "{unknown}");
     ids
 }
 
@@ -246,4 +253,35 @@ pub async fn a_deleted_job_is_gone_and_deleting_it_again_is_fine(
     gone(salesforce.query_job(&job.id).await.map(|_| ()));
     gone(salesforce.result_pages(&job.id, 10).await.map(|_| ()));
     gone(salesforce.download_results(&link).await.map(|_| ()));
+}
+
+pub async fn a_running_job_can_be_aborted_not_deleted_and_a_finished_one_not_aborted(
+    salesforce: &dyn Salesforce,
+    object: &str,
+) {
+    let created = salesforce
+        .create_query_job(&format!("SELECT Id FROM {object}"), true)
+        .await
+        .unwrap();
+    // Salesforce deletes only a job that is over.
+    let running = salesforce
+        .delete_job(&created.id)
+        .await
+        .expect_err("a running job cannot be deleted");
+    assert!(!running.is_retryable(), "{running}");
+    salesforce.abort_job(&created.id).await.unwrap();
+    let job = salesforce.query_job(&created.id).await.unwrap();
+    assert_eq!(job.state, JobState::Aborted);
+    let not_complete = salesforce
+        .result_pages(&created.id, 10)
+        .await
+        .expect_err("an aborted job has no results");
+    assert!(!not_complete.is_retryable(), "{not_complete}");
+    let again = salesforce
+        .abort_job(&created.id)
+        .await
+        .expect_err("a job that is over cannot be aborted");
+    assert_eq!(again.code(), Some("INVALIDJOBSTATE"), "{again}");
+    assert!(!again.is_retryable(), "{again}");
+    salesforce.delete_job(&created.id).await.unwrap();
 }

@@ -91,6 +91,11 @@ fn api_error(status: u16, code: &str, message: &str) -> SalesforceError {
     }
 }
 
+/// A REST cursor that does not exist (or expired, two days after its query).
+fn invalid_locator() -> SalesforceError {
+    api_error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+}
+
 fn not_found() -> SalesforceError {
     api_error(404, "NOT_FOUND", "The requested resource does not exist")
 }
@@ -381,6 +386,18 @@ impl Salesforce for FakeSalesforce {
 
     async fn delete_job(&self, job_id: &str) -> Result<(), SalesforceError> {
         let mut org = self.enter(Call::DeleteJob)?;
+        // As Salesforce: only a job that is over (its generic code, not INVALIDJOBSTATE).
+        if org
+            .jobs
+            .get(job_id)
+            .is_some_and(|job| !job.info.state.is_final())
+        {
+            return Err(api_error(
+                400,
+                "API_ERROR",
+                "Error encountered when deleting the job because the job is not terminated",
+            ));
+        }
         org.jobs.remove(job_id);
         Ok(())
     }
@@ -516,12 +533,12 @@ impl Salesforce for FakeSalesforce {
             }
             None => {
                 let next = path.rsplit('/').next().unwrap_or_default();
-                let (cursor, start) = next.rsplit_once('-').ok_or_else(not_found)?;
-                let start = start.parse().map_err(|_| not_found())?;
+                let (cursor, start) = next.rsplit_once('-').ok_or_else(invalid_locator)?;
+                let start = start.parse().map_err(|_| invalid_locator())?;
                 (cursor.to_string(), start)
             }
         };
-        let rows = org.cursors.get(&cursor).ok_or_else(not_found)?;
+        let rows = org.cursors.get(&cursor).ok_or_else(invalid_locator)?;
         let start = start.min(rows.len());
         let end = (start + per_page).min(rows.len());
         Ok(QueryPage {
