@@ -372,6 +372,38 @@ async fn each_error_class_is_retried_or_dead_lettered_as_it_should() {
             "could not be reached",
         ),
         (
+            "too many requests at once",
+            Box::new(|w: &World| {
+                w.salesforce.fail(
+                    Call::CreateQueryJob,
+                    1,
+                    SalesforceError::Api {
+                        status: 403,
+                        code: "REQUEST_LIMIT_EXCEEDED".into(),
+                        message: "ConcurrentPerOrgLongTxn Limit exceeded.".into(),
+                    },
+                )
+            }),
+            true,
+            "ConcurrentPerOrgLongTxn",
+        ),
+        (
+            "the org's daily API limit",
+            Box::new(|w: &World| {
+                w.salesforce.fail(
+                    Call::DescribeGlobal,
+                    1,
+                    SalesforceError::Api {
+                        status: 403,
+                        code: "REQUEST_LIMIT_EXCEEDED".into(),
+                        message: "TotalRequests Limit exceeded.".into(),
+                    },
+                )
+            }),
+            false,
+            "daily API limit is used up",
+        ),
+        (
             "a storage outage",
             Box::new(|w: &World| w.blobs.fail_puts(1)),
             true,
