@@ -507,6 +507,14 @@ async fn under_the_bandwidth_model_pages_are_stored_and_never_served_stale() {
             "page {page} from before the org changed was served"
         );
     }
+    // A change outside the mutation rounds: rows hard-deleted from the first page.
+    let purged = sim.hard_delete("Account", 5);
+    assert_eq!(purged.len(), 5);
+    let purged_page = read_all().await;
+    assert_ne!(
+        purged_page[0], after[0],
+        "a page from before the hard delete was served"
+    );
 }
 
 #[tokio::test]

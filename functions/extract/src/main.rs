@@ -7,8 +7,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sfpipe_shared::lambda::{BatchPolicy, run_stage_batch};
 use sfpipe_shared::runtime::Runtime;
 use sfpipe_shared::salesforce::SalesforceClient;
-use sfpipe_shared::stages::extract::ExtractConfig;
-use sfpipe_shared::stages::extract::ExtractDeps;
+use sfpipe_shared::stages::extract::{ExtractConfig, ExtractDeps};
 
 /// What the function builds once per container.
 struct Function {
