@@ -1,6 +1,15 @@
 //! A row's field values, generated from (seed, object, row, version).
 
-use super::*;
+use chrono::Duration;
+
+use super::catalogue::{FieldDef, Gen, ObjectDef};
+use super::ids::{index_of_id, salesforce_id};
+use super::rng::Rng;
+use super::words::{
+    CITIES, COMPANY_SUFFIXES, COMPANY_WORDS, COUNTRIES, FIRST_NAMES, LAST_NAMES, STATES, STREETS,
+    WORDS, paragraph,
+};
+use super::{Org, RowState, format_datetime_ms, history_end};
 
 impl Org {
     #[allow(clippy::too_many_arguments)]

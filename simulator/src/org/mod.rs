@@ -3,11 +3,6 @@
 //! seed always gives the same org. Mutations (inserts, updates, deletes) are recorded as per-row
 //! overrides and can be replayed from their timestamps.
 
-use std::collections::HashMap;
-
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
-
 mod catalogue;
 mod generate;
 mod ids;
@@ -18,7 +13,11 @@ mod words;
 pub use catalogue::*;
 pub use ids::*;
 pub use rng::*;
-use words::*;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
 
 /// The base timestamp the generated history ends at; base rows were last modified in the two
 /// years before it.

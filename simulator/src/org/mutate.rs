@@ -1,7 +1,12 @@
 //! How the org changes: mutation rounds (inserts, updates, soft and hard deletes), new and
 //! removed fields, a cross-object formula.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+use super::catalogue::{FieldDef, Gen, ObjectDef, field};
+use super::rng::Rng;
+use super::{MutationCounts, ObjectRows, Org, RowState};
 
 impl Org {
     /// Contact gets `Account_Rating__c`, a formula showing its account's Rating: when an account

@@ -1,6 +1,6 @@
 //! Words for generated text: company and person names, addresses, paragraphs.
 
-use super::*;
+use super::rng::Rng;
 
 pub(super) fn paragraph(rng: &mut Rng) -> String {
     let sentences = 1 + rng.below(3);

@@ -1,7 +1,16 @@
 //! OAuth: the token endpoint (client credentials, JWT bearer, refresh token, password) and the
 //! generic login host.
 
-use super::*;
+use axum::Json;
+use axum::extract::{Form, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Shared, SimState, lock};
 
 pub(super) async fn versions() -> Json<Value> {
     Json(json!([{ "label": "Winter '25", "url": "/services/data/v62.0", "version": "62.0" }]))

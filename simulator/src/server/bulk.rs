@@ -1,6 +1,27 @@
 //! Bulk API 2.0 query jobs: create, check, abort, delete, and their CSV result pages.
 
-use super::*;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use chrono::Utc;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::soql;
+use crate::soql::Query as SoqlQuery;
+
+use super::rest::matching_rows;
+use super::{
+    JOB_FAILURE_MESSAGE, JOB_TIMEOUT_MESSAGE, Job, Shared, SimState, lock, read_org, sf_error,
+};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]

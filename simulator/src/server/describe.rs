@@ -1,6 +1,12 @@
 //! Global and object describe, and the org's limits.
 
-use super::*;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{Shared, lock, read_org, sf_error};
 
 pub(super) async fn describe_global(
     State(state): State<Shared>,

@@ -1,7 +1,15 @@
 //! The gate every data call passes: a valid session, an injected fault if one is armed, the
 //! API usage header; and the endpoints that arm faults and expire sessions.
 
-use super::*;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::atomic::Ordering;
+
+use super::{Fault, FiredFault, Shared, SimState, lock, sf_error};
 
 /// Every data call: a valid session, a fault if one is set, and the API usage header.
 pub(super) async fn api_gate(

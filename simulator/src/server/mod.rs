@@ -19,27 +19,20 @@ use soap::*;
 pub(crate) use auth::LOGIN_HOST_PATH;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use axum::body::Body;
-use axum::extract::{Form, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::org::{Org, format_datetime_ms};
-use crate::soql::{self, Query as SoqlQuery};
+use crate::org::Org;
+use crate::soql::Query as SoqlQuery;
 
 /// Who may log in, and how the org behaves.
 #[derive(Debug, Clone)]

@@ -1,6 +1,18 @@
 //! REST query and queryAll, with their cursors and pages of JSON records.
 
-use super::*;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use crate::org::{Org, format_datetime_ms};
+use crate::soql;
+use crate::soql::Query as SoqlQuery;
+
+use super::{Cursor, Shared, lock, read_org, sf_error};
 
 /// The rows a query matches, in Id order; deleted rows only with `include_deleted`.
 pub(super) fn matching_rows(org: &Org, query: &SoqlQuery, include_deleted: bool) -> Vec<u64> {

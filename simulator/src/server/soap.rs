@@ -1,6 +1,12 @@
 //! The SOAP partner login some clients still use.
 
-use super::*;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::Shared;
+use super::auth::new_session;
+use super::gate::take_fault;
 
 /// The text of the first `username` and `password` elements of a SOAP login envelope.
 pub(super) fn soap_credentials(xml: &str) -> (Option<String>, Option<String>) {
