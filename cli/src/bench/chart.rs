@@ -1,6 +1,9 @@
 //! The results as a chart (`throughput.png`): rows per second of each role at each size.
 
-use super::*;
+use std::path::Path;
+
+use super::Round;
+use super::report::rate;
 
 /// One plotted value of a round (rows/s), where the round has it.
 pub(super) type RoundValue = dyn Fn(&Round) -> Option<f64>;

@@ -1,7 +1,25 @@
 //! One measured role, in a child process of its own: it does its work once and reports its wall
 //! time, CPU time and peak RSS as JSON on stdout.
 
-use super::*;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use secrecy::SecretString;
+use sfpipe_shared::contracts::{
+    CONTRACT_VERSION, Contract, ExtractMessage, MergeMessage, Mode, ObjectName, RunId,
+    UploadMessage, Window,
+};
+use sfpipe_shared::local::pipeline::LocalPipelineConfig;
+use sfpipe_shared::local::{LocalPipeline, NoEvents};
+use sfpipe_shared::ports::OutgoingMessage;
+use sfpipe_shared::salesforce::{Credentials, JobState, SalesforceClient, SalesforceConfig};
+use sfpipe_shared::stages::Stage;
+
+use super::{ChildOptions, Measurement, OBJECT, Role};
 
 /// This process's CPU seconds and peak RSS, from /proc.
 pub(super) fn own_usage() -> (f64, f64) {

@@ -18,27 +18,13 @@ use chart::*;
 pub use child::*;
 pub use report::*;
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures::{StreamExt, TryStreamExt};
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use sfpipe_shared::contracts::{
-    CONTRACT_VERSION, Contract, ExtractMessage, MergeMessage, Mode, ObjectName, RunId,
-    UploadMessage, Window,
-};
-use sfpipe_shared::local::pipeline::LocalPipelineConfig;
-use sfpipe_shared::local::{LocalPipeline, NoEvents};
-use sfpipe_shared::ports::OutgoingMessage;
-use sfpipe_shared::salesforce::JobState;
-use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
-use sfpipe_shared::stages::Stage;
 
 pub const OBJECT: &str = "Bench__c";
 

@@ -1,7 +1,7 @@
 //! The results as a Markdown table: rows per second, ratios to the reference and the peer, CPU
 //! and memory, and what a run would cost on Lambda.
 
-use super::*;
+use super::{LAMBDA_MEMORY_GB, Measurement, PRICE_PER_GB_SECOND, PRICE_PER_REQUEST, Round};
 
 pub(super) fn rate(rows: u64, m: &Measurement) -> f64 {
     rows as f64 / m.wall_s.max(1e-9)

@@ -1,7 +1,19 @@
 //! What a file can hold: awkward CSV, invalid UTF-8, scientific notation, a wrong header, a
 //! failure midway.
 
-use super::*;
+use std::io::Write;
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use crate::contracts::ObjectName;
+use crate::ports::{TableSchema, bytes_stream};
+
+use super::{
+    COLUMNS, FIRST, WarehouseUnderTest, batch, column, file, id, merge, schema, stamp, table,
+    watermark_of, write_file,
+};
 
 pub async fn a_failure_midway_leaves_the_table_as_it_was(w: &WarehouseUnderTest) {
     let object = "WhAtomic__c";

@@ -1,6 +1,12 @@
 //! Reconciliations: hard deletes found by comparing Ids.
 
-use super::*;
+use crate::contracts::ObjectName;
+use crate::ports::{MergeBatch, TableSchema};
+
+use super::{
+    FIRST, WarehouseUnderTest, batch, column, day, expected, file, id, merge, normalized, schema,
+    table, watermark_of, write_file,
+};
 
 /// A reconciliation's batch: the Ids of `live` rows, as the Id-only query writes them.
 pub(super) async fn reconcile(

@@ -1,7 +1,15 @@
 //! Schema changes and cursors: new and widened fields, an object without SystemModstamp, a
 //! formula refresh.
 
-use super::*;
+use chrono::{TimeZone, Utc};
+
+use crate::contracts::{ObjectName, RunId};
+use crate::ports::{ColumnSpec, MergeBatch, TableSchema};
+
+use super::{
+    COLUMNS, FIRST, WarehouseUnderTest, batch, column, day, expected, file, id, merge, normalized,
+    schema, stamp, table, watermark_of, write_file,
+};
 
 pub async fn a_new_field_adds_a_column(w: &WarehouseUnderTest) {
     let object = "WhNewField__c";

@@ -1,7 +1,14 @@
 //! The fake's SOQL: the little sfpipe writes (`SELECT f, ... FROM O [WHERE c op v AND ...]`),
 //! run on an object's rows; and the values as Bulk CSV writes them.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::ports::salesforce::SalesforceError;
+
+use super::{Org, api_error};
 
 /// The parts of sfpipe's SOQL: fields, object, conditions.
 pub(super) struct Soql {

@@ -1,7 +1,17 @@
 //! Writing a merge into SQLite: each file's rows, newest cursor wins, in one transaction with
 //! the watermark; and a reconciliation's flags.
 
-use super::*;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use rusqlite::types::Value;
+
+use crate::contracts::rfc3339;
+use crate::ports::{BlobStore, ColumnSpec, DeletedRows, MergeBatch, MergeReport, WarehouseError};
+
+use super::parts::{PartReader, open_part};
+use super::{LINEAGE_COLUMNS, STATE_TABLE, existing_columns, quote, service};
 
 pub(super) struct FileMerge<'a> {
     pub(super) table: &'a str,

@@ -6,19 +6,15 @@ mod merging;
 mod parts;
 
 use merging::*;
-use parts::*;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use flate2::read::MultiGzDecoder;
-use rusqlite::{Connection, OptionalExtension, types::Value};
-use tokio_util::io::{StreamReader, SyncIoBridge};
+use rusqlite::{Connection, OptionalExtension};
 
-use crate::contracts::{ObjectName, rfc3339};
+use crate::contracts::ObjectName;
 use crate::ports::{
     BlobStore, ColumnSpec, DeletedRows, MergeBatch, MergeReport, RowLineage, TableSchema,
     Warehouse, WarehouseError,
@@ -255,6 +251,7 @@ impl Warehouse for SqliteWarehouse {
 
 #[cfg(test)]
 mod tests {
+    use super::parts::{Field, to_field};
     use super::*;
 
     fn column(name: &str, sf_type: &str) -> ColumnSpec {

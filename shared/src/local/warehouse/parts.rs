@@ -1,7 +1,16 @@
 //! Reading a run's parts for a merge: gzipped CSV off the blob store, parsed on a thread of its
 //! own into batches of typed fields bound straight from the CSV buffer.
 
-use super::*;
+use std::io::Read;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use flate2::read::MultiGzDecoder;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::ports::{BlobStore, ColumnSpec, TableSchema, WarehouseError};
+
+use super::service;
 
 /// One CSV field, typed for SQLite. Text stays in its record's buffer and is bound from there,
 /// so a record costs no allocation per field.

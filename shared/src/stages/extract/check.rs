@@ -1,6 +1,15 @@
 //! Checking a running Bulk job: wait, fan out its result pages, or fail and forget it.
 
-use super::*;
+use crate::contracts::{
+    BulkJobProgress, CONTRACT_VERSION, Contract, ExtractMessage, MergeMessage, RunLayout,
+    UploadMessage,
+};
+use crate::ports::salesforce::{JobState, Salesforce, SalesforceError};
+use crate::ports::{BlobStore, OutgoingMessage, Queue};
+use crate::stages::records::{job_gone, send_merge};
+use crate::stages::{Cause, Stage, StageError, StageResultExt};
+
+use super::{ExtractDeps, ExtractOutcome, record_extracted, requeue, split};
 
 pub(super) async fn check<S, B, Q>(
     deps: &ExtractDeps<'_, S, B, Q>,

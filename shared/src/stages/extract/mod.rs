@@ -12,22 +12,16 @@ use split::*;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::records::{
-    REST_QUERY_JOB, job_gone, read_json, record_formula_refresh, record_reconciliation, send_merge,
-    to_json,
-};
-use super::soql::{extraction_query, reconciliation_query};
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{
     BulkJobProgress, BulkJobRecord, CONTRACT_VERSION, Contract, ExtractMessage, ExtractedRecord,
-    MergeMessage, Mode, RunLayout, UploadMessage,
+    Mode, RunLayout, UploadMessage,
 };
-use crate::ports::salesforce::{
-    FieldDescribe, JobState, ObjectDescribe, Salesforce, SalesforceError,
+use crate::ports::salesforce::Salesforce;
+use crate::ports::{BlobStore, OutgoingMessage, Queue};
+use crate::stages::records::{
+    REST_QUERY_JOB, read_json, record_formula_refresh, record_reconciliation, to_json,
 };
-use crate::ports::{BlobStore, OutgoingMessage, Queue, TableSchema};
 
 #[derive(Debug, Clone)]
 pub struct ExtractConfig {
@@ -286,6 +280,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::salesforce::{FieldDescribe, ObjectDescribe};
 
     #[test]
     fn poll_delay_grows_and_is_capped() {

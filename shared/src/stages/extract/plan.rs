@@ -1,6 +1,15 @@
 //! Planning a run: describe the object, choose its fields, fix its schema and SOQL.
 
-use super::*;
+use serde::{Deserialize, Serialize};
+
+use crate::contracts::{ExtractMessage, Mode, RunLayout};
+use crate::ports::salesforce::{FieldDescribe, ObjectDescribe, Salesforce, SalesforceError};
+use crate::ports::{BlobStore, Queue, TableSchema};
+use crate::stages::records::{read_json, to_json};
+use crate::stages::soql::{extraction_query, reconciliation_query};
+use crate::stages::{Cause, Stage, StageError, StageResultExt};
+
+use super::ExtractDeps;
 
 /// Which fields of an object to extract. Id, SystemModstamp and IsDeleted are always kept: the
 /// merge needs them.

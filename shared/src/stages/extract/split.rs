@@ -1,6 +1,12 @@
 //! A query that timed out: its window is read in two halves, each a run of its own.
 
-use super::*;
+use crate::contracts::{Contract, ExtractMessage, Mode, RunLayout};
+use crate::ports::salesforce::Salesforce;
+use crate::ports::{BlobStore, OutgoingMessage, Queue};
+use crate::stages::records::to_json;
+use crate::stages::{Cause, Stage, StageError, StageResultExt};
+
+use super::{ExtractDeps, ExtractOutcome};
 
 /// The start assumed for a full window when it must be split (no Salesforce data is older).
 pub(super) fn earliest_modstamp() -> chrono::DateTime<chrono::Utc> {

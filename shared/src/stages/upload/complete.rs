@@ -1,7 +1,13 @@
 //! The upload that completes a run's set of parts: it checks the run's record count and sends
 //! the run's one merge message.
 
-use super::*;
+use crate::contracts::{CONTRACT_VERSION, MergeMessage, RunLayout, UploadMessage};
+use crate::ports::salesforce::Salesforce;
+use crate::ports::{BlobStore, Queue};
+use crate::stages::records::{read_manifests, send_merge, to_json};
+use crate::stages::{Cause, Stage, StageError, StageResultExt};
+
+use super::UploadDeps;
 
 /// Every upload writes its manifest before looking, so the last one to finish always sees the
 /// whole set. The merge message is sent before the marker is written: a crash in between sends it

@@ -15,17 +15,13 @@ use futures::TryStreamExt;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::part_header::HeaderProbe;
-use super::records::{REST_QUERY_JOB, job_gone, read_json, read_manifests, send_merge, to_json};
 use super::{Cause, Stage, StageError, StageResultExt};
-use crate::contracts::{
-    CONTRACT_VERSION, Contract, MergeMessage, PartManifest, RunLayout, UploadMessage,
-};
+use crate::contracts::{Contract, PartManifest, RunLayout, UploadMessage};
 use crate::ports::TableSchema;
 use crate::ports::salesforce::{Salesforce, SalesforceError};
 use crate::ports::{BlobStore, ByteStream, OutgoingMessage, Queue};
+use crate::stages::records::{REST_QUERY_JOB, job_gone, read_json, to_json};
 use bytes::Bytes;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 
 pub struct UploadDeps<'a, S: ?Sized, B: ?Sized, Q: ?Sized> {
     pub salesforce: &'a S,

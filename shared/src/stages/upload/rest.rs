@@ -1,7 +1,16 @@
 //! A run read with the REST API: pages of JSON records, written as the same gzipped CSV a Bulk
 //! job gives, one page in memory at a time.
 
-use super::*;
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use crate::contracts::{RunLayout, UploadMessage};
+use crate::ports::salesforce::{Salesforce, SalesforceError};
+use crate::ports::{BlobStore, ByteStream, Queue, TableSchema};
+use crate::stages::{Cause, Stage, StageError};
+
+use super::{UploadDeps, UploadOutcome, run_schema, store_part};
 
 /// A run read with the REST API: pages of JSON records, written as the same gzipped CSV a Bulk
 /// job gives, one page in memory at a time.
