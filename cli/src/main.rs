@@ -1,6 +1,7 @@
-//! `sfpipe`: run the whole pipeline on one machine (`demo`, or `run` against any org), see what
-//! it has done (`status`, `trace`), merge or read again (`replay`, `backfill`), measure it
-//! (`bench`), or serve the Salesforce simulator (`sim`).
+//! `sfpipe`: run the whole pipeline on one machine (`demo`, or `run` against any org), check
+//! that everything a load needs works (`check`), see what it has done (`status`, `trace`), merge
+//! or read again (`replay`, `backfill`), measure it (`bench`), or serve the Salesforce simulator
+//! (`sim`).
 //! Exits non-zero when an object did not merge (`run`, `demo`) or a run failed (`status`).
 
 use std::io::IsTerminal;
