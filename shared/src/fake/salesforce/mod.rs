@@ -40,9 +40,14 @@ pub enum Call {
     QueryPage,
 }
 
-#[derive(Default)]
 pub struct FakeSalesforce {
     org: Mutex<Org>,
+}
+
+impl Default for FakeSalesforce {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[derive(Default)]
@@ -106,9 +111,12 @@ const API_BUDGET: f64 = 0.8;
 impl FakeSalesforce {
     /// An org with no objects, whose jobs complete on their first poll.
     pub fn new() -> Self {
-        let fake = Self::default();
-        lock(&fake.org).polls_to_complete = 1;
-        fake
+        Self {
+            org: Mutex::new(Org {
+                polls_to_complete: 1,
+                ..Org::default()
+            }),
+        }
     }
 
     /// Adds an object with fields (name, describe type) and rows (JSON objects; a missing
