@@ -13,7 +13,6 @@ use tokio::task::JoinSet;
 use super::queue::{LocalQueue, LocalQueueConfig};
 use crate::contracts::ObjectName;
 use crate::ports::{BlobStore, DEAD_LETTER_REASON, Queue, Salesforce, Warehouse};
-
 use crate::stages::extract::{ExtractConfig, ExtractDeps, ExtractOutcome};
 use crate::stages::loader::{LoadReport, LoadRequest, LoaderConfig, QueuedExtract, run_loader};
 use crate::stages::merge::{MergeDeps, MergedRecord};
