@@ -348,11 +348,11 @@ async fn each_error_class_is_retried_or_dead_lettered_as_it_should() {
         code: "SERVER_UNAVAILABLE".into(),
         message: "try later".into(),
     };
-    type Inject = Box<dyn Fn(&World)>;
+    type Inject = Box<dyn Fn(&mut World, &mut ExtractMessage)>;
     let cases: Vec<(&str, Inject, bool, &str)> = vec![
         (
             "a 503 on describe",
-            Box::new(move |w: &World| {
+            Box::new(move |w: &mut World, _: &mut ExtractMessage| {
                 w.salesforce
                     .fail(Call::DescribeGlobal, 1, unavailable.clone())
             }),
@@ -361,7 +361,7 @@ async fn each_error_class_is_retried_or_dead_lettered_as_it_should() {
         ),
         (
             "a dropped connection on create",
-            Box::new(|w: &World| {
+            Box::new(|w: &mut World, _: &mut ExtractMessage| {
                 w.salesforce.fail(
                     Call::CreateQueryJob,
                     1,
@@ -373,7 +373,7 @@ async fn each_error_class_is_retried_or_dead_lettered_as_it_should() {
         ),
         (
             "too many requests at once",
-            Box::new(|w: &World| {
+            Box::new(|w: &mut World, _: &mut ExtractMessage| {
                 w.salesforce.fail(
                     Call::CreateQueryJob,
                     1,
@@ -389,7 +389,7 @@ async fn each_error_class_is_retried_or_dead_lettered_as_it_should() {
         ),
         (
             "the org's daily API limit",
-            Box::new(|w: &World| {
+            Box::new(|w: &mut World, _: &mut ExtractMessage| {
                 w.salesforce.fail(
                     Call::DescribeGlobal,
                     1,
@@ -405,19 +405,19 @@ async fn each_error_class_is_retried_or_dead_lettered_as_it_should() {
         ),
         (
             "a storage outage",
-            Box::new(|w: &World| w.blobs.fail_puts(1)),
+            Box::new(|w: &mut World, _: &mut ExtractMessage| w.blobs.fail_puts(1)),
             true,
             "unavailable",
         ),
         (
             "the API budget",
-            Box::new(|w: &World| w.salesforce.set_usage(90, 100)),
+            Box::new(|w: &mut World, _: &mut ExtractMessage| w.salesforce.set_usage(90, 100)),
             false,
             "budget",
         ),
         (
             "an expired login",
-            Box::new(|w: &World| {
+            Box::new(|w: &mut World, _: &mut ExtractMessage| {
                 w.salesforce.fail(
                     Call::DescribeGlobal,
                     1,
@@ -432,33 +432,31 @@ async fn each_error_class_is_retried_or_dead_lettered_as_it_should() {
         ),
         (
             "a field list naming no field",
-            Box::new(|_| {}),
+            Box::new(|w: &mut World, _: &mut ExtractMessage| {
+                w.config.fields.insert(
+                    "Account".into(),
+                    FieldSelection {
+                        include: vec!["NoSuchField__c".into()],
+                        exclude: Vec::new(),
+                    },
+                );
+            }),
             false,
             "NoSuchField__c",
         ),
         (
             "an object the org lacks",
-            Box::new(|_| {}),
+            Box::new(|_: &mut World, message: &mut ExtractMessage| {
+                message.object = crate::contracts::ObjectName::new("Invoice__c").unwrap();
+            }),
             false,
             "does not exist in the org",
         ),
     ];
     for (case, inject, retryable, says) in cases {
         let mut world = World::new();
-        inject(&world);
         let mut message = full_run();
-        if case == "a field list naming no field" {
-            world.config.fields.insert(
-                "Account".into(),
-                FieldSelection {
-                    include: vec!["NoSuchField__c".into()],
-                    exclude: Vec::new(),
-                },
-            );
-        }
-        if case == "an object the org lacks" {
-            message.object = crate::contracts::ObjectName::new("Invoice__c").unwrap();
-        }
+        inject(&mut world, &mut message);
         let error = extract(&world, &message).await.expect_err(case);
         assert_eq!(error.is_retryable(), retryable, "{case}: {error}");
         assert!(error.to_string().contains(says), "{case}: {error}");
