@@ -125,19 +125,8 @@ impl SalesforceClient {
 
     /// Refuses to start new work once the configured share of the daily API limit is used.
     pub fn check_budget(&self) -> Result<(), SalesforceError> {
-        match self.api_usage() {
-            Some(usage)
-                if usage.max > 0
-                    && usage.used as f64 >= self.config.api_budget * usage.max as f64 =>
-            {
-                Err(SalesforceError::ApiBudget {
-                    used: usage.used,
-                    max: usage.max,
-                    budget_percent: (self.config.api_budget * 100.0).round() as u32,
-                })
-            }
-            _ => Ok(()),
-        }
+        self.api_usage()
+            .map_or(Ok(()), |usage| usage.check_budget(self.config.api_budget))
     }
 
     fn data_path(&self, rest: &str) -> String {

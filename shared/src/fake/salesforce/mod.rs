@@ -264,16 +264,9 @@ impl FakeSalesforce {
 #[async_trait]
 impl Salesforce for FakeSalesforce {
     fn check_budget(&self) -> Result<(), SalesforceError> {
-        match lock(&self.org).usage {
-            Some(usage) if usage.max > 0 && usage.used as f64 >= API_BUDGET * usage.max as f64 => {
-                Err(SalesforceError::ApiBudget {
-                    used: usage.used,
-                    max: usage.max,
-                    budget_percent: (API_BUDGET * 100.0) as u32,
-                })
-            }
-            _ => Ok(()),
-        }
+        lock(&self.org)
+            .usage
+            .map_or(Ok(()), |usage| usage.check_budget(API_BUDGET))
     }
 
     async fn describe_global(&self) -> Result<GlobalDescribe, SalesforceError> {

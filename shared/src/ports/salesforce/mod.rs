@@ -74,6 +74,19 @@ impl ApiUsage {
             max: max.trim().parse().ok()?,
         })
     }
+
+    /// [`SalesforceError::ApiBudget`] once `budget` (a share: 0.8 is 80%) of the daily requests
+    /// is used.
+    pub fn check_budget(self, budget: f64) -> Result<(), SalesforceError> {
+        if self.max > 0 && self.used as f64 >= budget * self.max as f64 {
+            return Err(SalesforceError::ApiBudget {
+                used: self.used,
+                max: self.max,
+                budget_percent: (budget * 100.0).round() as u32,
+            });
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
