@@ -14,6 +14,7 @@ use crate::ports::{BlobError, BlobMeta, BlobStore, ByteStream, StoredBlob, bytes
 pub struct MemoryBlobs {
     objects: Mutex<BTreeMap<String, Bytes>>,
     failing_puts: Mutex<u32>,
+    failing_deletes: Mutex<u32>,
 }
 
 impl MemoryBlobs {
@@ -26,6 +27,11 @@ impl MemoryBlobs {
         *lock(&self.failing_puts) = times;
     }
 
+    /// The next `times` deletes fail the same way, and delete nothing.
+    pub fn fail_deletes(&self, times: u32) {
+        *lock(&self.failing_deletes) = times;
+    }
+
     pub fn keys(&self) -> Vec<String> {
         lock(&self.objects).keys().cloned().collect()
     }
@@ -35,7 +41,11 @@ impl MemoryBlobs {
     }
 
     fn take_failure(&self, key: &str) -> Result<(), BlobError> {
-        let mut failing = lock(&self.failing_puts);
+        Self::take(&self.failing_puts, key)
+    }
+
+    fn take(failures: &Mutex<u32>, key: &str) -> Result<(), BlobError> {
+        let mut failing = lock(failures);
         if *failing > 0 {
             *failing -= 1;
             return Err(BlobError::Service {
@@ -109,6 +119,7 @@ impl BlobStore for MemoryBlobs {
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        Self::take(&self.failing_deletes, key)?;
         lock(&self.objects).remove(key);
         Ok(())
     }

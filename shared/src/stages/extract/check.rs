@@ -52,7 +52,7 @@ where
             // In that order: a split that failed midway is retried on the same failed job.
             tracing::info!(run_id = %message.run_id, %object, job_id = %progress.job_id, "the Bulk job timed out");
             let outcome = split(deps, message).await?;
-            forget_job(deps, message, &progress.job_id).await;
+            forget_job(deps, message, &progress.job_id).await?;
             Ok(outcome)
         }
         JobState::Failed | JobState::Aborted => {
@@ -64,7 +64,7 @@ where
                     .error_message
                     .unwrap_or_else(|| "no error message".into()),
             };
-            forget_job(deps, message, &progress.job_id).await;
+            forget_job(deps, message, &progress.job_id).await?;
             Err(StageError::new(Stage::Extract, object, failure))
         }
         JobState::Open | JobState::UploadComplete | JobState::InProgress
@@ -88,7 +88,7 @@ where
                     deps.config.bulk_job_deadline.as_secs() / 60
                 ),
             };
-            forget_job(deps, message, &progress.job_id).await;
+            forget_job(deps, message, &progress.job_id).await?;
             Err(StageError::new(Stage::Extract, object, failure))
         }
         JobState::Open | JobState::UploadComplete | JobState::InProgress => {
@@ -105,19 +105,27 @@ where
     }
 }
 
-/// Forgets a job that will not complete, so a re-run of this object's run starts a new one.
+/// Forgets a job that will not complete, so a re-run of this object's run starts a new one. The
+/// run's record goes first, and must go: a record left naming a deleted job would fail every later
+/// check of the run as a vanished job. The job itself is deleted at best (Salesforce removes it
+/// after seven days anyway).
 pub(super) async fn forget_job<S, B, Q>(
     deps: &ExtractDeps<'_, S, B, Q>,
     message: &ExtractMessage,
     job_id: &str,
-) where
+) -> Result<(), StageError>
+where
     S: Salesforce + ?Sized,
     B: BlobStore + ?Sized,
     Q: Queue + ?Sized,
 {
     let layout = RunLayout::new(&message.object, &message.run_id);
-    let _ = deps.blobs.delete(&layout.bulk_job()).await;
+    deps.blobs
+        .delete(&layout.bulk_job())
+        .await
+        .at(Stage::Extract, &message.object)?;
     let _ = deps.salesforce.delete_job(job_id).await;
+    Ok(())
 }
 
 pub(super) async fn fan_out<S, B, Q>(

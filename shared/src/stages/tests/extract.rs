@@ -238,6 +238,33 @@ async fn a_failed_job_goes_to_the_dead_letter_queue_with_its_message_and_is_forg
     );
 }
 
+/// The run's record of a failed job is forgotten before the job: if the record cannot be deleted,
+/// the check is retried and the job kept, or every later check of the run would find the record
+/// naming a job that is gone.
+#[tokio::test]
+async fn a_failed_job_whose_record_cannot_be_forgotten_is_checked_again() {
+    let world = World::new();
+    world
+        .salesforce
+        .fail_jobs("Account", "InvalidBatch : Failed to process query");
+    extract(&world, &full_run()).await.unwrap();
+    let (check, _) = next_check(&world);
+    world.blobs.fail_deletes(1);
+    let error = extract(&world, &check).await.unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    assert!(world.blobs.bytes(&layout().bulk_job()).is_some());
+    assert_eq!(
+        world.salesforce.jobs().len(),
+        1,
+        "the job is kept with its record"
+    );
+    // The retry forgets both and reports the failure.
+    let error = extract(&world, &check).await.unwrap_err();
+    assert!(error.to_string().contains("ended Failed"), "{error}");
+    assert!(world.blobs.bytes(&layout().bulk_job()).is_none());
+    assert!(world.salesforce.jobs().is_empty());
+}
+
 #[tokio::test]
 async fn a_job_past_its_deadline_is_aborted_and_reported() {
     let world = World::new();
