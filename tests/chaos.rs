@@ -37,6 +37,8 @@ struct Totals {
     rows_checked: u64,
     fields_checked: u64,
     dead_letters: u64,
+    /// Objects the loader's probe found unchanged, so ran nothing for.
+    unchanged: u64,
     violations: Vec<String>,
 }
 
@@ -50,6 +52,7 @@ impl Totals {
         self.rows_checked += other.rows_checked;
         self.fields_checked += other.fields_checked;
         self.dead_letters += other.dead_letters;
+        self.unchanged += other.unchanged;
         self.violations.extend(other.violations);
     }
 }
@@ -138,6 +141,12 @@ async fn run_schedule(seed: u64) -> Totals {
             "hard deletes between runs (Ids reconciled every run)",
         );
     }
+    // Half the schedules read small changes with the REST API (the loader's probe counts them);
+    // the other half read every change with a Bulk job.
+    let rest_below = if rng.bool() { 2_000 } else { 0 };
+    if rest_below > 0 {
+        note(&mut injected, "small changes read over REST");
+    }
     let plan = FaultPlan::new(0, FailWhen::Before);
     let chaos = ChaosSends::new(seed);
     let harness = Harness::start(HarnessOptions {
@@ -149,6 +158,7 @@ async fn run_schedule(seed: u64) -> Totals {
             ..SendBehaviour::default()
         },
         page_records: rng.u64(3..25),
+        rest_below,
         formula_refresh: refresh_every_run.then(|| "1h".parse().expect("schedule")),
         reconcile: Some(
             if reconcile_every_run { "1h" } else { "off" }
@@ -161,11 +171,31 @@ async fn run_schedule(seed: u64) -> Totals {
     let started = chrono::Utc::now();
 
     let runs = rng.u32(2..5);
-    let mut previous_watermarks = BTreeMap::new();
+    let mut previous_watermarks: BTreeMap<String, String> = BTreeMap::new();
     let mut seen_dead_letters = 0;
     for run in 0..=runs {
         let last = run == runs;
-        if run > 0 {
+        // Now and then nothing changes between runs: the probe must find every object unchanged
+        // (and run nothing), and the warehouse must stay exact.
+        let idle = run > 0 && rng.u8(0..4) == 0;
+        if idle {
+            note(&mut injected, "idle run (nothing changed)");
+        }
+        if run > 0 && !idle && rng.u8(0..4) == 0 {
+            // A transaction that commits late, stamped as the newest row already merged: inside
+            // the overlap, with a stamp the last merge stored, but a new Id.
+            let object = objects[rng.usize(0..objects.len())];
+            let stamp = previous_watermarks
+                .get(object)
+                .and_then(|w| chrono::DateTime::parse_from_rfc3339(w).ok())
+                .map(|w| w.with_timezone(&chrono::Utc));
+            if let Some(stamp) = stamp
+                && harness.sim.insert_row(object, stamp).is_some()
+            {
+                note(&mut injected, "late commit with a merged row's stamp");
+            }
+        }
+        if run > 0 && !idle {
             harness.mutate();
             if rng.u8(0..4) == 0 {
                 let object = objects[rng.usize(0..objects.len())];
@@ -234,7 +264,18 @@ async fn run_schedule(seed: u64) -> Totals {
                 harness.sim.expire_sessions();
                 note(&mut injected, "sessions expired");
             }
-            if rng.u8(0..6) == 0 {
+            if rng.u8(0..5) == 0 {
+                faults.push(path_fault(
+                    "/composite",
+                    503,
+                    "SERVER_UNAVAILABLE",
+                    "try later",
+                ));
+            }
+            // A failed job is armed only where this run surely starts one for every object: a
+            // changed org read with Bulk (an armed failure left for a later run would fail its
+            // clean last run).
+            if rng.u8(0..6) == 0 && !idle && rest_below == 0 {
                 harness
                     .sim
                     .fail_jobs(objects[rng.usize(0..objects.len())], 1);
@@ -254,6 +295,7 @@ async fn run_schedule(seed: u64) -> Totals {
             harness.run().await
         };
         totals.runs += 1;
+        totals.unchanged += result.report.unchanged.len() as u64;
         if armed && let Some(failed) = plan.failed() {
             let kind = if failed.contains("merge") {
                 "warehouse failure mid-merge"
@@ -462,7 +504,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let started = std::time::Instant::now();
-    let totals = runtime.block_on(async move {
+    let mut totals = runtime.block_on(async move {
         let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
         let mut tasks = tokio::task::JoinSet::new();
         for seed in first_seed..first_seed + schedules {
@@ -482,18 +524,27 @@ fn main() {
     let injected: u64 = totals.faults.values().sum();
     println!(
         "chaos: {} schedules (seeds {first_seed}..{}), {} runs, {injected} faults injected, \
-         {} rows and {} fields checked, {} dead letters (each with its reason), {} violations, {:.0} s",
+         {} rows and {} fields checked, {} dead letters (each with its reason), {} objects found \
+         unchanged (no run), {} violations, {:.0} s",
         totals.schedules,
         first_seed + schedules - 1,
         totals.runs,
         totals.rows_checked,
         totals.fields_checked,
         totals.dead_letters,
+        totals.unchanged,
         totals.violations.len(),
         started.elapsed().as_secs_f64()
     );
     for (kind, count) in &totals.faults {
         println!("  {count:>6}  {kind}");
+    }
+    // Idle runs are a quarter of the later runs: a probe that never finds an object unchanged
+    // has stopped working (every run would read and merge again), not merely been unlucky.
+    if schedules >= 50 && totals.unchanged == 0 {
+        totals
+            .violations
+            .push("no idle run found any object unchanged".into());
     }
     if !totals.violations.is_empty() {
         for violation in totals.violations.iter().take(20) {

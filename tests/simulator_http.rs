@@ -856,3 +856,96 @@ async fn simple_salesforce_logs_in_with_the_jwt_bearer_flow_at_the_login_host() 
         Some(sim.with_org(|org| org.live_count(0)))
     );
 }
+
+#[tokio::test]
+async fn a_composite_request_of_up_to_five_queries_is_one_api_call_and_a_sixth_query_is_refused() {
+    let sim = simulator(SimConfig {
+        rows: 10,
+        ..SimConfig::default()
+    })
+    .await;
+    let token = token(&sim).await;
+    let subrequests = |queries: usize| -> Value {
+        let list: Vec<Value> = (0..queries)
+            .map(|i| {
+                serde_json::json!({
+                    "method": "GET",
+                    "url": format!(
+                        "/services/data/v62.0/queryAll/?q=SELECT+Id+FROM+Account+LIMIT+{}",
+                        i + 1
+                    ),
+                    "referenceId": format!("r{i}"),
+                })
+            })
+            .collect();
+        serde_json::json!({ "compositeRequest": list })
+    };
+    let post = |body: Value| {
+        reqwest::Client::new()
+            .post(format!("{}/services/data/v62.0/composite", sim.url()))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let before = sim.api_calls();
+    let response = post(subrequests(5)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(sim.api_calls(), before + 1, "the whole request is one call");
+    let body: Value = response.json().await.unwrap();
+    let answers = body["compositeResponse"].as_array().unwrap();
+    assert_eq!(answers.len(), 5);
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer["referenceId"], format!("r{i}"));
+        assert_eq!(answer["httpStatusCode"], 200);
+        assert_eq!(answer["body"]["totalSize"], i as u64 + 1);
+        assert_eq!(answer["body"]["done"], true);
+    }
+    let refused = post(subrequests(6)).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let errors: Value = refused.json().await.unwrap();
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 5 query")),
+        "{errors}"
+    );
+    let limits: Value = get(&sim, &token, "/services/data/v62.0/limits/")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(limits["DailyBulkV2QueryJobs"]["Max"], 10_000);
+    assert_eq!(limits["DailyBulkV2QueryJobs"]["Remaining"], 10_000);
+}
+
+#[tokio::test]
+async fn past_the_daily_bulk_job_limit_the_org_refuses_a_new_job() {
+    let sim = simulator(SimConfig {
+        rows: 10,
+        daily_bulk_query_jobs: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    let client = client_for(&sim);
+    for _ in 0..2 {
+        client
+            .create_query_job("SELECT Id FROM Account", true)
+            .await
+            .unwrap();
+    }
+    assert_eq!(sim.bulk_jobs_created(), 2);
+    match client
+        .create_query_job("SELECT Id FROM Account", true)
+        .await
+    {
+        Err(error @ SalesforceError::Api { status: 403, .. }) => {
+            assert_eq!(error.code(), Some("REQUEST_LIMIT_EXCEEDED"));
+            assert!(
+                !error.is_retryable(),
+                "a daily limit is not retried: {error}"
+            );
+        }
+        other => panic!("the third job is refused: {other:?}"),
+    }
+    assert_eq!(sim.bulk_jobs_created(), 2);
+}

@@ -96,6 +96,8 @@ pub struct ObjectSummary {
     pub object: String,
     pub mode: Mode,
     pub since: Option<DateTime<Utc>>,
+    /// Read with the REST API (a small change) rather than a Bulk job.
+    pub rest: bool,
     pub salesforce_live: u64,
     pub warehouse_live: u64,
     pub extracted: u64,
@@ -300,6 +302,7 @@ pub async fn run_demo(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
                 object: queued.object.to_string(),
                 mode: queued.mode,
                 since: queued.window.since,
+                rest: queued.rest,
                 salesforce_live: position.map_or(0, |i| org.live_count(i)),
                 warehouse_live: live.get(queued.object.as_str()).copied().unwrap_or(0),
                 extracted: record.as_ref().map_or(0, |r| r.records),
@@ -371,7 +374,10 @@ pub fn render(outcome: &DemoOutcome) -> String {
         "seconds"
     ));
     for o in &outcome.objects {
-        let window = crate::run::window_label(o.mode, o.since);
+        let mut window = crate::run::window_label(o.mode, o.since);
+        if o.rest {
+            window.push_str(" (REST)");
+        }
         out.push_str(&format!(
             "{:<12} {:<28} {:>11} {:>11} {:>10} {:>8} {:>6} {:>10} {:>8.2}\n",
             o.object,

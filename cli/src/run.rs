@@ -210,7 +210,10 @@ pub async fn run_window(
         started.elapsed().as_secs_f64(),
     );
     for (queued, record) in &records {
-        let window = window_label(queued.mode, queued.window.since);
+        let mut window = window_label(queued.mode, queued.window.since);
+        if queued.rest {
+            window.push_str(" (REST)");
+        }
         match record {
             Some(record) => out.push_str(&format!(
                 "{:<16} {window:<30} {:>10} rows {:>5} files {:>12} bytes\n",
@@ -224,6 +227,13 @@ pub async fn run_window(
                 queued.object.as_str()
             )),
         }
+    }
+    for object in &result.report.unchanged {
+        out.push_str(&format!(
+            "{:<16} {:<30} unchanged since its last merge: no run\n",
+            object.as_str(),
+            ""
+        ));
     }
     let failures = result.failures(pipeline.blobs().as_ref()).await;
     for failure in &failures {

@@ -207,6 +207,10 @@ pub struct ExtractMessage {
     pub window: Window,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bulk_job: Option<BulkJobProgress>,
+    /// Read with the REST API instead of a Bulk job: the job-loader's probe found a change
+    /// small enough that a Bulk job would cost more calls (and a daily Bulk job) than its pages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rest: bool,
 }
 
 /// extract → upload: store one result page of a finished Bulk API job.
@@ -502,6 +506,54 @@ pub struct FormulaRefreshMarker {
     pub until: DateTime<Utc>,
 }
 
+/// What the job-loader needs of an object, kept where it can read it with one request (instead
+/// of a warehouse query on every scheduled run): written after each merge, and by the stages
+/// that record a formula refresh or a reconciliation. Every field is a hint that can only be
+/// behind the truth (a lost update widens the next window or costs a run, never loses a row):
+/// the warehouse's watermark and the markers under [`formula_refresh_key`] and
+/// [`reconcile_key`] stay authoritative. To rebuild a table from scratch, delete this record
+/// with the table (or run a full backfill).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectState {
+    /// The newest cursor value merged, as the warehouse's watermark records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<DateTime<Utc>>,
+    /// The field that orders the object's changes (SystemModstamp, LastModifiedDate or
+    /// CreatedDate): what the change probe selects and bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor_field: Option<String>,
+    /// Row versions merged whose cursor lies within [`BOUNDARY_SPAN`] of the watermark: the rows
+    /// a run's overlap reads again. A probe that finds only these has found nothing new.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boundary: Vec<RowVersion>,
+    /// A copy of the last formula refresh's end (the marker stays the truth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formulas_until: Option<DateTime<Utc>>,
+    /// A copy of the last reconciliation's end (the marker stays the truth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled_until: Option<DateTime<Utc>>,
+}
+
+/// How far behind its watermark an object's state keeps the row versions it merged: a loader
+/// overlap longer than this makes every run read the rows in between again.
+pub const BOUNDARY_SPAN: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// The most row versions an object's state keeps: a run's overlap that re-reads more than this
+/// is not taken for an idle one (an object that busy changes on every run anyway).
+pub const BOUNDARY_ROWS: usize = 2_000;
+
+/// One version of one row: its Id and its cursor value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RowVersion {
+    pub id: String,
+    pub cursor: DateTime<Utc>,
+}
+
+/// Where [`ObjectState`] is kept.
+pub fn object_state_key(object: &ObjectName) -> String {
+    format!("state/{object}.json")
+}
+
 /// What upload records beside every stored part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartManifest {
@@ -551,6 +603,7 @@ mod tests {
                 until: at(3),
             },
             bulk_job: None,
+            rest: false,
         }
     }
 

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::contracts::{ContractError, Mode, ObjectName};
-use crate::ports::{BlobStore, MESSAGE_GROUP_ATTRIBUTE, Warehouse};
+use crate::ports::{BlobStore, MESSAGE_GROUP_ATTRIBUTE, Salesforce, Warehouse};
 use crate::ports::{Queue, ReceivedMessage};
 use crate::stages::StageError;
-use crate::stages::loader::{LoadReport, LoadRequest, LoaderConfig, run_loader};
+use crate::stages::loader::{LoadReport, LoadRequest, LoaderDeps, run_loader};
 use crate::stages::runner::{StageHandler, run_stage};
 use crate::worker::{Disposition, Settlement, process};
 
@@ -260,31 +260,21 @@ pub enum LoaderEventError {
 
 /// The job-loader's handler: reads the trigger and queues one extract per object. A retried
 /// invocation of the same event queues the same messages, which the queue deduplicates by id.
-pub async fn handle_loader_event<Q, W, B>(
-    extract_queue: &Q,
-    warehouse: &W,
-    blobs: &B,
-    config: &LoaderConfig,
+pub async fn handle_loader_event<S, Q, W, B>(
+    deps: &LoaderDeps<'_, S, Q, W, B>,
     event: &serde_json::Value,
     scheduled_objects: &[ObjectName],
     now: DateTime<Utc>,
 ) -> Result<LoadReport, LoaderEventError>
 where
+    S: Salesforce + ?Sized,
     Q: Queue + ?Sized,
     W: Warehouse + ?Sized,
     B: BlobStore + ?Sized,
 {
     let trigger = parse_trigger(event, scheduled_objects, now)?;
-    let report = run_loader(
-        extract_queue,
-        warehouse,
-        blobs,
-        config,
-        &trigger.request,
-        trigger.at,
-    )
-    .await?;
-    tracing::info!(run_id = %report.run_id, objects = report.queued.len(), "queued extracts");
+    let report = run_loader(deps, &trigger.request, trigger.at).await?;
+    tracing::info!(run_id = %report.run_id, objects = report.queued.len(), unchanged = report.unchanged.len(), "queued extracts");
     Ok(report)
 }
 

@@ -190,13 +190,15 @@ impl Runtime {
     }
 
     /// The job-loader's settings: `SFPIPE_FORMULA_REFRESH` and `SFPIPE_RECONCILE` (both
-    /// default `24h`).
+    /// default `24h`), and `SFPIPE_REST_BELOW` (default 2,000: a change of fewer rows is read
+    /// with the REST API; 0 reads every change with a Bulk job).
     pub fn loader_config() -> Result<LoaderConfig, ConfigError> {
         let formula_refresh = parsed("SFPIPE_FORMULA_REFRESH")?.unwrap_or_default();
         let reconcile = parsed("SFPIPE_RECONCILE")?.unwrap_or_default();
         Ok(LoaderConfig {
             formula_refresh,
             reconcile,
+            rest_below: number("SFPIPE_REST_BELOW", LoaderConfig::default().rest_below)?,
             ..LoaderConfig::default()
         })
     }

@@ -198,6 +198,25 @@ impl Simulator {
         self.state.api_calls()
     }
 
+    /// Bulk API 2.0 query jobs created so far (Salesforce's `DailyBulkV2QueryJobs`).
+    pub fn bulk_jobs_created(&self) -> u64 {
+        self.state.bulk_jobs_created()
+    }
+
+    /// Updates `count` live rows of `object` at `at` (new SystemModstamp and values), spread over
+    /// its Ids; returns their Ids.
+    pub fn update_rows(&self, object: &str, count: u64, at: DateTime<Utc>) -> Vec<String> {
+        let mut org = self.state.org.write().unwrap_or_else(|p| p.into_inner());
+        org.update_rows(object, count, at)
+    }
+
+    /// Inserts a row of `object` whose SystemModstamp (and CreatedDate) is `modstamp`: a
+    /// transaction that committed late, after rows with a newer stamp were read. Returns its Id.
+    pub fn insert_row(&self, object: &str, modstamp: DateTime<Utc>) -> Option<String> {
+        let mut org = self.state.org.write().unwrap_or_else(|p| p.into_inner());
+        org.insert_row(object, modstamp)
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -37,7 +37,14 @@ pub struct HarnessOptions {
     pub wrap_warehouse: Option<WarehouseWrapper>,
     /// The client secret the pipeline logs in with, instead of the simulator's (another org's).
     pub client_secret: Option<String>,
+    /// Changes the loader's probe counts below this are read with the REST API; 0 (the
+    /// harness's default, so the older tests keep exercising Bulk jobs) reads them with Bulk.
+    pub rest_below: u64,
+    /// Wraps the blob store (after the fault plan's wrapper), to watch or fail its calls.
+    pub wrap_blobs: Option<BlobWrapper>,
 }
+
+pub type BlobWrapper = Arc<dyn Fn(Arc<dyn BlobStore>) -> Arc<dyn BlobStore> + Send + Sync>;
 
 pub type WarehouseWrapper = Arc<dyn Fn(Arc<dyn Warehouse>) -> Arc<dyn Warehouse> + Send + Sync>;
 
@@ -62,6 +69,8 @@ impl Default for HarnessOptions {
             reconcile: None,
             wrap_warehouse: None,
             client_secret: None,
+            rest_below: 0,
+            wrap_blobs: None,
         }
     }
 }
@@ -88,6 +97,9 @@ impl Harness {
                 inner: blobs,
                 plan: plan.clone(),
             });
+        }
+        if let Some(wrap) = &options.wrap_blobs {
+            blobs = wrap(blobs);
         }
         let warehouse_path = dir.path().join("warehouse.sqlite");
         let mut warehouse: Arc<dyn Warehouse> =
@@ -121,6 +133,7 @@ impl Harness {
             ..LocalPipelineConfig::default()
         };
         config.loader.until_lag = Duration::ZERO;
+        config.loader.rest_below = options.rest_below;
         if let Some(schedule) = &options.formula_refresh {
             config.loader.formula_refresh = schedule.clone();
         }

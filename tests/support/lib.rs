@@ -64,6 +64,7 @@ pub fn venv_python() -> String {
     })
 }
 
+pub mod counting;
 pub mod faults;
 pub mod harness;
 pub mod moto;

@@ -188,6 +188,7 @@ pub async fn child(options: &ChildOptions) -> anyhow::Result<()> {
                             until: chrono::Utc::now(),
                         },
                         bulk_job: None,
+                        rest: false,
                     }
                     .to_body(),
                 ]

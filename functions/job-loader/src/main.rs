@@ -1,17 +1,20 @@
 //! job-loader, on an EventBridge schedule or a manual event: one extract message per object, each
-//! with its window (from the object's watermark in Snowflake, or the event's backfill window).
+//! with its window (from the object's state in S3, or the event's backfill window), after a
+//! change probe that leaves unchanged objects alone.
 
 use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sfpipe_shared::lambda::handle_loader_event;
 use sfpipe_shared::runtime::Runtime;
+use sfpipe_shared::salesforce::SalesforceClient;
 use sfpipe_shared::snowflake::SnowflakeWarehouse;
-use sfpipe_shared::stages::loader::{LoadReport, LoaderConfig};
+use sfpipe_shared::stages::loader::{LoadReport, LoaderConfig, LoaderDeps};
 
 /// What the function builds once per container.
 struct Function {
     runtime: Runtime,
+    salesforce: SalesforceClient,
     warehouse: SnowflakeWarehouse,
     config: LoaderConfig,
 }
@@ -21,16 +24,14 @@ async fn handle(
     event: LambdaEvent<serde_json::Value>,
 ) -> Result<LoadReport, Error> {
     let runtime = &function.runtime;
-    Ok(handle_loader_event(
-        runtime.queues.extract.as_ref(),
-        &function.warehouse,
-        runtime.blobs.as_ref(),
-        &function.config,
-        &event.payload,
-        &runtime.objects,
-        chrono::Utc::now(),
-    )
-    .await?)
+    let deps = LoaderDeps {
+        salesforce: &function.salesforce,
+        extract_queue: runtime.queues.extract.as_ref(),
+        warehouse: &function.warehouse,
+        blobs: runtime.blobs.as_ref(),
+        config: &function.config,
+    };
+    Ok(handle_loader_event(&deps, &event.payload, &runtime.objects, chrono::Utc::now()).await?)
 }
 
 #[tokio::main]
@@ -38,6 +39,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let runtime = Runtime::from_env().await?;
     let function = Arc::new(Function {
+        salesforce: runtime.salesforce().await?,
         warehouse: runtime.snowflake().await?,
         config: Runtime::loader_config()?,
         runtime,

@@ -18,6 +18,10 @@ use crate::ports::salesforce::{JobState, ResultPage, Salesforce, SalesforceError
 pub async fn run_all(salesforce: &dyn Salesforce, object: &str) {
     describes_the_org_and_refuses_an_unknown_object(salesforce, object).await;
     let ids = a_rest_query_pages_through_every_row(salesforce, object).await;
+    first_pages_of_many_queries_come_back_in_order_each_with_its_own_answer(
+        salesforce, object, &ids,
+    )
+    .await;
     a_bulk_job_completes_and_its_pages_hold_every_row_once(salesforce, object, &ids).await;
     an_empty_result_has_one_header_only_page(salesforce, object).await;
     a_bad_query_is_refused_for_good(salesforce, object).await;
@@ -50,6 +54,56 @@ pub async fn describes_the_org_and_refuses_an_unknown_object(
     match salesforce.describe("NoSuchThing__c").await {
         Err(SalesforceError::UnknownObject { object }) => assert_eq!(object, "NoSuchThing__c"),
         other => panic!("an unknown object is UnknownObject, not {other:?}"),
+    }
+}
+
+/// Seven queries (more than one composite request holds), one of them bad: seven answers in
+/// order, the bad one refused on its own, each good one with every row the query matches.
+pub async fn first_pages_of_many_queries_come_back_in_order_each_with_its_own_answer(
+    salesforce: &dyn Salesforce,
+    object: &str,
+    ids: &BTreeSet<String>,
+) {
+    let all = format!("SELECT Id, SystemModstamp FROM {object}");
+    let limited = |n: usize| format!("{all} LIMIT {n}");
+    let soqls = vec![
+        limited(1),
+        limited(2),
+        all.clone(),
+        format!("SELECT Id, NoSuchField__c FROM {object}"),
+        limited(3),
+        all.clone(),
+        limited(1),
+    ];
+    let pages = salesforce.first_query_pages(&soqls).await;
+    assert_eq!(pages.len(), soqls.len(), "one answer per query");
+    let every = ids.len() as u64;
+    let expected = [1, 2, every, 0, 3, every, 1];
+    for (index, (page, want)) in pages.iter().zip(expected).enumerate() {
+        if index == 3 {
+            match page {
+                Err(SalesforceError::Api { code, .. }) => assert_eq!(code, "INVALID_FIELD"),
+                other => panic!("a bad query among good ones is refused alone: {other:?}"),
+            }
+            continue;
+        }
+        let page = page
+            .as_ref()
+            .unwrap_or_else(|e| panic!("query {index}: {e}"));
+        assert_eq!(page.total_size, want, "query {index}: {}", soqls[index]);
+        assert_eq!(
+            page.records.len() as u64,
+            want.min(2000),
+            "query {index}: the first page holds up to 2,000 records"
+        );
+        for record in &page.records {
+            let id = record["Id"].as_str().expect("every record has its Id");
+            assert!(ids.contains(id), "{id} is a row of {object}");
+            assert!(
+                record["SystemModstamp"].is_string(),
+                "every record has its cursor"
+            );
+        }
     }
 }
 

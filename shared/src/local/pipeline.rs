@@ -14,7 +14,9 @@ use super::queue::{LocalQueue, LocalQueueConfig};
 use crate::contracts::ObjectName;
 use crate::ports::{BlobStore, DEAD_LETTER_REASON, Queue, Salesforce, Warehouse};
 use crate::stages::extract::{ExtractConfig, ExtractDeps, ExtractOutcome};
-use crate::stages::loader::{LoadReport, LoadRequest, LoaderConfig, QueuedExtract, run_loader};
+use crate::stages::loader::{
+    LoadReport, LoadRequest, LoaderConfig, LoaderDeps, QueuedExtract, run_loader,
+};
 use crate::stages::merge::{MergeDeps, MergedRecord};
 use crate::stages::runner::run_stage;
 use crate::stages::upload::UploadDeps;
@@ -200,15 +202,14 @@ impl LocalPipeline {
         triggered_at: DateTime<Utc>,
         events: Arc<dyn PipelineEvents>,
     ) -> Result<RunResult, StageError> {
-        let report = run_loader(
-            self.extract.port.as_ref(),
-            self.warehouse.as_ref(),
-            self.blobs.as_ref(),
-            &self.config.loader,
-            request,
-            triggered_at,
-        )
-        .await?;
+        let deps = LoaderDeps {
+            salesforce: self.salesforce.as_ref(),
+            extract_queue: self.extract.port.as_ref(),
+            warehouse: self.warehouse.as_ref(),
+            blobs: self.blobs.as_ref(),
+            config: &self.config.loader,
+        };
+        let report = run_loader(&deps, request, triggered_at).await?;
         events.event(PipelineEvent::Queued {
             report: report.clone(),
         });

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use tokio::sync::RwLock;
 
 use super::auth::{Credentials, Session};
-use super::errors::{api_error, transport_error};
+use super::errors::{api_error, error_from_body, transport_error};
 use crate::ports::salesforce::{
-    ApiUsage, GlobalDescribe, JobInfo, ObjectDescribe, QueryPage, ResultPage, Salesforce,
-    SalesforceError,
+    ApiUsage, GlobalDescribe, JobInfo, ObjectDescribe, QUERIES_PER_COMPOSITE, QueryPage,
+    ResultPage, Salesforce, SalesforceError,
 };
 pub use crate::retry::RetryPolicy;
 
@@ -46,6 +46,21 @@ impl SalesforceConfig {
             extra_ca_pem: None,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompositeResponse {
+    composite_response: Vec<CompositeSubresponse>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompositeSubresponse {
+    #[serde(default)]
+    body: serde_json::Value,
+    http_status_code: u16,
+    reference_id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,6 +408,69 @@ impl SalesforceClient {
         Self::json(response, "query page").await
     }
 
+    /// The first page of each query's REST `queryAll`, [`QUERIES_PER_COMPOSITE`] to a
+    /// composite request (one API call each).
+    pub async fn first_query_pages(
+        &self,
+        soqls: &[String],
+    ) -> Vec<Result<QueryPage, SalesforceError>> {
+        let mut pages = Vec::with_capacity(soqls.len());
+        for chunk in soqls.chunks(QUERIES_PER_COMPOSITE) {
+            match self.composite_queries(chunk).await {
+                Ok(answers) => pages.extend(answers),
+                Err(error) => pages.extend(chunk.iter().map(|_| Err(error.clone()))),
+            }
+        }
+        pages
+    }
+
+    async fn composite_queries(
+        &self,
+        soqls: &[String],
+    ) -> Result<Vec<Result<QueryPage, SalesforceError>>, SalesforceError> {
+        let subrequests: Vec<serde_json::Value> = soqls
+            .iter()
+            .enumerate()
+            .map(|(i, soql)| {
+                serde_json::json!({
+                    "method": "GET",
+                    "url": self.query_all_path(soql),
+                    "referenceId": format!("q{i}"),
+                })
+            })
+            .collect();
+        let body = serde_json::json!({ "allOrNone": false, "compositeRequest": subrequests });
+        let response = self
+            .request(Method::POST, &self.data_path("composite"), |r| {
+                r.json(&body)
+            })
+            .await?;
+        let answer: CompositeResponse = Self::json(response, "composite response").await?;
+        let mut by_reference: std::collections::HashMap<String, CompositeSubresponse> = answer
+            .composite_response
+            .into_iter()
+            .map(|sub| (sub.reference_id.clone(), sub))
+            .collect();
+        Ok((0..soqls.len())
+            .map(|i| {
+                let sub = by_reference.remove(&format!("q{i}")).ok_or_else(|| {
+                    SalesforceError::Decode {
+                        what: "composite response",
+                        detail: format!("no answer to subrequest q{i}"),
+                    }
+                })?;
+                if (200..300).contains(&sub.http_status_code) {
+                    serde_json::from_value(sub.body).map_err(|e| SalesforceError::Decode {
+                        what: "query page",
+                        detail: e.to_string(),
+                    })
+                } else {
+                    Err(error_from_body(sub.http_status_code, &sub.body.to_string()))
+                }
+            })
+            .collect())
+    }
+
     pub async fn abort_job(&self, job_id: &str) -> Result<(), SalesforceError> {
         let path = self.data_path(&format!("jobs/query/{job_id}"));
         let body = serde_json::json!({"state": "Aborted"});
@@ -458,6 +536,9 @@ impl Salesforce for SalesforceClient {
     }
     async fn query_page(&self, path: &str, batch_size: u32) -> Result<QueryPage, SalesforceError> {
         SalesforceClient::query_page(self, path, batch_size).await
+    }
+    async fn first_query_pages(&self, soqls: &[String]) -> Vec<Result<QueryPage, SalesforceError>> {
+        SalesforceClient::first_query_pages(self, soqls).await
     }
 }
 

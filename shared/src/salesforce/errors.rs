@@ -23,10 +23,15 @@ pub(crate) fn transport_error(error: reqwest::Error) -> SalesforceError {
 pub(crate) async fn api_error(response: Response) -> SalesforceError {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
-    let parsed: Option<ApiErrorBody> = serde_json::from_str::<Vec<ApiErrorBody>>(&text)
+    error_from_body(status, &text)
+}
+
+/// A non-success answer's status and body (a response's, or a composite subrequest's).
+pub(crate) fn error_from_body(status: u16, text: &str) -> SalesforceError {
+    let parsed: Option<ApiErrorBody> = serde_json::from_str::<Vec<ApiErrorBody>>(text)
         .ok()
         .and_then(|v| v.into_iter().next())
-        .or_else(|| serde_json::from_str::<ApiErrorBody>(&text).ok());
+        .or_else(|| serde_json::from_str::<ApiErrorBody>(text).ok());
     match parsed {
         Some(body) => SalesforceError::Api {
             status,

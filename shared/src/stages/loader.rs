@@ -5,13 +5,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::object_state::{ProbeVerdict, judge_probe, probe_limit, probe_query, read_state};
 use super::records::read_json;
 use super::{Stage, StageError, StageResultExt};
 use crate::contracts::{
     CONTRACT_VERSION, Contract, ExtractMessage, FormulaRefreshMarker, Mode, ObjectName, RunId,
     Window, formula_refresh_key, holes_prefix, reconcile_key, rfc3339,
 };
-use crate::ports::{BlobStore, OutgoingMessage, Queue, Warehouse};
+use crate::ports::{BlobStore, OutgoingMessage, Queue, Salesforce, Warehouse};
 
 /// What to load: the scheduled objects, or a manual backfill/re-run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,10 @@ pub struct LoaderConfig {
     pub formula_refresh: IntervalSchedule,
     /// How often each object's Ids are reconciled to find hard deletes ([`Mode::Reconcile`]).
     pub reconcile: IntervalSchedule,
+    /// A change of fewer rows than this (as the probe counts them) is read with the REST API,
+    /// not a Bulk job; 0 reads every change with Bulk. Above 2,000 the probe's query leaves a
+    /// query cursor open when it finds more than a page, until Salesforce expires it.
+    pub rest_below: u64,
 }
 
 impl Default for LoaderConfig {
@@ -47,6 +52,7 @@ impl Default for LoaderConfig {
             until_lag: Duration::from_secs(2 * 60),
             formula_refresh: IntervalSchedule::default(),
             reconcile: IntervalSchedule::default(),
+            rest_below: 2_000,
         }
     }
 }
@@ -127,29 +133,58 @@ pub struct QueuedExtract {
     pub run_id: RunId,
     pub mode: Mode,
     pub window: Window,
+    /// Read with the REST API: the probe found a small change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rest: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LoadReport {
     pub run_id: RunId,
     pub queued: Vec<QueuedExtract>,
+    /// Objects whose window the probe found holding only rows already merged: no run, no Bulk
+    /// job, no warehouse statement.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged: Vec<ObjectName>,
+}
+
+/// What the job-loader needs: Salesforce for the change probe, the queue it fills, the warehouse
+/// for watermarks no object state records yet, the blob store for states, holes and markers.
+pub struct LoaderDeps<'a, S: ?Sized, Q: ?Sized, W: ?Sized, B: ?Sized> {
+    pub salesforce: &'a S,
+    pub extract_queue: &'a Q,
+    pub warehouse: &'a W,
+    pub blobs: &'a B,
+    pub config: &'a LoaderConfig,
+}
+
+/// One object's plan: its runs, and what the probe needs to judge its incremental run.
+struct Planned {
+    object: ObjectName,
+    runs: Vec<QueuedExtract>,
+    probe: Option<(String, Vec<crate::contracts::RowVersion>)>,
 }
 
 /// Queues one extract per object. Deterministic: the same request at the same trigger time over
-/// the same warehouse state queues the same messages with the same ids.
-pub async fn run_loader<Q, W, B>(
-    extract_queue: &Q,
-    warehouse: &W,
-    blobs: &B,
-    config: &LoaderConfig,
+/// the same stored state and org queues the same messages with the same ids.
+///
+/// A scheduled incremental run of an object merged before is probed first: one REST query of
+/// the window's Ids and cursors, five objects to an API call. An object whose window holds only
+/// row versions its last merges stored gets no run; a small change is read with the REST API;
+/// a large one with a Bulk job. A probe that fails queues the run as if it had found a change.
+pub async fn run_loader<S, Q, W, B>(
+    deps: &LoaderDeps<'_, S, Q, W, B>,
     request: &LoadRequest,
     triggered_at: DateTime<Utc>,
 ) -> Result<LoadReport, StageError>
 where
+    S: Salesforce + ?Sized,
     Q: Queue + ?Sized,
     W: Warehouse + ?Sized,
     B: BlobStore + ?Sized,
 {
+    let config = deps.config;
+    let blobs = deps.blobs;
     let lag = chrono::Duration::from_std(config.until_lag).unwrap_or_default();
     let overlap = chrono::Duration::from_std(config.overlap).unwrap_or_default();
     let until = request.until.unwrap_or(triggered_at - lag);
@@ -166,19 +201,28 @@ where
     // (their files, their merge).
     let refresh_run_id = RunId::for_trigger(triggered_at, &format!("{qualifier}|formulas"));
     let reconcile_run_id = RunId::for_trigger(triggered_at, &format!("{qualifier}|ids"));
-    let mut queued = Vec::new();
+    let mut plans = Vec::with_capacity(request.objects.len());
     for object in &request.objects {
+        let state = read_state(blobs, object)
+            .await
+            .at(Stage::Loader, object)?
+            .unwrap_or_default();
+        let mut probe = None;
         let (mode, since) = match (request.mode, request.since) {
             (Mode::Full, _) => (Mode::Full, None),
             (Mode::FormulaRefresh, _) => (Mode::FormulaRefresh, None),
             (Mode::Reconcile, _) => (Mode::Reconcile, None),
             (Mode::Incremental, Some(since)) => (Mode::Incremental, Some(since)),
             (Mode::Incremental, None) => {
-                match warehouse
-                    .watermark(object)
-                    .await
-                    .at(Stage::Loader, object)?
-                {
+                let watermark = match state.watermark {
+                    Some(watermark) => Some(watermark),
+                    None => deps
+                        .warehouse
+                        .watermark(object)
+                        .await
+                        .at(Stage::Loader, object)?,
+                };
+                match watermark {
                     Some(watermark) => {
                         let since = watermark - overlap;
                         match oldest_hole(blobs, object).await? {
@@ -187,7 +231,13 @@ where
                             Some(Window { since: Some(h), .. }) if h < since => {
                                 (Mode::Incremental, Some(h))
                             }
-                            _ => (Mode::Incremental, Some(since)),
+                            _ => {
+                                probe = state
+                                    .cursor_field
+                                    .clone()
+                                    .map(|cursor| (cursor, state.boundary.clone()));
+                                (Mode::Incremental, Some(since))
+                            }
                         }
                     }
                     // Never loaded: the first incremental run is a full one.
@@ -200,7 +250,14 @@ where
             tracing::info!(%object, since = ?since, until = %rfc3339(until), "nothing new to extract: window is empty");
             continue;
         }
-        let mut runs = vec![(run_id.clone(), mode, window)];
+        let run = |run_id: &RunId, mode, window| QueuedExtract {
+            object: object.clone(),
+            run_id: run_id.clone(),
+            mode,
+            window,
+            rest: false,
+        };
+        let mut runs = vec![run(&run_id, mode, window)];
         let scheduled = mode == Mode::Incremental && request.since.is_none();
         let whole = Window { since: None, until };
         if scheduled
@@ -210,10 +267,11 @@ where
                 &formula_refresh_key(object),
                 object,
                 triggered_at,
+                state.formulas_until,
             )
             .await?
         {
-            runs.push((refresh_run_id.clone(), Mode::FormulaRefresh, whole));
+            runs.push(run(&refresh_run_id, Mode::FormulaRefresh, whole));
         }
         if scheduled
             && due(
@@ -222,53 +280,127 @@ where
                 &reconcile_key(object),
                 object,
                 triggered_at,
+                state.reconciled_until,
             )
             .await?
         {
-            runs.push((reconcile_run_id.clone(), Mode::Reconcile, whole));
+            runs.push(run(&reconcile_run_id, Mode::Reconcile, whole));
         }
-        for (run_id, mode, window) in runs {
+        plans.push(Planned {
+            object: object.clone(),
+            runs,
+            probe: probe.filter(|_| scheduled),
+        });
+    }
+    let unchanged = probe_changes(deps, &mut plans).await;
+    let mut queued = Vec::new();
+    for plan in plans {
+        for run in plan.runs {
             let message = ExtractMessage {
                 v: CONTRACT_VERSION,
-                run_id: run_id.clone(),
-                object: object.clone(),
-                mode,
-                window,
+                run_id: run.run_id.clone(),
+                object: run.object.clone(),
+                mode: run.mode,
+                window: run.window,
                 bulk_job: None,
+                rest: run.rest,
             };
-            extract_queue
+            deps.extract_queue
                 .send(OutgoingMessage::new(
                     message.to_body(),
                     message.message_id(),
                 ))
                 .await
-                .at(Stage::Loader, object)?;
-            tracing::info!(run_id = %run_id, %object, ?mode, "queued extract");
-            queued.push(QueuedExtract {
-                object: object.clone(),
-                run_id,
-                mode,
-                window,
-            });
+                .at(Stage::Loader, &run.object)?;
+            tracing::info!(run_id = %run.run_id, object = %run.object, mode = ?run.mode, rest = run.rest, "queued extract");
+            queued.push(run);
         }
     }
-    Ok(LoadReport { run_id, queued })
+    Ok(LoadReport {
+        run_id,
+        queued,
+        unchanged,
+    })
+}
+
+/// Probes the incremental windows of the planned objects that can be probed, all in as few
+/// calls as Salesforce allows; drops the incremental run of each object found unchanged (and
+/// returns those objects), and marks small changes for the REST API.
+async fn probe_changes<S, Q, W, B>(
+    deps: &LoaderDeps<'_, S, Q, W, B>,
+    plans: &mut [Planned],
+) -> Vec<ObjectName>
+where
+    S: Salesforce + ?Sized,
+    Q: ?Sized,
+    W: ?Sized,
+    B: ?Sized,
+{
+    let rest_below = deps.config.rest_below;
+    let limit = probe_limit(rest_below);
+    let mut probed: Vec<(usize, String)> = Vec::new();
+    for (index, plan) in plans.iter().enumerate() {
+        if let Some((cursor, _)) = &plan.probe
+            && let Some(soql) = probe_query(&plan.object, cursor, &plan.runs[0].window, limit)
+        {
+            probed.push((index, soql));
+        }
+    }
+    if probed.is_empty() {
+        return Vec::new();
+    }
+    let soqls: Vec<String> = probed.iter().map(|(_, soql)| soql.clone()).collect();
+    let pages = deps.salesforce.first_query_pages(&soqls).await;
+    let mut unchanged = Vec::new();
+    for ((index, _), page) in probed.into_iter().zip(pages) {
+        let plan = &mut plans[index];
+        let Some((cursor, boundary)) = &plan.probe else {
+            continue;
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::warn!(object = %plan.object, %error, "the change probe failed; reading the window as a change");
+                continue;
+            }
+        };
+        match judge_probe(&page, cursor, boundary, rest_below) {
+            ProbeVerdict::Unchanged => {
+                tracing::info!(object = %plan.object, "unchanged since its last merge: no run");
+                plan.runs.remove(0);
+                unchanged.push(plan.object.clone());
+            }
+            ProbeVerdict::Small { rows } => {
+                tracing::info!(object = %plan.object, rows, "a small change: read with the REST API");
+                plan.runs[0].rest = true;
+            }
+            ProbeVerdict::Large { rows } => {
+                tracing::info!(object = %plan.object, rows, "a large change: read with a Bulk job");
+            }
+        }
+    }
+    unchanged
 }
 
 /// Whether a periodic run of the object (recorded under `key`) last ran longer ago than its
 /// interval. Objects never loaded are not due: their first run is a full one, which reads
-/// formulas too and has nothing to reconcile.
+/// formulas too and has nothing to reconcile. `hint` is the object state's copy of the record,
+/// never ahead of it: when it says not due, the record is not read.
 async fn due<B: BlobStore + ?Sized>(
     blobs: &B,
     schedule: &IntervalSchedule,
     key: &str,
     object: &ObjectName,
     triggered_at: DateTime<Utc>,
+    hint: Option<DateTime<Utc>>,
 ) -> Result<bool, StageError> {
     let Some(every) = schedule.interval(object) else {
         return Ok(false);
     };
     let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+    if hint.is_some_and(|last| triggered_at.signed_duration_since(last) < every) {
+        return Ok(false);
+    }
     let last = read_json::<FormulaRefreshMarker, _>(blobs, key)
         .await
         .at(Stage::Loader, object)?;

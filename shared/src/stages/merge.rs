@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::object_state::{fold_merge, merged_versions, update_state};
 use super::records::{
     read_json, read_manifests, record_formula_refresh, record_reconciliation, to_json,
 };
@@ -115,9 +116,9 @@ where
         let merged = deps
             .warehouse
             .merge(&MergeBatch {
-                schema,
+                schema: schema.clone(),
                 run_id: message.run_id.clone(),
-                files,
+                files: files.clone(),
                 extracted_at: extracted_at.unwrap_or_else(Utc::now),
                 update_only,
                 reconcile_until,
@@ -157,6 +158,20 @@ where
         report,
         merged_at: Utc::now(),
     };
+    if matches!(message.mode, Mode::Full | Mode::Incremental)
+        && let Some(cursor) = schema.cursor()
+    {
+        // What the job-loader reads instead of the warehouse, and what its probe compares the
+        // next window with.
+        let versions = merged_versions(deps.blobs, &schema, &files, records)
+            .await
+            .unwrap_or_default();
+        let newest = record.report.max_modstamp;
+        update_state(deps.blobs, object, |state| {
+            fold_merge(state, cursor, newest, versions)
+        })
+        .await;
+    }
     // The first merge's record stays: a duplicate (which changes nothing) does not replace it.
     deps.blobs
         .put_if_absent(&layout.merged(), to_json(&record))

@@ -4,6 +4,7 @@
 pub mod extract;
 pub mod loader;
 pub mod merge;
+pub mod object_state;
 mod part_header;
 pub mod records;
 pub mod runner;

@@ -55,7 +55,12 @@ pub(crate) async fn record_formula_refresh<B: BlobStore + ?Sized>(
     object: &ObjectName,
     until: DateTime<Utc>,
 ) -> Result<(), StageError> {
-    record_read_until(blobs, stage, object, &formula_refresh_key(object), until).await
+    record_read_until(blobs, stage, object, &formula_refresh_key(object), until).await?;
+    super::object_state::update_state(blobs, object, |state| {
+        state.formulas_until = state.formulas_until.max(Some(until));
+    })
+    .await;
+    Ok(())
 }
 
 /// Records that the object's Ids were reconciled with Salesforce as of `until` (never back).
@@ -65,7 +70,12 @@ pub(crate) async fn record_reconciliation<B: BlobStore + ?Sized>(
     object: &ObjectName,
     until: DateTime<Utc>,
 ) -> Result<(), StageError> {
-    record_read_until(blobs, stage, object, &reconcile_key(object), until).await
+    record_read_until(blobs, stage, object, &reconcile_key(object), until).await?;
+    super::object_state::update_state(blobs, object, |state| {
+        state.reconciled_until = state.reconciled_until.max(Some(until));
+    })
+    .await;
+    Ok(())
 }
 
 async fn record_read_until<B: BlobStore + ?Sized>(

@@ -155,6 +155,52 @@ impl Org {
         true
     }
 
+    /// Updates `count` live rows of `object` at `at`, spread over its Ids; returns their Ids.
+    /// Not a replayed round: an org restarted from its rounds does not have these changes.
+    pub fn update_rows(&mut self, object: &str, count: u64, at: DateTime<Utc>) -> Vec<String> {
+        let Some((position, def)) = self.object(object) else {
+            return Vec::new();
+        };
+        let prefix = def.key_prefix;
+        let rows = self.data[position].count;
+        let step = (rows / count.max(1)).max(1);
+        let mut updated = Vec::new();
+        let mut index = step / 2;
+        while index < rows && (updated.len() as u64) < count {
+            let mut state = self.row_state(position, index);
+            if !state.deleted {
+                state.version += 1;
+                state.modstamp_ms = at.timestamp_millis();
+                self.data[position].overrides.insert(index, state);
+                updated.push(super::salesforce_id(prefix, index));
+            }
+            index += step;
+        }
+        updated
+    }
+
+    /// Inserts a row of `object` stamped `modstamp` (created then too), as a transaction that
+    /// commits after rows with newer stamps were read. Not a replayed round. `None` for an
+    /// unknown object.
+    pub fn insert_row(&mut self, object: &str, modstamp: DateTime<Utc>) -> Option<String> {
+        let (position, def) = self.object(object)?;
+        let prefix = def.key_prefix;
+        let index = self.data[position].count;
+        self.data[position].count += 1;
+        let stamp = modstamp.timestamp_millis();
+        self.data[position].overrides.insert(
+            index,
+            RowState {
+                version: 0,
+                deleted: false,
+                modstamp_ms: stamp,
+                created_ms: stamp,
+                purged: false,
+            },
+        );
+        Some(super::salesforce_id(prefix, index))
+    }
+
     /// Rows not deleted.
     pub fn live_count(&self, object: usize) -> u64 {
         (0..self.data[object].count)

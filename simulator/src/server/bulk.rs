@@ -126,6 +126,16 @@ pub(super) async fn create_job(
             ),
         );
     }
+    if !state.take_bulk_job() {
+        return sf_error(
+            StatusCode::FORBIDDEN,
+            "REQUEST_LIMIT_EXCEEDED",
+            &format!(
+                "Max bulk v2 query jobs ({}) per 24 hrs has been reached",
+                state.config.daily_bulk_query_jobs
+            ),
+        );
+    }
     let rows = Arc::new(matching_rows(&org, &query, request.operation == "queryAll"));
     let times_out = state
         .config

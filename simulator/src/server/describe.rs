@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Shared, lock, read_org, sf_error};
+use super::{Shared, read_org, sf_error};
 
 pub(super) async fn describe_global(
     State(state): State<Shared>,
@@ -106,6 +106,6 @@ pub(super) async fn limits(State(state): State<Shared>) -> Json<Value> {
     let max = state.config.daily_api_limit;
     Json(json!({
         "DailyApiRequests": { "Max": max, "Remaining": max.saturating_sub(used) },
-        "DailyBulkV2QueryJobs": { "Max": 10000, "Remaining": 10000u64.saturating_sub(lock(&state.jobs).len() as u64) },
+        "DailyBulkV2QueryJobs": { "Max": state.config.daily_bulk_query_jobs, "Remaining": state.config.daily_bulk_query_jobs.saturating_sub(state.bulk_jobs_created()) },
     }))
 }

@@ -4,6 +4,7 @@
 
 mod auth;
 mod bulk;
+mod composite;
 mod describe;
 mod gate;
 mod rest;
@@ -11,6 +12,7 @@ mod soap;
 
 use auth::*;
 use bulk::*;
+use composite::*;
 use describe::*;
 use gate::*;
 use rest::*;
@@ -50,6 +52,9 @@ pub struct SimConfig {
     /// Status checks a Bulk job answers InProgress before it is JobComplete.
     pub bulk_polls_to_complete: u32,
     pub daily_api_limit: u64,
+    /// Bulk API 2.0 query jobs the org may create in 24 hours (`DailyBulkV2QueryJobs`); past it,
+    /// creating a job is refused.
+    pub daily_bulk_query_jobs: u64,
     /// A session stops working after this many API calls (Salesforce expires idle sessions;
     /// this makes expiry happen mid-run, deterministically).
     pub session_calls: Option<u64>,
@@ -107,6 +112,7 @@ impl Default for SimConfig {
             jwt_public_key_pem: crate::DEMO_PUBLIC_KEY_PEM.into(),
             bulk_polls_to_complete: 1,
             daily_api_limit: 100_000,
+            daily_bulk_query_jobs: 10_000,
             session_calls: None,
             latency: std::time::Duration::ZERO,
             bandwidth: crate::bandwidth::Bandwidth::default(),
@@ -189,6 +195,8 @@ pub(crate) struct SimState {
     /// The next this-many Bulk jobs of an object end Failed (set while running).
     failing_jobs: Mutex<HashMap<String, u32>>,
     api_calls: AtomicU64,
+    /// Bulk query jobs created, counted against [`SimConfig::daily_bulk_query_jobs`].
+    bulk_jobs_created: AtomicU64,
     next_id: AtomicU64,
     pub(crate) base_url: String,
     /// Result pages kept under the bandwidth model, as a real org keeps a job's results.
@@ -235,6 +243,7 @@ impl SimState {
             faults: Mutex::new(Vec::new()),
             failing_jobs: Mutex::new(HashMap::new()),
             api_calls: AtomicU64::new(0),
+            bulk_jobs_created: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             base_url,
             stored_pages: Default::default(),
@@ -292,6 +301,20 @@ impl SimState {
     pub(crate) fn api_calls(&self) -> u64 {
         self.api_calls.load(Ordering::Relaxed)
     }
+
+    pub(crate) fn bulk_jobs_created(&self) -> u64 {
+        self.bulk_jobs_created.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new Bulk query job against the daily limit; `false` once the limit is reached.
+    fn take_bulk_job(&self) -> bool {
+        let limit = self.config.daily_bulk_query_jobs;
+        self.bulk_jobs_created
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -324,6 +347,8 @@ pub(crate) fn router(state: Shared) -> Router {
         )
         .route("/services/data/{v}/limits/", get(limits))
         .route("/services/data/{v}/limits", get(limits))
+        .route("/services/data/{v}/composite", post(composite))
+        .route("/services/data/{v}/composite/", post(composite))
         .route("/services/data/{v}/query", get(query))
         .route("/services/data/{v}/query/", get(query))
         .route("/services/data/{v}/queryAll", get(query_all))

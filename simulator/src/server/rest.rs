@@ -102,22 +102,37 @@ pub(super) async fn rest_query(
     Query(params): Query<QueryParams>,
     include_deleted: bool,
 ) -> Response {
-    let org = read_org(&state);
-    let query = match soql::parse(&org, &params.q) {
-        Ok(q) => q,
-        Err(e) => return sf_error(StatusCode::BAD_REQUEST, e.code, &e.message),
-    };
+    match first_page(&state, &v, &params.q, include_deleted, batch_size(&headers)) {
+        Ok(body) => Json(body).into_response(),
+        Err((status, code, message)) => sf_error(status, code, &message),
+    }
+}
+
+/// A query's first page (and its cursor, kept for the pages after it), or the error Salesforce
+/// answers for it.
+pub(super) fn first_page(
+    state: &Shared,
+    v: &str,
+    q: &str,
+    include_deleted: bool,
+    page_size: usize,
+) -> Result<Value, (StatusCode, &'static str, String)> {
+    let org = read_org(state);
+    let query = soql::parse(&org, q).map_err(|e| (StatusCode::BAD_REQUEST, e.code, e.message))?;
     let rows = Arc::new(matching_rows(&org, &query, include_deleted));
     let cursor = Cursor {
         query,
         rows,
-        page_size: batch_size(&headers),
+        page_size,
     };
     let id = state.new_id("01g");
-    let body = rest_page(&org, &v, &id, &cursor, 0);
+    let body = rest_page(&org, v, &id, &cursor, 0);
     drop(org);
-    lock(&state.cursors).insert(id, cursor);
-    Json(body).into_response()
+    // A query whose first page holds every row leaves no cursor open.
+    if body["done"] != json!(true) {
+        lock(&state.cursors).insert(id, cursor);
+    }
+    Ok(body)
 }
 
 pub(super) async fn query_more(

@@ -20,8 +20,8 @@ use chrono::Utc;
 use serde_json::{Map, Value};
 
 use crate::ports::salesforce::{
-    ApiUsage, FieldDescribe, GlobalDescribe, JobInfo, JobState, ObjectDescribe, QueryPage,
-    ResultPage, SObjectSummary, Salesforce, SalesforceError,
+    ApiUsage, FieldDescribe, GlobalDescribe, JobInfo, JobState, ObjectDescribe,
+    QUERIES_PER_COMPOSITE, QueryPage, ResultPage, SObjectSummary, Salesforce, SalesforceError,
 };
 
 const API: &str = "/services/data/v62.0";
@@ -38,6 +38,8 @@ pub enum Call {
     ResultPages,
     DownloadResults,
     QueryPage,
+    /// One composite request of up to five queries ([`Salesforce::first_query_pages`]).
+    Composite,
 }
 
 pub struct FakeSalesforce {
@@ -507,31 +509,7 @@ impl Salesforce for FakeSalesforce {
             .rest_page_rows
             .unwrap_or(batch_size.clamp(200, 2000) as usize);
         let (cursor, start) = match query_of(path).get("q") {
-            Some(soql) => {
-                let parsed = parse_soql(soql)?;
-                let fields = parsed.fields.clone();
-                let rows = run(&org, &parsed)?
-                    .into_iter()
-                    .map(|row| {
-                        let mut record = Map::new();
-                        record.insert(
-                            "attributes".into(),
-                            serde_json::json!({"type": parsed.object}),
-                        );
-                        for field in &fields {
-                            record.insert(
-                                field.clone(),
-                                row.get(field).cloned().unwrap_or(Value::Null),
-                            );
-                        }
-                        record
-                    })
-                    .collect();
-                org.next_id += 1;
-                let cursor = format!("01gFAKE{:08}", org.next_id);
-                org.cursors.insert(cursor.clone(), rows);
-                (cursor, 0)
-            }
+            Some(soql) => (open_cursor(&mut org, soql)?, 0),
             None => {
                 let next = path.rsplit('/').next().unwrap_or_default();
                 let (cursor, start) = next.rsplit_once('-').ok_or_else(invalid_locator)?;
@@ -539,16 +517,72 @@ impl Salesforce for FakeSalesforce {
                 (cursor.to_string(), start)
             }
         };
-        let rows = org.cursors.get(&cursor).ok_or_else(invalid_locator)?;
-        let start = start.min(rows.len());
-        let end = (start + per_page).min(rows.len());
-        Ok(QueryPage {
-            total_size: rows.len() as u64,
-            done: end == rows.len(),
-            next_records_url: (end < rows.len()).then(|| format!("{API}/query/{cursor}-{end}")),
-            records: rows[start..end].to_vec(),
-        })
+        page_of(&org, &cursor, start, per_page)
     }
+
+    async fn first_query_pages(&self, soqls: &[String]) -> Vec<Result<QueryPage, SalesforceError>> {
+        let mut pages = Vec::with_capacity(soqls.len());
+        for chunk in soqls.chunks(QUERIES_PER_COMPOSITE) {
+            let mut org = match self.enter(Call::Composite) {
+                Ok(org) => org,
+                Err(error) => {
+                    pages.extend(chunk.iter().map(|_| Err(error.clone())));
+                    continue;
+                }
+            };
+            for soql in chunk {
+                // A composite subrequest pages as a plain query does: 2,000 records at most.
+                pages.push(
+                    open_cursor(&mut org, soql).and_then(|cursor| page_of(&org, &cursor, 0, 2000)),
+                );
+            }
+        }
+        pages
+    }
+}
+
+/// Runs a query and keeps its rows under a new cursor id.
+fn open_cursor(org: &mut Org, soql: &str) -> Result<String, SalesforceError> {
+    let parsed = parse_soql(soql)?;
+    let rows = run(org, &parsed)?
+        .into_iter()
+        .map(|row| {
+            let mut record = Map::new();
+            record.insert(
+                "attributes".into(),
+                serde_json::json!({"type": parsed.object}),
+            );
+            for field in &parsed.fields {
+                record.insert(
+                    field.clone(),
+                    row.get(field).cloned().unwrap_or(Value::Null),
+                );
+            }
+            record
+        })
+        .collect();
+    org.next_id += 1;
+    let cursor = format!("01gFAKE{:08}", org.next_id);
+    org.cursors.insert(cursor.clone(), rows);
+    Ok(cursor)
+}
+
+/// The page of a cursor's rows from `start`.
+fn page_of(
+    org: &Org,
+    cursor: &str,
+    start: usize,
+    per_page: usize,
+) -> Result<QueryPage, SalesforceError> {
+    let rows = org.cursors.get(cursor).ok_or_else(invalid_locator)?;
+    let start = start.min(rows.len());
+    let end = (start + per_page).min(rows.len());
+    Ok(QueryPage {
+        total_size: rows.len() as u64,
+        done: end == rows.len(),
+        next_records_url: (end < rows.len()).then(|| format!("{API}/query/{cursor}-{end}")),
+        records: rows[start..end].to_vec(),
+    })
 }
 
 fn results_path(job_id: &str, locator: Option<&str>, max_records: u64) -> String {

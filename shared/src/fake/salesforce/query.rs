@@ -15,10 +15,15 @@ pub(super) struct Soql {
     pub(super) fields: Vec<String>,
     pub(super) object: String,
     pub(super) conditions: Vec<(String, String, String)>,
+    pub(super) limit: Option<usize>,
 }
 
 pub(super) fn parse_soql(soql: &str) -> Result<Soql, SalesforceError> {
     let malformed = || api_error(400, "MALFORMED_QUERY", &format!("cannot read {soql:?}"));
+    let (soql, limit) = match soql.rsplit_once(" LIMIT ") {
+        Some((query, limit)) => (query, Some(limit.trim().parse().map_err(|_| malformed())?)),
+        None => (soql, None),
+    };
     let rest = soql.strip_prefix("SELECT ").ok_or_else(malformed)?;
     let (fields, rest) = rest.split_once(" FROM ").ok_or_else(malformed)?;
     let (object, condition) = match rest.split_once(" WHERE ") {
@@ -39,6 +44,7 @@ pub(super) fn parse_soql(soql: &str) -> Result<Soql, SalesforceError> {
         fields: fields.split(',').map(|f| f.trim().to_string()).collect(),
         object: object.trim().to_string(),
         conditions,
+        limit,
     })
 }
 
@@ -95,6 +101,7 @@ pub(super) fn run(org: &Org, soql: &Soql) -> Result<Vec<Map<String, Value>>, Sal
         .rows
         .iter()
         .filter(|row| soql.conditions.iter().all(|c| holds(row, c)))
+        .take(soql.limit.unwrap_or(usize::MAX))
         .cloned()
         .collect())
 }

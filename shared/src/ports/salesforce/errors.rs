@@ -62,7 +62,7 @@ impl SalesforceError {
                 *status >= 500
                     || code == "SERVER_UNAVAILABLE"
                     || code == "QUERY_TIMEOUT"
-                    || (code == "REQUEST_LIMIT_EXCEEDED" && !message.contains("TotalRequests"))
+                    || (code == "REQUEST_LIMIT_EXCEEDED" && !is_daily_limit(message))
             }
             _ => false,
         }
@@ -82,6 +82,18 @@ impl SalesforceError {
     }
 }
 
+/// Whether a REQUEST_LIMIT_EXCEEDED is one of the org's daily limits (all API requests, or Bulk
+/// API 2.0 query jobs): no retry within the day helps. The others are concurrency limits.
+fn is_daily_limit(message: &str) -> bool {
+    message.contains("TotalRequests") || is_daily_bulk_job_limit(message)
+}
+
+/// `Max bulk v2 query jobs (10000) per 24 hrs has been reached`.
+fn is_daily_bulk_job_limit(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("bulk") && message.contains("24 hrs")
+}
+
 /// What to do about a Salesforce error, where it is not a passing one.
 fn advice(code: &str, message: &str) -> &'static str {
     match code {
@@ -96,6 +108,11 @@ fn advice(code: &str, message: &str) -> &'static str {
         "MALFORMED_QUERY" => ". Salesforce refused the query sfpipe built: report it as a bug",
         "API_DISABLED_FOR_ORG" => {
             ". Enable API access for the org and the integration user's profile ('API Enabled')"
+        }
+        "REQUEST_LIMIT_EXCEEDED" if is_daily_bulk_job_limit(message) => {
+            ". The org's daily Bulk API query jobs (DailyBulkV2QueryJobs, 10,000 in a rolling 24 \
+             hours) are used up: wait for the window to roll, lower the schedule's frequency, or \
+             read small changes with the REST API (raise SFPIPE_REST_BELOW)"
         }
         "REQUEST_LIMIT_EXCEEDED" if message.contains("TotalRequests") => {
             ". The org's daily API limit is used up: wait for the 24-hour window to roll, lower \

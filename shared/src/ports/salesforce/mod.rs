@@ -53,7 +53,16 @@ pub trait Salesforce: Send + Sync {
     /// One page of a REST query: the first ([`Salesforce::query_all_path`]) or a
     /// `next_records_url`.
     async fn query_page(&self, path: &str, batch_size: u32) -> Result<QueryPage, SalesforceError>;
+    /// The first page of the REST `queryAll` of each SOQL, in order, sent
+    /// [`QUERIES_PER_COMPOSITE`] to an API call (Salesforce's Composite resource, which counts
+    /// as one call). A query's own failure is its entry's; a call that failed fails each of its
+    /// queries.
+    async fn first_query_pages(&self, soqls: &[String]) -> Vec<Result<QueryPage, SalesforceError>>;
 }
+
+/// Queries one composite request may carry: Salesforce's Composite resource takes up to 25
+/// subrequests, at most 5 of them queries, and counts the whole request as one API call.
+pub const QUERIES_PER_COMPOSITE: usize = 5;
 
 /// API usage from the latest `Sforce-Limit-Info: api-usage=USED/MAX` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,10 @@ use crate::stages::records::{
     REST_QUERY_JOB, read_json, record_formula_refresh, record_reconciliation, to_json,
 };
 
+/// Room left in a REST request for its headers when sfpipe chooses REST by itself: Salesforce
+/// refuses a request whose URI and headers together pass 16,384 bytes.
+const REST_HEADER_ROOM: usize = 2_048;
+
 #[derive(Debug, Clone)]
 pub struct ExtractConfig {
     /// Records per result page (`maxRecords`): one upload message, one file.
@@ -144,12 +148,17 @@ where
                 return Ok(ExtractOutcome::NothingToRefresh);
             };
             deps.salesforce.check_budget().at(Stage::Extract, object)?;
-            let job_id = if deps
+            let configured_rest = deps
                 .config
                 .rest_objects
                 .iter()
-                .any(|o| o == object.as_str())
-            {
+                .any(|o| o == object.as_str());
+            // A small change goes over REST unless its query is too wide for a request URI (with
+            // room for the headers): then a Bulk job reads it, as it reads a large one.
+            let small_change = message.rest
+                && deps.salesforce.query_all_path(&soql).len() + REST_HEADER_ROOM
+                    <= MAX_REST_URI_BYTES;
+            let job_id = if configured_rest || small_change {
                 REST_QUERY_JOB.to_string()
             } else {
                 // Deleted rows arrive flagged (IsDeleted) through queryAll.

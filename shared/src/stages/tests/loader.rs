@@ -9,9 +9,10 @@ use crate::contracts::{Contract, ExtractMessage, Mode, Window, hole_key};
 use crate::fake::{MemoryBlobs, RecordingQueue};
 use crate::local::SqliteWarehouse;
 use crate::ports::{BlobStore, ColumnSpec, MergeBatch, TableSchema, Warehouse};
-use crate::stages::loader::{LoadRequest, LoaderConfig, run_loader};
+use crate::stages::loader::{LoadRequest, LoaderConfig, LoaderDeps, run_loader};
 
 struct Loading {
+    salesforce: crate::fake::FakeSalesforce,
     blobs: Arc<MemoryBlobs>,
     warehouse: SqliteWarehouse,
     queue: RecordingQueue,
@@ -28,6 +29,7 @@ impl Loading {
         let blobs = Arc::new(MemoryBlobs::new());
         let warehouse = SqliteWarehouse::open(dir.path().join("w.db"), blobs.clone()).unwrap();
         Self {
+            salesforce: crate::fake::FakeSalesforce::new(),
             blobs,
             warehouse,
             queue: RecordingQueue::new("extract"),
@@ -40,16 +42,14 @@ impl Loading {
         request: &LoadRequest,
         triggered_at: DateTime<Utc>,
     ) -> Vec<ExtractMessage> {
-        run_loader(
-            &self.queue,
-            &self.warehouse,
-            &*self.blobs,
-            &LoaderConfig::default(),
-            request,
-            triggered_at,
-        )
-        .await
-        .unwrap();
+        let deps = LoaderDeps {
+            salesforce: &self.salesforce,
+            extract_queue: &self.queue,
+            warehouse: &self.warehouse,
+            blobs: &*self.blobs,
+            config: &LoaderConfig::default(),
+        };
+        run_loader(&deps, request, triggered_at).await.unwrap();
         self.queue
             .take()
             .iter()

@@ -132,5 +132,6 @@ fn full_run() -> ExtractMessage {
             until: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 0, 0, 0).unwrap(),
         },
         bulk_job: None,
+        rest: false,
     }
 }
