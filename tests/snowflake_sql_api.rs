@@ -560,6 +560,31 @@ async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_sta
     }
     assert!(!std::path::Path::new(&dir.path().join("unused")).exists());
 
+    // Nothing changed since: the next run reads each object's state from S3 and probes
+    // Salesforce, and sends Snowflake nothing at all (no warehouse resumed).
+    let statements = setup.harness.statements().await.len();
+    let (calls, jobs) = (sim.api_calls(), sim.bulk_jobs_created());
+    let idle = sfpipe_cli::run::run_window(&options, None, None, Some(aws.clone()))
+        .await
+        .expect("an idle run into Snowflake");
+    assert!(idle.failures.is_empty(), "{}", idle.summary);
+    assert_eq!(
+        idle.summary
+            .matches("unchanged since its last merge")
+            .count(),
+        2,
+        "{}",
+        idle.summary
+    );
+    assert_eq!(setup.harness.statements().await.len(), statements);
+    assert_eq!(sim.bulk_jobs_created(), jobs);
+    assert_eq!(
+        sim.api_calls(),
+        calls + 2,
+        "the CLI's global describe (object names in the org's spelling), then one composite \
+         probe for both objects"
+    );
+
     // `sfpipe backfill` of a window into Snowflake: the rows changed since are read again, and
     // merging them again changes nothing.
     sim.mutate(chrono::Utc::now() - chrono::Duration::milliseconds(1));
