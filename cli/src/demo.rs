@@ -362,7 +362,7 @@ pub fn render(outcome: &DemoOutcome) -> String {
         outcome.elapsed.as_secs_f64()
     ));
     out.push_str(&format!(
-        "{:<12} {:<28} {:>11} {:>11} {:>10} {:>8} {:>6} {:>10} {:>8}\n",
+        "{:<12} {:<37} {:>11} {:>11} {:>10} {:>8} {:>6} {:>10} {:>8}\n",
         "object",
         "window",
         "SF live",
@@ -379,7 +379,7 @@ pub fn render(outcome: &DemoOutcome) -> String {
             window.push_str(" (REST)");
         }
         out.push_str(&format!(
-            "{:<12} {:<28} {:>11} {:>11} {:>10} {:>8} {:>6} {:>10} {:>8.2}\n",
+            "{:<12} {:<37} {:>11} {:>11} {:>10} {:>8} {:>6} {:>10} {:>8.2}\n",
             o.object,
             window,
             o.salesforce_live,
