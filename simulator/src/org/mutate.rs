@@ -80,18 +80,7 @@ impl Org {
             }
             let inserts = (count / 100).max(1);
             for _ in 0..inserts {
-                let index = self.data[object].count;
-                self.data[object].count += 1;
-                self.data[object].overrides.insert(
-                    index,
-                    RowState {
-                        version: 0,
-                        deleted: false,
-                        modstamp_ms: stamp,
-                        created_ms: stamp,
-                        purged: false,
-                    },
-                );
+                self.append_row(object, stamp);
                 counts.inserted += 1;
             }
             report.push((self.objects[object].name.to_string(), counts));
@@ -185,20 +174,25 @@ impl Org {
     pub fn insert_row(&mut self, object: &str, modstamp: DateTime<Utc>) -> Option<String> {
         let (position, def) = self.object(object)?;
         let prefix = def.key_prefix;
-        let index = self.data[position].count;
-        self.data[position].count += 1;
-        let stamp = modstamp.timestamp_millis();
-        self.data[position].overrides.insert(
+        let index = self.append_row(position, modstamp.timestamp_millis());
+        Some(super::salesforce_id(prefix, index))
+    }
+
+    /// A new live row of `object`, created and stamped at `stamp_ms`; its index.
+    fn append_row(&mut self, object: usize, stamp_ms: i64) -> u64 {
+        let index = self.data[object].count;
+        self.data[object].count += 1;
+        self.data[object].overrides.insert(
             index,
             RowState {
                 version: 0,
                 deleted: false,
-                modstamp_ms: stamp,
-                created_ms: stamp,
+                modstamp_ms: stamp_ms,
+                created_ms: stamp_ms,
                 purged: false,
             },
         );
-        Some(super::salesforce_id(prefix, index))
+        index
     }
 
     /// Rows not deleted.
