@@ -155,21 +155,9 @@ impl Simulator {
     /// returns the Ids that vanished.
     pub fn hard_delete(&self, object: &str, count: u64) -> Vec<String> {
         let mut org = self.state.org.write().unwrap_or_else(|p| p.into_inner());
-        let Some((position, def)) = org.object(object) else {
-            return Vec::new();
-        };
-        let prefix = def.key_prefix;
-        let rows = org.data[position].count;
-        let step = (rows / count.max(1)).max(1);
-        let mut gone = Vec::new();
-        let mut index = step / 2;
-        while index < rows && (gone.len() as u64) < count {
-            if org.purge(position, index) {
-                gone.push(crate::org::salesforce_id(prefix, index));
-            }
-            index += step;
-        }
-        gone
+        org.spread(object, count, |org, position, index| {
+            org.purge(position, index)
+        })
     }
 
     /// The next `count` Bulk jobs of `object` end Failed.

@@ -147,25 +147,41 @@ impl Org {
     /// Updates `count` live rows of `object` at `at`, spread over its Ids; returns their Ids.
     /// Not a replayed round: an org restarted from its rounds does not have these changes.
     pub fn update_rows(&mut self, object: &str, count: u64, at: DateTime<Utc>) -> Vec<String> {
+        self.spread(object, count, |org, position, index| {
+            let mut state = org.row_state(position, index);
+            if state.deleted {
+                return false;
+            }
+            state.version += 1;
+            state.modstamp_ms = at.timestamp_millis();
+            org.data[position].overrides.insert(index, state);
+            true
+        })
+    }
+
+    /// Applies `change` to rows of `object` spread evenly over its Ids until it has changed
+    /// `count` of them (it answers whether it changed the row); returns their Ids.
+    pub(crate) fn spread(
+        &mut self,
+        object: &str,
+        count: u64,
+        mut change: impl FnMut(&mut Org, usize, u64) -> bool,
+    ) -> Vec<String> {
         let Some((position, def)) = self.object(object) else {
             return Vec::new();
         };
         let prefix = def.key_prefix;
         let rows = self.data[position].count;
         let step = (rows / count.max(1)).max(1);
-        let mut updated = Vec::new();
+        let mut changed = Vec::new();
         let mut index = step / 2;
-        while index < rows && (updated.len() as u64) < count {
-            let mut state = self.row_state(position, index);
-            if !state.deleted {
-                state.version += 1;
-                state.modstamp_ms = at.timestamp_millis();
-                self.data[position].overrides.insert(index, state);
-                updated.push(super::salesforce_id(prefix, index));
+        while index < rows && (changed.len() as u64) < count {
+            if change(self, position, index) {
+                changed.push(super::salesforce_id(prefix, index));
             }
             index += step;
         }
-        updated
+        changed
     }
 
     /// Inserts a row of `object` stamped `modstamp` (created then too), as a transaction that
