@@ -47,6 +47,13 @@ async fn an_idle_run_of_the_demo_objects_starts_no_bulk_job_asks_no_warehouse_an
     assert_eq!(unchanged, DEMO_OBJECTS, "{:#?}", result.report);
     assert!(result.report.queued.is_empty(), "{:#?}", result.report);
     assert_eq!(bulk_jobs, 0);
+    // Every object was found complete up to this trigger: nothing is stale.
+    assert_eq!(
+        result.report.stalest.as_ref().map(|s| s.lag_seconds),
+        Some(0),
+        "{:#?}",
+        result.report
+    );
     // One composite request for five objects' probes, one for the sixth.
     assert_eq!(api_calls, 2);
     let warehouse: Vec<&String> = logged
@@ -63,12 +70,32 @@ async fn an_idle_run_of_the_demo_objects_starts_no_bulk_job_asks_no_warehouse_an
         blobs.len() <= 3 * DEMO_OBJECTS.len(),
         "more than 3 blob requests per object: {blobs:#?}"
     );
-    assert!(
-        blobs
-            .iter()
-            .all(|c| c.starts_with("get ") || c.starts_with("list ") || c.starts_with("head ")),
-        "an idle run writes nothing: {blobs:#?}"
+    let writes: Vec<&&String> = blobs
+        .iter()
+        .filter(|c| !(c.starts_with("get ") || c.starts_with("list ") || c.starts_with("head ")))
+        .collect();
+    let receipt = format!(
+        "put receipts/_job-loader/{}/job-loader-",
+        result.report.run_id
     );
+    assert!(
+        writes.len() == 1 && writes[0].starts_with(&receipt),
+        "an idle run writes nothing but the job-loader's receipt: {writes:#?}"
+    );
+
+    // The receipt says the same as the counts above.
+    let receipts = harness.receipts("_job-loader/").await;
+    let receipt = receipts.last().expect("the idle run's receipt");
+    assert_eq!(receipt.run_id, result.report.run_id.to_string());
+    assert!(receipt.succeeded);
+    assert_eq!(receipt.usage.salesforce_calls.get("composite"), Some(&2));
+    assert_eq!(receipt.usage.salesforce_total(), 2);
+    assert_eq!(receipt.usage.bulk_jobs, 0);
+    assert_eq!(receipt.usage.snowflake_requests, 0);
+    assert_eq!(receipt.usage.statement_total(), 0);
+    assert_eq!(receipt.usage.s3_total(), blobs.len() as u64);
+    assert_eq!(receipt.usage.s3_requests.get("PUT"), Some(&1));
+    assert_eq!(receipt.usage.sqs_total(), 0, "nothing queued");
 }
 
 #[tokio::test]
@@ -89,11 +116,29 @@ async fn a_small_change_is_read_over_rest_and_a_large_one_with_a_bulk_job() {
     assert_eq!(harness.sim.update_rows("Account", 1, at).len(), 1);
     assert_eq!(harness.sim.update_rows("Contact", 1, at).len(), 1);
     let jobs = harness.sim.bulk_jobs_created();
+    let calls = harness.sim.api_calls();
     let result = harness.run_exact("one changed row in each object").await;
     assert_eq!(
         harness.sim.bulk_jobs_created(),
         jobs,
         "no Bulk job for a row"
+    );
+    // The run's receipts account for every API call the org counted, and no Bulk job.
+    let usage = harness.usage_of(&result).await;
+    assert_eq!(
+        usage.salesforce_total(),
+        harness.sim.api_calls() - calls,
+        "{usage:#?}"
+    );
+    assert_eq!(usage.bulk_jobs, 0, "{usage:#?}");
+    assert!(usage.salesforce_calls.contains_key("query"), "{usage:#?}");
+    // A REST read has no Bulk job to delete or poll: no call may name one.
+    assert!(
+        usage
+            .salesforce_calls
+            .keys()
+            .all(|k| !k.starts_with("bulk-")),
+        "{usage:#?}"
     );
     assert_eq!(result.report.queued.len(), 2, "{:#?}", result.report);
     assert!(
@@ -105,8 +150,26 @@ async fn a_small_change_is_read_over_rest_and_a_large_one_with_a_bulk_job() {
     let at = a_millisecond_ago();
     assert!(harness.sim.update_rows("Account", 10, at).len() >= 5);
     let jobs = harness.sim.bulk_jobs_created();
+    let calls = harness.sim.api_calls();
     let result = harness.run_exact("many changed rows of Account").await;
     assert_eq!(harness.sim.bulk_jobs_created(), jobs + 1);
+    let usage = harness.usage_of(&result).await;
+    assert_eq!(
+        usage.salesforce_total(),
+        harness.sim.api_calls() - calls,
+        "{usage:#?}"
+    );
+    assert_eq!(usage.bulk_jobs, 1, "{usage:#?}");
+    let stages: std::collections::BTreeSet<String> = harness
+        .receipts(&format!("Account/{}/", result.report.queued[0].run_id))
+        .await
+        .into_iter()
+        .map(|r| r.stage)
+        .collect();
+    assert_eq!(
+        stages,
+        ["extract", "merge", "upload"].map(String::from).into()
+    );
     let queued: Vec<(&str, bool)> = result
         .report
         .queued
@@ -166,4 +229,33 @@ async fn past_the_daily_bulk_job_limit_an_object_stops_at_once_saying_why() {
         reason.contains("DailyBulkV2QueryJobs") && reason.contains("SFPIPE_REST_BELOW"),
         "the reason says which limit and what to do: {reason}"
     );
+}
+
+/// The job-loader's freshness lag (the metric the freshness alarm watches) is the time since the
+/// stalest object was last known complete: merged up to a window's end, or found unchanged.
+#[tokio::test]
+async fn the_freshness_lag_is_measured_from_the_last_merged_window_or_an_unchanged_probe() {
+    let harness = Harness::start(HarnessOptions {
+        objects: vec!["Account", "Contact"],
+        rest_below: 2_000,
+        ..HarnessOptions::default()
+    })
+    .await;
+    let first = harness.run_exact("the first, full run").await;
+    let merged_until = first.report.queued[0].window.until;
+    harness.sim.update_rows("Account", 1, a_millisecond_ago());
+
+    // An hour later (as if the runs between had failed): Account changed and is an hour
+    // behind; Contact is found unchanged, so it is current.
+    let later = merged_until + chrono::Duration::hours(1);
+    let result = harness.run_at(later).await;
+    let stalest = result.report.stalest.clone().expect("a freshness lag");
+    assert_eq!(stalest.object.as_str(), "Account", "{:#?}", result.report);
+    assert_eq!(stalest.lag_seconds, 3_600);
+    let receipt = harness.receipts("_job-loader/").await;
+    let receipt = receipt
+        .iter()
+        .find(|r| r.run_id == result.report.run_id.to_string())
+        .expect("the trigger's receipt");
+    assert_eq!(receipt.freshness_lag_seconds, Some(3_600.0));
 }

@@ -645,6 +645,52 @@ async fn replaying_every_run_of_a_demo_leaves_the_warehouse_unchanged() {
     })
     .await
     .unwrap();
+    // Every merged run says what it cost: one extract, at least one upload and one merge
+    // handling, and a merge's statements.
+    for object in &status.objects {
+        for run in object.runs.iter().filter(|r| r.stage == "merged") {
+            let usage = run.usage.as_ref().expect("a merged run's usage");
+            assert!(usage.invocations >= 3, "{usage:#?}");
+            assert_eq!(usage.failed_invocations, 0, "{usage:#?}");
+            assert!(usage.usage.salesforce_total() >= 1, "{usage:#?}");
+            assert!(usage.usage.statement_total() >= 3, "{usage:#?}");
+            assert!(usage.usage.s3_total() >= 3, "{usage:#?}");
+        }
+    }
+    assert!(
+        status.render().contains("    usage: "),
+        "{}",
+        status.render()
+    );
+    // `sfpipe cost` prices the same records: two triggers, every merged run, its rows once.
+    let cost = sfpipe_cli::cost::cost(&sfpipe_cli::cost::CostOptions {
+        dir: Some(dir.path().to_path_buf()),
+        bucket: None,
+        prefix: "sfpipe".into(),
+        since: None,
+        runs_per_day: 96.0,
+        api_limit: 100_000,
+        prices: None,
+        print_prices: false,
+        last: 0,
+        json: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(cost.triggers, 2, "{}", cost.render(0));
+    let merged: u64 = status
+        .objects
+        .iter()
+        .flat_map(|o| &o.runs)
+        .filter_map(|r| r.rows_changed)
+        .sum();
+    assert_eq!(cost.rows_changed, merged, "{}", cost.render(0));
+    assert!(cost.warehouse.resumes >= 1 && cost.warehouse.billed_seconds >= 60.0);
+    assert_eq!(
+        cost.projection.api_calls_per_day,
+        cost.usage.salesforce_total() as f64 * 48.0
+    );
+    assert!(cost.usd > 0.0 && cost.projection.usd_per_million_changed_rows.is_some());
     let mut replayed = 0;
     for object in &status.objects {
         for run in object.runs.iter().filter(|r| r.stage == "merged") {

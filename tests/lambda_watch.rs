@@ -689,6 +689,39 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
         "{}",
         status.render()
     );
+    // Each function kept its usage records under the role the template gives it: every merged
+    // run says what it cost, and the job-loader's triggers are there for `sfpipe cost`.
+    assert!(
+        merged
+            .iter()
+            .all(|r| r.usage.as_ref().is_some_and(|u| u.invocations >= 3)),
+        "{}",
+        status.render()
+    );
+    let cost = sfpipe_cli::cost::cost_with(
+        &sfpipe_cli::cost::CostOptions {
+            dir: None,
+            bucket: Some(BUCKET.into()),
+            prefix: PREFIX.into(),
+            since: None,
+            runs_per_day: 96.0,
+            api_limit: 100_000,
+            prices: None,
+            print_prices: false,
+            last: usize::MAX,
+            json: false,
+        },
+        Some(admin.clone()),
+    )
+    .await
+    .expect("cost of the stack");
+    assert!(
+        cost.runs.iter().any(|r| r.object == "_job-loader")
+            && cost.usage.salesforce_total() > 0
+            && cost.warehouse.resumes > 0,
+        "{}",
+        cost.render(usize::MAX)
+    );
     // Every dead letter of the samples is shown, with the reason the function gave it.
     assert!(dead_letters > 0, "the samples were meant to dead-letter");
     let shown: usize = status

@@ -28,6 +28,11 @@ Snowflake feature the product relies on, the harness fills in, and never the pro
   Snowflake: every object here is upper case, so a lower-case name is refused.
 - A `slow` fault keeps a request running for N more polls, also after its client stops waiting,
   so a resubmission with the same `requestId` attaches to it.
+- The warehouse's bill: each request that runs statements keeps the warehouse busy from its
+  submission until its result is ready; a suspended warehouse resumes for it and bills per
+  second, at least `--minimum-seconds` (60) from each resume, until `--auto-suspend` seconds
+  (60) after its last statement; `/__harness/log` reports resumes, busy and billed seconds and
+  credits at `--credits-per-hour` (X-Small: 1).
 - Injected SQL errors carry Snowflake's code, SQL state and HTTP status (422, or 408 for a
   statement timeout).
 - `COPY INTO t (cols) FROM (SELECT $1, ..., METADATA$FILENAME, METADATA$FILE_ROW_NUMBER FROM
@@ -118,6 +123,7 @@ class Harness:
         self.log: list[dict] = []
         self.faults: list[dict] = []
         self.locks: dict[str, str] = {}  # table -> the request whose detached transaction holds it
+        self.busy: dict[str, list[float]] = {}  # handle -> [submitted, last seen running], wall clock
 
     # -- authentication -------------------------------------------------------------------------
     def authorized(self, headers) -> bool:
@@ -160,7 +166,9 @@ class Harness:
                 return fault.get("status", 503), {"message": "injected failure"}
             handle = str(uuid.uuid4())
             self.executions[request_id] = self.executions.get(request_id, 0) + 1
+            self.busy[handle] = [time.time(), time.time()]
             status, response = self.execute(handle, request_id, body)
+            self.busy[handle][1] = time.time()
             self.by_request[request_id] = handle
             self.status[handle], self.results[handle] = status, response
             self.pending[handle] = self.args.pending_polls
@@ -605,6 +613,8 @@ class Harness:
                 return 404, {"message": f"statement {handle} not found"}
             if self.pending.get(handle, 0) > 0:
                 self.pending[handle] -= 1
+                if handle in self.busy:
+                    self.busy[handle][1] = time.time()
                 return 202, self.running(handle)
             body = self.results[handle]
             if self.status[handle] != 200 or "partitions" not in body:
@@ -612,6 +622,33 @@ class Harness:
             if partition > 0:
                 return 200, {"data": body["partitions"][partition]}
             return 200, body
+
+    def warehouse_bill(self) -> dict:
+        """What the warehouse would bill for the requests so far: sessions from a resume to
+        auto-suspend after the last busy moment, each at least the minimum."""
+        suspend, minimum = self.args.auto_suspend, self.args.minimum_seconds
+        spans = sorted(tuple(span) for span in self.busy.values())
+        resumes, billed, busy, busy_until = 0, 0.0, 0.0, None
+        session = None
+        for start, end in spans:
+            busy += max(0.0, end - max(start, busy_until if busy_until is not None else start))
+            busy_until = end if busy_until is None else max(busy_until, end)
+            if session and start <= session[1] + suspend:
+                session[1] = max(session[1], end)
+                continue
+            if session:
+                resumes += 1
+                billed += max(minimum, session[1] + suspend - session[0])
+            session = [start, end]
+        if session:
+            resumes += 1
+            billed += max(minimum, session[1] + suspend - session[0])
+        return {
+            "resumes": resumes,
+            "busy_seconds": busy,
+            "billed_seconds": billed,
+            "credits": billed / 3600 * self.args.credits_per_hour,
+        }
 
     @staticmethod
     def running(handle: str) -> dict:
@@ -645,7 +682,14 @@ def serve(harness: Harness) -> ThreadingHTTPServer:
             url = urlparse(self.path)
             if url.path == "/__harness/log":
                 with harness.lock:
-                    return self.reply(200, {"statements": harness.log, "executions": harness.executions})
+                    return self.reply(
+                        200,
+                        {
+                            "statements": harness.log,
+                            "executions": harness.executions,
+                            "warehouse": harness.warehouse_bill(),
+                        },
+                    )
             if not harness.authorized(self.headers):
                 return self.reply(401, {"code": "390144", "message": "JWT token is invalid."})
             match = re.fullmatch(r"/api/v2/statements/([0-9a-f-]+)", url.path)
@@ -691,6 +735,9 @@ def main() -> None:
     parser.add_argument("--oauth-token", default="")
     parser.add_argument("--partition-rows", type=int, default=1000)
     parser.add_argument("--pending-polls", type=int, default=1)
+    parser.add_argument("--auto-suspend", type=float, default=60.0)
+    parser.add_argument("--minimum-seconds", type=float, default=60.0)
+    parser.add_argument("--credits-per-hour", type=float, default=1.0)
     # The stage's credentials (Snowflake's storage integration role); moto's defaults otherwise.
     parser.add_argument("--s3-key-id", default="testing")
     parser.add_argument("--s3-secret", default="testing")

@@ -560,6 +560,36 @@ async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_sta
     }
     assert!(!std::path::Path::new(&dir.path().join("unused")).exists());
 
+    // The warehouse the harness says it ran is the one `sfpipe cost` models from the run's
+    // receipts in S3: one resume for the whole run (it took well under the 60-s auto-suspend),
+    // billed from the first statement to 60 s after the last.
+    let billed = setup.harness.log().await["warehouse"].clone();
+    let cost_options = sfpipe_cli::cost::CostOptions {
+        dir: None,
+        bucket: Some(BUCKET.into()),
+        prefix: PREFIX.into(),
+        since: None,
+        runs_per_day: 96.0,
+        api_limit: 100_000,
+        prices: None,
+        print_prices: false,
+        last: 0,
+        json: false,
+    };
+    let cost = sfpipe_cli::cost::cost_with(&cost_options, Some(aws.clone()))
+        .await
+        .expect("cost");
+    assert_eq!(billed["resumes"], 1, "{billed}");
+    assert_eq!(cost.warehouse.resumes, 1, "{}", cost.render(0));
+    let harness_seconds = billed["billed_seconds"].as_f64().unwrap();
+    assert!(harness_seconds >= 60.0, "{billed}");
+    assert!(
+        (cost.warehouse.billed_seconds - harness_seconds).abs() < 5.0,
+        "receipts {} s, harness {harness_seconds} s",
+        cost.warehouse.billed_seconds
+    );
+    assert_eq!(cost.rows_changed, 80, "{}", cost.render(0));
+
     // Nothing changed since: the next run reads each object's state from S3 and probes
     // Salesforce, and sends Snowflake nothing at all (no warehouse resumed).
     let statements = setup.harness.statements().await.len();
@@ -577,6 +607,15 @@ async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_sta
         idle.summary
     );
     assert_eq!(setup.harness.statements().await.len(), statements);
+    assert_eq!(setup.harness.log().await["warehouse"], billed, "no resume");
+    let idle_cost = sfpipe_cli::cost::cost_with(&cost_options, Some(aws.clone()))
+        .await
+        .expect("cost");
+    assert_eq!(idle_cost.triggers, 2);
+    assert_eq!(
+        idle_cost.warehouse, cost.warehouse,
+        "the idle run billed no warehouse"
+    );
     assert_eq!(sim.bulk_jobs_created(), jobs);
     assert_eq!(
         sim.api_calls(),

@@ -52,6 +52,9 @@ enum Command {
     /// Per object: the last runs (window, stage reached, job, counts, receipt), the watermark,
     /// open holes and dead letters, from a local directory or a deployed stack.
     Status(sfpipe_cli::status::StatusOptions),
+    /// What the stored runs cost, from their usage records and list prices: each service's
+    /// requests, the warehouse's billed seconds, a day of scheduled runs, per million changed rows.
+    Cost(sfpipe_cli::cost::CostOptions),
     /// Where a warehouse row came from: its run, window, Salesforce job, part file and record.
     Trace(sfpipe_cli::trace::TraceOptions),
     /// Merge a stored run again from its files, without calling Salesforce (changes nothing a
@@ -188,6 +191,21 @@ async fn main() -> anyhow::Result<()> {
                 if !outcome.failures.is_empty() {
                     anyhow::bail!("{} objects did not merge", outcome.failures.len());
                 }
+            }
+        }
+        Command::Cost(options) => {
+            if options.print_prices {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&sfpipe_cli::cost::prices(&options)?)?
+                );
+                return Ok(());
+            }
+            let report = sfpipe_cli::cost::cost(&options).await?;
+            if options.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render(options.last));
             }
         }
         Command::Status(options) => {

@@ -526,6 +526,10 @@ pub struct ObjectState {
     /// a run's overlap reads again. A probe that finds only these has found nothing new.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub boundary: Vec<RowVersion>,
+    /// The end of the newest window merged (full or incremental): the object was complete up to
+    /// then. What the job-loader's freshness lag is measured from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_until: Option<DateTime<Utc>>,
     /// A copy of the last formula refresh's end (the marker stays the truth).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub formulas_until: Option<DateTime<Utc>>,

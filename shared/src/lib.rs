@@ -13,6 +13,9 @@
 //! - [`snowflake`]: the Snowflake SQL API client and warehouse adapter.
 //! - [`checksum`]: CRC-64/NVME, the parts' checksum, as S3 verifies it.
 //! - [`status`]: what the pipeline has done, read from what it stores (`sfpipe status`).
+//! - [`usage`]: what each handling cost, counted by the adapters, kept as receipts.
+//! - [`metrics`]: the receipts' numbers as CloudWatch Embedded Metric Format lines.
+//! - [`cost`]: receipts priced: per run, per day at a schedule's rate, per million changed rows.
 //! - [`retry`], [`worker`]: backoff, and settling a received message by its handler's outcome.
 //! - [`local`] (feature `local`): adapters for one machine, and the one-machine pipeline.
 //! - [`conformance`] (feature `conformance`): the suites every adapter must pass.
@@ -22,12 +25,15 @@
 
 pub mod checksum;
 pub mod contracts;
+pub mod cost;
+pub mod metrics;
 pub mod ports;
 pub mod retry;
 pub mod salesforce;
 pub mod snowflake;
 pub mod stages;
 pub mod status;
+pub mod usage;
 pub mod worker;
 
 #[cfg(feature = "local")]

@@ -117,6 +117,9 @@ impl Runtime {
                 why: e.to_string(),
             },
         )?;
+        if let Some(stack) = optional("SFPIPE_STACK_NAME") {
+            crate::metrics::enable(stack);
+        }
         Ok(Self {
             queues,
             blobs: Arc::new(blobs),

@@ -15,6 +15,7 @@ use crate::contracts::{
 };
 use crate::ports::{BlobError, BlobStore, Warehouse};
 use crate::stages::merge::MergedRecord;
+use crate::usage::{RunUsage, kept_usage, run_receipts_prefix};
 
 /// Where the local pipeline keeps its dead letters (its queues live in memory).
 pub const DEAD_LETTERS_PREFIX: &str = "dead-letters/";
@@ -78,6 +79,8 @@ pub struct RunStatus {
     pub seconds: Option<f64>,
     /// What is wrong with the run: its receipt's counts disagree, or a dead letter stopped it.
     pub problem: Option<String>,
+    /// What the run's handlings cost, from their usage records (`None`: none kept).
+    pub usage: Option<RunUsage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -176,6 +179,9 @@ impl StatusReport {
                     number(run.rows_changed),
                     run.seconds.map_or("-".to_string(), |s| format!("{s:.1}")),
                 ));
+                if let Some(usage) = &run.usage {
+                    out.push_str(&format!("    usage: {}\n", usage.summary()));
+                }
                 if let Some(problem) = &run.problem {
                     out.push_str(&format!("    FAILED: {problem}\n"));
                 }
@@ -434,5 +440,19 @@ async fn run_status(
             _ => None,
         },
         problem,
+        usage: usage(blobs, object, run_id).await?,
     })
+}
+
+async fn usage(
+    blobs: &dyn BlobStore,
+    object: &ObjectName,
+    run_id: &crate::contracts::RunId,
+) -> Result<Option<RunUsage>, BlobError> {
+    let records = kept_usage(
+        blobs,
+        &run_receipts_prefix(object.as_str(), run_id.as_str()),
+    )
+    .await?;
+    Ok((!records.is_empty()).then(|| RunUsage::of(&records)))
 }

@@ -11,6 +11,7 @@ use sfpipe_shared::local::pipeline::{LocalPipelineConfig, QueueWrapper, RunResul
 use sfpipe_shared::local::{FsBlobStore, LocalPipeline, NoEvents, SqliteWarehouse};
 use sfpipe_shared::ports::{BlobStore, Queue, Warehouse};
 use sfpipe_shared::stages::loader::LoadRequest;
+use sfpipe_shared::usage::{LOADER_RECEIPTS, RECEIPTS_PREFIX, Usage, UsageRecord, kept_usage};
 use sfpipe_simulator::{SimConfig, Simulator};
 
 use crate::faults::{FaultPlan, FaultyBlobs, FaultyWarehouse, SendBehaviour, WrappedQueue};
@@ -253,6 +254,33 @@ impl Harness {
                 check.object
             );
         }
+    }
+
+    /// Every usage record kept under `receipts/<prefix>`, read without the injected faults.
+    pub async fn receipts(&self, prefix: &str) -> Vec<UsageRecord> {
+        let blobs = FsBlobStore::new(&self.blobs_path).expect("blob store");
+        kept_usage(&blobs, &format!("{RECEIPTS_PREFIX}{prefix}"))
+            .await
+            .expect("receipts")
+    }
+
+    /// The sum of every stage's usage for the runs `result` queued, and for its job-loader trigger.
+    pub async fn usage_of(&self, result: &RunResult) -> Usage {
+        let mut total = Usage::default();
+        let mut prefixes = vec![format!("{LOADER_RECEIPTS}/{}/", result.report.run_id)];
+        prefixes.extend(
+            result
+                .report
+                .queued
+                .iter()
+                .map(|q| format!("{}/{}/", q.object, q.run_id)),
+        );
+        for prefix in prefixes {
+            for record in self.receipts(&prefix).await {
+                total.add(&record.usage);
+            }
+        }
+        total
     }
 
     /// Every row of every table, lineage and state included, as text.

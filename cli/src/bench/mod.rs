@@ -12,6 +12,7 @@
 
 mod chart;
 mod child;
+pub mod cost;
 mod report;
 
 use chart::*;
@@ -72,6 +73,21 @@ pub struct BenchOptions {
     /// Working directory for the parts and the SQLite warehouse (default: a temporary one).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Instead of throughput: what a day of scheduled runs costs, idle and with a trickle of
+    /// changes, in API calls, Bulk jobs, requests, warehouse seconds and dollars.
+    #[arg(long)]
+    pub cost: bool,
+    /// The cost scenario's org size, in objects.
+    #[arg(long, default_value_t = 50)]
+    pub cost_objects: u32,
+    /// The cost scenario's scheduled runs per phase (compressed: 15 minutes apart in simulated
+    /// time).
+    #[arg(long, default_value_t = 8)]
+    pub cost_runs: u32,
+    /// Rows changed per object before each run of the trickle phase (208: a million a day over
+    /// 50 objects at 96 runs a day).
+    #[arg(long, default_value_t = 208)]
+    pub trickle: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -205,6 +221,21 @@ pub fn find_peer_script(given: Option<&Path>, exe: &Path) -> anyhow::Result<Path
 }
 
 pub async fn run(options: &BenchOptions) -> anyhow::Result<String> {
+    if options.cost {
+        let scenario = cost::CostScenario {
+            rows: 2_000,
+            runs: options.cost_runs,
+            trickle: options.trickle,
+            objects: options.cost_objects,
+            runs_per_day: 96.0,
+            api_limit: 100_000,
+        };
+        let phases = cost::run_cost_scenario(&scenario).await?;
+        let table = cost::render(&phases, &scenario);
+        std::fs::create_dir_all(&options.out)?;
+        std::fs::write(options.out.join("cost.md"), &table)?;
+        return Ok(table);
+    }
     let rows: Vec<u64> = options
         .rows
         .split(',')

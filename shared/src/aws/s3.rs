@@ -15,6 +15,7 @@ use tokio_util::io::ReaderStream;
 use super::{describe, is_access_denied};
 use crate::checksum::{Crc64Nvme, crc64nvme};
 use crate::ports::{BlobError, BlobMeta, BlobStore, ByteStream, StoredBlob};
+use crate::usage;
 
 /// S3's smallest multipart part (except the last) is 5 MiB; 8 MiB keeps the request count low.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -94,6 +95,7 @@ impl S3BlobStore {
             bytes: body.len() as u64,
             crc64nvme: crc64nvme(&body),
         };
+        usage::s3_request("PUT");
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -118,6 +120,7 @@ impl S3BlobStore {
         mut buffer: BytesMut,
     ) -> Result<StoredBlob, BlobError> {
         let full_key = self.full_key(key);
+        usage::s3_request("PUT");
         let created = self
             .client
             .create_multipart_upload()
@@ -144,6 +147,7 @@ impl S3BlobStore {
                 written += part.len() as u64;
                 whole.update(&part);
                 let part_crc = crc64nvme(&part);
+                usage::s3_request("PUT");
                 let uploaded = self
                     .client
                     .upload_part()
@@ -186,6 +190,7 @@ impl S3BlobStore {
                 bytes: written,
                 crc64nvme: whole.base64(),
             };
+            usage::s3_request("PUT");
             self.client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
@@ -206,6 +211,7 @@ impl S3BlobStore {
         .await;
         if result.is_err() {
             // Nothing partial stays behind: the object appears only on completion.
+            usage::s3_request("DELETE");
             let _ = self
                 .client
                 .abort_multipart_upload()
@@ -240,6 +246,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, BlobError> {
+        usage::s3_request("PUT");
         let result = self
             .client
             .put_object()
@@ -264,6 +271,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream, BlobError> {
+        usage::s3_request("GET");
         let result = self
             .client
             .get_object()
@@ -295,6 +303,7 @@ impl BlobStore for S3BlobStore {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
+            usage::s3_request("LIST");
             let page = page.map_err(|e| failed(prefix, &e))?;
             for object in page.contents() {
                 if let Some(full) = object.key() {
@@ -310,6 +319,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn head(&self, key: &str) -> Result<Option<BlobMeta>, BlobError> {
+        usage::s3_request("HEAD");
         let result = self
             .client
             .head_object()
@@ -328,6 +338,7 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        usage::s3_request("DELETE");
         self.client
             .delete_object()
             .bucket(&self.bucket)

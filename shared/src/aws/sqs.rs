@@ -73,6 +73,7 @@ impl SqsQueue {
         wait: Duration,
         visibility: Option<i32>,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        crate::usage::sqs_request("receive");
         let output = self
             .client
             .receive_message()
@@ -170,6 +171,7 @@ impl SqsQueue {
                 .map_err(|e| self.error(e.to_string()))?;
             request = request.message_attributes(name, value);
         }
+        crate::usage::sqs_request("send");
         request.send().await.map_err(|e| self.failed(&e))?;
         Ok(())
     }
@@ -194,6 +196,7 @@ impl Queue for SqsQueue {
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        crate::usage::sqs_request("delete");
         self.client
             .delete_message()
             .queue_url(&self.url)
@@ -211,6 +214,7 @@ impl Queue for SqsQueue {
                 delay,
             });
         }
+        crate::usage::sqs_request("change-visibility");
         self.client
             .change_message_visibility()
             .queue_url(&self.url)

@@ -117,6 +117,8 @@ fn validate_key(key: &str) -> Result<(), BlobError> {
 #[async_trait]
 impl BlobStore for FsBlobStore {
     async fn put(&self, key: &str, body: ByteStream) -> Result<StoredBlob, BlobError> {
+        // Counted as the S3 request it stands for (see crate::usage).
+        crate::usage::s3_request("PUT");
         let path = self.path_of(key)?;
         let (tmp, written) = self.write_temp(key, body).await?;
         let service = |e: io::Error| BlobError::Service {
@@ -134,6 +136,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, BlobError> {
+        crate::usage::s3_request("PUT");
         let path = self.path_of(key)?;
         let (tmp, _) = self
             .write_temp(key, crate::ports::bytes_stream(body))
@@ -156,6 +159,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream, BlobError> {
+        crate::usage::s3_request("GET");
         let path = self.path_of(key)?;
         match tokio::fs::File::open(&path).await {
             Ok(file) => Ok(Box::pin(ReaderStream::with_capacity(file, 64 * 1024))),
@@ -170,6 +174,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<BlobMeta>, BlobError> {
+        crate::usage::s3_request("LIST");
         // Walk from the deepest directory the prefix names fully.
         let dir_part = match prefix.rfind('/') {
             Some(i) => &prefix[..i],
@@ -227,6 +232,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn head(&self, key: &str) -> Result<Option<BlobMeta>, BlobError> {
+        crate::usage::s3_request("HEAD");
         let path = self.path_of(key)?;
         match tokio::fs::metadata(&path).await {
             Ok(meta) if meta.is_file() => Ok(Some(BlobMeta {
@@ -243,6 +249,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        crate::usage::s3_request("DELETE");
         let path = self.path_of(key)?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),

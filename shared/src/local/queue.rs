@@ -330,7 +330,9 @@ impl Queue for LocalQueue {
         &self.name
     }
 
+    // Each action counts as the SQS request it stands for (see crate::usage).
     async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError> {
+        crate::usage::sqs_request("send");
         self.enqueue(message, BTreeMap::new())
     }
 
@@ -339,6 +341,7 @@ impl Queue for LocalQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        crate::usage::sqs_request("receive");
         let deadline = Instant::now() + wait;
         loop {
             let notified = self.changed.notified();
@@ -361,6 +364,7 @@ impl Queue for LocalQueue {
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        crate::usage::sqs_request("delete");
         let mut state = self.lock();
         let seq = self.entry_for_receipt(&state, receipt)?;
         state.receipts.remove(receipt);
@@ -377,6 +381,7 @@ impl Queue for LocalQueue {
                 delay,
             });
         }
+        crate::usage::sqs_request("change-visibility");
         let mut state = self.lock();
         let seq = self.entry_for_receipt(&state, receipt)?;
         if let Some(entry) = state.entries.get_mut(&seq) {
@@ -392,6 +397,7 @@ impl Queue for LocalQueue {
         message: &ReceivedMessage,
         reason: &str,
     ) -> Result<(), QueueError> {
+        crate::usage::sqs_request("send");
         let state = self.lock();
         let seq = self.entry_for_receipt(&state, &message.receipt)?;
         let entry = state.entries.get(&seq).cloned();
@@ -403,6 +409,7 @@ impl Queue for LocalQueue {
     }
 
     async fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<(), QueueError> {
+        crate::usage::sqs_request("send");
         let mut state = self.lock();
         let seq = self.entry_for_receipt(&state, &message.receipt)?;
         state.receipts.remove(&message.receipt);

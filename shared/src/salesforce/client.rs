@@ -179,6 +179,7 @@ impl SalesforceClient {
             .and_then(|v| v.to_str().ok())
             .and_then(ApiUsage::parse)
         {
+            crate::usage::org_api_usage(usage.used, usage.max);
             *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = Some(usage);
         }
     }
@@ -227,6 +228,7 @@ impl SalesforceClient {
                 .request(method.clone(), &url)
                 .bearer_auth(session.access_token.expose_secret());
             let response = build(request).send().await.map_err(transport_error)?;
+            crate::usage::salesforce_call(call_kind(method, path));
             self.record_usage(response.headers());
             let status = response.status();
             if status.is_success() {
@@ -295,6 +297,7 @@ impl SalesforceClient {
                 r.json(&body)
             })
             .await?;
+        crate::usage::bulk_job();
         Self::json(response, "bulk job").await
     }
 
@@ -490,6 +493,36 @@ impl SalesforceClient {
     }
 }
 
+/// What a request to the instance is, for the usage receipt (each counts against the daily API
+/// limit, whatever it answered).
+fn call_kind(method: &Method, path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or(path);
+    if let Some(rest) = path.split("/jobs/query").nth(1) {
+        let rest = rest.trim_matches('/');
+        return match (method, rest) {
+            (&Method::POST, "") => "bulk-create",
+            (_, r) if r.ends_with("/resultPages") => "bulk-result-pages",
+            (_, r) if r.ends_with("/results") => "bulk-results",
+            (&Method::DELETE, _) => "bulk-delete",
+            (&Method::PATCH, _) => "bulk-abort",
+            _ => "bulk-poll",
+        };
+    }
+    if path.ends_with("/composite") {
+        "composite"
+    } else if path.contains("/query") {
+        "query"
+    } else if path.ends_with("/describe") {
+        "describe"
+    } else if path.ends_with("/sobjects") || path.ends_with("/sobjects/") {
+        "describe-global"
+    } else if path.ends_with("/limits") || path.ends_with("/limits/") {
+        "limits"
+    } else {
+        "other"
+    }
+}
+
 /// The port, as the HTTP client: each method is the client's own.
 #[async_trait::async_trait]
 impl Salesforce for SalesforceClient {
@@ -549,7 +582,49 @@ pub(crate) fn secret(value: impl Into<String>) -> SecretString {
 
 #[cfg(test)]
 mod tests {
-    use super::ResultPagesResponse;
+    use super::{Method, ResultPagesResponse, call_kind};
+
+    #[test]
+    fn each_request_is_receipted_by_what_it_is() {
+        let v = "/services/data/v62.0";
+        let cases = [
+            (Method::GET, format!("{v}/sobjects/"), "describe-global"),
+            (
+                Method::GET,
+                format!("{v}/sobjects/Account/describe"),
+                "describe",
+            ),
+            (Method::POST, format!("{v}/jobs/query"), "bulk-create"),
+            (Method::GET, format!("{v}/jobs/query/750x"), "bulk-poll"),
+            (
+                Method::GET,
+                format!("{v}/jobs/query/750x/resultPages"),
+                "bulk-result-pages",
+            ),
+            (
+                Method::GET,
+                format!("{v}/jobs/query/750x/results?locator=MTA"),
+                "bulk-results",
+            ),
+            (
+                Method::DELETE,
+                format!("{v}/jobs/query/750x"),
+                "bulk-delete",
+            ),
+            (Method::PATCH, format!("{v}/jobs/query/750x"), "bulk-abort"),
+            (
+                Method::GET,
+                format!("{v}/queryAll?q=SELECT+Id+FROM+Account"),
+                "query",
+            ),
+            (Method::GET, format!("{v}/query/01gx-2000"), "query"),
+            (Method::POST, format!("{v}/composite"), "composite"),
+            (Method::GET, format!("{v}/limits/"), "limits"),
+        ];
+        for (method, path, kind) in cases {
+            assert_eq!(call_kind(&method, &path), kind, "{method} {path}");
+        }
+    }
 
     #[test]
     fn result_pages_accept_both_spellings_of_the_next_link() {

@@ -177,7 +177,24 @@ impl SqlApiClient {
         if let Some(role) = &context.role {
             body["role"] = json!(role);
         }
-        let first = self.submit(&request_id, &body, attach).await?;
+        let submitted_at = chrono::Utc::now();
+        let started = Instant::now();
+        let results = self
+            .run_request(&request_id, &body, attach, statements)
+            .await;
+        // Billed whether it succeeded or not: the warehouse ran until it answered.
+        crate::usage::statements(submitted_at, started.elapsed(), statements);
+        results
+    }
+
+    async fn run_request(
+        &self,
+        request_id: &str,
+        body: &serde_json::Value,
+        attach: bool,
+        statements: usize,
+    ) -> Result<Vec<ResultSet>, SnowflakeError> {
+        let first = self.submit(request_id, body, attach).await?;
         let done = self.wait(first).await?;
         match done.statement_handles.clone() {
             Some(handles) if statements != 1 => {
@@ -329,7 +346,10 @@ impl SqlApiClient {
                 request = request.json(body);
             }
             let response = match request.send().await {
-                Ok(response) => response,
+                Ok(response) => {
+                    crate::usage::snowflake_request();
+                    response
+                }
                 // With a requestId even a POST whose fate is unknown is safe to send again.
                 Err(e) => {
                     return Err(Attempt::retry(SnowflakeError::Transport(

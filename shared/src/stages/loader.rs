@@ -13,6 +13,7 @@ use crate::contracts::{
     Window, formula_refresh_key, holes_prefix, reconcile_key, rfc3339,
 };
 use crate::ports::{BlobStore, OutgoingMessage, Queue, Salesforce, Warehouse};
+use crate::usage::{LOADER_RECEIPTS, UsageRecord, metered};
 
 /// What to load: the scheduled objects, or a manual backfill/re-run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +147,16 @@ pub struct LoadReport {
     /// job, no warehouse statement.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unchanged: Vec<ObjectName>,
+    /// The object longest without being known complete (merged up to a window's end, or found
+    /// unchanged by this trigger's probe), and for how long: the freshness alarm's metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalest: Option<Stalest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stalest {
+    pub object: ObjectName,
+    pub lag_seconds: u64,
 }
 
 /// What the job-loader needs: Salesforce for the change probe, the queue it fills, the warehouse
@@ -172,7 +183,48 @@ struct Planned {
 /// the window's Ids and cursors, five objects to an API call. An object whose window holds only
 /// row versions its last merges stored gets no run; a small change is read with the REST API;
 /// a large one with a Bulk job. A probe that fails queues the run as if it had found a change.
+///
+/// The trigger's handling is metered; its usage record is kept under
+/// [`crate::usage::LOADER_RECEIPTS`].
 pub async fn run_loader<S, Q, W, B>(
+    deps: &LoaderDeps<'_, S, Q, W, B>,
+    request: &LoadRequest,
+    triggered_at: DateTime<Utc>,
+) -> Result<LoadReport, StageError>
+where
+    S: Salesforce + ?Sized,
+    Q: Queue + ?Sized,
+    W: Warehouse + ?Sized,
+    B: BlobStore + ?Sized,
+{
+    let started_at = Utc::now();
+    let (report, usage, elapsed) = metered(queue_extracts(deps, request, triggered_at)).await;
+    let run_id = match &report {
+        Ok(report) => report.run_id.clone(),
+        Err(_) => RunId::for_trigger(triggered_at, "failed"),
+    };
+    UsageRecord {
+        stage: Stage::Loader.to_string(),
+        object: LOADER_RECEIPTS.to_string(),
+        run_id: run_id.to_string(),
+        started_at,
+        duration_ms: elapsed.as_millis() as u64,
+        succeeded: report.is_ok(),
+        rows: 0,
+        rows_changed: 0,
+        freshness_lag_seconds: report
+            .as_ref()
+            .ok()
+            .and_then(|r| r.stalest.as_ref())
+            .map(|s| s.lag_seconds as f64),
+        usage,
+    }
+    .keep(deps.blobs)
+    .await;
+    report
+}
+
+async fn queue_extracts<S, Q, W, B>(
     deps: &LoaderDeps<'_, S, Q, W, B>,
     request: &LoadRequest,
     triggered_at: DateTime<Utc>,
@@ -202,11 +254,13 @@ where
     let refresh_run_id = RunId::for_trigger(triggered_at, &format!("{qualifier}|formulas"));
     let reconcile_run_id = RunId::for_trigger(triggered_at, &format!("{qualifier}|ids"));
     let mut plans = Vec::with_capacity(request.objects.len());
+    let mut complete_until = Vec::with_capacity(request.objects.len());
     for object in &request.objects {
         let state = read_state(blobs, object)
             .await
             .at(Stage::Loader, object)?
             .unwrap_or_default();
+        complete_until.push((object.clone(), state.merged_until));
         let mut probe = None;
         let (mode, since) = match (request.mode, request.since) {
             (Mode::Full, _) => (Mode::Full, None),
@@ -293,6 +347,21 @@ where
         });
     }
     let unchanged = probe_changes(deps, &mut plans).await;
+    let stalest = complete_until
+        .into_iter()
+        .filter_map(|(object, merged_until)| {
+            // Found unchanged: complete up to this trigger's window end.
+            let current = if unchanged.contains(&object) {
+                Some(until)
+            } else {
+                merged_until
+            }?;
+            Some(Stalest {
+                lag_seconds: (triggered_at - current).num_seconds().max(0) as u64,
+                object,
+            })
+        })
+        .max_by_key(|s| s.lag_seconds);
     let mut queued = Vec::new();
     for plan in plans {
         for run in plan.runs {
@@ -320,6 +389,7 @@ where
         run_id,
         queued,
         unchanged,
+        stalest,
     })
 }
 

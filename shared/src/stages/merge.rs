@@ -167,8 +167,10 @@ where
             .await
             .unwrap_or_default();
         let newest = record.report.max_modstamp;
+        let until = message.window.until;
         update_state(deps.blobs, object, |state| {
-            fold_merge(state, cursor, newest, versions)
+            fold_merge(state, cursor, newest, versions);
+            state.merged_until = state.merged_until.max(Some(until));
         })
         .await;
     }

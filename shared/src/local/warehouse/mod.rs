@@ -118,10 +118,12 @@ fn existing_columns(connection: &Connection, table: &str) -> rusqlite::Result<Ve
 #[async_trait]
 impl Warehouse for SqliteWarehouse {
     async fn ensure_table(&self, schema: &TableSchema) -> Result<(), WarehouseError> {
-        schema.validate()?;
-        let connection = self.connection.clone();
-        let schema = schema.clone();
-        tokio::task::spawn_blocking(move || {
+        // Counted as one SQL API request of one statement (Snowflake: a lookup, then the DDL).
+        crate::usage::as_statements(1, async move {
+            schema.validate()?;
+            let connection = self.connection.clone();
+            let schema = schema.clone();
+            tokio::task::spawn_blocking(move || {
             let connection = connection.lock().unwrap_or_else(|p| p.into_inner());
             let table = schema.object.as_str();
             let mut definitions: Vec<String> = schema
@@ -161,21 +163,27 @@ impl Warehouse for SqliteWarehouse {
         })
         .await
         .map_err(service)?
+        })
+        .await
     }
 
     async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError> {
-        batch.schema.validate()?;
-        let connection = self.connection.clone();
-        let blobs = self.blobs.clone();
-        let batch = batch.clone();
-        let deleted = self.deleted;
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().unwrap_or_else(|p| p.into_inner());
-            merge_blocking(&mut connection, &blobs, &runtime, &batch, deleted)
+        // Counted as the Snowflake adapter sends it: one request of three statements.
+        crate::usage::as_statements(3, async move {
+            batch.schema.validate()?;
+            let connection = self.connection.clone();
+            let blobs = self.blobs.clone();
+            let batch = batch.clone();
+            let deleted = self.deleted;
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                let mut connection = connection.lock().unwrap_or_else(|p| p.into_inner());
+                merge_blocking(&mut connection, &blobs, &runtime, &batch, deleted)
+            })
+            .await
+            .map_err(service)?
         })
         .await
-        .map_err(service)?
     }
 
     async fn lineage(

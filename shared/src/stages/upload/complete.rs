@@ -4,7 +4,7 @@
 use crate::contracts::{CONTRACT_VERSION, MergeMessage, RunLayout, UploadMessage};
 use crate::ports::salesforce::Salesforce;
 use crate::ports::{BlobStore, Queue};
-use crate::stages::records::{read_manifests, send_merge, to_json};
+use crate::stages::records::{REST_QUERY_JOB, read_manifests, send_merge, to_json};
 use crate::stages::{Cause, Stage, StageError, StageResultExt};
 
 use super::UploadDeps;
@@ -53,7 +53,10 @@ where
         .put_if_absent(&layout.merge_requested(), to_json(&merge))
         .await
         .at(Stage::Upload, object)?;
-    if let Err(error) = deps.salesforce.delete_job(&message.job_id).await {
+    // A REST read has no job: deleting "rest-query" would spend an API call on a 404.
+    if message.job_id != REST_QUERY_JOB
+        && let Err(error) = deps.salesforce.delete_job(&message.job_id).await
+    {
         // Salesforce deletes finished jobs after 7 days anyway.
         tracing::warn!(%object, job_id = %message.job_id, %error, "could not delete the finished bulk job");
     }

@@ -1,0 +1,103 @@
+//! The template's dashboard and freshness alarm watch the metrics the functions write (their
+//! EMF lines, `shared/src/metrics.rs`): the same namespace, names and dimension. cfn-lint checks
+//! the template's shape (`scripts/test`); this checks that it and the code agree, and that the
+//! dashboard's body is JSON once CloudFormation has substituted it.
+
+use sfpipe_shared::metrics::{METRICS, NAMESPACE, STACK_DIMENSION};
+
+const TEMPLATE: &str = include_str!("../template.yaml");
+
+/// The text of one resource: from its name to the next line indented as a resource name.
+fn resource(name: &str) -> &'static str {
+    let start = TEMPLATE
+        .find(&format!("\n  {name}:\n"))
+        .unwrap_or_else(|| panic!("no resource {name} in template.yaml"))
+        + 1;
+    let rest = &TEMPLATE[start..];
+    let end = rest
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .find(|&i| {
+            let line = &rest[i..];
+            line.starts_with("  ") && !line.starts_with("   ")
+                || line.starts_with(|c: char| c.is_alphabetic())
+        })
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[test]
+fn the_freshness_alarm_watches_the_metric_the_job_loader_writes() {
+    let alarm = resource("FreshnessAlarm");
+    assert!(
+        alarm.contains(&format!("Namespace: {NAMESPACE}\n")),
+        "{alarm}"
+    );
+    assert!(
+        alarm.contains("MetricName: FreshnessLagSeconds\n"),
+        "{alarm}"
+    );
+    assert!(
+        METRICS
+            .iter()
+            .any(|(name, _)| *name == "FreshnessLagSeconds")
+    );
+    assert!(
+        alarm.contains(&format!("- Name: {STACK_DIMENSION}\n")),
+        "{alarm}"
+    );
+    assert!(alarm.contains("Value: !Ref AWS::StackName"), "{alarm}");
+    assert!(alarm.contains("AlarmActions: [!Ref AlarmTopic]"), "{alarm}");
+    assert!(
+        TEMPLATE.contains("SFPIPE_STACK_NAME: !Ref AWS::StackName"),
+        "the functions must know the stack's name to write the dimension"
+    );
+}
+
+#[test]
+fn the_dashboard_is_json_and_shows_every_metric() {
+    let dashboard = resource("Dashboard");
+    let body_start = dashboard
+        .find("- |\n")
+        .expect("the body as a literal block")
+        + 4;
+    let body_end = dashboard[body_start..]
+        .find("\n        - Threshold")
+        .expect("the body's substitutions")
+        + body_start;
+    // What CloudFormation's Fn::Sub leaves: every ${...} replaced.
+    let mut body = String::new();
+    let mut rest = &dashboard[body_start..body_end];
+    while let Some(i) = rest.find("${") {
+        body.push_str(&rest[..i]);
+        let close = rest[i..].find('}').expect("a closed ${") + i;
+        let name = &rest[i + 2..close];
+        body.push_str(if name == "Threshold" { "86400" } else { "x" });
+        rest = &rest[close + 1..];
+    }
+    body.push_str(rest);
+    let parsed: serde_json::Value =
+        serde_json::from_str(&body).expect("the dashboard body is JSON");
+    let shown: Vec<String> = parsed["widgets"]
+        .as_array()
+        .expect("widgets")
+        .iter()
+        .flat_map(|w| {
+            w["properties"]["metrics"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|m| m[0] == NAMESPACE)
+        .map(|m| {
+            assert_eq!(m[2], STACK_DIMENSION, "{m}");
+            m[1].as_str().unwrap().to_string()
+        })
+        .collect();
+    for (name, _) in METRICS {
+        assert!(
+            shown.iter().any(|s| s == name),
+            "{name} is not on the dashboard"
+        );
+    }
+}
