@@ -132,6 +132,17 @@ async fn a_small_change_is_read_over_rest_and_a_large_one_with_a_bulk_job() {
     );
     assert_eq!(usage.bulk_jobs, 0, "{usage:#?}");
     assert!(usage.salesforce_calls.contains_key("query"), "{usage:#?}");
+    // One describe per changed object, no global describe: the object's own says whether it
+    // exists and may be queried.
+    assert_eq!(
+        usage.salesforce_calls.get("describe"),
+        Some(&2),
+        "{usage:#?}"
+    );
+    assert!(
+        !usage.salesforce_calls.contains_key("describe-global"),
+        "{usage:#?}"
+    );
     // A REST read has no Bulk job to delete or poll: no call may name one.
     assert!(
         usage

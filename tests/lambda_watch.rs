@@ -699,18 +699,7 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
         status.render()
     );
     let cost = sfpipe_cli::cost::cost_with(
-        &sfpipe_cli::cost::CostOptions {
-            dir: None,
-            bucket: Some(BUCKET.into()),
-            prefix: PREFIX.into(),
-            since: None,
-            runs_per_day: 96.0,
-            api_limit: 100_000,
-            prices: None,
-            print_prices: false,
-            last: usize::MAX,
-            json: false,
-        },
+        &sfpipe_cli::cost::CostOptions::for_bucket(BUCKET, PREFIX),
         Some(admin.clone()),
     )
     .await

@@ -564,18 +564,7 @@ async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_sta
     // receipts in S3: one resume for the whole run (it took well under the 60-s auto-suspend),
     // billed from the first statement to 60 s after the last.
     let billed = setup.harness.log().await["warehouse"].clone();
-    let cost_options = sfpipe_cli::cost::CostOptions {
-        dir: None,
-        bucket: Some(BUCKET.into()),
-        prefix: PREFIX.into(),
-        since: None,
-        runs_per_day: 96.0,
-        api_limit: 100_000,
-        prices: None,
-        print_prices: false,
-        last: 0,
-        json: false,
-    };
+    let cost_options = sfpipe_cli::cost::CostOptions::for_bucket(BUCKET, PREFIX);
     let cost = sfpipe_cli::cost::cost_with(&cost_options, Some(aws.clone()))
         .await
         .expect("cost");

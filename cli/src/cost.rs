@@ -46,6 +46,33 @@ pub struct CostOptions {
     pub json: bool,
 }
 
+impl CostOptions {
+    /// Every record in a local directory, at the defaults.
+    pub fn for_dir(dir: impl Into<PathBuf>) -> Self {
+        Self::defaults(Some(dir.into()), None, "sfpipe")
+    }
+
+    /// Every record in a stack's bucket, at the defaults.
+    pub fn for_bucket(bucket: &str, prefix: &str) -> Self {
+        Self::defaults(None, Some(bucket.to_string()), prefix)
+    }
+
+    fn defaults(dir: Option<PathBuf>, bucket: Option<String>, prefix: &str) -> Self {
+        Self {
+            dir,
+            bucket,
+            prefix: prefix.to_string(),
+            since: None,
+            runs_per_day: 96.0,
+            api_limit: 100_000,
+            prices: None,
+            print_prices: false,
+            last: 20,
+            json: false,
+        }
+    }
+}
+
 /// The price table: the defaults, with a file's fields over them.
 pub fn prices(options: &CostOptions) -> anyhow::Result<Prices> {
     match &options.prices {

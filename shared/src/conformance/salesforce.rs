@@ -47,6 +47,10 @@ pub async fn describes_the_org_and_refuses_an_unknown_object(
     );
     let describe = salesforce.describe(object).await.unwrap();
     assert_eq!(describe.name, object);
+    assert!(
+        describe.queryable,
+        "{object}'s own describe says it is queryable"
+    );
     for field in ["Id", "IsDeleted", "SystemModstamp"] {
         assert!(describe.field(field).is_some(), "{object} has {field}");
     }

@@ -53,6 +53,15 @@ pub(super) async fn describe_object(
     Path((_v, object)): Path<(String, String)>,
 ) -> Response {
     let org = read_org(&state);
+    if object.eq_ignore_ascii_case("AggregateResult") {
+        // Listed by the global describe, described, and not queryable, as in a real org.
+        return Json(json!({
+            "name": "AggregateResult", "label": "Aggregate Result", "keyPrefix": null,
+            "custom": false, "queryable": false, "retrieveable": false, "replicateable": false,
+            "createable": false, "fields": [],
+        }))
+        .into_response();
+    }
     let Some((_, def)) = org.object(&object) else {
         return sf_error(
             StatusCode::NOT_FOUND,

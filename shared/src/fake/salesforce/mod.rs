@@ -126,6 +126,7 @@ impl FakeSalesforce {
     pub fn add_object(&self, name: &str, fields: &[(&str, &str)], rows: Vec<Value>) {
         let describe = ObjectDescribe {
             name: name.to_string(),
+            queryable: true,
             fields: fields
                 .iter()
                 .map(|(field, field_type)| FieldDescribe {

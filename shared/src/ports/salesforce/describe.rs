@@ -23,6 +23,10 @@ pub struct SObjectSummary {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ObjectDescribe {
     pub name: String,
+    /// Whether this user may query the object (Salesforce always says; a describe that does not
+    /// is taken as "no").
+    #[serde(default)]
+    pub queryable: bool,
     pub fields: Vec<FieldDescribe>,
 }
 

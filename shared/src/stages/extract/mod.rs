@@ -320,6 +320,7 @@ mod tests {
         };
         let describe = ObjectDescribe {
             name: "AccountHistory".into(),
+            queryable: true,
             fields: vec![
                 field("Id", "id"),
                 field("IsDeleted", "boolean"),

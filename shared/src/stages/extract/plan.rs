@@ -109,18 +109,14 @@ where
     Q: Queue + ?Sized,
 {
     let object = &message.object;
-    let global = deps
+    // The object's own describe says whether it exists (404 otherwise) and is queryable: a
+    // global describe besides would cost every changed object a second API call a run.
+    let describe = deps
         .salesforce
-        .describe_global()
+        .describe(object.as_str())
         .await
         .at(Stage::Extract, object)?;
-    if !global
-        .sobjects
-        .iter()
-        // Salesforce matches object names in any case (`account` is Account); the configured
-        // spelling names the run's keys, table and watermark, so one spelling should be kept.
-        .any(|o| o.name.eq_ignore_ascii_case(object.as_str()) && o.queryable)
-    {
+    if !describe.queryable {
         return Err(StageError::new(
             Stage::Extract,
             object,
@@ -129,11 +125,6 @@ where
             },
         ));
     }
-    let describe = deps
-        .salesforce
-        .describe(object.as_str())
-        .await
-        .at(Stage::Extract, object)?;
     if describe.field("Id").is_none() {
         return Err(StageError::new(
             Stage::Extract,

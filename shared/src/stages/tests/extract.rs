@@ -380,8 +380,7 @@ async fn each_error_class_is_retried_or_dead_lettered_as_it_should() {
         (
             "a 503 on describe",
             Box::new(move |w: &mut World, _: &mut ExtractMessage| {
-                w.salesforce
-                    .fail(Call::DescribeGlobal, 1, unavailable.clone())
+                w.salesforce.fail(Call::Describe, 1, unavailable.clone())
             }),
             true,
             "503",
@@ -418,7 +417,7 @@ async fn each_error_class_is_retried_or_dead_lettered_as_it_should() {
             "the org's daily API limit",
             Box::new(|w: &mut World, _: &mut ExtractMessage| {
                 w.salesforce.fail(
-                    Call::DescribeGlobal,
+                    Call::Describe,
                     1,
                     SalesforceError::Api {
                         status: 403,
@@ -446,7 +445,7 @@ async fn each_error_class_is_retried_or_dead_lettered_as_it_should() {
             "an expired login",
             Box::new(|w: &mut World, _: &mut ExtractMessage| {
                 w.salesforce.fail(
-                    Call::DescribeGlobal,
+                    Call::Describe,
                     1,
                     SalesforceError::Auth {
                         code: "invalid_grant".into(),
