@@ -828,12 +828,17 @@ async fn a_failed_bulk_job_is_redriven_by_a_backfill_of_its_window() {
     {
         assert!(check.is_exact(), "{check:#?}");
     }
+    let printed_at: chrono::DateTime<chrono::Utc> = "2026-01-02T03:04:05Z".parse().unwrap();
     let event = sfpipe_cli::replay::backfill_event(
         &[sfpipe_shared::contracts::ObjectName::new("Account").unwrap()],
         since,
         Some("2026-01-01T00:00:00Z".parse().unwrap()),
+        printed_at,
     );
     let trigger = sfpipe_shared::lambda::parse_trigger(&event, &[], chrono::Utc::now()).unwrap();
+    // The printed event is dated: sent twice, it is one run.
+    assert!(trigger.dated);
+    assert_eq!(trigger.at, printed_at);
     assert_eq!(trigger.request.since, Some(since));
     assert_eq!(
         trigger.request.until,

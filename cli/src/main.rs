@@ -176,7 +176,8 @@ async fn main() -> anyhow::Result<()> {
                     serde_json::to_string_pretty(&sfpipe_cli::replay::backfill_event(
                         &objects,
                         options.since,
-                        options.until
+                        options.until,
+                        chrono::Utc::now(),
                     ))?
                 );
             } else {

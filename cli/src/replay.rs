@@ -139,11 +139,15 @@ pub fn backfill_event(
     objects: &[ObjectName],
     since: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
+    requested_at: DateTime<Utc>,
 ) -> serde_json::Value {
+    // `requested_at` names the run: the same event sent again (a retry, a second click) is the
+    // same run and starts no second Bulk job; print a new event for a new run.
     let mut event = serde_json::json!({
         "objects": objects.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
         "mode": "incremental",
         "since": sfpipe_shared::contracts::rfc3339(since),
+        "requested_at": sfpipe_shared::contracts::rfc3339(requested_at),
     });
     if let Some(until) = until {
         event["until"] = serde_json::json!(sfpipe_shared::contracts::rfc3339(until));

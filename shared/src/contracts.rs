@@ -123,9 +123,56 @@ impl RunId {
         &self.0
     }
 
-    /// The run of one half of this run's window, after a split (`a` or `b`).
+    /// The run of one half of this run's window, after a split (`a` or `b`). The path of halves
+    /// is one number after `_` (1 the whole window; a half of n is 2n or 2n + 1, in hex), so a
+    /// window can be halved 60 times within the id's 64 characters: from 26 years to the 60 s
+    /// floor takes 24. (Ids of older versions end in `-a`/`-b` per halving; their children
+    /// continue in the new form.)
     pub fn child(&self, half: char) -> Result<Self, ContractError> {
-        Self::new(format!("{}-{half}", self.0))
+        let (base, path) = self.split_path();
+        let bit = match half {
+            'a' => 0,
+            'b' => 1,
+            other => {
+                return Err(ContractError::InvalidRunId(format!(
+                    "{}, half {other}",
+                    self.0
+                )));
+            }
+        };
+        let path = path
+            .checked_mul(2)
+            .and_then(|p| p.checked_add(bit))
+            .filter(|p| p.leading_zeros() > 0)
+            .ok_or_else(|| ContractError::InvalidRunId(format!("{} halved too often", self.0)))?;
+        Self::new(format!("{base}_{path:x}"))
+    }
+
+    /// How many times the run's window was halved from its trigger's.
+    pub fn split_depth(&self) -> u32 {
+        63 - self.split_path().1.leading_zeros()
+    }
+
+    /// The id without its halvings, and the path of halves as a number (1: none).
+    fn split_path(&self) -> (&str, u64) {
+        if let Some((base, hex)) = self.0.rsplit_once('_')
+            && let Ok(path) = u64::from_str_radix(hex, 16)
+            && path >= 1
+        {
+            return (base, path);
+        }
+        // The older form: one `-a` or `-b` per halving.
+        let mut base = self.0.as_str();
+        let mut halves = Vec::new();
+        while let Some(rest) = base.strip_suffix("-a").or_else(|| base.strip_suffix("-b")) {
+            halves.push(base.ends_with('b'));
+            base = rest;
+        }
+        let path = halves
+            .iter()
+            .rev()
+            .fold(1u64, |path, b| path.saturating_mul(2) + u64::from(*b));
+        (base, path)
     }
 }
 
@@ -591,6 +638,42 @@ fn short_hash(bytes: &[u8], hex_chars: usize) -> String {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_window_splits_down_to_the_floor_within_the_id_length() {
+        let root = RunId::new("20260101T060000Z-0a1b2c3d").unwrap();
+        assert_eq!(root.split_depth(), 0);
+        let a = root.child('a').unwrap();
+        let ab = a.child('b').unwrap();
+        assert_eq!(
+            (a.as_str(), ab.as_str()),
+            ("20260101T060000Z-0a1b2c3d_2", "20260101T060000Z-0a1b2c3d_5")
+        );
+        assert_eq!(ab.split_depth(), 2);
+        assert_ne!(root.child('b').unwrap(), a);
+        // 26 years down to 60 s is 24 halvings; the id has room for 60.
+        let mut deepest = root.clone();
+        for i in 0..60 {
+            deepest = deepest.child(if i % 3 == 0 { 'b' } else { 'a' }).unwrap();
+        }
+        assert_eq!(deepest.split_depth(), 60);
+        assert!(deepest.as_str().len() <= 64);
+        assert!(
+            deepest
+                .child('a')
+                .and_then(|d| d.child('a'))
+                .and_then(|d| d.child('a'))
+                .and_then(|d| d.child('a'))
+                .is_err()
+        );
+        // An id of an older version (one `-a`/`-b` a halving) continues in the new form.
+        let old = RunId::new("20260101T060000Z-0a1b2c3d-a-b").unwrap();
+        assert_eq!(old.split_depth(), 2);
+        assert_eq!(
+            old.child('a').unwrap().as_str(),
+            "20260101T060000Z-0a1b2c3d_a"
+        );
+    }
 
     fn at(h: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 2, h, 0, 0).unwrap()

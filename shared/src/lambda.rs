@@ -9,12 +9,14 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::contracts::{ContractError, Mode, ObjectName};
+use bytes::Bytes;
+
+use crate::contracts::{ContractError, Mode, ObjectName, rfc3339};
 use crate::ports::{BlobStore, MESSAGE_GROUP_ATTRIBUTE, Salesforce, Warehouse};
 use crate::ports::{Queue, ReceivedMessage};
-use crate::stages::StageError;
 use crate::stages::loader::{LoadReport, LoadRequest, LoaderDeps, run_loader};
 use crate::stages::runner::{StageHandler, run_stage};
+use crate::stages::{Cause, Stage, StageError, StageResultExt};
 use crate::worker::{Disposition, Settlement, process};
 
 /// How an SQS-triggered function settles a batch.
@@ -175,6 +177,9 @@ pub struct Trigger {
     /// When the trigger fired: the run id derives from it, so a retried invocation of the same
     /// event is the same run.
     pub at: DateTime<Utc>,
+    /// Whether the event itself says when (a schedule's `time`, a manual event's
+    /// `requested_at`); otherwise `at` is the time it was read, which a retry would not repeat.
+    pub dated: bool,
 }
 
 #[derive(Deserialize)]
@@ -207,15 +212,16 @@ pub fn parse_trigger(
             .get("time")
             .and_then(|t| t.as_str())
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map_or(now, |t| t.with_timezone(&Utc));
+            .map(|t| t.with_timezone(&Utc));
         return Ok(Trigger {
+            dated: at.is_some(),
             request: LoadRequest {
                 objects: scheduled_objects.to_vec(),
                 mode: Mode::Incremental,
                 since: None,
                 until: None,
             },
-            at,
+            at: at.unwrap_or(now),
         });
     }
     let manual: ManualEvent =
@@ -247,7 +253,55 @@ pub fn parse_trigger(
             until: manual.until,
         },
         at: manual.requested_at.unwrap_or(now),
+        dated: manual.requested_at.is_some(),
     })
+}
+
+/// Where an undated trigger's first reading is kept, by the invocation's id.
+pub const TRIGGERS_PREFIX: &str = "triggers/";
+
+/// The time of an undated trigger (a manual event without `requested_at`), the same for every
+/// retry of one invocation: Lambda retries an asynchronous invocation with its request id, so
+/// the first reading's time is kept under that id, and each retry reads it back. Without this a
+/// retry would be a new run, and every Bulk job of it would start again.
+async fn pin_trigger_time<B: BlobStore + ?Sized>(
+    blobs: &B,
+    invocation_id: &str,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, StageError> {
+    let id: String = invocation_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    let key = format!("{TRIGGERS_PREFIX}{id}.json");
+    let body = serde_json::json!({ "at": rfc3339(now) }).to_string();
+    if blobs
+        .put_if_absent(&key, Bytes::from(body))
+        .await
+        .at(Stage::Loader, &"(trigger)")?
+    {
+        return Ok(now);
+    }
+    let kept = blobs
+        .get_bytes(&key)
+        .await
+        .at(Stage::Loader, &"(trigger)")?;
+    serde_json::from_slice::<serde_json::Value>(&kept)
+        .ok()
+        .and_then(|v| v["at"].as_str().map(str::to_string))
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| {
+            StageError::new(
+                Stage::Loader,
+                "(trigger)",
+                Cause::Inconsistent(format!(
+                    "{key} holds no trigger time: delete it, or give the event a requested_at"
+                )),
+            )
+            .permanent()
+        })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +319,7 @@ pub async fn handle_loader_event<S, Q, W, B>(
     event: &serde_json::Value,
     scheduled_objects: &[ObjectName],
     now: DateTime<Utc>,
+    invocation_id: Option<&str>,
 ) -> Result<LoadReport, LoaderEventError>
 where
     S: Salesforce + ?Sized,
@@ -272,7 +327,10 @@ where
     W: Warehouse + ?Sized,
     B: BlobStore + ?Sized,
 {
-    let trigger = parse_trigger(event, scheduled_objects, now)?;
+    let mut trigger = parse_trigger(event, scheduled_objects, now)?;
+    if let (false, Some(id)) = (trigger.dated, invocation_id) {
+        trigger.at = pin_trigger_time(deps.blobs, id, now).await?;
+    }
     let report = run_loader(deps, &trigger.request, trigger.at).await?;
     tracing::info!(run_id = %report.run_id, objects = report.queued.len(), unchanged = report.unchanged.len(), "queued extracts");
     Ok(report)
@@ -296,6 +354,46 @@ mod tests {
     use crate::ports::{DEAD_LETTER_REASON, OutgoingMessage};
     use crate::stages::{Cause, Stage};
     use chrono::TimeZone;
+
+    #[tokio::test]
+    async fn a_retried_manual_event_without_a_date_is_the_same_run() {
+        use crate::fake::{FakeSalesforce, MemoryBlobs, RecordingQueue};
+        use crate::stages::loader::LoaderConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = std::sync::Arc::new(MemoryBlobs::new());
+        let warehouse =
+            crate::local::SqliteWarehouse::open(dir.path().join("w.db"), blobs.clone()).unwrap();
+        let (salesforce, queue) = (FakeSalesforce::new(), RecordingQueue::new("extract"));
+        let config = LoaderConfig::default();
+        let deps = LoaderDeps {
+            salesforce: &salesforce,
+            extract_queue: &queue,
+            warehouse: &warehouse,
+            blobs: blobs.as_ref(),
+            config: &config,
+        };
+        let event = serde_json::json!({
+            "objects": ["Account", "Contact"], "mode": "incremental",
+            "since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z",
+        });
+        let first_try = Utc.with_ymd_and_hms(2026, 1, 3, 8, 0, 0).unwrap();
+        let load = async |at: DateTime<Utc>, invocation: &str| {
+            let report = handle_loader_event(&deps, &event, &[], at, Some(invocation))
+                .await
+                .unwrap();
+            let ids: Vec<String> = queue.take().iter().map(|m| m.dedup_id.clone()).collect();
+            (report.run_id, ids)
+        };
+        let first = load(first_try, "req-1").await;
+        // Lambda's retry, minutes later, with the same request id: the same run, the same
+        // messages (so the same Bulk jobs, not new ones).
+        let retry = load(first_try + chrono::Duration::minutes(3), "req-1").await;
+        assert_eq!(retry, first);
+        assert_eq!(first.1.len(), 2);
+        // Another invocation of the same event is another run.
+        let another = load(first_try + chrono::Duration::minutes(3), "req-2").await;
+        assert_ne!(another.0, first.0);
+    }
 
     fn event(file: &str) -> SqsEvent {
         let path = format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"));

@@ -31,7 +31,16 @@ async fn handle(
         blobs: runtime.blobs.as_ref(),
         config: &function.config,
     };
-    Ok(handle_loader_event(&deps, &event.payload, &runtime.objects, chrono::Utc::now()).await?)
+    // A retry of an asynchronous invocation keeps its request id: what makes an undated manual
+    // event's retry the same run.
+    Ok(handle_loader_event(
+        &deps,
+        &event.payload,
+        &runtime.objects,
+        chrono::Utc::now(),
+        Some(&event.context.request_id),
+    )
+    .await?)
 }
 
 #[tokio::main]

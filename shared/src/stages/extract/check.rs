@@ -51,7 +51,16 @@ where
             // Read the window in two halves, as when creation times out; then forget the job.
             // In that order: a split that failed midway is retried on the same failed job.
             tracing::info!(run_id = %message.run_id, %object, job_id = %progress.job_id, "the Bulk job timed out");
-            let outcome = split(deps, message).await?;
+            let layout = RunLayout::new(object, &message.run_id);
+            let schema: Option<crate::ports::TableSchema> =
+                crate::stages::records::read_json(deps.blobs, &layout.schema())
+                    .await
+                    .at(Stage::Extract, object)?;
+            // A run without its schema is an older one's: split as before.
+            let cursor = schema
+                .as_ref()
+                .map_or(Some("SystemModstamp"), |s| s.cursor());
+            let outcome = split(deps, message, cursor).await?;
             forget_job(deps, message, &progress.job_id).await?;
             Ok(outcome)
         }

@@ -165,7 +165,7 @@ where
                 match deps.salesforce.create_query_job(&soql, true).await {
                     Ok(created) => created.id,
                     Err(error) if error.code() == Some("QUERY_TIMEOUT") => {
-                        return split(deps, message).await;
+                        return split(deps, message, schema.cursor()).await;
                     }
                     Err(error) if error.is_bulk_unsupported() => {
                         tracing::info!(%object, %error, "the Bulk API refuses this object; reading it with the REST API");

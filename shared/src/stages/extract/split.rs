@@ -18,6 +18,7 @@ pub(super) fn earliest_modstamp() -> chrono::DateTime<chrono::Utc> {
 pub(super) async fn split<S, B, Q>(
     deps: &ExtractDeps<'_, S, B, Q>,
     message: &ExtractMessage,
+    cursor: Option<&str>,
 ) -> Result<ExtractOutcome, StageError>
 where
     S: Salesforce + ?Sized,
@@ -35,6 +36,22 @@ where
                  its hard deletes were not looked for this time; it is tried again at the next \
                  interval. If it keeps timing out, turn it off for the object \
                  (SFPIPE_RECONCILE, e.g. \"24h, {object}=off\")"
+            )),
+        )
+        .permanent());
+    }
+    if cursor.is_none() {
+        // No field orders its changes, so no window bounds the query: each half would run the
+        // same whole query again, a Bulk job each.
+        return Err(StageError::new(
+            Stage::Extract,
+            object,
+            Cause::Inconsistent(format!(
+                "the query of {object} timed out in Salesforce. {object} has no field that orders \
+                 its changes (SystemModstamp, LastModifiedDate, CreatedDate), so it is read whole \
+                 each run and cannot be split into smaller windows. Narrow its field list \
+                 (SFPIPE_FIELDS, e.g. {{\"{object}\": {{\"exclude\": [...]}}}}), or take it off \
+                 the schedule (SFPIPE_OBJECTS)"
             )),
         )
         .permanent());

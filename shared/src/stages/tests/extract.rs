@@ -498,3 +498,37 @@ async fn each_error_class_is_retried_or_dead_lettered_as_it_should() {
         );
     }
 }
+
+/// LoginHistory orders its rows by LoginTime only: no window bounds its query, so a timeout
+/// cannot be split (each half would run the same whole query, a Bulk job each): it stops with
+/// what to do, after one job.
+#[tokio::test]
+async fn a_timed_out_query_of_an_object_without_a_cursor_is_not_split() {
+    let world = World::new();
+    world.salesforce.add_object(
+        "LoginHistory",
+        &[("Id", "id"), ("UserId", "reference"), ("LoginTime", "datetime")],
+        vec![serde_json::json!({"Id": "0Ya000000000001", "UserId": "005000000000001", "LoginTime": "2026-01-01T00:00:00.000Z"})],
+    );
+    world.salesforce.fail_jobs(
+        "LoginHistory",
+        "QUERY_TIMEOUT : Your query request was running for too long.",
+    );
+    let message = ExtractMessage {
+        object: crate::contracts::ObjectName::new("LoginHistory").unwrap(),
+        ..full_run()
+    };
+    extract(&world, &message).await.unwrap();
+    let (check, _) = next_check(&world);
+    let error = extract(&world, &check).await.unwrap_err();
+    assert!(!error.is_retryable(), "{error}");
+    let text = error.to_string();
+    assert!(text.contains("cannot be split"), "{text}");
+    assert!(text.contains("SFPIPE_FIELDS"), "{text}");
+    assert!(world.extract_queue.take().is_empty(), "no halves queued");
+    assert_eq!(
+        world.salesforce.jobs().len(),
+        1,
+        "one Bulk job, not one per half"
+    );
+}
