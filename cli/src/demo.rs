@@ -211,6 +211,20 @@ impl PipelineEvents for Progress {
     }
 }
 
+/// A client of a simulator started on this machine, with the credentials it accepts.
+pub(crate) fn simulator_client(
+    simulator: &Simulator,
+    config: &SimConfig,
+) -> anyhow::Result<Arc<SalesforceClient>> {
+    Ok(Arc::new(SalesforceClient::new(
+        SalesforceConfig::new(simulator.url()),
+        Credentials::ClientCredentials {
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone().into(),
+        },
+    )?))
+}
+
 pub async fn run_demo(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     let started = Instant::now();
     let dir = &options.dir;
@@ -251,13 +265,7 @@ pub async fn run_demo(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     }
     state.save(dir)?;
 
-    let salesforce = Arc::new(SalesforceClient::new(
-        SalesforceConfig::new(simulator.url()),
-        Credentials::ClientCredentials {
-            client_id: sim_config.client_id.clone(),
-            client_secret: sim_config.client_secret.clone().into(),
-        },
-    )?);
+    let salesforce = simulator_client(&simulator, &sim_config)?;
     let (pipeline, warehouse_path) =
         LocalPipeline::in_directory(dir, salesforce, options.pipeline.clone())?;
     let blobs = pipeline.blobs().clone();

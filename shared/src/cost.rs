@@ -72,7 +72,9 @@ impl Default for Prices {
             fixed_per_month: [
                 ("Secrets Manager: 2 secrets", 2.0 * 0.40),
                 ("KMS: 1 customer managed key", 1.00),
-                ("CloudWatch: 11 alarms", 11.0 * 0.10),
+                // The dead-letter and error alarms, and the freshness alarm. The dashboard is
+                // free among an account's first three ($3 a month after).
+                ("CloudWatch: 12 alarms", 12.0 * 0.10),
                 (
                     "SQS: Lambda's idle long polls on 3 queues",
                     3.0 * IDLE_POLLS_PER_QUEUE_PER_MONTH * sqs_request,

@@ -15,7 +15,6 @@ use sfpipe_shared::contracts::{Mode, ObjectName};
 use sfpipe_shared::cost::{DAILY_BULK_QUERY_JOBS, Prices, cost_report};
 use sfpipe_shared::local::pipeline::LocalPipelineConfig;
 use sfpipe_shared::local::{LocalPipeline, NoEvents};
-use sfpipe_shared::salesforce::{Credentials, SalesforceClient, SalesforceConfig};
 use sfpipe_shared::stages::loader::LoadRequest;
 use sfpipe_shared::usage::{RECEIPTS_PREFIX, UsageRecord, kept_usage};
 use sfpipe_simulator::{SimConfig, Simulator};
@@ -61,13 +60,7 @@ pub async fn run_cost_scenario(scenario: &CostScenario) -> anyhow::Result<Vec<Ph
     let simulator = Simulator::start_local(sim_config.clone())
         .await
         .context("starting the Salesforce simulator")?;
-    let salesforce = Arc::new(SalesforceClient::new(
-        SalesforceConfig::new(simulator.url()),
-        Credentials::ClientCredentials {
-            client_id: sim_config.client_id.clone(),
-            client_secret: sim_config.client_secret.clone().into(),
-        },
-    )?);
+    let salesforce = crate::demo::simulator_client(&simulator, &sim_config)?;
     let mut config = LocalPipelineConfig::default();
     config.loader.until_lag = std::time::Duration::ZERO;
     let (pipeline, _) = LocalPipeline::in_directory(dir.path(), salesforce, config)?;
