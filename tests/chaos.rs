@@ -272,6 +272,11 @@ async fn run_schedule(seed: u64) -> Totals {
                     "try later",
                 ));
             }
+            if rng.u8(0..5) == 0 {
+                // The edge in front of the org: a routing or rate answer, no Salesforce error.
+                let status = [406, 420, 429][rng.usize(0..3)];
+                faults.push(path_fault("/describe", status, "", ""));
+            }
             // A failed job is armed only where this run surely starts one for every object: a
             // changed org read with Bulk (an armed failure left for a later run would fail its
             // clean last run).

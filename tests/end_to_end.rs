@@ -924,6 +924,36 @@ async fn an_open_hole_moves_the_next_window_back_to_its_start() {
     harness.assert_exact("after re-reading from the hole");
 }
 
+/// 406, 420 and 429 come from the edge in front of an org (routing, rate), with no Salesforce
+/// error in them: they pass, and the run loads as if they had not happened.
+#[tokio::test]
+async fn edge_answers_406_420_and_429_are_retried_not_dead_lettered() {
+    let harness = Harness::start(HarnessOptions {
+        objects: vec!["Account"],
+        ..HarnessOptions::default()
+    })
+    .await;
+    let edge = |path: &str, status: u16| Fault {
+        path_contains: path.into(),
+        drop_mid_body: false,
+        status,
+        error_code: String::new(),
+        message: String::new(),
+        remaining: 1,
+    };
+    harness.sim.inject(vec![
+        edge("/describe", 406),
+        edge("/jobs/query", 420),
+        edge("/results", 429),
+    ]);
+    harness.run_exact("three edge answers").await;
+    assert_eq!(
+        harness.sim.take_fired_faults().len(),
+        3,
+        "each edge answer was given"
+    );
+}
+
 #[tokio::test]
 async fn permanent_salesforce_errors_dead_letter_with_their_code_the_object_and_what_to_do() {
     let cases = [

@@ -371,7 +371,17 @@ async fn refused_queries_get_salesforce_errors() {
         .create_query_job("SELECT Id, BillingAddress FROM Account", false)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("compound"), "{err}");
+    // Word for word: other clients compare the message for equality.
+    match &err {
+        sfpipe_shared::salesforce::SalesforceError::Api { code, message, .. } => {
+            assert_eq!(code, "API_ERROR");
+            assert_eq!(
+                message,
+                "Selecting compound data not supported in Bulk Query"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     let err = client
         .create_query_job("SELECT Id, Scan__c FROM Invoice__c", false)
         .await

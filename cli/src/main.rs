@@ -274,6 +274,14 @@ async fn main() -> anyhow::Result<()> {
                 config.username, config.password
             );
             println!(
+                "  refresh token flow: refresh_token={} (with the client credentials)",
+                config.refresh_token
+            );
+            println!(
+                "  JWT bearer flow: client_id={}, sub={}, signed with simulator/keys/demo-connected-app.key.pem",
+                config.client_id, config.username
+            );
+            println!(
                 "  objects: Account, Contact, Opportunity, Lead, Case, Invoice__c ({rows} rows each, seed {seed})"
             );
             println!("Ctrl-C stops it.");

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::sync::atomic::Ordering;
 
 use super::{Fault, FiredFault, Shared, SimState, lock, sf_error};
@@ -57,6 +57,7 @@ pub(super) async fn api_gate(
     let fault = take_fault(&state, &path);
     let mut response = match fault {
         Some(fault) if fault.drop_mid_body => truncated(next.run(request).await).await,
+        Some(fault) if fault.error_code.is_empty() => edge_error(fault.status),
         Some(fault) => sf_error(
             StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             &fault.error_code,
@@ -76,6 +77,18 @@ pub(super) async fn api_gate(
         response.headers_mut().insert("Sforce-Limit-Info", value);
     }
     response
+}
+
+/// What the edge in front of an org answers on its own (routing, rate): a status and a line of
+/// text, not Salesforce's JSON error list.
+fn edge_error(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "text/plain")],
+        format!("{status}"),
+    )
+        .into_response()
 }
 
 /// The response's headers and the first half of its body, then a broken connection.

@@ -143,6 +143,8 @@ pub struct Fault {
     #[serde(default)]
     pub drop_mid_body: bool,
     pub status: u16,
+    /// Salesforce's error code. Empty: the answer of the edge in front of the org (406, 420,
+    /// 429, ... as routing and rate errors), a plain-text body with no Salesforce error in it.
     #[serde(default)]
     pub error_code: String,
     #[serde(default)]

@@ -60,6 +60,9 @@ impl SalesforceError {
                 message,
             } => {
                 *status >= 500
+                    // The edge in front of the org: routing (406) and rate (420, 429) answers,
+                    // transient by Salesforce's documentation; other clients retry them too.
+                    || (matches!(status, 406 | 420 | 429) && !is_daily_limit(message))
                     || code == "SERVER_UNAVAILABLE"
                     || code == "QUERY_TIMEOUT"
                     || (code == "REQUEST_LIMIT_EXCEEDED" && !is_daily_limit(message))
