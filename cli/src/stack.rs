@@ -25,16 +25,50 @@ pub fn s3_blobs(config: &aws_config::SdkConfig, bucket: &str, prefix: &str) -> A
     Arc::new(S3BlobStore::new(s3_client(config), bucket, prefix))
 }
 
+/// The settings of a Snowflake secret file, each non-secret field overridden by its
+/// `SFPIPE_SNOWFLAKE_<FIELD>` variable, read with `variable`.
+pub fn snowflake_settings(
+    secret_file: &Path,
+    variable: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<SnowflakeSettings> {
+    let secret = std::fs::read_to_string(secret_file)
+        .with_context(|| format!("reading {}", secret_file.display()))?;
+    Ok(SnowflakeSettings::from_secret_and_variables(
+        &SecretString::from(secret),
+        variable,
+    )?)
+}
+
 /// The Snowflake warehouse of a secret file (the README's format); `SFPIPE_SNOWFLAKE_*`
 /// variables override its non-secret fields, as in a deployed function.
 pub fn snowflake_warehouse(secret_file: &Path) -> anyhow::Result<Arc<SnowflakeWarehouse>> {
-    let secret = std::fs::read_to_string(secret_file)
-        .with_context(|| format!("reading {}", secret_file.display()))?;
-    let settings = SnowflakeSettings::from_secret_json(&SecretString::from(secret), |name| {
-        std::env::var(name).ok()
-    })?;
+    let settings = snowflake_settings(secret_file, |name| std::env::var(name).ok())?;
     Ok(Arc::new(SnowflakeWarehouse::new(
         settings.client()?,
         &settings.stage,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The README documents `SFPIPE_SNOWFLAKE_<FIELD>` as overriding the secret's field, on
+    /// Lambda and in the CLI alike.
+    #[test]
+    fn snowflake_variables_override_the_secret_file_as_on_lambda() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("snowflake.json");
+        std::fs::write(
+            &file,
+            r#"{"account": "ACME-PROD", "user": "SFPIPE", "oauth_token": "t",
+                "database": "FROM_SECRET", "schema": "RAW", "warehouse": "FROM_SECRET",
+                "stage": "RAW.SFPIPE_STAGE"}"#,
+        )
+        .unwrap();
+        let settings = super::snowflake_settings(&file, |name| {
+            (name == "SFPIPE_SNOWFLAKE_WAREHOUSE").then(|| "FROM_VARIABLE".to_string())
+        })
+        .unwrap();
+        assert_eq!(settings.context.warehouse.as_deref(), Some("FROM_VARIABLE"));
+        assert_eq!(settings.context.database, "FROM_SECRET");
+    }
 }

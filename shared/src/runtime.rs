@@ -168,9 +168,7 @@ impl Runtime {
         let secret = self
             .secret("SFPIPE_SNOWFLAKE_CREDENTIALS", "SFPIPE_SNOWFLAKE_SECRET")
             .await?;
-        let mut settings = SnowflakeSettings::from_secret_json(&secret, |field| {
-            optional(&format!("SFPIPE_SNOWFLAKE_{}", field.to_ascii_uppercase()))
-        })?;
+        let mut settings = SnowflakeSettings::from_secret_and_variables(&secret, optional)?;
         // The merge function waits less than its own 15 minutes, then leaves the merge running
         // for its redelivery to attach to.
         settings.wait_limit =

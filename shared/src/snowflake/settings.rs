@@ -75,6 +75,18 @@ fn valid_stage(name: &str) -> bool {
 impl SnowflakeSettings {
     /// `setting(name)` overrides the secret's non-secret fields (`database`, `schema`,
     /// `warehouse`, `role`, `stage`, `url`); a deployment passes environment variables.
+    /// As [`Self::from_secret_json`], each non-secret field overridden by its variable
+    /// `SFPIPE_SNOWFLAKE_<FIELD>` (`SFPIPE_SNOWFLAKE_WAREHOUSE`, ...), read with `variable`: what
+    /// the functions and the CLI both do.
+    pub fn from_secret_and_variables(
+        secret: &SecretString,
+        variable: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SnowflakeError> {
+        Self::from_secret_json(secret, |field| {
+            variable(&format!("SFPIPE_SNOWFLAKE_{}", field.to_ascii_uppercase()))
+        })
+    }
+
     pub fn from_secret_json(
         secret: &SecretString,
         setting: impl Fn(&str) -> Option<String>,

@@ -152,7 +152,7 @@ where
                 .config
                 .rest_objects
                 .iter()
-                .any(|o| o == object.as_str());
+                .any(|o| o.eq_ignore_ascii_case(object.as_str()));
             // A small change goes over REST unless its query is too wide for a request URI (with
             // room for the headers): then a Bulk job reads it, as it reads a large one.
             let small_change = message.rest

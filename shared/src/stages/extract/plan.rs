@@ -34,12 +34,15 @@ impl FieldSelection {
         &self,
         describe: &'d ObjectDescribe,
     ) -> Result<Vec<&'d FieldDescribe>, String> {
-        if let Some(unknown) = self
-            .include
-            .iter()
-            .chain(&self.exclude)
-            .find(|name| describe.field(name).is_none())
-        {
+        // Salesforce's names match in any case, and so do the list's.
+        let named =
+            |list: &[String], field: &str| list.iter().any(|n| n.eq_ignore_ascii_case(field));
+        if let Some(unknown) = self.include.iter().chain(&self.exclude).find(|name| {
+            !describe
+                .fields
+                .iter()
+                .any(|f| f.name.eq_ignore_ascii_case(name))
+        }) {
             return Err(format!(
                 "field {unknown} in the configured field list is not a field of {}: fix the list",
                 describe.name
@@ -53,8 +56,8 @@ impl FieldSelection {
                 let required =
                     REQUIRED_FIELDS.contains(&f.name.as_str()) || cursor == Some(f.name.as_str());
                 required
-                    || ((self.include.is_empty() || self.include.contains(&f.name))
-                        && !self.exclude.contains(&f.name))
+                    || ((self.include.is_empty() || named(&self.include, &f.name))
+                        && !named(&self.exclude, &f.name))
             })
             .collect())
     }
@@ -137,8 +140,9 @@ where
     let selected = deps
         .config
         .fields
-        .get(object.as_str())
-        .cloned()
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(object.as_str()))
+        .map(|(_, selection)| selection.clone())
         .unwrap_or_default()
         .apply(&describe)
         .map_err(|why| {

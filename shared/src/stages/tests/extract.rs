@@ -532,3 +532,36 @@ async fn a_timed_out_query_of_an_object_without_a_cursor_is_not_split() {
         "one Bulk job, not one per half"
     );
 }
+
+/// Salesforce matches object and field names in any case; so do the field lists
+/// (`SFPIPE_FIELDS`) and `SFPIPE_REST_OBJECTS`: a case mismatch must not silently take every
+/// field, nor ignore the entry.
+#[tokio::test]
+async fn field_lists_and_rest_objects_match_names_in_any_case() {
+    let mut world = World::new();
+    world.config.fields.insert(
+        "ACCOUNT".into(),
+        FieldSelection {
+            include: Vec::new(),
+            exclude: vec!["name".into()],
+        },
+    );
+    world.config.rest_objects = vec!["account".into()];
+    let outcome = extract(&world, &full_run()).await.unwrap();
+    assert_eq!(
+        outcome,
+        ExtractOutcome::FannedOut {
+            job_id: REST_QUERY_JOB.into(),
+            parts: 1
+        },
+        "read over REST as configured"
+    );
+    let schema: crate::ports::TableSchema =
+        serde_json::from_slice(&world.blobs.bytes(&layout().schema()).unwrap()).unwrap();
+    let columns: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        columns,
+        ["Id", "IsDeleted", "SystemModstamp"],
+        "Name excluded"
+    );
+}
