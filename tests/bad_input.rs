@@ -317,6 +317,7 @@ async fn a_malformed_private_key_is_refused_without_being_echoed() {
         &SecretString::from(
             serde_json::json!({
                 "account": "a", "user": "u", "database": "d", "schema": "s", "stage": "d.s.st",
+                "warehouse": "w",
                 "private_key": "-----BEGIN PRIVATE KEY-----\nNOT-A-KEY-SECRET-BYTES\n-----END PRIVATE KEY-----"
             })
             .to_string(),

@@ -503,6 +503,7 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
             "database": "SFPIPE",
             "schema": "RAW",
             "stage": snowflake::STAGE,
+            "warehouse": "LOADING",
         })
         .to_string(),
     );

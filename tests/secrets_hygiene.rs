@@ -149,7 +149,7 @@ async fn no_secret_reaches_a_log_line_or_an_error() {
     let secret = SecretString::from(
         serde_json::json!({
             "account": "acct", "user": "u", "private_key": DEMO_PRIVATE_KEY_PEM,
-            "database": "d", "schema": "s", "stage": "d.s.st",
+            "database": "d", "schema": "s", "stage": "d.s.st", "warehouse": "w",
             "url": format!("http://127.0.0.1:{closed_port}")
         })
         .to_string(),

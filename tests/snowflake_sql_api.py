@@ -24,6 +24,8 @@ Snowflake feature the product relies on, the harness fills in, and never the pro
 - `TIMESTAMP_INPUT_FORMAT` and `DATE_INPUT_FORMAT`: set with `ALTER ACCOUNT SET` (every later
   session) or `ALTER SESSION SET` (this request); a cast to a timestamp or a date fails unless
   the session's format is `AUTO`, as Salesforce's ISO values would under any fixed format.
+- A multi-statement request without a `warehouse` fails with 000606 ("No active warehouse
+  selected"): the harness's user has no default warehouse.
 - The request body's `database`, `schema`, `warehouse` and `role` are case-sensitive, as in
   Snowflake: every object here is upper case, so a lower-case name is refused.
 - A `slow` fault keeps a request running for N more polls, also after its client stops waiting,
@@ -192,6 +194,17 @@ class Harness:
                     "000008",
                     "0A000",
                     f"Actual statement count {len(statements)} did not match the desired statement count {wanted}.",
+                ),
+            )
+        # A multi-statement request runs only on a warehouse (the harness's user has no default
+        # one): Snowflake's "No active warehouse selected" (000606, 57P03).
+        if len(statements) > 1 and not body.get("warehouse"):
+            return 422, self.error(
+                handle,
+                SqlError(
+                    "000606",
+                    "57P03",
+                    "No active warehouse selected in the current session.  Select an active warehouse with the 'use warehouse' command.",
                 ),
             )
         # The body's names are taken as written, like quoted identifiers: every object here is

@@ -520,6 +520,7 @@ async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_sta
             "account": sfpipe_tests::snowflake::ACCOUNT, "user": USER,
             "private_key": sfpipe_tests::snowflake::PRIVATE_KEY, "url": setup.harness.url,
             "database": "SFPIPE", "schema": "RAW", "stage": sfpipe_tests::snowflake::STAGE,
+            "warehouse": "LOADING",
         })
         .to_string(),
     )
@@ -702,6 +703,25 @@ async fn sfpipe_run_loads_into_snowflake_and_check_passes_then_names_a_wrong_sta
         .expect("a stage line");
     assert!(
         !stage.passed && stage.detail.contains("s3://<bucket>/<prefix>/"),
+        "{}",
+        sfpipe_cli::check::render(&lines)
+    );
+
+    // A secret without a warehouse: every merge would fail with 000606; check says so first.
+    let mut secret: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&snowflake_secret).unwrap()).unwrap();
+    secret.as_object_mut().unwrap().remove("warehouse");
+    std::fs::write(&snowflake_secret, secret.to_string()).unwrap();
+    check.snowflake.prefix = PREFIX.into();
+    let lines = sfpipe_cli::check::check(&check, Some(setup.moto.sdk_config().await))
+        .await
+        .expect("check");
+    let login = lines
+        .iter()
+        .find(|l| l.what == "Snowflake login")
+        .expect("a login line");
+    assert!(
+        !login.passed && login.detail.contains("lack `warehouse`"),
         "{}",
         sfpipe_cli::check::render(&lines)
     );

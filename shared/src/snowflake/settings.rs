@@ -136,7 +136,19 @@ impl SnowflakeSettings {
             context: SessionContext {
                 database: identifier(required("database", pick("database", fields.database))?),
                 schema: identifier(required("schema", pick("schema", fields.schema))?),
-                warehouse: pick("warehouse", fields.warehouse).map(identifier),
+                // Every merge is a multi-statement request, which Snowflake runs only on a
+                // warehouse: without one the first merge would fail (000606), so start-up and
+                // `sfpipe check` say so instead.
+                warehouse: Some(identifier(pick("warehouse", fields.warehouse).ok_or_else(
+                    || {
+                        SnowflakeError::Config(
+                            "the Snowflake settings lack `warehouse`: add it to the Snowflake \
+                             secret (or set SFPIPE_SNOWFLAKE_WAREHOUSE); every merge is a \
+                             multi-statement request, which Snowflake runs only on a warehouse"
+                                .into(),
+                        )
+                    },
+                )?)),
                 role: pick("role", fields.role).map(identifier),
             },
             stage,
@@ -235,7 +247,8 @@ mod tests {
     fn a_complete_secret_gives_a_client_and_settings_override_it() {
         let s = secret(serde_json::json!({
             "account": "myorg-analytics", "user": "loader", "private_key": KEY,
-            "database": "RAW", "schema": "SALESFORCE", "stage": "RAW.SALESFORCE.SFPIPE_STAGE"
+            "database": "RAW", "schema": "SALESFORCE", "stage": "RAW.SALESFORCE.SFPIPE_STAGE",
+            "warehouse": "LOADING"
         }));
         let settings = SnowflakeSettings::from_secret_json(&s, |name| {
             (name == "schema").then(|| "SF_TEST".to_string())
@@ -268,6 +281,10 @@ mod tests {
             (
                 serde_json::json!({"account": "a", "user": "u", "oauth_token": "t", "database": "d", "schema": "s", "stage": "x; DROP TABLE y"}),
                 "not a stage name",
+            ),
+            (
+                serde_json::json!({"account": "a", "user": "u", "oauth_token": "t", "database": "d", "schema": "s", "stage": "D.S.ST"}),
+                "lack `warehouse`",
             ),
         ];
         for (json, want) in cases {
