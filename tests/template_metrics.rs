@@ -1,5 +1,6 @@
 //! The template's dashboard and freshness alarm watch the metrics the functions write (their
-//! EMF lines, `shared/src/metrics.rs`): the same namespace, names and dimension. cfn-lint checks
+//! EMF lines, `shared/src/metrics.rs`): the same namespace, names and dimension; and the
+//! template's retention bounds agree with each other. cfn-lint checks
 //! the template's shape (`scripts/test`); this checks that it and the code agree, and that the
 //! dashboard's body is JSON once CloudFormation has substituted it.
 
@@ -100,4 +101,30 @@ fn the_dashboard_is_json_and_shows_every_metric() {
             "{name} is not on the dashboard"
         );
     }
+}
+
+/// A dead letter names its run's parts; a redrive within the dead letter's life must find them,
+/// so parts may never expire before the longest-kept dead letter does.
+#[test]
+fn parts_outlive_every_dead_letter_that_names_them() {
+    let parameter = &TEMPLATE[TEMPLATE
+        .find("\n  RawFileRetentionDays:\n")
+        .expect("the parameter")..];
+    let min_days: u64 = parameter
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MinValue: "))
+        .expect("a MinValue")
+        .parse()
+        .unwrap();
+    let longest_dead_letter_seconds: u64 = TEMPLATE
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("MessageRetentionPeriod: "))
+        .map(|v| v.parse::<u64>().unwrap())
+        .max()
+        .expect("queues with a retention");
+    assert!(
+        min_days * 86_400 > longest_dead_letter_seconds,
+        "parts may expire after {min_days} days, a dead letter is kept {} days",
+        longest_dead_letter_seconds / 86_400
+    );
 }
