@@ -208,9 +208,37 @@ pub struct Projection {
 /// Salesforce's default for `DailyBulkV2QueryJobs`.
 pub const DAILY_BULK_QUERY_JOBS: u64 = 10_000;
 
-/// Stages fed by a queue: each handling was a receive, and a delete once handled.
-fn queue_fed(stage: &str) -> bool {
-    matches!(stage, "extract" | "upload" | "merge")
+/// The event source's SQS requests for one handling of a queue-fed stage (a receive, and a
+/// delete once handled), and whether they were on the FIFO merge queue; `None` for the
+/// job-loader, which no queue feeds.
+fn event_source_requests(record: &UsageRecord) -> Option<(u64, bool)> {
+    matches!(record.stage.as_str(), "extract" | "upload" | "merge").then(|| {
+        (
+            if record.succeeded { 2 } else { 1 },
+            record.stage == "merge",
+        )
+    })
+}
+
+impl Prices {
+    /// The fixed monthly items, a day's share (a month taken as 30 days).
+    pub fn fixed_usd_per_day(&self) -> f64 {
+        self.fixed_per_month.values().sum::<f64>() / 30.0
+    }
+
+    /// One S3 request of `class`; a class the table lacks is priced as a PUT, the dearest.
+    fn s3(&self, class: &str) -> f64 {
+        self.s3_request.get(class).copied().unwrap_or(0.005 / 1e3)
+    }
+
+    /// One SQS request, on the FIFO queue or a standard one.
+    fn sqs(&self, fifo: bool) -> f64 {
+        if fifo {
+            self.sqs_fifo_request
+        } else {
+            self.sqs_request
+        }
+    }
 }
 
 /// Prices `records` and projects a day of `runs_per_day` scheduled runs. `api_limit`: the
@@ -223,7 +251,7 @@ pub fn cost_report(
 ) -> CostReport {
     let mut usage = Usage::default();
     let mut lambda_ms: u64 = 0;
-    let mut event_source_requests = (0u64, 0u64); // (standard, FIFO)
+    let mut event_source = (0u64, 0u64); // (standard, FIFO)
     let mut triggers = BTreeSet::new();
     let mut changed: BTreeMap<(String, String), u64> = BTreeMap::new();
     for record in records {
@@ -232,13 +260,10 @@ pub fn cost_report(
         if record.object == LOADER_RECEIPTS {
             triggers.insert(record.run_id.clone());
         }
-        if queue_fed(&record.stage) {
-            let requests = if record.succeeded { 2 } else { 1 };
-            if record.stage == "merge" {
-                event_source_requests.1 += requests;
-            } else {
-                event_source_requests.0 += requests;
-            }
+        match event_source_requests(record) {
+            Some((requests, true)) => event_source.1 += requests,
+            Some((requests, false)) => event_source.0 += requests,
+            None => {}
         }
         if record.stage == "merge" && record.succeeded {
             let seen = changed
@@ -274,19 +299,23 @@ pub fn cost_report(
         line(
             "SQS",
             "event source receives and deletes (standard)",
-            event_source_requests.0 as f64,
-            prices.sqs_request,
+            event_source.0 as f64,
+            prices.sqs(false),
         ),
         line(
             "SQS",
             "event source receives and deletes (FIFO)",
-            event_source_requests.1 as f64,
-            prices.sqs_fifo_request,
+            event_source.1 as f64,
+            prices.sqs(true),
         ),
     ];
     for (class, n) in &usage.s3_requests {
-        let price = prices.s3_request.get(class).copied().unwrap_or(0.005 / 1e3);
-        lines.push(line("S3", &format!("{class} requests"), *n as f64, price));
+        lines.push(line(
+            "S3",
+            &format!("{class} requests"),
+            *n as f64,
+            prices.s3(class),
+        ));
     }
     lines.push(CostLine {
         service: "Snowflake".into(),
@@ -303,7 +332,7 @@ pub fn cost_report(
     let triggers = (triggers.len() as u64).max(1);
     let per_trigger = runs_per_day / triggers as f64;
     let api_limit = usage.org_api_usage.map_or(api_limit, |u| u.max);
-    let fixed_usd_per_day = prices.fixed_per_month.values().sum::<f64>() / 30.0;
+    let fixed_usd_per_day = prices.fixed_usd_per_day();
     let usage_usd_per_day = usd * per_trigger;
     let usd_per_day = usage_usd_per_day + fixed_usd_per_day;
     let rows_changed_per_day = rows_changed as f64 * per_trigger;
@@ -379,19 +408,13 @@ fn run_costs(
                     * prices.lambda_memory_gb
                     * prices.lambda_gb_second
                     + prices.lambda_request;
-                if queue_fed(&record.stage) {
-                    let requests = if record.succeeded { 2.0 } else { 1.0 };
-                    let price = if record.stage == "merge" {
-                        prices.sqs_fifo_request
-                    } else {
-                        prices.sqs_request
-                    };
-                    usd += requests * price;
+                if let Some((requests, fifo)) = event_source_requests(record) {
+                    usd += requests as f64 * prices.sqs(fifo);
                 }
             }
-            usd += usage.sqs_total() as f64 * prices.sqs_request;
+            usd += usage.sqs_total() as f64 * prices.sqs(false);
             for (class, n) in &usage.s3_requests {
-                usd += *n as f64 * prices.s3_request.get(class).copied().unwrap_or(0.005 / 1e3);
+                usd += *n as f64 * prices.s3(class);
             }
             let busy: f64 = usage
                 .statements

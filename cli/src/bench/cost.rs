@@ -143,9 +143,10 @@ fn project(
     let probe_scale = f64::from(scenario.objects.div_ceil(5)) / (measured_objects / 5.0).ceil();
     let per_trigger_day = scenario.runs_per_day / triggers.len().max(1) as f64;
     let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
-    let (mut bulk, mut s3, mut sqs, mut resumes, mut seconds, mut rows, mut usd) =
-        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    let mut fixed = 0.0;
+    let (mut bulk, mut s3, mut sqs, mut resumes, mut seconds, mut rows) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    // The warehouse apart: it scales with triggers, the rest with objects too.
+    let (mut warehouse_usd, mut other_usd) = (0.0, 0.0);
     for records in by_trigger.values() {
         let report = cost_report(records, prices, scenario.runs_per_day, scenario.api_limit);
         for (kind, n) in &report.usage.salesforce_calls {
@@ -158,29 +159,23 @@ fn project(
         }
         bulk += report.usage.bulk_jobs as f64;
         s3 += report.usage.s3_total() as f64;
-        let event_source: f64 = report
+        sqs += report
             .lines
             .iter()
             .filter(|l| l.service == "SQS")
             .map(|l| l.quantity)
-            .sum();
-        sqs += event_source;
+            .sum::<f64>();
         resumes += report.warehouse.resumes as f64;
         seconds += report.warehouse.billed_seconds;
         rows += report.rows_changed as f64;
-        usd += report.usd;
-        fixed = report.projection.fixed_usd_per_day;
+        warehouse_usd += report.warehouse.usd;
+        other_usd += report.usd - report.warehouse.usd;
     }
     // One warehouse session a trigger at most, whatever the org's size: the merges of one
     // trigger wake it once when they come close together (`resumes` counts what they did).
-    let resume_scale = scenario.runs_per_day / triggers.len().max(1) as f64;
     let rows_changed_per_day = rows * per_day;
-    let warehouse_usd_per_day = seconds * resume_scale / 3600.0
-        * prices.warehouse_credits_per_hour
-        * prices.snowflake_credit;
-    let warehouse_usd_measured =
-        seconds / 3600.0 * prices.warehouse_credits_per_hour * prices.snowflake_credit;
-    let usd_per_day = (usd - warehouse_usd_measured) * per_day + warehouse_usd_per_day + fixed;
+    let usd_per_day =
+        other_usd * per_day + warehouse_usd * per_trigger_day + prices.fixed_usd_per_day();
     PhaseCost {
         phase: phase.to_string(),
         objects: scenario.objects,
@@ -189,8 +184,8 @@ fn project(
         bulk_jobs_per_day: bulk * per_day,
         s3_requests_per_day: s3 * per_day,
         sqs_requests_per_day: sqs * per_day,
-        warehouse_resumes_per_day: resumes * resume_scale,
-        warehouse_seconds_per_day: seconds * resume_scale,
+        warehouse_resumes_per_day: resumes * per_trigger_day,
+        warehouse_seconds_per_day: seconds * per_trigger_day,
         rows_changed_per_day,
         usd_per_day,
         usd_per_million_changed_rows: (rows_changed_per_day > 0.0)

@@ -29,14 +29,6 @@ use serde::{Deserialize, Serialize};
 
 pub const OBJECT: &str = "Bench__c";
 
-/// Lambda's price for arm64 (us-east-1, first tier), per GB-second and per request.
-pub const PRICE_PER_GB_SECOND: f64 = 0.000_013_333_4;
-
-pub const PRICE_PER_REQUEST: f64 = 0.000_000_2;
-
-/// `MemorySize` of every function in template.yaml.
-pub const LAMBDA_MEMORY_GB: f64 = 0.25;
-
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
     /// Rows of the benchmark object, one round per value (comma-separated).

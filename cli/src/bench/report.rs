@@ -1,7 +1,7 @@
 //! The results as a Markdown table: rows per second, ratios to the reference and the peer, CPU
 //! and memory, and what a run would cost on Lambda.
 
-use super::{LAMBDA_MEMORY_GB, Measurement, PRICE_PER_GB_SECOND, PRICE_PER_REQUEST, Round};
+use super::{Measurement, Round};
 
 pub(super) fn rate(rows: u64, m: &Measurement) -> f64 {
     rows as f64 / m.wall_s.max(1e-9)
@@ -64,19 +64,23 @@ pub fn report(rounds: &[Round], page_records: u64) -> String {
             e2e.peak_rss_mb
         ));
     }
+    // The same list prices as `sfpipe cost`.
+    let prices = sfpipe_shared::cost::Prices::default();
     out.push_str(&format!(
-        "\n**Lambda cost per million rows** (arm64, ${PRICE_PER_GB_SECOND} per GB-second, \
-         ${PRICE_PER_REQUEST} per request, {:.0} MB per function as template.yaml sets; billed \
+        "\n**Lambda cost per million rows** (arm64, ${} per GB-second, \
+         ${} per request, {:.0} MB per function as template.yaml sets; billed \
          duration taken as the measured wall time; Snowflake's own compute for the merge not \
          included, and the SQLite merge time used as the merge function's duration)\n\n\
          | rows | extract | upload | merge | total |\n|---:|---:|---:|---:|---:|\n",
-        LAMBDA_MEMORY_GB * 1024.0
+        prices.lambda_gb_second,
+        prices.lambda_request,
+        prices.lambda_memory_gb * 1024.0
     ));
     for r in rounds {
         let per_million = 1e6 / r.rows as f64;
         let cost = |m: &Measurement, requests: f64| {
-            m.wall_s * per_million * LAMBDA_MEMORY_GB * PRICE_PER_GB_SECOND
-                + requests * PRICE_PER_REQUEST
+            m.wall_s * per_million * prices.lambda_memory_gb * prices.lambda_gb_second
+                + requests * prices.lambda_request
         };
         let uploads = (1e6 / page_records as f64).ceil();
         let (e, u, m) = (

@@ -72,8 +72,11 @@ impl FieldDescribe {
 }
 
 impl ObjectDescribe {
+    /// The field named `name`, in any case, as Salesforce matches names.
     pub fn field(&self, name: &str) -> Option<&FieldDescribe> {
-        self.fields.iter().find(|f| f.name == name)
+        self.fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
     }
 
     /// The field that orders changes: SystemModstamp, else LastModifiedDate, else CreatedDate.

@@ -37,12 +37,12 @@ impl FieldSelection {
         // Salesforce's names match in any case, and so do the list's.
         let named =
             |list: &[String], field: &str| list.iter().any(|n| n.eq_ignore_ascii_case(field));
-        if let Some(unknown) = self.include.iter().chain(&self.exclude).find(|name| {
-            !describe
-                .fields
-                .iter()
-                .any(|f| f.name.eq_ignore_ascii_case(name))
-        }) {
+        if let Some(unknown) = self
+            .include
+            .iter()
+            .chain(&self.exclude)
+            .find(|name| describe.field(name).is_none())
+        {
             return Err(format!(
                 "field {unknown} in the configured field list is not a field of {}: fix the list",
                 describe.name
