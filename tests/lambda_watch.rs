@@ -424,6 +424,14 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
         .send()
         .await
         .expect("bucket");
+    // The scheduled objects are listed in the bucket, as a list of hundreds must be.
+    s3.put_object()
+        .bucket(BUCKET)
+        .key(format!("{PREFIX}/config/objects.txt"))
+        .body(b"# what the schedule loads\nAccount\n".to_vec().into())
+        .send()
+        .await
+        .expect("object list");
     let mut queues = Queues::create(aws_sdk_sqs::Client::new(&admin)).await;
     let role = |function: &str| {
         roles
@@ -477,7 +485,7 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
     }
     env.insert("SFPIPE_BUCKET", BUCKET.into());
     env.insert("SFPIPE_PREFIX", PREFIX.into());
-    env.insert("SFPIPE_OBJECTS", "Account".into());
+    env.insert("SFPIPE_OBJECTS", "@config/objects.txt".into());
     env.insert("SFPIPE_FIRST_POLL_SECONDS", "0".into());
     // Several pages a run, so the locator chain queues parts on the upload queue.
     env.insert("SFPIPE_PAGE_RECORDS", "100".into());
@@ -534,6 +542,12 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
             report["run_id"].is_string() && report["queued"].is_array(),
             "{file}: {report}"
         );
+        if file == "schedule.json" {
+            assert_eq!(
+                report["queued"][0]["object"], "Account",
+                "the schedule loads the list in the bucket: {report}"
+            );
+        }
     }
     // The SQS samples: every function answers a batch response (the sample runs do not exist in
     // the simulator, so some of their messages fail or are dead-lettered; none may crash).

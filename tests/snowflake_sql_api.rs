@@ -458,6 +458,48 @@ async fn a_merge_left_running_is_attached_to_by_its_redelivery_and_runs_once() {
     assert_eq!(merges, 1, "the merge ran again on redelivery");
 }
 
+/// With no wait limit configured, the invocation's deadline alone bounds the wait: a merge that
+/// outlasts it is left running (retryable) before the function would be killed, and its
+/// redelivery attaches to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_longer_than_the_invocation_is_left_running_before_the_deadline() {
+    use sfpipe_shared::deadline::{Deadline, within};
+    let setup = setup(HarnessOptions::default()).await;
+    let w = under_test(&setup);
+    setup
+        .harness
+        .inject(serde_json::json!([
+            {"kind": "slow", "match": "MERGE INTO \"WHDEADLINE__C\"", "times": 1, "polls": 1000},
+        ]))
+        .await;
+    let request = "0b8e1f4e-5d7a-4d33-9a55-3c1f6c0e2b71";
+    // As Lambda: the invocation is dropped where it stands at its timeout.
+    let timeout = std::time::Duration::from_secs(3);
+    let first = tokio::time::timeout(
+        timeout,
+        within(
+            Deadline::after(timeout),
+            warehouse::try_merge_first_rows_as(&w, "WhDeadline__c", "r1", Some(request)),
+        ),
+    )
+    .await
+    .expect("the merge stopped waiting before the invocation's timeout");
+    match &first {
+        Err(sfpipe_shared::ports::WarehouseError::Service(detail)) => {
+            assert!(detail.contains("still runs"), "{detail}")
+        }
+        other => panic!("not left running: {other:?}"),
+    }
+    let merges = setup
+        .harness
+        .statements()
+        .await
+        .into_iter()
+        .filter(|s| s.starts_with("MERGE INTO \"WHDEADLINE__C\""))
+        .count();
+    assert_eq!(merges, 1, "submitted once, and left running");
+}
+
 /// `sfpipe trace` on Snowflake: the row's lineage from the table, its part read from S3, and the
 /// record found in it (a record with a line break in a value spans two lines).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

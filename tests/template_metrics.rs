@@ -1,6 +1,7 @@
 //! The template's dashboard and freshness alarm watch the metrics the functions write (their
 //! EMF lines, `shared/src/metrics.rs`): the same namespace, names and dimension; and the
-//! template's retention bounds agree with each other. cfn-lint checks
+//! template's retention bounds agree with each other; and its functions' timeouts and queues'
+//! visibility timeouts are the ones the handlers budget for (`shared/src/deadline.rs`). cfn-lint checks
 //! the template's shape (`scripts/test`); this checks that it and the code agree, and that the
 //! dashboard's body is JSON once CloudFormation has substituted it.
 
@@ -127,4 +128,43 @@ fn parts_outlive_every_dead_letter_that_names_them() {
         "parts may expire after {min_days} days, a dead letter is kept {} days",
         longest_dead_letter_seconds / 86_400
     );
+}
+
+/// The number after `key: ` in a resource's text.
+fn seconds(resource_text: &str, key: &str) -> u64 {
+    resource_text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no {key} in {resource_text}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number of seconds"))
+}
+
+#[test]
+fn function_and_visibility_timeouts_are_the_ones_the_handlers_budget_for() {
+    use sfpipe_shared::deadline::StageLimits;
+    let limits = StageLimits::TEMPLATE;
+    for (function, queue, stage) in [
+        ("JobLoaderFunction", None, limits.job_loader),
+        ("ExtractFunction", Some("ExtractQueue"), limits.extract),
+        ("UploadFunction", Some("UploadQueue"), limits.upload),
+        ("MergeFunction", Some("MergeQueue"), limits.merge),
+    ] {
+        assert_eq!(
+            seconds(resource(function), "Timeout"),
+            stage.timeout.as_secs(),
+            "{function}"
+        );
+        if let Some(queue) = queue {
+            let visibility = seconds(resource(queue), "VisibilityTimeout");
+            assert_eq!(
+                Some(visibility),
+                stage.visibility_timeout.map(|v| v.as_secs()),
+                "{queue}"
+            );
+            // AWS: at least six times the function's timeout for an SQS event source.
+            assert!(visibility >= 6 * stage.timeout.as_secs(), "{queue}");
+        }
+    }
 }

@@ -206,6 +206,13 @@ impl PipelineEvents for Progress {
                     let _ = multi.println(format!("dead-lettered ({stage}): {reason}"));
                 }
             }
+            PipelineEvent::TimedOut { stage, timeout } => {
+                if let Some((multi, ..)) = &self.bars {
+                    let _ = multi.println(format!(
+                        "timed out ({stage}) after {timeout:?}: its message comes back after its visibility timeout"
+                    ));
+                }
+            }
             PipelineEvent::Queued { .. } => {}
         }
     }

@@ -467,6 +467,14 @@ impl RunLayout {
     pub fn part(&self, part: u32) -> String {
         format!("{}part-{part:05}.csv.gz", self.prefix)
     }
+    /// A REST part's bytes, under a key of the delivery that read them ([`Self::rest_claim`]).
+    pub fn rest_part(&self, part: u32, delivery: &str) -> String {
+        format!("{}part-{part:05}.{delivery}.csv.gz", self.prefix)
+    }
+    /// Which delivery's bytes are REST part `part`, and the cursor after it: the first written.
+    pub fn rest_claim(&self, part: u32) -> String {
+        format!("{}part-{part:05}.claim.json", self.prefix)
+    }
     pub fn manifest(&self, part: u32) -> String {
         format!("{}part-{part:05}.manifest.json", self.prefix)
     }
@@ -531,8 +539,11 @@ pub fn hole_key(object: &ObjectName, run: &RunId) -> String {
 }
 
 pub fn holes_prefix(object: &ObjectName) -> String {
-    format!("holes/{object}/")
+    format!("{HOLES_PREFIX}{object}/")
 }
+
+/// Where every object's holes are kept, one folder per object.
+pub const HOLES_PREFIX: &str = "holes/";
 
 /// When an object's formula fields were last read in full (a full run or a formula refresh): the
 /// job-loader queues the next refresh once the object's refresh interval has passed since.

@@ -155,7 +155,12 @@ where
         event,
         policy,
         || time_left(deadline_ms),
-        |body| async move { run_stage(handler, &body).await.map(|_| ()) },
+        |body| {
+            crate::deadline::within(
+                crate::deadline::Deadline::at_epoch_millis(deadline_ms),
+                async move { run_stage(handler, &body).await.map(|_| ()) },
+            )
+        },
     )
     .await
 }
@@ -336,13 +341,81 @@ where
     Ok(report)
 }
 
-/// Parses a comma-separated object list (the `SFPIPE_OBJECTS` setting).
+/// Parses an object list: names separated by commas or line breaks; `#` starts a comment to the
+/// end of its line. A name listed twice (in any case, as Salesforce matches names) is refused:
+/// it would be loaded twice under one run id.
 pub fn parse_object_list(list: &str) -> Result<Vec<ObjectName>, ContractError> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(ObjectName::new)
-        .collect()
+    let mut objects: Vec<ObjectName> = Vec::new();
+    for line in list.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        for name in line.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let object = ObjectName::new(name)?;
+            if objects
+                .iter()
+                .any(|o| o.as_str().eq_ignore_ascii_case(object.as_str()))
+            {
+                return Err(ContractError::Invalid(format!(
+                    "{object} is listed twice; list each object once"
+                )));
+            }
+            objects.push(object);
+        }
+    }
+    Ok(objects)
+}
+
+/// Where the scheduled objects are listed: in `SFPIPE_OBJECTS` itself, or (for lists too long
+/// for Lambda's 4 KB of environment variables: about a hundred names) in a file in the bucket,
+/// named by `SFPIPE_OBJECTS=@<key>` (`@config/objects.txt`) and read at every trigger, so
+/// editing it needs no deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectList {
+    Listed(Vec<ObjectName>),
+    InBucket { key: String },
+}
+
+impl ObjectList {
+    /// The `SFPIPE_OBJECTS` setting.
+    pub fn parse(setting: &str) -> Result<Self, ContractError> {
+        match setting.trim().strip_prefix('@') {
+            Some(key) if key.trim().is_empty() => Err(ContractError::Invalid(
+                "@ must be followed by the key of the object list in the bucket, \
+                 e.g. @config/objects.txt"
+                    .into(),
+            )),
+            Some(key) => Ok(Self::InBucket {
+                key: key.trim().to_string(),
+            }),
+            None => parse_object_list(setting).map(Self::Listed),
+        }
+    }
+
+    /// The objects, read from the bucket if that is where they are listed.
+    pub async fn objects<B: BlobStore + ?Sized>(
+        &self,
+        blobs: &B,
+    ) -> Result<Vec<ObjectName>, StageError> {
+        let key = match self {
+            Self::Listed(objects) => return Ok(objects.clone()),
+            Self::InBucket { key } => key,
+        };
+        let refused = |why: String| {
+            StageError::new(Stage::Loader, "(object list)", Cause::Inconsistent(why)).permanent()
+        };
+        let bytes = match blobs.get_bytes(key).await {
+            Ok(bytes) => bytes,
+            Err(crate::ports::BlobError::NotFound { .. }) => {
+                return Err(refused(format!(
+                    "SFPIPE_OBJECTS names the object list {key} in the bucket, and there is none: \
+                     upload one (names separated by commas or lines)"
+                )));
+            }
+            Err(error) => return Err(error).at(Stage::Loader, &"(object list)"),
+        };
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| refused(format!("the object list {key} is not UTF-8 text")))?;
+        parse_object_list(&text).map_err(|e| refused(format!("the object list {key}: {e}")))
+    }
 }
 
 #[cfg(test)]
@@ -419,6 +492,50 @@ mod tests {
         for body in bodies(&event("merge-sqs.json")) {
             MergeMessage::from_body(&body).unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn the_object_list_is_read_from_the_setting_or_from_a_file_in_the_bucket() {
+        let blobs = crate::fake::MemoryBlobs::new();
+        let names = |objects: Vec<ObjectName>| -> Vec<String> {
+            objects.iter().map(|o| o.to_string()).collect()
+        };
+        let listed = ObjectList::parse("Account, Contact").unwrap();
+        assert_eq!(
+            names(listed.objects(&blobs).await.unwrap()),
+            ["Account", "Contact"]
+        );
+
+        let in_bucket = ObjectList::parse(" @config/objects.txt").unwrap();
+        assert_eq!(
+            in_bucket,
+            ObjectList::InBucket {
+                key: "config/objects.txt".into()
+            }
+        );
+        let missing = in_bucket.objects(&blobs).await.unwrap_err();
+        assert!(!missing.is_retryable());
+        assert!(
+            missing.to_string().contains("config/objects.txt"),
+            "{missing}"
+        );
+        // 500 names: far past what Lambda's 4 KB of environment variables holds.
+        let mut file = String::from("# the scheduled objects\nAccount, Contact\n");
+        for n in 0..498 {
+            file.push_str(&format!("Extra_Object_Number_{n:03}__c  # a comment\n"));
+        }
+        assert!(file.len() > 4096);
+        blobs
+            .put_if_absent("config/objects.txt", Bytes::from(file))
+            .await
+            .unwrap();
+        let objects = in_bucket.objects(&blobs).await.unwrap();
+        assert_eq!(objects.len(), 500);
+        assert_eq!(objects[2].as_str(), "Extra_Object_Number_000__c");
+
+        assert!(ObjectList::parse("@").is_err());
+        let twice = parse_object_list("Account\naccount").unwrap_err();
+        assert!(twice.to_string().contains("twice"), "{twice}");
     }
 
     #[test]

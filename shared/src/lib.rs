@@ -16,6 +16,7 @@
 //! - [`usage`]: what each handling cost, counted by the adapters, kept as receipts.
 //! - [`metrics`]: the receipts' numbers as CloudWatch Embedded Metric Format lines.
 //! - [`cost`]: receipts priced: per run, per day at a schedule's rate, per million changed rows.
+//! - [`deadline`]: the invocation's deadline handlers stop before, and the functions' limits.
 //! - [`retry`], [`worker`]: backoff, and settling a received message by its handler's outcome.
 //! - [`local`] (feature `local`): adapters for one machine, and the one-machine pipeline.
 //! - [`conformance`] (feature `conformance`): the suites every adapter must pass.
@@ -26,6 +27,7 @@
 pub mod checksum;
 pub mod contracts;
 pub mod cost;
+pub mod deadline;
 pub mod metrics;
 pub mod ports;
 pub mod retry;

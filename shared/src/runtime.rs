@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aws::{S3BlobStore, SecretsManagerSecrets, SqsQueue, s3_client, sdk_config};
-use crate::contracts::{ContractError, ObjectName};
-use crate::lambda::{BatchPolicy, DEFAULT_RETRY_BASE, parse_object_list};
+use crate::contracts::ContractError;
+use crate::lambda::{BatchPolicy, DEFAULT_RETRY_BASE, ObjectList};
 use crate::ports::Secrets;
 use crate::salesforce::client::DEFAULT_API_VERSION;
 use crate::salesforce::{Credentials, SalesforceClient, SalesforceConfig, SalesforceError};
@@ -80,7 +80,7 @@ pub struct Runtime {
     pub queues: StageQueues,
     pub blobs: Arc<S3BlobStore>,
     pub secrets: SecretsManagerSecrets,
-    pub objects: Vec<ObjectName>,
+    pub objects: ObjectList,
 }
 
 impl Runtime {
@@ -111,7 +111,7 @@ impl Runtime {
             aws_sdk_secretsmanager::Client::new(&sdk),
             Duration::from_secs(number("SFPIPE_SECRET_TTL_SECONDS", 300)?),
         );
-        let objects = parse_object_list(&optional("SFPIPE_OBJECTS").unwrap_or_default()).map_err(
+        let objects = ObjectList::parse(&optional("SFPIPE_OBJECTS").unwrap_or_default()).map_err(
             |e: ContractError| ConfigError::Invalid {
                 name: "SFPIPE_OBJECTS",
                 why: e.to_string(),

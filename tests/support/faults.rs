@@ -152,6 +152,50 @@ impl BlobStore for FaultyBlobs {
     }
 }
 
+/// A blob store as far away as S3 is from a Lambda function, for the keys under `prefixes`:
+/// every call waits `latency` first.
+pub struct SlowBlobs {
+    pub inner: Arc<dyn BlobStore>,
+    pub latency: Duration,
+    pub prefixes: Vec<&'static str>,
+}
+
+impl SlowBlobs {
+    async fn wait(&self, key: &str) {
+        if self.prefixes.iter().any(|p| key.starts_with(p)) {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for SlowBlobs {
+    async fn put(&self, key: &str, body: ByteStream) -> Result<StoredBlob, BlobError> {
+        self.wait(key).await;
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, BlobError> {
+        self.wait(key).await;
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<ByteStream, BlobError> {
+        self.wait(key).await;
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobMeta>, BlobError> {
+        self.wait(prefix).await;
+        self.inner.list(prefix).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<BlobMeta>, BlobError> {
+        self.wait(key).await;
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        self.wait(key).await;
+        self.inner.delete(key).await
+    }
+}
+
 pub struct FaultyWarehouse {
     pub inner: Arc<dyn Warehouse>,
     pub plan: Arc<FaultPlan>,

@@ -43,6 +43,11 @@ pub struct HarnessOptions {
     pub rest_below: u64,
     /// Wraps the blob store (after the fault plan's wrapper), to watch or fail its calls.
     pub wrap_blobs: Option<BlobWrapper>,
+    /// The functions' timeouts and visibility timeouts (the template's by default): a handler
+    /// still running at its timeout is abandoned, as Lambda kills it.
+    pub limits: Option<sfpipe_shared::deadline::StageLimits>,
+    /// Workers per stage (one each by default, so runs are reproducible).
+    pub workers: Option<WorkerCounts>,
 }
 
 pub type BlobWrapper = Arc<dyn Fn(Arc<dyn BlobStore>) -> Arc<dyn BlobStore> + Send + Sync>;
@@ -72,6 +77,8 @@ impl Default for HarnessOptions {
             client_secret: None,
             rest_below: 0,
             wrap_blobs: None,
+            limits: None,
+            workers: None,
         }
     }
 }
@@ -125,14 +132,17 @@ impl Harness {
             })
         });
         let mut config = LocalPipelineConfig {
-            workers: WorkerCounts {
+            workers: options.workers.clone().unwrap_or(WorkerCounts {
                 extract: 1,
                 upload: 1,
                 merge: 1,
-            },
+            }),
             retry_base: Duration::from_millis(5),
             ..LocalPipelineConfig::default()
         };
+        if let Some(limits) = options.limits {
+            config.limits = limits;
+        }
         config.loader.until_lag = Duration::ZERO;
         config.loader.rest_below = options.rest_below;
         if let Some(schedule) = &options.formula_refresh {
@@ -195,6 +205,15 @@ impl Harness {
     /// One scheduled run as if triggered at `triggered_at` (a later time: a schedule's interval
     /// has passed).
     pub async fn run_at(&self, triggered_at: chrono::DateTime<Utc>) -> RunResult {
+        self.run_watched(triggered_at, Arc::new(NoEvents)).await
+    }
+
+    /// [`Self::run_at`], with the pipeline's events told to `events`.
+    pub async fn run_watched(
+        &self,
+        triggered_at: chrono::DateTime<Utc>,
+        events: Arc<dyn sfpipe_shared::local::pipeline::PipelineEvents>,
+    ) -> RunResult {
         let request = LoadRequest {
             objects: self.objects.clone(),
             mode: Mode::Incremental,
@@ -205,7 +224,7 @@ impl Harness {
         for _ in 0..3 {
             match self
                 .pipeline
-                .run(&request, triggered_at, Arc::new(NoEvents))
+                .run(&request, triggered_at, events.clone())
                 .await
             {
                 Ok(result) => return result,

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use sfpipe_shared::deadline::{Deadline, within};
 use sfpipe_shared::lambda::handle_loader_event;
 use sfpipe_shared::runtime::Runtime;
 use sfpipe_shared::salesforce::SalesforceClient;
@@ -33,13 +34,18 @@ async fn handle(
     };
     // A retry of an asynchronous invocation keeps its request id: what makes an undated manual
     // event's retry the same run.
-    Ok(handle_loader_event(
-        &deps,
-        &event.payload,
-        &runtime.objects,
-        chrono::Utc::now(),
-        Some(&event.context.request_id),
-    )
+    let deadline = Deadline::at_epoch_millis(event.context.deadline);
+    Ok(within(deadline, async {
+        let objects = runtime.objects.objects(runtime.blobs.as_ref()).await?;
+        handle_loader_event(
+            &deps,
+            &event.payload,
+            &objects,
+            chrono::Utc::now(),
+            Some(&event.context.request_id),
+        )
+        .await
+    })
     .await?)
 }
 

@@ -40,6 +40,11 @@ impl MemoryBlobs {
         lock(&self.objects).get(key).cloned()
     }
 
+    /// Removes an object behind the port's back, as if a write had never happened.
+    pub fn remove(&self, key: &str) {
+        lock(&self.objects).remove(key);
+    }
+
     fn take_failure(&self, key: &str) -> Result<(), BlobError> {
         Self::take(&self.failing_puts, key)
     }

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 
 use super::queue::{LocalQueue, LocalQueueConfig};
 use crate::contracts::ObjectName;
+use crate::deadline::{self, Deadline, FunctionLimits, StageLimits};
 use crate::ports::{BlobStore, DEAD_LETTER_REASON, Queue, Salesforce, Warehouse};
 use crate::stages::extract::{ExtractConfig, ExtractDeps, ExtractOutcome};
 use crate::stages::loader::{
@@ -20,7 +21,7 @@ use crate::stages::loader::{
 use crate::stages::merge::{MergeDeps, MergedRecord};
 use crate::stages::runner::run_stage;
 use crate::stages::upload::UploadDeps;
-use crate::stages::{Stage, StageError};
+use crate::stages::{Cause, Stage, StageError};
 use crate::worker::{Disposition, Settlement, process};
 
 /// What happened, for progress bars and summaries.
@@ -50,6 +51,12 @@ pub enum PipelineEvent {
     DeadLettered {
         stage: Stage,
         reason: String,
+    },
+    /// A handler ran into its function's timeout and was abandoned, as Lambda kills it: its
+    /// message comes back after its queue's visibility timeout.
+    TimedOut {
+        stage: Stage,
+        timeout: Duration,
     },
 }
 
@@ -90,6 +97,11 @@ pub struct LocalPipelineConfig {
     pub retry_base: Duration,
     /// Records per REST query page, for objects read with the REST API.
     pub rest_batch_size: u32,
+    /// Each function's timeout and its queue's visibility timeout: the template's by default.
+    /// A handler still running at its timeout is abandoned, as Lambda kills it; its message
+    /// comes back after the visibility timeout. (`queues.visibility_timeout` is replaced by
+    /// each stage's.)
+    pub limits: StageLimits,
 }
 
 impl Default for LocalPipelineConfig {
@@ -109,6 +121,7 @@ impl Default for LocalPipelineConfig {
             },
             retry_base: Duration::from_millis(20),
             rest_batch_size: 2000,
+            limits: StageLimits::TEMPLATE,
         }
     }
 }
@@ -149,11 +162,14 @@ impl LocalPipeline {
         config: LocalPipelineConfig,
         wrap_queue: Option<QueueWrapper>,
     ) -> Self {
-        let stage_queue = |name: &str, fifo: bool| {
+        let stage_queue = |name: &str, fifo: bool, limits: FunctionLimits| {
             let (local, _dlq) = LocalQueue::with_dead_letter_queue(
                 name,
                 LocalQueueConfig {
                     fifo,
+                    visibility_timeout: limits
+                        .visibility_timeout
+                        .unwrap_or(config.queues.visibility_timeout),
                     ..config.queues.clone()
                 },
             );
@@ -164,9 +180,9 @@ impl LocalPipeline {
             StageQueue { local, port }
         };
         Self {
-            extract: stage_queue("extract", false),
-            upload: stage_queue("upload", false),
-            merge: stage_queue("merge.fifo", true),
+            extract: stage_queue("extract", false, config.limits.extract),
+            upload: stage_queue("upload", false, config.limits.upload),
+            merge: stage_queue("merge.fifo", true, config.limits.merge),
             salesforce,
             blobs,
             warehouse,
@@ -209,7 +225,9 @@ impl LocalPipeline {
             blobs: self.blobs.as_ref(),
             config: &self.config.loader,
         };
-        let report = run_loader(&deps, request, triggered_at).await?;
+        let report = self
+            .run_loader_in_time(&deps, request, triggered_at, events.as_ref())
+            .await?;
         events.event(PipelineEvent::Queued {
             report: report.clone(),
         });
@@ -218,6 +236,41 @@ impl LocalPipeline {
             report,
             dead_letters,
         })
+    }
+
+    /// The loader under its function's timeout. An invocation killed at its timeout is tried
+    /// twice more, as Lambda retries an asynchronous invocation (an EventBridge schedule's).
+    async fn run_loader_in_time(
+        &self,
+        deps: &LoaderDeps<'_, dyn Salesforce, dyn Queue, dyn Warehouse, dyn BlobStore>,
+        request: &LoadRequest,
+        triggered_at: DateTime<Utc>,
+        events: &dyn PipelineEvents,
+    ) -> Result<LoadReport, StageError> {
+        let timeout = self.config.limits.job_loader.timeout;
+        for _ in 0..2 {
+            match killed_at(timeout, run_loader(deps, request, triggered_at)).await {
+                Some(report) => return report,
+                None => {
+                    tracing::warn!(?timeout, "the job-loader timed out; trying it again");
+                    events.event(PipelineEvent::TimedOut {
+                        stage: Stage::Loader,
+                        timeout,
+                    });
+                }
+            }
+        }
+        killed_at(timeout, run_loader(deps, request, triggered_at))
+            .await
+            .unwrap_or_else(|| {
+                Err(StageError::new(
+                    Stage::Loader,
+                    "(trigger)",
+                    Cause::Inconsistent(format!(
+                        "the job-loader ran into its {timeout:?} timeout three times"
+                    )),
+                ))
+            })
     }
 
     /// The queue a stage consumes, as its port (wrapped, if a wrapper was given).
@@ -362,6 +415,7 @@ impl LocalPipeline {
         events: Arc<dyn PipelineEvents>,
     ) {
         let queue = self.stage_queue(stage).port.clone();
+        let timeout = self.config.limits.of(stage).timeout;
         loop {
             if *stop.borrow() {
                 return;
@@ -380,17 +434,19 @@ impl LocalPipeline {
             for message in messages {
                 let handler_events = events.clone();
                 let pipeline = self.clone();
-                let settled =
-                    process(
-                        queue.as_ref(),
-                        &message,
-                        self.config.retry_base,
-                        Settlement::Here,
-                        |body| async move {
-                            pipeline.handle(stage, &body, handler_events.as_ref()).await
-                        },
-                    )
-                    .await;
+                let handling = process(
+                    queue.as_ref(),
+                    &message,
+                    self.config.retry_base,
+                    Settlement::Here,
+                    |body| async move { pipeline.handle(stage, &body, handler_events.as_ref()).await },
+                );
+                let Some(settled) = killed_at(timeout, handling).await else {
+                    // Unsettled, as after a killed Lambda: back after the visibility timeout.
+                    tracing::warn!(queue = queue.name(), ?timeout, "the handler timed out");
+                    events.event(PipelineEvent::TimedOut { stage, timeout });
+                    continue;
+                };
                 match settled {
                     Ok(Disposition::Done) => {}
                     Ok(Disposition::Retried { reason, .. }) => {
@@ -463,6 +519,15 @@ impl LocalPipeline {
         }
         Ok(())
     }
+}
+
+/// Runs `work` with a deadline `timeout` from now, as a Lambda invocation: `None` if it was
+/// still running then, and was dropped where it stood.
+async fn killed_at<F: std::future::Future>(timeout: Duration, work: F) -> Option<F::Output> {
+    let deadline = Deadline::after(timeout);
+    tokio::time::timeout(timeout, deadline::within(deadline, work))
+        .await
+        .ok()
 }
 
 /// An object of a run that did not merge.

@@ -33,7 +33,8 @@ pub struct SqlApiConfig {
     /// The first wait between polls of a running statement; it doubles up to two seconds.
     pub poll_interval: Duration,
     /// How long one call waits for its request before leaving it running in Snowflake
-    /// ([`SnowflakeError::StillRunning`]): less than the calling function's own time limit.
+    /// ([`SnowflakeError::StillRunning`]). The invocation's deadline ([`crate::deadline`])
+    /// bounds every wait, poll and retry anyway; this can only shorten them.
     pub wait_limit: Option<Duration>,
 }
 
@@ -126,7 +127,7 @@ impl SqlApiClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("sfpipe/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
+            .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| SnowflakeError::Config(format!("HTTP client: {e}")))?;
         Ok(Self { http, config, auth })
@@ -231,7 +232,11 @@ impl SqlApiClient {
             let outcome = self.send(Method::POST, &url, &query, Some(body)).await;
             match outcome {
                 Ok(response) => return self.read(response, None).await,
-                Err(e) if e.retryable && attempt + 1 < self.config.retry.max_attempts => {
+                Err(e)
+                    if e.retryable
+                        && attempt + 1 < self.config.retry.max_attempts
+                        && crate::deadline::allows(self.config.retry.delay(attempt)) =>
+                {
                     tracing::warn!(request_id, attempt, error = %e.error, "retrying a Snowflake request");
                     tokio::time::sleep(self.config.retry.delay(attempt)).await;
                     attempt += 1;
@@ -264,7 +269,11 @@ impl SqlApiClient {
         loop {
             match self.send(Method::GET, &url, &query, None).await {
                 Ok(response) => return self.read(response, Some(handle)).await,
-                Err(e) if e.retryable && attempt + 1 < self.config.retry.max_attempts => {
+                Err(e)
+                    if e.retryable
+                        && attempt + 1 < self.config.retry.max_attempts
+                        && crate::deadline::allows(self.config.retry.delay(attempt)) =>
+                {
                     tokio::time::sleep(self.config.retry.delay(attempt)).await;
                     attempt += 1;
                 }
@@ -288,7 +297,9 @@ impl SqlApiClient {
             let handle = response.statement_handle.clone().ok_or_else(|| {
                 SnowflakeError::Protocol("a running statement without a handle".into())
             })?;
-            if started.elapsed() > limit {
+            // The invocation's deadline bounds the wait too: the next poll must leave time to
+            // settle before the function is killed.
+            if started.elapsed() > limit || !crate::deadline::allows(interval) {
                 // Not cancelled: a redelivery with the same request id picks it up.
                 return Err(SnowflakeError::StillRunning {
                     handle,
@@ -341,7 +352,9 @@ impl SqlApiClient {
                 .query(query)
                 .bearer_auth(token.expose_secret())
                 .header("X-Snowflake-Authorization-Token-Type", token_type)
-                .header(reqwest::header::ACCEPT, "application/json");
+                .header(reqwest::header::ACCEPT, "application/json")
+                // No answer is waited for past the invocation's reserve.
+                .timeout(crate::deadline::bounded(REQUEST_TIMEOUT).max(Duration::from_millis(100)));
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -422,6 +435,9 @@ impl SqlApiClient {
         }
     }
 }
+
+/// The longest one HTTP request to the SQL API is waited for (less, near the deadline).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The code this client gives a response that means "still running" (HTTP 202).
 const RUNNING: &str = "333334";

@@ -9,9 +9,10 @@ use super::object_state::{ProbeVerdict, judge_probe, probe_limit, probe_query, r
 use super::records::read_json;
 use super::{Stage, StageError, StageResultExt};
 use crate::contracts::{
-    CONTRACT_VERSION, Contract, ExtractMessage, FormulaRefreshMarker, Mode, ObjectName, RunId,
-    Window, formula_refresh_key, holes_prefix, reconcile_key, rfc3339,
+    CONTRACT_VERSION, Contract, ExtractMessage, FormulaRefreshMarker, HOLES_PREFIX, Mode,
+    ObjectName, RunId, Window, formula_refresh_key, reconcile_key, rfc3339,
 };
+use crate::ports::salesforce::{QueryPage, SalesforceError};
 use crate::ports::{BlobStore, OutgoingMessage, Queue, Salesforce, Warehouse};
 use crate::usage::{LOADER_RECEIPTS, UsageRecord, metered};
 
@@ -253,98 +254,33 @@ where
     // (their files, their merge).
     let refresh_run_id = RunId::for_trigger(triggered_at, &format!("{qualifier}|formulas"));
     let reconcile_run_id = RunId::for_trigger(triggered_at, &format!("{qualifier}|ids"));
+    // One listing finds every object's open holes (they are rare); then each object's state and
+    // markers are read, several objects at a time, in the request's order.
+    let holes = open_holes(blobs).await?;
+    let context = PlanContext {
+        request,
+        triggered_at,
+        until,
+        overlap,
+        run_id: &run_id,
+        refresh_run_id: &refresh_run_id,
+        reconcile_run_id: &reconcile_run_id,
+        holes: &holes,
+    };
     let mut plans = Vec::with_capacity(request.objects.len());
     let mut complete_until = Vec::with_capacity(request.objects.len());
-    for object in &request.objects {
-        let state = read_state(blobs, object)
-            .await
-            .at(Stage::Loader, object)?
-            .unwrap_or_default();
-        complete_until.push((object.clone(), state.merged_until));
-        let mut probe = None;
-        let (mode, since) = match (request.mode, request.since) {
-            (Mode::Full, _) => (Mode::Full, None),
-            (Mode::FormulaRefresh, _) => (Mode::FormulaRefresh, None),
-            (Mode::Reconcile, _) => (Mode::Reconcile, None),
-            (Mode::Incremental, Some(since)) => (Mode::Incremental, Some(since)),
-            (Mode::Incremental, None) => {
-                let watermark = match state.watermark {
-                    Some(watermark) => Some(watermark),
-                    None => deps
-                        .warehouse
-                        .watermark(object)
-                        .await
-                        .at(Stage::Loader, object)?,
-                };
-                match watermark {
-                    Some(watermark) => {
-                        let since = watermark - overlap;
-                        match oldest_hole(blobs, object).await? {
-                            // A half of a split window that is not merged yet: read it again.
-                            Some(Window { since: None, .. }) => (Mode::Full, None),
-                            Some(Window { since: Some(h), .. }) if h < since => {
-                                (Mode::Incremental, Some(h))
-                            }
-                            _ => {
-                                probe = state
-                                    .cursor_field
-                                    .clone()
-                                    .map(|cursor| (cursor, state.boundary.clone()));
-                                (Mode::Incremental, Some(since))
-                            }
-                        }
-                    }
-                    // Never loaded: the first incremental run is a full one.
-                    None => (Mode::Full, None),
-                }
-            }
-        };
-        let window = Window { since, until };
-        if window.validate().is_err() {
-            tracing::info!(%object, since = ?since, until = %rfc3339(until), "nothing new to extract: window is empty");
-            continue;
+    for objects in request.objects.chunks(LOADER_CONCURRENCY) {
+        let planned = futures::future::join_all(
+            objects
+                .iter()
+                .map(|object| plan_object(deps, &context, object)),
+        )
+        .await;
+        for planned in planned {
+            let (plan, merged_until) = planned?;
+            plans.extend(plan);
+            complete_until.push(merged_until);
         }
-        let run = |run_id: &RunId, mode, window| QueuedExtract {
-            object: object.clone(),
-            run_id: run_id.clone(),
-            mode,
-            window,
-            rest: false,
-        };
-        let mut runs = vec![run(&run_id, mode, window)];
-        let scheduled = mode == Mode::Incremental && request.since.is_none();
-        let whole = Window { since: None, until };
-        if scheduled
-            && due(
-                blobs,
-                &config.formula_refresh,
-                &formula_refresh_key(object),
-                object,
-                triggered_at,
-                state.formulas_until,
-            )
-            .await?
-        {
-            runs.push(run(&refresh_run_id, Mode::FormulaRefresh, whole));
-        }
-        if scheduled
-            && due(
-                blobs,
-                &config.reconcile,
-                &reconcile_key(object),
-                object,
-                triggered_at,
-                state.reconciled_until,
-            )
-            .await?
-        {
-            runs.push(run(&reconcile_run_id, Mode::Reconcile, whole));
-        }
-        plans.push(Planned {
-            object: object.clone(),
-            runs,
-            probe: probe.filter(|_| scheduled),
-        });
     }
     let unchanged = probe_changes(deps, &mut plans).await;
     let stalest = complete_until
@@ -362,35 +298,204 @@ where
             })
         })
         .max_by_key(|s| s.lag_seconds);
-    let mut queued = Vec::new();
-    for plan in plans {
-        for run in plan.runs {
-            let message = ExtractMessage {
-                v: CONTRACT_VERSION,
-                run_id: run.run_id.clone(),
-                object: run.object.clone(),
-                mode: run.mode,
-                window: run.window,
-                bulk_job: None,
-                rest: run.rest,
-            };
-            deps.extract_queue
-                .send(OutgoingMessage::new(
-                    message.to_body(),
-                    message.message_id(),
-                ))
-                .await
-                .at(Stage::Loader, &run.object)?;
-            tracing::info!(run_id = %run.run_id, object = %run.object, mode = ?run.mode, rest = run.rest, "queued extract");
-            queued.push(run);
+    let runs: Vec<QueuedExtract> = plans.into_iter().flat_map(|plan| plan.runs).collect();
+    for runs in runs.chunks(LOADER_CONCURRENCY) {
+        for sent in futures::future::join_all(runs.iter().map(|run| queue_run(deps, run))).await {
+            sent?;
         }
     }
+    let queued = runs;
     Ok(LoadReport {
         run_id,
         queued,
         unchanged,
         stalest,
     })
+}
+
+/// Objects planned, probe batches sent and messages queued at once by the job-loader: a run of
+/// 500 objects takes seconds, not the sum of 500 objects' round trips.
+const LOADER_CONCURRENCY: usize = 16;
+
+/// What every object's plan shares.
+struct PlanContext<'a> {
+    request: &'a LoadRequest,
+    triggered_at: DateTime<Utc>,
+    until: DateTime<Utc>,
+    overlap: chrono::Duration,
+    run_id: &'a RunId,
+    refresh_run_id: &'a RunId,
+    reconcile_run_id: &'a RunId,
+    /// Every object's open holes, by object name.
+    holes: &'a std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// One object's runs (`None`: its window is empty), and how far it is known complete.
+async fn plan_object<S, Q, W, B>(
+    deps: &LoaderDeps<'_, S, Q, W, B>,
+    context: &PlanContext<'_>,
+    object: &ObjectName,
+) -> Result<(Option<Planned>, (ObjectName, Option<DateTime<Utc>>)), StageError>
+where
+    S: Salesforce + ?Sized,
+    Q: Queue + ?Sized,
+    W: Warehouse + ?Sized,
+    B: BlobStore + ?Sized,
+{
+    let config = deps.config;
+    let blobs = deps.blobs;
+    let PlanContext {
+        request,
+        triggered_at,
+        until,
+        overlap,
+        ..
+    } = *context;
+    let state = read_state(blobs, object)
+        .await
+        .at(Stage::Loader, object)?
+        .unwrap_or_default();
+    let complete_until = (object.clone(), state.merged_until);
+    let mut probe = None;
+    let (mode, since) = match (request.mode, request.since) {
+        (Mode::Full, _) => (Mode::Full, None),
+        (Mode::FormulaRefresh, _) => (Mode::FormulaRefresh, None),
+        (Mode::Reconcile, _) => (Mode::Reconcile, None),
+        (Mode::Incremental, Some(since)) => (Mode::Incremental, Some(since)),
+        (Mode::Incremental, None) => {
+            let watermark = match state.watermark {
+                Some(watermark) => Some(watermark),
+                None => deps
+                    .warehouse
+                    .watermark(object)
+                    .await
+                    .at(Stage::Loader, object)?,
+            };
+            match watermark {
+                Some(watermark) => {
+                    let since = watermark - overlap;
+                    let hole_keys = context
+                        .holes
+                        .get(object.as_str())
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    match oldest_hole(blobs, object, hole_keys).await? {
+                        // A half of a split window that is not merged yet: read it again.
+                        Some(Window { since: None, .. }) => (Mode::Full, None),
+                        Some(Window { since: Some(h), .. }) if h < since => {
+                            (Mode::Incremental, Some(h))
+                        }
+                        _ => {
+                            probe = state
+                                .cursor_field
+                                .clone()
+                                .map(|cursor| (cursor, state.boundary.clone()));
+                            (Mode::Incremental, Some(since))
+                        }
+                    }
+                }
+                // Never loaded: the first incremental run is a full one.
+                None => (Mode::Full, None),
+            }
+        }
+    };
+    let window = Window { since, until };
+    if window.validate().is_err() {
+        tracing::info!(%object, since = ?since, until = %rfc3339(until), "nothing new to extract: window is empty");
+        return Ok((None, complete_until));
+    }
+    let run = |run_id: &RunId, mode, window| QueuedExtract {
+        object: object.clone(),
+        run_id: run_id.clone(),
+        mode,
+        window,
+        rest: false,
+    };
+    let mut runs = vec![run(context.run_id, mode, window)];
+    let scheduled = mode == Mode::Incremental && request.since.is_none();
+    let whole = Window { since: None, until };
+    if scheduled
+        && due(
+            blobs,
+            &config.formula_refresh,
+            &formula_refresh_key(object),
+            object,
+            triggered_at,
+            state.formulas_until,
+        )
+        .await?
+    {
+        runs.push(run(context.refresh_run_id, Mode::FormulaRefresh, whole));
+    }
+    if scheduled
+        && due(
+            blobs,
+            &config.reconcile,
+            &reconcile_key(object),
+            object,
+            triggered_at,
+            state.reconciled_until,
+        )
+        .await?
+    {
+        runs.push(run(context.reconcile_run_id, Mode::Reconcile, whole));
+    }
+    Ok((
+        Some(Planned {
+            object: object.clone(),
+            runs,
+            probe: probe.filter(|_| scheduled),
+        }),
+        complete_until,
+    ))
+}
+
+/// Sends one run's extract message.
+async fn queue_run<S, Q, W, B>(
+    deps: &LoaderDeps<'_, S, Q, W, B>,
+    run: &QueuedExtract,
+) -> Result<(), StageError>
+where
+    S: ?Sized,
+    Q: Queue + ?Sized,
+    W: ?Sized,
+    B: ?Sized,
+{
+    let message = ExtractMessage {
+        v: CONTRACT_VERSION,
+        run_id: run.run_id.clone(),
+        object: run.object.clone(),
+        mode: run.mode,
+        window: run.window,
+        bulk_job: None,
+        rest: run.rest,
+    };
+    deps.extract_queue
+        .send(OutgoingMessage::new(
+            message.to_body(),
+            message.message_id(),
+        ))
+        .await
+        .at(Stage::Loader, &run.object)?;
+    tracing::info!(run_id = %run.run_id, object = %run.object, mode = ?run.mode, rest = run.rest, "queued extract");
+    Ok(())
+}
+
+/// Every object's open holes (their keys), from one listing.
+async fn open_holes<B: BlobStore + ?Sized>(
+    blobs: &B,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, StageError> {
+    let mut holes: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for hole in blobs
+        .list(HOLES_PREFIX)
+        .await
+        .at(Stage::Loader, &"(every object)")?
+    {
+        if let Some((object, _)) = hole.key[HOLES_PREFIX.len()..].split_once('/') {
+            holes.entry(object.to_string()).or_default().push(hole.key);
+        }
+    }
+    Ok(holes)
 }
 
 /// Probes the incremental windows of the planned objects that can be probed, all in as few
@@ -420,7 +525,7 @@ where
         return Vec::new();
     }
     let soqls: Vec<String> = probed.iter().map(|(_, soql)| soql.clone()).collect();
-    let pages = deps.salesforce.first_query_pages(&soqls).await;
+    let pages = probe_in_time(deps.salesforce, &soqls).await;
     let mut unchanged = Vec::new();
     for ((index, _), page) in probed.into_iter().zip(pages) {
         let plan = &mut plans[index];
@@ -452,6 +557,38 @@ where
     unchanged
 }
 
+/// The probes' first pages, a batch of calls at a time while the invocation's deadline leaves
+/// time for another batch; past that, the rest are not sent and read as changed (their runs
+/// cost a Bulk job each, but the loader is not killed with objects left unqueued).
+async fn probe_in_time<S: Salesforce + ?Sized>(
+    salesforce: &S,
+    soqls: &[String],
+) -> Vec<Result<QueryPage, SalesforceError>> {
+    // Several composite calls of five queries at once.
+    const PER_BATCH: usize = 5 * LOADER_CONCURRENCY / 2;
+    let mut pages = Vec::with_capacity(soqls.len());
+    let mut slowest = std::time::Duration::ZERO;
+    for batch in soqls.chunks(PER_BATCH) {
+        if !crate::deadline::allows(slowest * 2) {
+            tracing::warn!(
+                probed = pages.len(),
+                not_probed = soqls.len() - pages.len(),
+                "short of time: the rest of the objects are queued unprobed"
+            );
+            pages.extend(soqls[pages.len()..].iter().map(|_| {
+                Err(SalesforceError::Config(
+                    "not probed: the job-loader was short of time".into(),
+                ))
+            }));
+            break;
+        }
+        let started = std::time::Instant::now();
+        pages.extend(salesforce.first_query_pages(batch).await);
+        slowest = slowest.max(started.elapsed());
+    }
+    pages
+}
+
 /// Whether a periodic run of the object (recorded under `key`) last ran longer ago than its
 /// interval. Objects never loaded are not due: their first run is a full one, which reads
 /// formulas too and has nothing to reconcile. `hint` is the object state's copy of the record,
@@ -477,23 +614,20 @@ async fn due<B: BlobStore + ?Sized>(
     Ok(last.is_none_or(|last| triggered_at.signed_duration_since(last.until) >= every))
 }
 
-/// The open hole of `object` that starts earliest.
+/// The open hole of `object` (at `keys`) that starts earliest.
 async fn oldest_hole<B: BlobStore + ?Sized>(
     blobs: &B,
     object: &ObjectName,
+    keys: &[String],
 ) -> Result<Option<Window>, StageError> {
     let mut oldest: Option<Window> = None;
-    for hole in blobs
-        .list(&holes_prefix(object))
-        .await
-        .at(Stage::Loader, object)?
-    {
-        let bytes = blobs.get_bytes(&hole.key).await.at(Stage::Loader, object)?;
+    for key in keys {
+        let bytes = blobs.get_bytes(key).await.at(Stage::Loader, object)?;
         let window: Window = serde_json::from_slice(&bytes).map_err(|e| {
             StageError::new(
                 Stage::Loader,
                 object,
-                crate::stages::Cause::Inconsistent(format!("{} is not a window: {e}", hole.key)),
+                crate::stages::Cause::Inconsistent(format!("{key} is not a window: {e}")),
             )
         })?;
         let earlier = match (&oldest, window.since) {

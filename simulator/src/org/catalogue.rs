@@ -222,6 +222,29 @@ pub fn bench_object() -> ObjectDef {
     }
 }
 
+/// The `n`th of many small custom objects (`Extra000__c`, `Extra001__c`, ...), for orgs of
+/// hundreds of objects. Their names are made once per object and kept for the process's life.
+pub fn numbered_object(n: u32) -> ObjectDef {
+    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let leak = |text: String| -> &'static str { Box::leak(text.into_boxed_str()) };
+    // `x` and two base-36 digits: 1,296 prefixes no demo object uses.
+    let n36 = n as usize % (36 * 36);
+    let prefix = format!("x{}{}", DIGITS[n36 / 36] as char, DIGITS[n36 % 36] as char);
+    let mut fields = system_fields();
+    fields.extend([
+        field("Name", "string", Gen::Company),
+        field("Amount__c", "currency", Gen::Currency(100_000)),
+    ]);
+    ObjectDef {
+        name: leak(format!("Extra{n:03}__c")),
+        label: leak(format!("Extra {n}")),
+        key_prefix: leak(prefix),
+        custom: true,
+        fields,
+        append_only: false,
+    }
+}
+
 /// `AccountHistory`, as field history tracking makes it: one row per tracked change, never
 /// updated, with CreatedDate as its only timestamp (no SystemModstamp, no LastModifiedDate).
 pub fn history_object() -> ObjectDef {

@@ -60,6 +60,9 @@ pub struct SimConfig {
     pub session_calls: Option<u64>,
     /// Added to every API call.
     pub latency: std::time::Duration,
+    /// Added to every REST query page (first page and `nextRecordsUrl`), on top of `latency`:
+    /// a real org takes 0.3 to 2 s to assemble a page of 2,000 wide rows.
+    pub query_page_latency: std::time::Duration,
     /// How Bulk result pages are paced: a time to first byte and a per-response rate, as a real
     /// org's downloads are ([`crate::bandwidth`]); unlimited by default.
     pub bandwidth: crate::bandwidth::Bandwidth,
@@ -92,6 +95,9 @@ pub struct SimConfig {
     pub bench_object: bool,
     /// Also serve `AccountHistory`, a field history object with no SystemModstamp.
     pub history_object: bool,
+    /// Also serve this many small custom objects, `Extra000__c` on ([`crate::org::numbered_object`]),
+    /// for orgs of hundreds of objects.
+    pub extra_objects: u32,
     /// Contact gets `Account_Rating__c`, a cross-object formula that changes without a new
     /// SystemModstamp ([`Org::add_cross_object_formula`]).
     pub cross_object_formula: bool,
@@ -115,6 +121,7 @@ impl Default for SimConfig {
             daily_bulk_query_jobs: 10_000,
             session_calls: None,
             latency: std::time::Duration::ZERO,
+            query_page_latency: std::time::Duration::ZERO,
             bandwidth: crate::bandwidth::Bandwidth::default(),
             failing_job_objects: Vec::new(),
             bulk_unsupported_objects: Vec::new(),
@@ -128,6 +135,7 @@ impl Default for SimConfig {
             rounds: Vec::new(),
             bench_object: false,
             history_object: false,
+            extra_objects: 0,
             cross_object_formula: false,
             hard_deletes: false,
         }
@@ -227,6 +235,9 @@ impl SimState {
         }
         if config.history_object {
             org.add_object(crate::org::history_object());
+        }
+        for n in 0..config.extra_objects {
+            org.add_object(crate::org::numbered_object(n));
         }
         if config.cross_object_formula {
             org.add_cross_object_formula();

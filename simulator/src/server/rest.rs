@@ -102,9 +102,18 @@ pub(super) async fn rest_query(
     Query(params): Query<QueryParams>,
     include_deleted: bool,
 ) -> Response {
+    page_latency(&state).await;
     match first_page(&state, &v, &params.q, include_deleted, batch_size(&headers)) {
         Ok(body) => Json(body).into_response(),
         Err((status, code, message)) => sf_error(status, code, &message),
+    }
+}
+
+/// A REST query page takes the org this long to assemble ([`crate::SimConfig::query_page_latency`]).
+async fn page_latency(state: &Shared) {
+    let latency = state.config.query_page_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
 }
 
@@ -139,6 +148,7 @@ pub(super) async fn query_more(
     State(state): State<Shared>,
     Path((v, cursor)): Path<(String, String)>,
 ) -> Response {
+    page_latency(&state).await;
     let Some((id, offset)) = cursor.rsplit_once('-') else {
         return sf_error(
             StatusCode::BAD_REQUEST,

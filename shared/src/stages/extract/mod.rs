@@ -209,18 +209,19 @@ where
         Err(error) => return Err(at(error)),
     };
     if job.job_id == REST_QUERY_JOB {
-        // No job to wait for: one upload pages through the REST query.
+        // No job to wait for: uploads page through the REST query, each part queuing the next
+        // at its cursor, as many as the uploads' deadlines need.
         let upload = UploadMessage {
             v: CONTRACT_VERSION,
             run_id: message.run_id.clone(),
             object: object.clone(),
             job_id: REST_QUERY_JOB.to_string(),
             part: 1,
-            parts: 1,
+            parts: 0,
             result_url: deps.salesforce.query_all_path(&job.soql),
             mode: message.mode,
             window: message.window,
-            chain: false,
+            chain: true,
             job_records: None,
         };
         record_extracted(deps.blobs, message, REST_QUERY_JOB, None, 1).await?;

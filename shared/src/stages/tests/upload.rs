@@ -1,9 +1,11 @@
 //! upload, branch by branch.
 
 use std::io::Read;
+use std::time::Duration;
 
 use super::{ROWS, World, full_run};
 use crate::contracts::{Contract, MergeMessage, PartManifest, RunLayout, UploadMessage};
+use crate::deadline::{Deadline, within};
 use crate::fake::Call;
 use crate::ports::salesforce::SalesforceError;
 use crate::stages::StageError;
@@ -17,11 +19,18 @@ fn layout() -> RunLayout {
     RunLayout::new(&super::account(), &super::run_id())
 }
 
-/// A stored part's CSV records (header first).
+/// A stored part's CSV records (header first), found through its manifest.
 fn part_rows(world: &World, part: u32) -> Vec<Vec<String>> {
+    let manifest: PartManifest = serde_json::from_slice(
+        &world
+            .blobs
+            .bytes(&layout().manifest(part))
+            .expect("the part has a manifest"),
+    )
+    .unwrap();
     let gzipped = world
         .blobs
-        .bytes(&layout().part(part))
+        .bytes(&manifest.key)
         .expect("the part is stored");
     let mut csv = String::new();
     flate2::read::MultiGzDecoder::new(&gzipped[..])
@@ -166,6 +175,101 @@ async fn a_rest_run_pages_through_its_query_into_one_part() {
         .filter(|c| **c == Call::QueryPage)
         .count();
     assert_eq!(pages, 3, "five rows, two a page");
+}
+
+/// Uploads a REST run part by part, each under `deadline` (from the handling's start), following
+/// the cursors the parts queue; the outcomes in order.
+async fn upload_rest_chain(world: &World, deadline: Duration) -> Vec<UploadOutcome> {
+    let mut next = world.extract_to_uploads(&full_run()).await.remove(0);
+    let mut outcomes = Vec::new();
+    loop {
+        let outcome = within(Deadline::after(deadline), upload(world, &next))
+            .await
+            .unwrap();
+        let done = outcome.requested_merge;
+        outcomes.push(outcome);
+        if done {
+            return outcomes;
+        }
+        let queued = world.upload_queue.take();
+        assert_eq!(queued.len(), 1, "one next part per part");
+        next = UploadMessage::from_body(&queued[0].body).unwrap();
+        assert_eq!(next.part as usize, outcomes.len() + 1);
+    }
+}
+
+#[tokio::test]
+async fn a_rest_run_short_of_time_stores_what_it_read_and_queues_the_rest_at_its_cursor() {
+    let world = World::new();
+    world.salesforce.refuse_bulk("Account");
+    world.salesforce.rest_page_rows(2);
+    // No time to spare: one page a part, the least progress an invocation makes.
+    let outcomes = upload_rest_chain(&world, Duration::ZERO).await;
+    let records: Vec<u64> = outcomes.iter().map(|o| o.manifest.records).collect();
+    assert_eq!(records, [2, 2, 1]);
+    let mut ids = Vec::new();
+    for part in 1..=3 {
+        let rows = part_rows(&world, part);
+        assert_eq!(rows[0], ["Id", "Name", "IsDeleted", "SystemModstamp"]);
+        ids.extend(rows[1..].iter().map(|r| r[0].clone()));
+    }
+    let expected: Vec<String> = (1..=ROWS).map(|n| format!("001FAKE{n:011}")).collect();
+    assert_eq!(ids, expected, "every row once, in order");
+    let merge = merges(&world);
+    assert_eq!(merge.len(), 1);
+    assert_eq!(merge[0].parts, 3);
+}
+
+#[tokio::test]
+async fn a_duplicate_of_a_claimed_rest_part_keeps_the_claimed_bytes_and_queues_its_successor_once()
+{
+    let world = World::new();
+    world.salesforce.refuse_bulk("Account");
+    world.salesforce.rest_page_rows(2);
+    let first = world.extract_to_uploads(&full_run()).await.remove(0);
+    let claimed = within(Deadline::after(Duration::ZERO), upload(&world, &first))
+        .await
+        .unwrap();
+    assert_eq!(claimed.manifest.records, 2);
+    let successor = world.upload_queue.take();
+    assert_eq!(successor.len(), 1);
+    // Redelivered with all the time in the world: it would read every page, but the part is
+    // claimed and its successor queued.
+    let pages = world.salesforce.calls().len();
+    let again = upload(&world, &first).await.unwrap();
+    assert_eq!(again.manifest, claimed.manifest);
+    assert!(world.upload_queue.take().is_empty());
+    assert_eq!(
+        world.salesforce.calls().len(),
+        pages,
+        "Salesforce not asked"
+    );
+
+    // A crash after the claim, before the manifest and the successor: the redelivery finishes
+    // from the claim, with the claimed bytes.
+    world.blobs.remove(&layout().manifest(1));
+    world.blobs.remove(&layout().chain_link(1));
+    let finished = upload(&world, &first).await.unwrap();
+    assert_eq!(finished.manifest, claimed.manifest);
+    let resent = world.upload_queue.take();
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].body, successor[0].body);
+    assert_eq!(
+        part_rows(&world, 1).len(),
+        3,
+        "header and the claimed two rows"
+    );
+    let stored: Vec<String> = world
+        .blobs
+        .keys()
+        .into_iter()
+        .filter(|k| k.ends_with(".csv.gz"))
+        .collect();
+    assert_eq!(
+        stored,
+        std::slice::from_ref(&claimed.manifest.key),
+        "no other delivery's bytes"
+    );
 }
 
 #[tokio::test]

@@ -58,13 +58,14 @@ where
         return Ok(outcome);
     }
 
-    if message.job_id == REST_QUERY_JOB {
-        return upload_rest(deps, message, &layout, &key).await;
-    }
+    // Its successor is queued already (on the locator chain, or a REST part's cursor).
     if message.chain
         && let Some(outcome) = chain_link_done(deps, message, &layout).await?
     {
         return Ok(outcome);
+    }
+    if message.job_id == REST_QUERY_JOB {
+        return upload_rest(deps, message, &layout).await;
     }
     let page = match deps.salesforce.download_results(&message.result_url).await {
         Ok(page) => page,
