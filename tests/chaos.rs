@@ -20,7 +20,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use sfpipe_shared::deadline::{FunctionLimits, StageLimits};
 use sfpipe_simulator::{Fault, FiredFault, SimConfig};
 use sfpipe_tests::faults::{ChaosSends, FailWhen, FaultPlan, SendBehaviour};
 use sfpipe_tests::harness::{Harness, HarnessOptions};
@@ -99,6 +101,34 @@ async fn run_schedule(seed: u64) -> Totals {
         sim.bulk_unsupported_objects = vec![objects[0].to_string()];
         note(&mut injected, "object refused by Bulk (REST path)");
     }
+    // Short deadlines and slow services, drawn apart so the other schedules stay as they were:
+    // upload and extract get a timeout of a few hundred milliseconds, an object refused by Bulk
+    // spans several REST pages that each take a good part of it, and every call is a few
+    // milliseconds away. Handlers must stop in time and go on in their next invocation; one
+    // killed at its timeout is redelivered, and five kills dead-letter it (a violation).
+    let mut deadlines = fastrand::Rng::with_seed(seed ^ 0x5eed_dead_11e5);
+    let mut limits = None;
+    if deadlines.u8(0..8) == 0 {
+        let timeout = Duration::from_millis(deadlines.u64(300..600));
+        // More than one REST page: Salesforce's smallest batch is 200 rows.
+        sim.rows = sim.rows.max(deadlines.u64(210..450));
+        sim.query_page_latency = timeout.mul_f64(deadlines.f64() * 0.25 + 0.3);
+        sim.latency = Duration::from_millis(deadlines.u64(2..6));
+        sim.bulk_unsupported_objects = vec![objects[0].to_string()];
+        let short = FunctionLimits {
+            timeout,
+            visibility_timeout: Some(timeout * 6),
+        };
+        limits = Some(StageLimits {
+            extract: short,
+            upload: short,
+            ..StageLimits::TEMPLATE
+        });
+        note(
+            &mut injected,
+            "short deadlines, slow REST pages (chained REST parts)",
+        );
+    }
     if rng.u8(0..8) == 0 {
         // Splitting stops at windows under a minute, and this test's runs are seconds apart: the
         // limit must stay above what a few mutation rounds change (about 3 rows each), or every
@@ -159,6 +189,7 @@ async fn run_schedule(seed: u64) -> Totals {
         },
         page_records: rng.u64(3..25),
         rest_below,
+        limits,
         formula_refresh: refresh_every_run.then(|| "1h".parse().expect("schedule")),
         reconcile: Some(
             if reconcile_every_run { "1h" } else { "off" }

@@ -164,3 +164,48 @@ async fn the_job_loader_queues_500_objects_well_inside_its_timeout() {
         "every object either queued or found unchanged"
     );
 }
+
+#[tokio::test]
+async fn listing_thousands_of_result_pages_goes_on_in_the_next_extract_invocation() {
+    // 600 rows in pages of 5: 120 pages, listed five links a call, each call 20 ms away: 0.5 s
+    // of listing against an extract timeout of 0.3 s (at the template's scale: a 100-million-row
+    // object's 2,000 pages, 400 calls, against 120 s).
+    let harness = Harness::start(HarnessOptions {
+        sim: SimConfig {
+            rows: 600,
+            result_page_rows: 5,
+            latency: Duration::from_millis(20),
+            ..HarnessOptions::default().sim
+        },
+        objects: vec!["Account"],
+        limits: Some(with_timeout(Stage::Extract, Duration::from_millis(300))),
+        workers: Some(WorkerCounts {
+            extract: 1,
+            upload: 8,
+            merge: 1,
+        }),
+        ..HarnessOptions::default()
+    })
+    .await;
+    let timed_out = Arc::new(TimeOuts::default());
+    let result = harness
+        .run_watched(chrono::Utc::now(), timed_out.clone())
+        .await;
+    assert!(
+        result.dead_letters.is_empty(),
+        "dead letters: {:?}",
+        result.dead_letters
+    );
+    harness.assert_exact("a job of 120 result pages, listed over several invocations");
+    assert_eq!(*timed_out.0.lock().unwrap(), [], "no invocation was killed");
+    let record = result
+        .merged_records(harness.pipeline.blobs().as_ref())
+        .await
+        .into_values()
+        .next()
+        .flatten()
+        .expect("merged");
+    assert_eq!(record.parts, 120);
+    let usage = harness.usage_of(&result).await;
+    assert_eq!(usage.bulk_jobs, 1, "one Bulk job, however long the listing");
+}

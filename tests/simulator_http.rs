@@ -415,7 +415,7 @@ async fn a_bulk_job_runs_to_completion_and_its_pages_download_in_parallel() {
         .await
         .unwrap();
     assert_eq!(job.state, JobState::UploadComplete);
-    let early = client.result_pages(&job.id, 100).await.unwrap_err();
+    let early = client.result_pages(&job.id, None).await.unwrap_err();
     assert!(
         matches!(early, SalesforceError::Api { status: 412, ref code, .. } if code == "JOB_NOT_COMPLETE"),
         "{early}"
@@ -438,8 +438,25 @@ async fn a_bulk_job_runs_to_completion_and_its_pages_download_in_parallel() {
         ]
     );
 
-    let pages = client.result_pages(&job.id, 100).await.unwrap();
+    // resultPages answers five links at a time, as documented: the results resource and a
+    // locator, no maxRecords (the resource takes none; Salesforce sized the pages).
+    let first = client.result_pages(&job.id, None).await.unwrap();
+    assert_eq!(first.links.len(), 5, "{first:?}");
+    let next = first.next.clone().expect("more links");
+    assert!(next.contains("/resultPages?locator="), "{next}");
+    let pages = sfpipe_shared::ports::salesforce::all_result_pages(&client, &job.id)
+        .await
+        .unwrap();
     assert_eq!(pages.len(), 10, "{pages:?}");
+    assert!(
+        pages
+            .iter()
+            .chain([&next])
+            .all(|url| !url.contains("maxRecords")),
+        "{pages:?}"
+    );
+    assert!(pages[0].ends_with("/results"), "{pages:?}");
+    assert!(pages[1].contains("/results?locator="), "{pages:?}");
     let downloads = pages.iter().map(|url| {
         let client = &client;
         async move {
@@ -495,7 +512,10 @@ async fn under_the_bandwidth_model_pages_are_stored_and_never_served_stale() {
         let job = client.create_query_job(soql, false).await.unwrap();
         while !client.query_job(&job.id).await.unwrap().state.is_final() {}
         let mut pages = Vec::new();
-        for url in client.result_pages(&job.id, 100).await.unwrap() {
+        for url in sfpipe_shared::ports::salesforce::all_result_pages(&client, &job.id)
+            .await
+            .unwrap()
+        {
             let page = client.download_results(&url).await.unwrap();
             let bytes: Vec<u8> = page.body.map_ok(|b| b.to_vec()).try_concat().await.unwrap();
             pages.push(gunzip(&bytes));
@@ -712,7 +732,10 @@ async fn sfpipe_rows(
         .unwrap();
     while !client.query_job(&job.id).await.unwrap().state.is_final() {}
     let mut rows: Vec<std::collections::BTreeMap<String, String>> = Vec::new();
-    for url in client.result_pages(&job.id, 100).await.unwrap() {
+    for url in sfpipe_shared::ports::salesforce::all_result_pages(client, &job.id)
+        .await
+        .unwrap()
+    {
         let page = client.download_results(&url).await.unwrap();
         let bytes: Vec<u8> = page.body.map_ok(|b| b.to_vec()).try_concat().await.unwrap();
         let text = if page.gzipped {

@@ -29,7 +29,9 @@ Snowflake feature the product relies on, the harness fills in, and never the pro
 - The request body's `database`, `schema`, `warehouse` and `role` are case-sensitive, as in
   Snowflake: every object here is upper case, so a lower-case name is refused.
 - A `slow` fault keeps a request running for N more polls, also after its client stops waiting,
-  so a resubmission with the same `requestId` attaches to it.
+  so a resubmission with the same `requestId` attaches to it. A resubmission whose body is not
+  the first one's is answered the same way and listed in `/__harness/log` as
+  `changed_resubmissions` (Snowflake documents resubmitting the same request, not another).
 - The warehouse's bill: each request that runs statements keeps the warehouse busy from its
   submission until its result is ready; a suspended warehouse resumes for it and bills per
   second, at least `--minimum-seconds` (60) from each resume, until `--auto-suspend` seconds
@@ -122,6 +124,11 @@ class Harness:
         self.pending: dict[str, int] = {}  # handle -> polls still answered with 202
         self.by_request: dict[str, str] = {}  # requestId -> handle
         self.executions: dict[str, int] = {}  # requestId -> times executed
+        self.bodies: dict[str, dict] = {}  # requestId -> the body first submitted
+        # Resubmissions whose body differed from the first: Snowflake documents resubmitting
+        # "the same request" and not what it does with another one under the same id; this
+        # harness answers with the first request's statement, and tests assert there are none.
+        self.changed_resubmissions: list[str] = []
         self.log: list[dict] = []
         self.faults: list[dict] = []
         self.locks: dict[str, str] = {}  # table -> the request whose detached transaction holds it
@@ -159,6 +166,8 @@ class Harness:
             if request_id in self.by_request:
                 # Snowflake answers a resubmitted request with its statement, not a new run:
                 # still running (202) or its result.
+                if body != self.bodies.get(request_id):
+                    self.changed_resubmissions.append(request_id)
                 handle = self.by_request[request_id]
                 if self.pending.get(handle, 0) > 0:
                     return 202, self.running(handle)
@@ -172,6 +181,7 @@ class Harness:
             status, response = self.execute(handle, request_id, body)
             self.busy[handle][1] = time.time()
             self.by_request[request_id] = handle
+            self.bodies[request_id] = body
             self.status[handle], self.results[handle] = status, response
             self.pending[handle] = self.args.pending_polls
             slow = self.take_fault("slow", sql)
@@ -700,6 +710,7 @@ def serve(harness: Harness) -> ThreadingHTTPServer:
                         {
                             "statements": harness.log,
                             "executions": harness.executions,
+                            "changed_resubmissions": harness.changed_resubmissions,
                             "warehouse": harness.warehouse_bill(),
                         },
                     )

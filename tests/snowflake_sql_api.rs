@@ -456,6 +456,12 @@ async fn a_merge_left_running_is_attached_to_by_its_redelivery_and_runs_once() {
         .filter(|s| s.starts_with("MERGE INTO \"WHSLOW__C\""))
         .count();
     assert_eq!(merges, 1, "the merge ran again on redelivery");
+    let log = setup.harness.log().await;
+    assert_eq!(
+        log["changed_resubmissions"],
+        serde_json::json!([]),
+        "every resubmission is the same request"
+    );
 }
 
 /// With no wait limit configured, the invocation's deadline alone bounds the wait: a merge that

@@ -235,6 +235,7 @@ pub async fn check(
                     update_only: false,
                     reconcile_until: None,
                     request_id: None,
+                    loaded_at: None,
                 })
                 .await
                 .map_err(anyhow::Error::from)

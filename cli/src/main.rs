@@ -94,6 +94,16 @@ enum Command {
         /// Hold each Bulk result page this many milliseconds before its first byte.
         #[arg(long, default_value_t = 0)]
         first_byte_ms: u64,
+        /// Records per page of `resultPages`: Salesforce's choice, whatever the client asks.
+        #[arg(long, default_value_t = 50_000)]
+        result_page_rows: u64,
+        /// Take this many milliseconds to answer each REST query page (a real org takes 300
+        /// to 2,000 for 2,000 wide rows).
+        #[arg(long, default_value_t = 0)]
+        query_page_latency_ms: u64,
+        /// Also serve this many small custom objects, Extra000__c on (an org of hundreds).
+        #[arg(long, default_value_t = 0)]
+        extra_objects: u32,
     },
 }
 
@@ -239,12 +249,18 @@ async fn main() -> anyhow::Result<()> {
             history_object,
             stream_mbps,
             first_byte_ms,
+            result_page_rows,
+            query_page_latency_ms,
+            extra_objects,
         } => {
             let config = SimConfig {
                 rows,
                 seed,
                 bench_object,
                 history_object,
+                result_page_rows,
+                query_page_latency: std::time::Duration::from_millis(query_page_latency_ms),
+                extra_objects,
                 bandwidth: sfpipe_simulator::bandwidth::Bandwidth {
                     megabits_per_second: stream_mbps,
                     first_byte: std::time::Duration::from_millis(first_byte_ms),
@@ -284,6 +300,9 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "  objects: Account, Contact, Opportunity, Lead, Case, Invoice__c ({rows} rows each, seed {seed})"
             );
+            if extra_objects > 0 {
+                println!("  and Extra000__c to Extra{:03}__c", extra_objects - 1);
+            }
             println!("Ctrl-C stops it.");
             tokio::signal::ctrl_c().await?;
             simulator.stop().await;

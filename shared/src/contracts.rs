@@ -467,6 +467,11 @@ impl RunLayout {
     pub fn part(&self, part: u32) -> String {
         format!("{}part-{part:05}.csv.gz", self.prefix)
     }
+    /// The result page links of the run's Bulk job listed so far, while the listing takes more
+    /// than one extract invocation.
+    pub fn result_pages(&self) -> String {
+        format!("{}_result-pages.json", self.prefix)
+    }
     /// A REST part's bytes, under a key of the delivery that read them ([`Self::rest_claim`]).
     pub fn rest_part(&self, part: u32, delivery: &str) -> String {
         format!("{}part-{part:05}.{delivery}.csv.gz", self.prefix)

@@ -34,13 +34,23 @@ impl Deadline {
         }
     }
 
-    /// Lambda's `Context::deadline`: milliseconds since the epoch.
-    pub fn at_epoch_millis(deadline_ms: u64) -> Self {
+    /// Lambda's `Context::deadline` (milliseconds since the epoch); `None` when it is not in
+    /// the future. Lambda hands an invocation its event before its deadline, so a deadline
+    /// already past comes from an emulator that has none to give (`cargo lambda watch` sends
+    /// 600,000 ms: 1970), and the invocation runs as if it had no deadline.
+    pub fn at_epoch_millis(deadline_ms: u64) -> Option<Self> {
         let deadline = std::time::UNIX_EPOCH + Duration::from_millis(deadline_ms);
         let left = deadline
             .duration_since(std::time::SystemTime::now())
-            .unwrap_or_default();
-        Self::after(left)
+            .ok()
+            .filter(|left| !left.is_zero());
+        if left.is_none() {
+            tracing::warn!(
+                deadline_ms,
+                "the invocation's deadline is already past: running without one"
+            );
+        }
+        left.map(Self::after)
     }
 
     pub fn time_left(&self) -> Duration {
@@ -72,6 +82,14 @@ impl Deadline {
 /// Runs `work` under `deadline` (readable with [`current`] inside it).
 pub async fn within<F: Future>(deadline: Deadline, work: F) -> F::Output {
     CURRENT.scope(deadline, work).await
+}
+
+/// Runs `work` under `deadline`, if there is one.
+pub async fn within_any<F: Future>(deadline: Option<Deadline>, work: F) -> F::Output {
+    match deadline {
+        Some(deadline) => within(deadline, work).await,
+        None => work.await,
+    }
 }
 
 /// The current invocation's deadline, if it has one.
@@ -182,6 +200,18 @@ mod tests {
         })
         .await;
         assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn a_lambda_deadline_already_past_is_no_deadline() {
+        // What `cargo lambda watch` sends.
+        assert_eq!(Deadline::at_epoch_millis(600_000), None);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let deadline = Deadline::at_epoch_millis(now_ms + 60_000).expect("a minute ahead");
+        assert!(deadline.time_left() > Duration::from_secs(50));
     }
 
     #[test]

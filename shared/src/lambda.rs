@@ -156,7 +156,7 @@ where
         policy,
         || time_left(deadline_ms),
         |body| {
-            crate::deadline::within(
+            crate::deadline::within_any(
                 crate::deadline::Deadline::at_epoch_millis(deadline_ms),
                 async move { run_stage(handler, &body).await.map(|_| ()) },
             )

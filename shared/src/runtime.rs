@@ -216,6 +216,16 @@ impl Runtime {
         };
         Ok(ExtractConfig {
             page_records: number("SFPIPE_PAGE_RECORDS", ExtractConfig::default().page_records)?,
+            result_pages: match optional("SFPIPE_RESULT_PAGES").as_deref() {
+                None | Some("parallel") => true,
+                Some("chain") => false,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "SFPIPE_RESULT_PAGES",
+                        why: format!("{other:?} is neither parallel nor chain"),
+                    });
+                }
+            },
             rest_objects: optional("SFPIPE_REST_OBJECTS")
                 .map(|list| {
                     list.split(',')

@@ -77,10 +77,7 @@ pub(super) async fn bench_soql(client: &SalesforceClient) -> anyhow::Result<Stri
 }
 
 /// A finished Bulk job's result page links.
-pub(super) async fn finished_job_pages(
-    client: &SalesforceClient,
-    page_records: u64,
-) -> anyhow::Result<Vec<String>> {
+pub(super) async fn finished_job_pages(client: &SalesforceClient) -> anyhow::Result<Vec<String>> {
     let soql = bench_soql(client).await?;
     let job = client.create_query_job(&soql, true).await?;
     loop {
@@ -93,7 +90,7 @@ pub(super) async fn finished_job_pages(
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    Ok(client.result_pages(&job.id, page_records).await?)
+    Ok(sfpipe_shared::ports::salesforce::all_result_pages(client, &job.id).await?)
 }
 
 /// Runs one role in this process and prints its measurement as JSON.
@@ -107,7 +104,7 @@ pub async fn child(options: &ChildOptions) -> anyhow::Result<()> {
     match options.role {
         Role::Download => {
             // What the upload stage transfers: the pages, gzip-encoded, as many at a time.
-            let pages = finished_job_pages(&salesforce, options.page_records).await?;
+            let pages = finished_job_pages(&salesforce).await?;
             let downloads = futures::stream::iter(pages.into_iter().map(|page| {
                 let salesforce = salesforce.clone();
                 async move {
@@ -127,7 +124,7 @@ pub async fn child(options: &ChildOptions) -> anyhow::Result<()> {
         }
         Role::Gzip => {
             // The CSV's own size, and the time to gzip it (only the compression is timed).
-            let pages = finished_job_pages(&salesforce, options.page_records).await?;
+            let pages = finished_job_pages(&salesforce).await?;
             let mut compress = Duration::ZERO;
             for page in pages {
                 let result = salesforce.download_results(&page).await?;
@@ -235,6 +232,16 @@ pub async fn child(options: &ChildOptions) -> anyhow::Result<()> {
                     measured.rows += extracted.salesforce_records.unwrap_or(0);
                 }
             }
+            // The longest single handling: what must fit in the function's timeout.
+            measured.longest_invocation_s = sfpipe_shared::usage::kept_usage(
+                blobs.as_ref(),
+                &format!("{}{OBJECT}/", sfpipe_shared::usage::RECEIPTS_PREFIX),
+            )
+            .await?
+            .iter()
+            .filter(|r| r.stage == stage.to_string())
+            .map(|r| r.duration_ms as f64 / 1000.0)
+            .fold(0.0, f64::max);
             if let Some(next) = next {
                 let pending = pipeline.pending(next);
                 std::fs::write(

@@ -118,6 +118,10 @@ pub struct Measurement {
     pub bytes: u64,
     #[serde(default)]
     pub rows: u64,
+    /// The longest single handling of a message by a stage (what must fit in its function's
+    /// timeout), from the stage's usage receipts; 0 for the references.
+    #[serde(default)]
+    pub longest_invocation_s: f64,
 }
 
 /// One round's results.
@@ -143,6 +147,10 @@ impl Round {
             peak_rss_mb: stages.iter().map(|m| m.peak_rss_mb).fold(0.0, f64::max),
             bytes: self.csv_bytes,
             rows: self.rows,
+            longest_invocation_s: stages
+                .iter()
+                .map(|m| m.longest_invocation_s)
+                .fold(0.0, f64::max),
         }
     }
 }
@@ -261,6 +269,8 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<String> {
                 .args(["sim", "--tls", "--bench-object", "--seed", "7"])
                 .args(["--rows", &n.to_string(), "--port", &port.to_string()])
                 .args(["--first-byte-ms", &options.first_byte_ms.to_string()])
+                // Salesforce sizes resultPages' pages; here as the deployment's PageRecords.
+                .args(["--result-page-rows", &options.page_records.to_string()])
                 .args(
                     options
                         .stream_mbps

@@ -64,6 +64,7 @@ pub fn report(rounds: &[Round], page_records: u64) -> String {
             e2e.peak_rss_mb
         ));
     }
+    out.push_str(&envelope(rounds));
     // The same list prices as `sfpipe cost`.
     let prices = sfpipe_shared::cost::Prices::default();
     out.push_str(&format!(
@@ -92,6 +93,41 @@ pub fn report(rounds: &[Round], page_records: u64) -> String {
             "| {} | ${e:.6} | ${u:.6} | ${m:.6} | ${:.6} |\n",
             r.rows,
             e + u + m
+        ));
+    }
+    out
+}
+
+/// Each stage's longest single handling against its function's timeout (the template's): how
+/// much room the envelope leaves at each size.
+fn envelope(rounds: &[Round]) -> String {
+    let limits = sfpipe_shared::deadline::StageLimits::TEMPLATE;
+    let mut out = String::from(
+        "\n**The envelope**: each stage's longest single handling (one message, as one Lambda \
+         invocation handles it), as a share of its function's timeout, and the process's peak \
+         memory against the functions' 256 MB. Here on one machine, over loopback, on the local \
+         adapters; the bandwidth model (`--stream-mbps`, `--first-byte-ms`) paces the downloads \
+         as a real org's.\n\n\
+         | rows | extract (120 s) | upload (300 s) | merge (900 s) | end to end s | peak RSS MB |\n\
+         |---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rounds {
+        let share = |m: &Measurement, timeout: std::time::Duration| {
+            format!(
+                "{:.1} s, {:.0}%",
+                m.longest_invocation_s,
+                100.0 * m.longest_invocation_s / timeout.as_secs_f64()
+            )
+        };
+        let e2e = r.end_to_end();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} | {:.1} |\n",
+            r.rows,
+            share(&r.extract, limits.extract.timeout),
+            share(&r.upload, limits.upload.timeout),
+            share(&r.merge, limits.merge.timeout),
+            e2e.wall_s,
+            e2e.peak_rss_mb
         ));
     }
     out

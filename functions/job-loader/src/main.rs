@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use sfpipe_shared::deadline::{Deadline, within};
+use sfpipe_shared::deadline::{Deadline, within_any};
 use sfpipe_shared::lambda::handle_loader_event;
 use sfpipe_shared::runtime::Runtime;
 use sfpipe_shared::salesforce::SalesforceClient;
@@ -35,7 +35,7 @@ async fn handle(
     // A retry of an asynchronous invocation keeps its request id: what makes an undated manual
     // event's retry the same run.
     let deadline = Deadline::at_epoch_millis(event.context.deadline);
-    Ok(within(deadline, async {
+    Ok(within_any(deadline, async {
         let objects = runtime.objects.objects(runtime.blobs.as_ref()).await?;
         handle_loader_event(
             &deps,

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::ports::salesforce::{JobState, ResultPage, Salesforce, SalesforceError};
+use crate::ports::salesforce::{
+    JobState, ResultPage, Salesforce, SalesforceError, all_result_pages,
+};
 
 /// Runs every case.
 pub async fn run_all(salesforce: &dyn Salesforce, object: &str) {
@@ -230,7 +232,7 @@ pub async fn a_bulk_job_completes_and_its_pages_hold_every_row_once(
 
     // resultPages: every row once, whatever the page size Salesforce chose.
     let mut ids = BTreeSet::new();
-    let links = salesforce.result_pages(&job.id, 2).await.unwrap();
+    let links = all_result_pages(salesforce, &job.id).await.unwrap();
     assert!(!links.is_empty());
     for link in &links {
         let (header, page_ids) = read_page(salesforce.download_results(link).await.unwrap()).await;
@@ -264,7 +266,7 @@ pub async fn an_empty_result_has_one_header_only_page(salesforce: &dyn Salesforc
     let job = finished_job(salesforce, &soql).await;
     assert_eq!(job.state, JobState::JobComplete);
     assert_eq!(job.number_records_processed, Some(0));
-    let links = salesforce.result_pages(&job.id, 1000).await.unwrap();
+    let links = all_result_pages(salesforce, &job.id).await.unwrap();
     assert_eq!(links.len(), 1, "an empty result still has one page");
     let page = salesforce.download_results(&links[0]).await.unwrap();
     assert_eq!(page.next_locator, None);
@@ -309,7 +311,7 @@ pub async fn a_deleted_job_is_gone_and_deleting_it_again_is_fine(
         other => panic!("a deleted job answers 404, not {other:?}"),
     };
     gone(salesforce.query_job(&job.id).await.map(|_| ()));
-    gone(salesforce.result_pages(&job.id, 10).await.map(|_| ()));
+    gone(salesforce.result_pages(&job.id, None).await.map(|_| ()));
     gone(salesforce.download_results(&link).await.map(|_| ()));
 }
 
@@ -331,7 +333,7 @@ pub async fn a_running_job_can_be_aborted_not_deleted_and_a_finished_one_not_abo
     let job = salesforce.query_job(&created.id).await.unwrap();
     assert_eq!(job.state, JobState::Aborted);
     let not_complete = salesforce
-        .result_pages(&created.id, 10)
+        .result_pages(&created.id, None)
         .await
         .expect_err("an aborted job has no results");
     assert!(!not_complete.is_retryable(), "{not_complete}");

@@ -124,6 +124,10 @@ pub struct MergeBatch {
     /// delivery of the run's merge until one has an outcome: a warehouse that dedups requests
     /// (Snowflake's `requestId`) attaches a redelivery to the merge still running.
     pub request_id: Option<String>,
+    /// When the merge was first requested: the rows' `_SFPIPE_LOADED_AT`. Recorded with the
+    /// request id, so every delivery of one request sends the same statements (Snowflake's
+    /// documentation has a resubmission be "the same request"); `None`: now.
+    pub loaded_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

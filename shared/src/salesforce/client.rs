@@ -14,7 +14,7 @@ use super::auth::{Credentials, Session};
 use super::errors::{api_error, error_from_body, transport_error};
 use crate::ports::salesforce::{
     ApiUsage, GlobalDescribe, JobInfo, ObjectDescribe, QUERIES_PER_COMPOSITE, QueryPage,
-    ResultPage, Salesforce, SalesforceError,
+    ResultPage, ResultPageLinks, Salesforce, SalesforceError,
 };
 pub use crate::retry::RetryPolicy;
 
@@ -311,28 +311,33 @@ impl SalesforceClient {
     pub async fn result_pages(
         &self,
         job_id: &str,
-        max_records: u64,
-    ) -> Result<Vec<String>, SalesforceError> {
-        let mut links = Vec::new();
-        let mut next = Some(format!(
-            "{}?maxRecords={max_records}",
-            self.data_path(&format!("jobs/query/{job_id}/resultPages"))
-        ));
-        while let Some(path) = next.take() {
-            let response = self.request(Method::GET, &path, |r| r).await?;
-            let page: ResultPagesResponse = Self::json(response, "result pages").await?;
-            links.extend(page.result_pages.into_iter().map(|l| l.result_url));
-            if !page.done {
-                next = page.next_records_url;
-                if next.is_none() {
-                    return Err(SalesforceError::Decode {
-                        what: "result pages",
-                        detail: "done is false but no nextRecordsUrl".into(),
-                    });
-                }
-            }
+        from: Option<&str>,
+    ) -> Result<ResultPageLinks, SalesforceError> {
+        // No maxRecords: the resource takes none; Salesforce sizes its pages.
+        let path = from.map_or_else(
+            || self.data_path(&format!("jobs/query/{job_id}/resultPages")),
+            str::to_string,
+        );
+        let response = self.request(Method::GET, &path, |r| r).await?;
+        let page: ResultPagesResponse = Self::json(response, "result pages").await?;
+        let links = page
+            .result_pages
+            .into_iter()
+            .map(|l| l.result_url)
+            .collect();
+        if page.done {
+            return Ok(ResultPageLinks { links, next: None });
         }
-        Ok(links)
+        match page.next_records_url {
+            Some(next) => Ok(ResultPageLinks {
+                links,
+                next: Some(next),
+            }),
+            None => Err(SalesforceError::Decode {
+                what: "result pages",
+                detail: "done is false but no nextRecordsUrl".into(),
+            }),
+        }
     }
 
     /// The path of one page of a job's results (the first when `locator` is `None`).
@@ -567,9 +572,9 @@ impl Salesforce for SalesforceClient {
     async fn result_pages(
         &self,
         job_id: &str,
-        max_records: u64,
-    ) -> Result<Vec<String>, SalesforceError> {
-        SalesforceClient::result_pages(self, job_id, max_records).await
+        from: Option<&str>,
+    ) -> Result<ResultPageLinks, SalesforceError> {
+        SalesforceClient::result_pages(self, job_id, from).await
     }
     fn results_path(&self, job_id: &str, locator: Option<&str>, max_records: u64) -> String {
         SalesforceClient::results_path(self, job_id, locator, max_records)

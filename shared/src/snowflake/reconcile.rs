@@ -102,6 +102,7 @@ mod tests {
             update_only: false,
             reconcile_until: None,
             request_id: None,
+            loaded_at: None,
             run_id: RunId::new("r-1").unwrap(),
             files: vec!["runs/Account/r-1/part-00001.csv.gz".into()],
             extracted_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),

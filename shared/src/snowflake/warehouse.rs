@@ -161,19 +161,20 @@ impl Warehouse for SnowflakeWarehouse {
     async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError> {
         batch.schema.validate()?;
         let object = &batch.schema.object;
+        let loaded_at = batch.loaded_at.unwrap_or_else(Utc::now);
         let plan = match batch.reconcile_until {
             Some(until) => {
                 let existing = self.existing_columns(object).await?;
                 super::reconcile::reconcile_plan(
                     batch,
                     &self.stage,
-                    Utc::now(),
+                    loaded_at,
                     self.deleted,
                     until,
                     &existing,
                 )
             }
-            None => sql::merge_plan(batch, &self.stage, Utc::now(), self.deleted),
+            None => sql::merge_plan(batch, &self.stage, loaded_at, self.deleted),
         };
         let statements = plan.statements();
         let results = self

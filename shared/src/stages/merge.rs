@@ -119,10 +119,12 @@ where
                 schema: schema.clone(),
                 run_id: message.run_id.clone(),
                 files: files.clone(),
-                extracted_at: extracted_at.unwrap_or_else(Utc::now),
+                // Every delivery of the request sends the same statements.
+                extracted_at: extracted_at.unwrap_or(request.requested_at),
                 update_only,
                 reconcile_until,
                 request_id: Some(request.request_id.clone()),
+                loaded_at: Some(request.requested_at),
             })
             .await;
         match merged {
@@ -269,6 +271,10 @@ pub async fn replay_message<B: BlobStore + ?Sized>(
 #[derive(Debug, Serialize, Deserialize)]
 struct MergeRequest {
     request_id: String,
+    /// When it was first requested (the rows' load time). A record an older sfpipe wrote
+    /// has none: its Unix epoch start is as fixed as any other value.
+    #[serde(default)]
+    requested_at: chrono::DateTime<Utc>,
 }
 
 async fn merge_request<B: BlobStore + ?Sized>(
@@ -285,6 +291,7 @@ async fn merge_request<B: BlobStore + ?Sized>(
     }
     let fresh = MergeRequest {
         request_id: uuid::Uuid::new_v4().to_string(),
+        requested_at: Utc::now(),
     };
     blobs
         .put_if_absent(&key, to_json(&fresh))

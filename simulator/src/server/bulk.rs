@@ -329,13 +329,14 @@ pub(super) async fn result_pages(
     while links.len() < LINKS_PER_RESPONSE
         && (offset < rows.len() || (offset == 0 && links.is_empty()))
     {
+        // As the documentation shows them: the results resource and a locator, nothing else.
         let locator = if offset == 0 {
             String::new()
         } else {
-            format!("locator={}&", encode_locator(offset))
+            format!("?locator={}", encode_locator(offset))
         };
         links.push(json!({
-            "resultUrl": format!("/services/data/{v}/jobs/query/{id}/results?{locator}maxRecords={max}")
+            "resultUrl": format!("/services/data/{v}/jobs/query/{id}/results{locator}")
         }));
         offset += max;
     }
@@ -344,7 +345,7 @@ pub(super) async fn result_pages(
         "resultPages": links,
         "done": done,
         "nextRecordsUrl": if done { Value::Null } else {
-            json!(format!("/services/data/{v}/jobs/query/{id}/resultPages?locator={}&maxRecords={max}", encode_locator(offset)))
+            json!(format!("/services/data/{v}/jobs/query/{id}/resultPages?locator={}", encode_locator(offset)))
         },
     }))
     .into_response()
@@ -367,7 +368,11 @@ pub(super) async fn job_results(
             "invalid locator",
         );
     };
-    let mut max = params.max_records.unwrap_or(DEFAULT_MAX_RECORDS).max(1) as usize;
+    // A link of resultPages names no maxRecords: its page holds what Salesforce chose.
+    let mut max = params
+        .max_records
+        .unwrap_or(state.config.result_page_rows)
+        .max(1) as usize;
     if state.config.short_pages && state.config.without_result_pages {
         max = (max * 2 / 3).max(1);
     }

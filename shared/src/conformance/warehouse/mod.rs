@@ -160,6 +160,7 @@ fn batch(object: &str, run: &str, files: Vec<String>) -> MergeBatch {
         update_only: false,
         reconcile_until: None,
         request_id: None,
+        loaded_at: None,
         run_id: RunId::new(run).expect("run id"),
         files,
         extracted_at: Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap(),
@@ -381,6 +382,8 @@ pub async fn try_merge_first_rows_as(
     w.warehouse.ensure_table(&schema(object)).await?;
     let mut merge_batch = batch(object, run, vec![f]);
     merge_batch.request_id = request_id.map(str::to_string);
+    // A resubmission is the same request: the same batch, its load time included.
+    merge_batch.loaded_at = request_id.map(|_| Utc.with_ymd_and_hms(2026, 2, 1, 1, 0, 0).unwrap());
     w.warehouse.merge(&merge_batch).await
 }
 

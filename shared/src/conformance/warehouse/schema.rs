@@ -171,6 +171,7 @@ pub async fn a_formula_refresh_updates_only_rows_of_the_same_version(w: &Warehou
                         update_only: true,
                         reconcile_until: None,
                         request_id: None,
+                        loaded_at: None,
                     })
                     .await
                     .expect("refresh merge")

@@ -21,10 +21,14 @@ use serde_json::{Map, Value};
 
 use crate::ports::salesforce::{
     ApiUsage, FieldDescribe, GlobalDescribe, JobInfo, JobState, ObjectDescribe,
-    QUERIES_PER_COMPOSITE, QueryPage, ResultPage, SObjectSummary, Salesforce, SalesforceError,
+    QUERIES_PER_COMPOSITE, QueryPage, ResultPage, ResultPageLinks, SObjectSummary, Salesforce,
+    SalesforceError,
 };
 
 const API: &str = "/services/data/v62.0";
+
+/// Links in one answer of `resultPages`, as Salesforce documents.
+const LINKS_PER_ANSWER: usize = 5;
 
 /// A call on the port, to script a fault on or to count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -409,8 +413,8 @@ impl Salesforce for FakeSalesforce {
     async fn result_pages(
         &self,
         job_id: &str,
-        max_records: u64,
-    ) -> Result<Vec<String>, SalesforceError> {
+        from: Option<&str>,
+    ) -> Result<ResultPageLinks, SalesforceError> {
         let org = self.enter(Call::ResultPages)?;
         if org.without_result_pages {
             return Err(not_found());
@@ -419,15 +423,22 @@ impl Salesforce for FakeSalesforce {
         if job.info.state != JobState::JobComplete {
             return Err(api_error(412, "JOB_NOT_COMPLETE", "Job is not complete"));
         }
-        let per_page = org.page_rows.unwrap_or(max_records.max(1) as usize);
-        // An empty result still has one (header-only) page.
+        // Salesforce sizes the pages, and answers five links at a time.
+        let per_page = org.page_rows.unwrap_or(50_000);
         let pages = job.rows.len().div_ceil(per_page).max(1);
-        Ok((0..pages)
+        let first: usize = from
+            .and_then(|f| f.rsplit_once("locator=").and_then(|(_, n)| n.parse().ok()))
+            .unwrap_or(0);
+        let last = (first + LINKS_PER_ANSWER).min(pages);
+        let links = (first..last)
             .map(|page| {
                 let locator = (page > 0).then(|| (page * per_page).to_string());
                 results_path(job_id, locator.as_deref(), per_page as u64)
             })
-            .collect())
+            .collect();
+        let next =
+            (last < pages).then(|| format!("{API}/jobs/query/{job_id}/resultPages?locator={last}"));
+        Ok(ResultPageLinks { links, next })
     }
 
     fn results_path(&self, job_id: &str, locator: Option<&str>, max_records: u64) -> String {

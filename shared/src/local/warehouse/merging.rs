@@ -189,7 +189,7 @@ pub(super) fn reconcile_blocking(
                     until,
                     batch.run_id.as_str(),
                     rfc3339(batch.extracted_at),
-                    rfc3339(Utc::now())
+                    rfc3339(batch.loaded_at.unwrap_or_else(Utc::now))
                 ],
             ),
         };
@@ -213,7 +213,7 @@ pub(super) fn merge_blocking(
         return reconcile_blocking(connection, blobs, runtime, batch, until, deleted);
     }
     let table = batch.schema.object.as_str();
-    let loaded_at = rfc3339(Utc::now());
+    let loaded_at = rfc3339(batch.loaded_at.unwrap_or_else(Utc::now));
     let extracted_at = rfc3339(batch.extracted_at);
     let transaction = connection.transaction().map_err(service)?;
     let mut report = MergeReport::default();

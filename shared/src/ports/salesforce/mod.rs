@@ -35,13 +35,15 @@ pub trait Salesforce: Send + Sync {
     async fn abort_job(&self, job_id: &str) -> Result<(), SalesforceError>;
     /// Deletes a job and its results. A job that is already gone counts as deleted.
     async fn delete_job(&self, job_id: &str) -> Result<(), SalesforceError>;
-    /// The result page links of a completed job, `max_records` records each at most, to read in
-    /// parallel. An `Api` 404 when the job is gone or the API version has no `resultPages`.
+    /// One answer of `resultPages` for a completed job: up to five page links to read in
+    /// parallel, each page sized by Salesforce (the resource takes no `maxRecords`), and where
+    /// the list goes on (`from`: the previous answer's `next`; `None` for the first). An `Api`
+    /// 404 when the job is gone or the API version has no `resultPages`.
     async fn result_pages(
         &self,
         job_id: &str,
-        max_records: u64,
-    ) -> Result<Vec<String>, SalesforceError>;
+        from: Option<&str>,
+    ) -> Result<ResultPageLinks, SalesforceError>;
     /// The link of one page of a job's results: the first when `locator` is `None`, else the
     /// page a previous page's `next_locator` names.
     fn results_path(&self, job_id: &str, locator: Option<&str>, max_records: u64) -> String;
@@ -173,6 +175,31 @@ pub struct QueryPage {
     #[serde(default)]
     pub next_records_url: Option<String>,
     pub records: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One answer of `resultPages`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResultPageLinks {
+    pub links: Vec<String>,
+    /// The path of the next answer; `None` when the list is done.
+    pub next: Option<String>,
+}
+
+/// Every result page link of a completed job, one `resultPages` call after another.
+pub async fn all_result_pages<S: Salesforce + ?Sized>(
+    salesforce: &S,
+    job_id: &str,
+) -> Result<Vec<String>, SalesforceError> {
+    let mut links = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let answer = salesforce.result_pages(job_id, from.as_deref()).await?;
+        links.extend(answer.links);
+        match answer.next {
+            Some(next) => from = Some(next),
+            None => return Ok(links),
+        }
+    }
 }
 
 /// One page of a Bulk API 2.0 query job's results, as a stream of the bytes Salesforce sent.

@@ -9,7 +9,7 @@ use crate::ports::{BlobStore, OutgoingMessage, Queue};
 use crate::stages::records::{job_gone, send_merge};
 use crate::stages::{Cause, Stage, StageError, StageResultExt};
 
-use super::{ExtractDeps, ExtractOutcome, record_extracted, requeue, split};
+use super::{ExtractDeps, ExtractOutcome, record_extracted, requeue, requeue_now, split};
 
 pub(super) async fn check<S, B, Q>(
     deps: &ExtractDeps<'_, S, B, Q>,
@@ -137,6 +137,93 @@ where
     Ok(())
 }
 
+/// Upload messages sent at once by a fan-out.
+const SENDS_AT_ONCE: usize = 16;
+
+/// How far listing a job's result pages got.
+enum Listed {
+    /// Every page link, in order.
+    All(Vec<String>),
+    /// The invocation ran short of time after `listed` links; the list so far is kept and the
+    /// extract message queued again to go on.
+    ContinuesIn { listed: usize },
+}
+
+/// What listing a job's result pages has found so far, kept between invocations.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct ResultPagesListing {
+    pub links: Vec<String>,
+    /// Where the list goes on; `None` when it is done.
+    pub next: Option<String>,
+}
+
+/// Lists the job's result pages, one `resultPages` answer (five links) after another, while
+/// the invocation's deadline allows: an object of thousands of pages takes hundreds of calls.
+/// Short of time, the list so far is kept ([`RunLayout::result_pages`]) and the run's check
+/// message queued again, without delay, to go on from there.
+async fn list_result_pages<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
+    message: &ExtractMessage,
+    job_id: &str,
+) -> Result<Result<Listed, SalesforceError>, StageError>
+where
+    S: Salesforce + ?Sized,
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    let layout = RunLayout::new(object, &message.run_id);
+    let key = layout.result_pages();
+    let kept = crate::stages::records::read_json::<ResultPagesListing, _>(deps.blobs, &key)
+        .await
+        .at(Stage::Extract, object)?;
+    let started = kept.is_some();
+    let mut listing = kept.unwrap_or_default();
+    if started && listing.next.is_none() {
+        return Ok(Ok(Listed::All(listing.links)));
+    }
+    let mut slowest = std::time::Duration::ZERO;
+    let mut asked_any = false;
+    loop {
+        if asked_any && !crate::deadline::allows(slowest * 2) {
+            break;
+        }
+        let asked = std::time::Instant::now();
+        let answer = match deps
+            .salesforce
+            .result_pages(job_id, listing.next.as_deref())
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error) => return Ok(Err(error)),
+        };
+        slowest = slowest.max(asked.elapsed());
+        asked_any = true;
+        listing.links.extend(answer.links);
+        listing.next = answer.next;
+        if listing.next.is_none() {
+            return Ok(Ok(Listed::All(listing.links)));
+        }
+    }
+    let listed = listing.links.len();
+    deps.blobs
+        .put(
+            &key,
+            crate::ports::bytes_stream(crate::stages::records::to_json(&listing)),
+        )
+        .await
+        .at(Stage::Extract, object)?;
+    if let Some(progress) = &message.bulk_job {
+        let next = BulkJobProgress {
+            job_id: progress.job_id.clone(),
+            polls: progress.polls + 1,
+        };
+        requeue_now(deps, message, next).await?;
+    }
+    tracing::info!(run_id = %message.run_id, %object, job_id, listed, "short of time: the result pages listed so far are kept, and the listing goes on in the next invocation");
+    Ok(Ok(Listed::ContinuesIn { listed }))
+}
+
 pub(super) async fn fan_out<S, B, Q>(
     deps: &ExtractDeps<'_, S, B, Q>,
     message: &ExtractMessage,
@@ -150,35 +237,46 @@ where
 {
     let object = &message.object;
     let mut chain = false;
-    let pages = match deps
-        .salesforce
-        .result_pages(job_id, deps.config.page_records)
-        .await
-    {
-        Ok(pages) => pages,
-        Err(SalesforceError::Api { status: 404, .. }) => {
-            // Either the job is gone, or this API version has no resultPages.
-            if deps.salesforce.query_job(job_id).await.is_err() {
-                job_gone(
-                    deps.blobs,
-                    Stage::Extract,
-                    object.clone(),
-                    &message.run_id,
-                    job_id,
-                )
-                .await?;
-                return Ok(ExtractOutcome::AlreadyDone);
+    // The locator chain: each upload queues the next part with the locator its page gave. How
+    // many parts there are is known only at the last page: Salesforce may send fewer records
+    // than asked for.
+    let chain_start = || {
+        vec![
+            deps.salesforce
+                .results_path(job_id, None, deps.config.page_records),
+        ]
+    };
+    let pages = if !deps.config.result_pages {
+        // Configured (SFPIPE_RESULT_PAGES=chain): pages no larger than page_records.
+        chain = true;
+        chain_start()
+    } else {
+        match list_result_pages(deps, message, job_id).await? {
+            Ok(Listed::All(pages)) => pages,
+            Ok(Listed::ContinuesIn { listed }) => {
+                return Ok(ExtractOutcome::Listing {
+                    job_id: job_id.to_string(),
+                    listed,
+                });
             }
-            // The locator chain: each upload queues the next part with the locator its page
-            // gave. How many parts there are is known only at the last page: Salesforce may send
-            // fewer records than asked for.
-            chain = true;
-            vec![
-                deps.salesforce
-                    .results_path(job_id, None, deps.config.page_records),
-            ]
+            Err(SalesforceError::Api { status: 404, .. }) => {
+                // Either the job is gone, or this API version has no resultPages.
+                if deps.salesforce.query_job(job_id).await.is_err() {
+                    job_gone(
+                        deps.blobs,
+                        Stage::Extract,
+                        object.clone(),
+                        &message.run_id,
+                        job_id,
+                    )
+                    .await?;
+                    return Ok(ExtractOutcome::AlreadyDone);
+                }
+                chain = true;
+                chain_start()
+            }
+            Err(error) => return Err(StageError::new(Stage::Extract, object, error)),
         }
-        Err(error) => return Err(StageError::new(Stage::Extract, object, error)),
     };
     let parts = u32::try_from(pages.len()).map_err(|_| {
         StageError::new(
@@ -202,8 +300,10 @@ where
         };
         send_merge(deps.merge_queue, &merge, Stage::Extract).await?;
     }
-    for (index, result_url) in pages.into_iter().enumerate() {
-        let upload = UploadMessage {
+    let uploads = pages
+        .into_iter()
+        .enumerate()
+        .map(|(index, result_url)| UploadMessage {
             v: CONTRACT_VERSION,
             run_id: message.run_id.clone(),
             object: object.clone(),
@@ -215,12 +315,21 @@ where
             window: message.window,
             chain,
             job_records: records,
-        };
-        upload.check().at(Stage::Extract, object)?;
-        deps.upload_queue
-            .send(OutgoingMessage::new(upload.to_body(), upload.message_id()))
-            .await
-            .at(Stage::Extract, object)?;
+        })
+        .collect::<Vec<_>>();
+    // Thousands of pages are queued in seconds, several sends at once.
+    for batch in uploads.chunks(SENDS_AT_ONCE) {
+        for sent in futures::future::join_all(batch.iter().map(|upload| async move {
+            upload.check().at(Stage::Extract, object)?;
+            deps.upload_queue
+                .send(OutgoingMessage::new(upload.to_body(), upload.message_id()))
+                .await
+                .at(Stage::Extract, object)
+        }))
+        .await
+        {
+            sent?;
+        }
     }
     tracing::info!(run_id = %message.run_id, %object, job_id, parts, "bulk job complete; queued uploads");
     Ok(ExtractOutcome::FannedOut {

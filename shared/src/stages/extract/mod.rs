@@ -29,8 +29,13 @@ const REST_HEADER_ROOM: usize = 2_048;
 
 #[derive(Debug, Clone)]
 pub struct ExtractConfig {
-    /// Records per result page (`maxRecords`): one upload message, one file.
+    /// Records per result page on the locator chain (`maxRecords`): one upload message, one
+    /// file. `resultPages` takes no `maxRecords`; Salesforce sizes its pages.
     pub page_records: u64,
+    /// Fan result pages out with `resultPages` (read in parallel, sized by Salesforce); `false`
+    /// follows the locator chain, one page after another, each at most `page_records`
+    /// (`SFPIPE_RESULT_PAGES=chain`): a bound on what one upload invocation must store.
+    pub result_pages: bool,
     /// Delay before the first check of a new job; doubles with every check.
     pub first_poll_delay: Duration,
     /// The longest delay between checks (SQS allows 900 s).
@@ -49,6 +54,7 @@ impl Default for ExtractConfig {
     fn default() -> Self {
         Self {
             page_records: 50_000,
+            result_pages: true,
             first_poll_delay: Duration::from_secs(5),
             max_poll_delay: Duration::from_secs(900),
             bulk_job_deadline: Duration::from_secs(6 * 3600),
@@ -86,6 +92,9 @@ pub enum ExtractOutcome {
     Waiting { job_id: String, polls: u32 },
     /// The job finished; one upload message per page was queued.
     FannedOut { job_id: String, parts: u32 },
+    /// The job is complete and its result pages are being listed: `listed` so far; the listing
+    /// goes on in the next invocation.
+    Listing { job_id: String, listed: usize },
     /// A late duplicate: the run's uploads are all done, so there is nothing left to do.
     AlreadyDone,
     /// The query timed out; each half of the window was queued as a run of its own.
@@ -277,6 +286,35 @@ where
     Q: Queue + ?Sized,
 {
     let delay = deps.config.poll_delay(progress.polls);
+    requeue_after(deps, message, progress, delay).await
+}
+
+/// Queues the run's check again at once: the job is complete, and the next invocation goes on
+/// with what this one could not finish.
+async fn requeue_now<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
+    message: &ExtractMessage,
+    progress: BulkJobProgress,
+) -> Result<(), StageError>
+where
+    S: Salesforce + ?Sized,
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    requeue_after(deps, message, progress, Duration::ZERO).await
+}
+
+async fn requeue_after<S, B, Q>(
+    deps: &ExtractDeps<'_, S, B, Q>,
+    message: &ExtractMessage,
+    progress: BulkJobProgress,
+    delay: Duration,
+) -> Result<(), StageError>
+where
+    S: Salesforce + ?Sized,
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
     let next = ExtractMessage {
         bulk_job: Some(progress),
         ..message.clone()

@@ -134,6 +134,23 @@ async fn without_result_pages_the_first_part_starts_the_locator_chain() {
 }
 
 #[tokio::test]
+async fn configured_for_the_locator_chain_it_neither_lists_result_pages_nor_asks_twice() {
+    let mut world = World::new();
+    world.config.result_pages = false;
+    world.config.page_records = 2;
+    let uploads = world.extract_to_uploads(&full_run()).await;
+    assert_eq!(uploads.len(), 1);
+    assert!(uploads[0].chain);
+    assert!(
+        uploads[0].result_url.contains("maxRecords=2"),
+        "{}",
+        uploads[0].result_url
+    );
+    let calls = world.salesforce.calls();
+    assert!(!calls.contains(&Call::ResultPages), "{calls:?}");
+}
+
+#[tokio::test]
 async fn an_object_bulk_refuses_is_read_with_one_rest_part() {
     let world = World::new();
     world.salesforce.refuse_bulk("Account");

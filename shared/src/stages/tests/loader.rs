@@ -97,6 +97,7 @@ impl Loading {
                 update_only: false,
                 reconcile_until: None,
                 request_id: None,
+                loaded_at: None,
             })
             .await
             .unwrap();

@@ -18,6 +18,8 @@ use crate::stages::upload::handle_upload;
 struct Sqlite {
     inner: SqliteWarehouse,
     next_merge_fails: Mutex<Option<WarehouseError>>,
+    /// Every batch asked for, in order.
+    batches: Mutex<Vec<MergeBatch>>,
     _dir: tempfile::TempDir,
 }
 
@@ -27,6 +29,7 @@ impl Warehouse for Sqlite {
         self.inner.ensure_table(schema).await
     }
     async fn merge(&self, batch: &MergeBatch) -> Result<MergeReport, WarehouseError> {
+        self.batches.lock().unwrap().push(batch.clone());
         if let Some(error) = self.next_merge_fails.lock().unwrap().take() {
             return Err(error);
         }
@@ -63,6 +66,7 @@ impl Merging {
             warehouse: Sqlite {
                 inner,
                 next_merge_fails: Mutex::new(None),
+                batches: Mutex::new(Vec::new()),
                 _dir: dir,
             },
         }
@@ -212,6 +216,24 @@ async fn a_refused_merge_forgets_its_request_and_a_failed_one_keeps_it() {
         Some(kept),
         "with a new request id"
     );
+}
+
+/// A resubmission must be the same request (Snowflake's documentation): the redelivery of a
+/// merge whose fate is unknown asks for the very batch the first delivery asked for, its load
+/// time included, so the SQL sent under the request id is the same text.
+#[tokio::test]
+async fn a_redelivered_merge_asks_for_the_same_batch_under_the_same_request() {
+    let merging = Merging::new(World::new());
+    let message = merging.uploaded(&full_run()).await;
+    *merging.warehouse.next_merge_fails.lock().unwrap() =
+        Some(WarehouseError::Service("the answer was lost".into()));
+    merging.merge(&message).await.unwrap_err();
+    merging.merge(&message).await.unwrap();
+    let batches = merging.warehouse.batches.lock().unwrap().clone();
+    assert_eq!(batches.len(), 2);
+    assert!(batches[0].request_id.is_some());
+    assert!(batches[0].loaded_at.is_some());
+    assert_eq!(batches[0], batches[1]);
 }
 
 #[tokio::test]
