@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sfpipe_shared::deadline::{FunctionLimits, StageLimits};
-use sfpipe_shared::local::pipeline::{PipelineEvent, PipelineEvents, WorkerCounts};
+use sfpipe_shared::local::pipeline::{PipelineEvent, PipelineEvents, RunResult, WorkerCounts};
 use sfpipe_shared::stages::Stage;
+use sfpipe_shared::stages::merge::MergedRecord;
 use sfpipe_shared::usage::LOADER_RECEIPTS;
 use sfpipe_simulator::SimConfig;
 use sfpipe_tests::faults::SlowBlobs;
@@ -44,6 +45,34 @@ impl PipelineEvents for TimeOuts {
     }
 }
 
+/// One scheduled run of the harness's one object, which must end exact, with no dead letter
+/// and no invocation killed at its timeout; its result and the object's merged record.
+async fn run_one_object_unkilled(harness: &Harness, context: &str) -> (RunResult, MergedRecord) {
+    let timed_out = Arc::new(TimeOuts::default());
+    let result = harness
+        .run_watched(chrono::Utc::now(), timed_out.clone())
+        .await;
+    assert!(
+        result.dead_letters.is_empty(),
+        "{context}: dead letters: {:?}",
+        result.dead_letters
+    );
+    harness.assert_exact(context);
+    assert_eq!(
+        *timed_out.0.lock().unwrap(),
+        [],
+        "{context}: no invocation was killed"
+    );
+    let record = result
+        .merged_records(harness.pipeline.blobs().as_ref())
+        .await
+        .into_values()
+        .next()
+        .flatten()
+        .expect("merged");
+    (result, record)
+}
+
 #[tokio::test]
 async fn a_rest_object_larger_than_one_upload_can_page_is_read_in_chained_parts() {
     // 2,000 rows at 200 a page, each page 40 ms: 0.4 s of paging against an upload timeout of
@@ -60,24 +89,8 @@ async fn a_rest_object_larger_than_one_upload_can_page_is_read_in_chained_parts(
         ..HarnessOptions::default()
     })
     .await;
-    let timed_out = Arc::new(TimeOuts::default());
-    let result = harness
-        .run_watched(chrono::Utc::now(), timed_out.clone())
-        .await;
-    assert!(
-        result.dead_letters.is_empty(),
-        "dead letters: {:?}",
-        result.dead_letters
-    );
-    harness.assert_exact("a REST object read in chained parts");
-    assert_eq!(*timed_out.0.lock().unwrap(), [], "no invocation was killed");
-    let record = result
-        .merged_records(harness.pipeline.blobs().as_ref())
-        .await
-        .into_values()
-        .next()
-        .flatten()
-        .expect("merged");
+    let (_, record) =
+        run_one_object_unkilled(&harness, "a REST object read in chained parts").await;
     assert!(record.parts > 1, "read in {} parts", record.parts);
     assert_eq!(record.records, 2000);
 }
@@ -187,24 +200,11 @@ async fn listing_thousands_of_result_pages_goes_on_in_the_next_extract_invocatio
         ..HarnessOptions::default()
     })
     .await;
-    let timed_out = Arc::new(TimeOuts::default());
-    let result = harness
-        .run_watched(chrono::Utc::now(), timed_out.clone())
-        .await;
-    assert!(
-        result.dead_letters.is_empty(),
-        "dead letters: {:?}",
-        result.dead_letters
-    );
-    harness.assert_exact("a job of 120 result pages, listed over several invocations");
-    assert_eq!(*timed_out.0.lock().unwrap(), [], "no invocation was killed");
-    let record = result
-        .merged_records(harness.pipeline.blobs().as_ref())
-        .await
-        .into_values()
-        .next()
-        .flatten()
-        .expect("merged");
+    let (result, record) = run_one_object_unkilled(
+        &harness,
+        "a job of 120 result pages, listed over several invocations",
+    )
+    .await;
     assert_eq!(record.parts, 120);
     let usage = harness.usage_of(&result).await;
     assert_eq!(usage.bulk_jobs, 1, "one Bulk job, however long the listing");

@@ -140,14 +140,44 @@ where
     )
     .await?;
     if let Some(locator) = next_locator.filter(|_| message.chain) {
-        queue_next_in_chain(deps, message, locator).await?;
-        // After the send: a crash between the two sends the next part twice, never not at all.
-        deps.blobs
-            .put_if_absent(&layout.chain_link(message.part), Bytes::from_static(b"{}"))
-            .await
-            .at(Stage::Upload, object)?;
+        let result_url = next_in_chain(deps, message, &locator);
+        queue_next_part(deps, message, &layout, result_url).await?;
     }
     Ok(outcome)
+}
+
+/// Queues the part after `message`'s, at `result_url`, then marks it queued, so a later
+/// duplicate of this part does not queue it again. In that order: a crash between the two
+/// sends the next part twice, never not at all.
+async fn queue_next_part<S, B, Q>(
+    deps: &UploadDeps<'_, S, B, Q>,
+    message: &UploadMessage,
+    layout: &RunLayout,
+    result_url: String,
+) -> Result<(), StageError>
+where
+    S: Salesforce + ?Sized,
+    B: BlobStore + ?Sized,
+    Q: Queue + ?Sized,
+{
+    let object = &message.object;
+    let next = UploadMessage {
+        part: message.part + 1,
+        // The count is known at the last part.
+        parts: 0,
+        chain: true,
+        result_url,
+        ..message.clone()
+    };
+    deps.upload_queue
+        .send(OutgoingMessage::new(next.to_body(), next.message_id()))
+        .await
+        .at(Stage::Upload, object)?;
+    deps.blobs
+        .put_if_absent(&layout.chain_link(message.part), Bytes::from_static(b"{}"))
+        .await
+        .at(Stage::Upload, object)?;
+    Ok(())
 }
 
 /// A duplicate of a locator-chain part whose successor is queued already: the part as stored.
@@ -227,16 +257,17 @@ where
     }))
 }
 
-/// The locator chain: the next part's page is known only from this page's `Sforce-Locator`.
-async fn queue_next_in_chain<S, B, Q>(
+/// The locator chain: the next part's page is known only from this page's `Sforce-Locator`,
+/// asked with the `maxRecords` this page was.
+fn next_in_chain<S, B, Q>(
     deps: &UploadDeps<'_, S, B, Q>,
     message: &UploadMessage,
-    locator: String,
-) -> Result<(), StageError>
+    locator: &str,
+) -> String
 where
     S: Salesforce + ?Sized,
-    B: BlobStore + ?Sized,
-    Q: Queue + ?Sized,
+    B: ?Sized,
+    Q: ?Sized,
 {
     let max_records = url::Url::parse(&format!("http://x{}", message.result_url))
         .ok()
@@ -246,17 +277,8 @@ where
                 .and_then(|(_, v)| v.parse().ok())
         })
         .unwrap_or(50_000);
-    let next = UploadMessage {
-        part: message.part + 1,
-        result_url: deps
-            .salesforce
-            .results_path(&message.job_id, Some(&locator), max_records),
-        ..message.clone()
-    };
-    deps.upload_queue
-        .send(OutgoingMessage::new(next.to_body(), next.message_id()))
-        .await
-        .at(Stage::Upload, &message.object)
+    deps.salesforce
+        .results_path(&message.job_id, Some(locator), max_records)
 }
 
 /// The schema extract fixed for the run: the columns every part must have, in order.

@@ -7,14 +7,14 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
-use crate::contracts::{Contract, PartManifest, RunLayout, UploadMessage};
+use crate::contracts::{PartManifest, RunLayout, UploadMessage};
 use crate::ports::salesforce::{Salesforce, SalesforceError};
-use crate::ports::{BlobStore, ByteStream, OutgoingMessage, Queue, TableSchema};
+use crate::ports::{BlobStore, ByteStream, Queue, TableSchema};
 use crate::stages::records::{read_json, to_json};
 use crate::stages::{Cause, Stage, StageError, StageResultExt};
 
 use super::complete::request_merge_if_complete;
-use super::{UploadDeps, UploadOutcome, run_schema};
+use super::{UploadDeps, UploadOutcome, queue_next_part, run_schema};
 
 /// One part of a run read with the REST API: pages of JSON records from `result_url` (the query,
 /// or the cursor the part before stopped at), written as the same gzipped CSV a Bulk job gives,
@@ -161,21 +161,7 @@ where
     let requested_merge = match claim.next {
         None => request_merge_if_complete(deps, message, layout, message.part).await?,
         Some(cursor) => {
-            let next = UploadMessage {
-                part: message.part + 1,
-                parts: 0,
-                chain: true,
-                result_url: cursor,
-                ..message.clone()
-            };
-            deps.upload_queue
-                .send(OutgoingMessage::new(next.to_body(), next.message_id()))
-                .await
-                .at(Stage::Upload, object)?;
-            deps.blobs
-                .put_if_absent(&layout.chain_link(message.part), Bytes::from_static(b"{}"))
-                .await
-                .at(Stage::Upload, object)?;
+            queue_next_part(deps, message, layout, cursor).await?;
             false
         }
     };
