@@ -120,14 +120,31 @@ pub(super) fn field(name: &'static str, sf_type: &'static str, generator: Gen) -
         calculated: false,
         formula: None,
         compound_field_name: None,
+        // As a real org's describe says: system fields, the owner, checkboxes and auto-numbers
+        // are never null; the objects' required fields are marked with [`required`].
         nillable: !matches!(
             generator,
-            Gen::Id | Gen::IsDeleted | Gen::CreatedDate | Gen::SystemModstamp
-        ),
+            Gen::Id
+                | Gen::IsDeleted
+                | Gen::CreatedDate
+                | Gen::LastModifiedDate
+                | Gen::SystemModstamp
+                | Gen::Owner
+                | Gen::AutoNumber(_)
+        ) && sf_type != "boolean",
         custom: name.ends_with("__c"),
         generator,
         immutable: matches!(generator, Gen::Id | Gen::CreatedDate | Gen::AutoNumber(_)),
         hidden: false,
+    }
+}
+
+/// A field the org requires (a custom object's Name, Contact's LastName, ...): not nillable in
+/// its describe, and never null in its rows.
+pub(super) fn required(field: FieldDef) -> FieldDef {
+    FieldDef {
+        nillable: false,
+        ..field
     }
 }
 
@@ -167,7 +184,7 @@ pub(super) fn address(prefix: &'static str, compound: &'static str) -> Vec<Field
 pub fn bench_object() -> ObjectDef {
     let mut fields = system_fields();
     fields.extend([
-        field("Name", "string", Gen::Company),
+        required(field("Name", "string", Gen::Company)),
         field("Account__c", "reference", Gen::Ref("001")),
         field("Contact__c", "reference", Gen::Ref("003")),
         field("Title__c", "string", Gen::Sentence),
@@ -232,7 +249,7 @@ pub fn numbered_object(n: u32) -> ObjectDef {
     let prefix = format!("x{}{}", DIGITS[n36 / 36] as char, DIGITS[n36 % 36] as char);
     let mut fields = system_fields();
     fields.extend([
-        field("Name", "string", Gen::Company),
+        required(field("Name", "string", Gen::Company)),
         field("Amount__c", "currency", Gen::Currency(100_000)),
     ]);
     ObjectDef {
@@ -343,7 +360,7 @@ pub(super) const INVOICE_STATUS: &[&str] = &["Draft", "Sent", "Paid", "Void"];
 pub fn demo_objects() -> Vec<ObjectDef> {
     let mut account = system_fields();
     account.extend([
-        field("Name", "string", Gen::Company),
+        required(field("Name", "string", Gen::Company)),
         field("Type", "picklist", Gen::Picklist(ACCOUNT_TYPES)),
         field("ParentId", "reference", Gen::Ref("001")),
         field("Phone", "phone", Gen::Phone),
@@ -363,7 +380,7 @@ pub fn demo_objects() -> Vec<ObjectDef> {
     contact.extend([
         field("AccountId", "reference", Gen::Ref("001")),
         field("FirstName", "string", Gen::FirstName),
-        field("LastName", "string", Gen::LastName),
+        required(field("LastName", "string", Gen::LastName)),
         field("Email", "email", Gen::Email),
         field("Phone", "phone", Gen::Phone),
         field("Title", "string", Gen::Sentence),
@@ -376,8 +393,8 @@ pub fn demo_objects() -> Vec<ObjectDef> {
     let mut opportunity = system_fields();
     opportunity.extend([
         field("AccountId", "reference", Gen::Ref("001")),
-        field("Name", "string", Gen::Sentence),
-        field("StageName", "picklist", Gen::Picklist(STAGES)),
+        required(field("Name", "string", Gen::Sentence)),
+        required(field("StageName", "picklist", Gen::Picklist(STAGES))),
         field("Amount", "currency", Gen::Currency(2_000_000)),
         field("Probability", "percent", Gen::Percent),
         FieldDef {
@@ -385,7 +402,7 @@ pub fn demo_objects() -> Vec<ObjectDef> {
             formula: Some("Amount * Probability / 100"),
             ..field("ExpectedRevenue", "currency", Gen::ExpectedRevenue)
         },
-        field("CloseDate", "date", Gen::Date),
+        required(field("CloseDate", "date", Gen::Date)),
         field("IsWon", "boolean", Gen::Bool),
         field("LeadSource", "picklist", Gen::Picklist(LEAD_SOURCES)),
         field("Description", "textarea", Gen::Paragraph),
@@ -394,10 +411,10 @@ pub fn demo_objects() -> Vec<ObjectDef> {
     let mut lead = system_fields();
     lead.extend([
         field("FirstName", "string", Gen::FirstName),
-        field("LastName", "string", Gen::LastName),
-        field("Company", "string", Gen::Company),
+        required(field("LastName", "string", Gen::LastName)),
+        required(field("Company", "string", Gen::Company)),
         field("Email", "email", Gen::Email),
-        field("Status", "picklist", Gen::Picklist(LEAD_STATUS)),
+        required(field("Status", "picklist", Gen::Picklist(LEAD_STATUS))),
         field("LeadSource", "picklist", Gen::Picklist(LEAD_SOURCES)),
         field("NumberOfEmployees", "int", Gen::Int(50_000)),
         field("AnnualRevenue", "currency", Gen::Currency(100_000_000)),

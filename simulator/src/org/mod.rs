@@ -164,6 +164,53 @@ impl Org {
 mod tests {
     use super::*;
 
+    /// As a real org: the fields it requires (Account's Name, every OwnerId, Contact's
+    /// LastName, Opportunity's StageName and CloseDate, Lead's Company, ...) say so in their
+    /// describe and are never null, before and after the org changes.
+    #[test]
+    fn required_fields_are_not_nillable_and_never_null() {
+        let mut org = Org::generate(7, 300);
+        org.add_object(numbered_object(0));
+        let required = |object: &str, field: &str| {
+            let (_, def) = org.object(object).unwrap();
+            !def.field(field).unwrap().1.nillable
+        };
+        for (object, field) in [
+            ("Account", "Name"),
+            ("Account", "OwnerId"),
+            ("Contact", "LastName"),
+            ("Opportunity", "StageName"),
+            ("Opportunity", "CloseDate"),
+            ("Lead", "Company"),
+            ("Lead", "Status"),
+            ("Invoice__c", "Name"),
+            ("Extra000__c", "Name"),
+            ("Case", "IsClosed"),
+        ] {
+            assert!(required(object, field), "{object}.{field}");
+        }
+        assert!(
+            !required("Account", "Phone"),
+            "optional fields stay nillable"
+        );
+        org.mutate(history_end() + chrono::Duration::hours(1));
+        for (object, def) in org.objects.iter().enumerate() {
+            for index in 0..org.data[object].count {
+                let values = org.row_values(object, index);
+                for (position, field) in def.fields.iter().enumerate() {
+                    if !field.nillable && !field.hidden && field.sf_type != "address" {
+                        assert!(
+                            values[position].is_some(),
+                            "{}.{} is null in row {index}",
+                            def.name,
+                            field.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn ids_are_18_characters_and_round_trip() {
         for index in [0u64, 1, 61, 62, 123_456_789] {
