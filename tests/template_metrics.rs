@@ -168,3 +168,75 @@ fn function_and_visibility_timeouts_are_the_ones_the_handlers_budget_for() {
         }
     }
 }
+
+/// A parameter's `AllowedPattern`, as written in the template.
+fn allowed_pattern(parameter: &str) -> String {
+    let text = resource(parameter);
+    let line = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("AllowedPattern: "))
+        .unwrap_or_else(|| panic!("{parameter} has no AllowedPattern"));
+    serde_json::from_str(line).expect("the pattern is a double-quoted string")
+}
+
+/// The Snowflake stage role's trust is given whole or not at all: the deploy refuses one of
+/// the user ARN and external id without the other (the rule), and a value that is not what
+/// DESC INTEGRATION shows (the patterns, checked here with Python's `re`, which reads these
+/// patterns as CloudFormation's Java regular expressions do).
+#[test]
+fn the_snowflake_trust_is_refused_unless_given_whole() {
+    let rule = resource("SnowflakeTrustGivenWhole");
+    for part in [
+        "- !Equals [!Ref SnowflakeIamUserArn, \"\"]",
+        "- !Equals [!Ref SnowflakeExternalId, \"\"]",
+        "- !Not [!Equals [!Ref SnowflakeIamUserArn, \"\"]]",
+        "- !Not [!Equals [!Ref SnowflakeExternalId, \"\"]]",
+        "AssertDescription:",
+    ] {
+        assert!(rule.contains(part), "{part} in {rule}");
+    }
+    let cases = serde_json::json!([
+        [allowed_pattern("SnowflakeIamUserArn"), "", true],
+        [
+            allowed_pattern("SnowflakeIamUserArn"),
+            "arn:aws:iam::123456789012:user/abc1-b-self1234",
+            true
+        ],
+        [
+            allowed_pattern("SnowflakeIamUserArn"),
+            "arn:aws:iam::123456789012:role/snowflake",
+            false
+        ],
+        [
+            allowed_pattern("SnowflakeIamUserArn"),
+            "STORAGE_AWS_IAM_USER_ARN",
+            false
+        ],
+        [allowed_pattern("SnowflakeExternalId"), "", true],
+        [
+            allowed_pattern("SnowflakeExternalId"),
+            "MYACCOUNT_SFCRole=2_a123456/s0aBCDEfGHIJklmNoPq=",
+            true
+        ],
+        [allowed_pattern("SnowflakeExternalId"), "two words", false],
+    ]);
+    let script = "import json, re, sys\n\
+                  for pattern, value, allowed in json.load(sys.stdin):\n\
+                  \x20   if (re.fullmatch(pattern, value) is not None) != allowed:\n\
+                  \x20       sys.exit(f'{pattern!r} on {value!r}: expected {allowed}')\n";
+    let mut child = std::process::Command::new(sfpipe_tests::venv_python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("python (./scripts/tools makes the venv, or set SFPIPE_PYTHON)");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(cases.to_string().as_bytes())
+            .expect("write the cases");
+    }
+    assert!(child.wait().expect("python ran").success());
+}
