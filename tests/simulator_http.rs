@@ -982,3 +982,26 @@ async fn past_the_daily_bulk_job_limit_the_org_refuses_a_new_job() {
     }
     assert_eq!(sim.bulk_jobs_created(), 2);
 }
+
+/// Salesforce's front end refuses a URI past 16,384 bytes (414), and a request whose URI and
+/// headers together pass it (431), before the API sees either.
+#[tokio::test]
+async fn a_request_too_large_with_its_headers_is_refused_431() {
+    let sim = sfpipe_tests::simulator(SimConfig::default()).await;
+    let http = reqwest::Client::new();
+    let uri = |bytes: usize| {
+        let base = format!("{}/services/data/v62.0/sobjects?pad=", sim.url());
+        let path_bytes = base.len() - sim.url().len();
+        format!("{base}{}", "x".repeat(bytes - path_bytes))
+    };
+    let status = |request: reqwest::RequestBuilder| async move {
+        request.send().await.expect("an answer").status().as_u16()
+    };
+    // Fits with its few headers: past the front end (and refused by the API, unauthenticated).
+    assert_eq!(status(http.get(uri(15_000))).await, 401);
+    assert_eq!(
+        status(http.get(uri(15_000)).header("X-Padding", "y".repeat(2_000))).await,
+        431
+    );
+    assert_eq!(status(http.get(uri(16_385))).await, 414);
+}

@@ -412,7 +412,8 @@ pub(crate) fn router(state: Shared) -> Router {
 pub const MAX_URI_BYTES: usize = 16_384;
 
 /// Salesforce refuses a longer request line (a REST query of a wide object with its field list
-/// in `?q=`) before it reaches the API: 414, no JSON error body.
+/// in `?q=`) before it reaches the API: 414, no JSON error body. The same front end refuses a
+/// request whose URI and headers together pass the same size: 431.
 async fn uri_limit(request: axum::extract::Request, next: middleware::Next) -> Response {
     let length = request
         .uri()
@@ -423,6 +424,20 @@ async fn uri_limit(request: axum::extract::Request, next: middleware::Next) -> R
             StatusCode::URI_TOO_LONG,
             [(header::CONTENT_TYPE, "text/html")],
             "<html><body>414 Request-URI Too Large</body></html>",
+        )
+            .into_response();
+    }
+    // Each header line as sent: `Name: value` and its line break.
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if length + headers > MAX_URI_BYTES {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>431 Request Header Fields Too Large</body></html>",
         )
             .into_response();
     }

@@ -23,10 +23,6 @@ use crate::stages::records::{
     REST_QUERY_JOB, read_json, record_formula_refresh, record_reconciliation, to_json,
 };
 
-/// Room left in a REST request for its headers when sfpipe chooses REST by itself: Salesforce
-/// refuses a request whose URI and headers together pass 16,384 bytes.
-const REST_HEADER_ROOM: usize = 2_048;
-
 #[derive(Debug, Clone)]
 pub struct ExtractConfig {
     /// Records per result page on the locator chain (`maxRecords`): one upload message, one

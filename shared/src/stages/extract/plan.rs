@@ -63,8 +63,13 @@ impl FieldSelection {
     }
 }
 
-/// The longest request URI Salesforce accepts.
+/// The longest request URI Salesforce accepts; its URI and headers together may not pass it
+/// either (431).
 pub const MAX_REST_URI_BYTES: usize = 16_384;
+
+/// Room kept in [`MAX_REST_URI_BYTES`] for the request's headers (the session's bearer token,
+/// `Sforce-Query-Options`, `Accept`, ...: a few hundred bytes), as other clients keep a margin.
+pub const REST_HEADER_ROOM: usize = 2_048;
 
 /// A REST query carries its SOQL in the URI, which Salesforce caps at 16,384 bytes: a wide
 /// object's query would fail on every run. Refused at once, with the fix, rather than split over
@@ -82,7 +87,7 @@ where
     Q: Queue + ?Sized,
 {
     let length = deps.salesforce.query_all_path(soql).len();
-    if length <= MAX_REST_URI_BYTES {
+    if length + REST_HEADER_ROOM <= MAX_REST_URI_BYTES {
         return Ok(());
     }
     Err(StageError::new(
@@ -90,7 +95,8 @@ where
         object,
         Cause::Inconsistent(format!(
             "the REST query of {object} selects {fields} fields: a {length}-byte request URI, \
-             over Salesforce's {MAX_REST_URI_BYTES}-byte limit. Exclude fields with SFPIPE_FIELDS \
+             which with its headers ({REST_HEADER_ROOM} bytes kept for them) passes \
+             Salesforce's {MAX_REST_URI_BYTES}-byte limit. Exclude fields with SFPIPE_FIELDS \
              (e.g. {{\"{object}\": {{\"exclude\": [...]}}}}) until it fits, or read it with \
              the Bulk API (remove it from SFPIPE_REST_OBJECTS) if Bulk supports it"
         )),

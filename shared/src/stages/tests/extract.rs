@@ -552,6 +552,48 @@ async fn a_timed_out_query_of_an_object_without_a_cursor_is_not_split() {
 
 /// Salesforce matches object and field names in any case; so do the field lists
 /// (`SFPIPE_FIELDS`) and `SFPIPE_REST_OBJECTS`: a case mismatch must not silently take every
+/// Salesforce refuses a request whose URI and headers together pass 16,384 bytes (431), not only
+/// a URI past it (414): a REST object whose query URI fits alone but leaves no room for the
+/// headers is refused at extract, with what to do, before any upload sends it.
+#[tokio::test]
+async fn a_rest_query_that_leaves_no_room_for_its_headers_is_refused_with_what_to_do() {
+    let mut world = World::new();
+    let names: Vec<String> = (0..900).map(|n| format!("Field_{n:04}__c")).collect();
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("Id", "id"),
+        ("IsDeleted", "boolean"),
+        ("SystemModstamp", "datetime"),
+    ];
+    fields.extend(names.iter().map(|n| (n.as_str(), "string")));
+    world.salesforce.add_object("Wide__c", &fields, Vec::new());
+    world.config.rest_objects = vec!["Wide__c".into()];
+    let message = ExtractMessage {
+        object: crate::contracts::ObjectName::new("Wide__c").unwrap(),
+        ..full_run()
+    };
+    let error = extract(&world, &message).await.unwrap_err();
+    assert!(!error.is_retryable(), "{error}");
+    let text = error.to_string();
+    let length: usize = text
+        .split("-byte request URI")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no length in {text}"));
+    assert!(
+        length <= super::super::extract::MAX_REST_URI_BYTES,
+        "the URI alone fits ({length} bytes): only its headers would not"
+    );
+    assert!(
+        text.contains("headers") && text.contains("SFPIPE_FIELDS"),
+        "{text}"
+    );
+    assert!(
+        world.upload_queue.take().is_empty(),
+        "nothing sent to upload"
+    );
+}
+
 /// field, nor ignore the entry.
 #[tokio::test]
 async fn field_lists_and_rest_objects_match_names_in_any_case() {
