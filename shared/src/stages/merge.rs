@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::object_state::{fold_merge, merged_versions, update_state};
 use super::records::{
-    read_json, read_manifests, record_formula_refresh, record_reconciliation, to_json,
+    first_written, read_json, read_manifests, record_formula_refresh, record_reconciliation,
+    to_json,
 };
 use super::{Cause, Stage, StageError, StageResultExt};
 use crate::contracts::{ExtractedRecord, MergeMessage, Mode, RunId, RunLayout, Window};
@@ -293,19 +294,6 @@ async fn merge_request<B: BlobStore + ?Sized>(
         request_id: uuid::Uuid::new_v4().to_string(),
         requested_at: Utc::now(),
     };
-    blobs
-        .put_if_absent(&key, to_json(&fresh))
-        .await
-        .at(Stage::Merge, object)?;
     // A concurrent delivery may have recorded its own first: use whichever is stored.
-    read_json::<MergeRequest, _>(blobs, &key)
-        .await
-        .at(Stage::Merge, object)?
-        .ok_or_else(|| {
-            StageError::new(
-                Stage::Merge,
-                object,
-                Cause::Inconsistent(format!("{key} vanished")),
-            )
-        })
+    first_written(blobs, &key, fresh, Stage::Merge, object).await
 }

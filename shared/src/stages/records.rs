@@ -32,6 +32,38 @@ where
     }
 }
 
+/// Writes `value` at `key` unless something is there already, and returns what is stored: the
+/// value of whichever concurrent writer came first, so every writer goes on with the same one.
+pub(crate) async fn first_written<T, B>(
+    blobs: &B,
+    key: &str,
+    value: T,
+    stage: Stage,
+    object: &ObjectName,
+) -> Result<T, StageError>
+where
+    T: Serialize + for<'de> Deserialize<'de>,
+    B: BlobStore + ?Sized,
+{
+    if blobs
+        .put_if_absent(key, to_json(&value))
+        .await
+        .at(stage, object)?
+    {
+        return Ok(value);
+    }
+    read_json(blobs, key)
+        .await
+        .at(stage, object)?
+        .ok_or_else(|| {
+            StageError::new(
+                stage,
+                object,
+                Cause::Inconsistent(format!("{key} vanished after it was written")),
+            )
+        })
+}
+
 /// Sends the merge message of a run: FIFO per object, deduplicated by its deterministic id.
 pub(crate) async fn send_merge<Q: Queue + ?Sized>(
     queue: &Q,

@@ -134,9 +134,9 @@ where
         &layout,
         &key,
         body,
-        &|| records,
+        records,
         complete_with,
-        Some(&schema),
+        &schema,
     )
     .await?;
     if let Some(locator) = next_locator.filter(|_| message.chain) {
@@ -308,13 +308,13 @@ async fn store_part<S, B, Q>(
     layout: &RunLayout,
     key: &str,
     body: ByteStream,
-    // Read once the body is stored: a REST part knows its count only at the end.
-    records: &(dyn Fn() -> u64 + Sync),
+    // The page's record count, as Salesforce gave it.
+    records: u64,
     // The run's part count, when this part may be its last one stored (not on the locator
     // chain before its last page).
     complete_with: Option<u32>,
-    // The run's schema, when the part's header comes from Salesforce and must be checked.
-    check_header: Option<&TableSchema>,
+    // The run's schema: the page's header, read as it streams past, must be its columns.
+    schema: &TableSchema,
 ) -> Result<UploadOutcome, StageError>
 where
     S: Salesforce + ?Sized,
@@ -322,44 +322,37 @@ where
     Q: Queue + ?Sized,
 {
     let object = &message.object;
-    // Only a header that came from Salesforce is read back; a REST part's is written here.
-    let probe = Arc::new(Mutex::new(check_header.map(|_| HeaderProbe::new())));
+    let probe = Arc::new(Mutex::new(HeaderProbe::new()));
     let probing = {
         let probe = probe.clone();
-        body.inspect_ok(move |chunk| {
-            if let Some(probe) = probe.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-                probe.feed(chunk);
-            }
-        })
+        body.inspect_ok(move |chunk| probe.lock().unwrap_or_else(|p| p.into_inner()).feed(chunk))
     };
     let stored = deps
         .blobs
         .put(key, Box::pin(probing))
         .await
         .at(Stage::Upload, object)?;
-    if let Some(schema) = check_header {
-        let header = probe
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .and_then(HeaderProbe::header)
-            .unwrap_or_default();
-        if !schema.header_matches(&header) {
-            // Not the run's part: it must not count as stored, nor be merged by mistake later.
-            let _ = deps.blobs.delete(key).await;
-            let wanted: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
-            return Err(StageError::new(
-                Stage::Upload,
-                object,
-                Cause::Inconsistent(format!(
-                    "part {} of job {}: its header {header:?} is not the run's columns {wanted:?} \
-                     in order, so its values would land in the wrong columns; run the object \
-                     again, and report the job if it happens again",
-                    message.part, message.job_id
-                )),
-            )
-            .permanent());
-        }
+    let header = std::mem::replace(
+        &mut *probe.lock().unwrap_or_else(|p| p.into_inner()),
+        HeaderProbe::new(),
+    )
+    .header()
+    .unwrap_or_default();
+    if !schema.header_matches(&header) {
+        // Not the run's part: it must not count as stored, nor be merged by mistake later.
+        let _ = deps.blobs.delete(key).await;
+        let wanted: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+        return Err(StageError::new(
+            Stage::Upload,
+            object,
+            Cause::Inconsistent(format!(
+                "part {} of job {}: its header {header:?} is not the run's columns {wanted:?} \
+                 in order, so its values would land in the wrong columns; run the object \
+                 again, and report the job if it happens again",
+                message.part, message.job_id
+            )),
+        )
+        .permanent());
     }
     let manifest = PartManifest {
         object: object.clone(),
@@ -367,7 +360,7 @@ where
         part: message.part,
         parts: message.parts,
         key: key.to_string(),
-        records: records(),
+        records,
         bytes: stored.bytes,
         crc64nvme: stored.crc64nvme,
         stored_at: Utc::now(),

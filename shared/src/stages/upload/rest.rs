@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::contracts::{PartManifest, RunLayout, UploadMessage};
 use crate::ports::salesforce::{Salesforce, SalesforceError};
 use crate::ports::{BlobStore, ByteStream, Queue, TableSchema};
-use crate::stages::records::{read_json, to_json};
+use crate::stages::records::{first_written, read_json, to_json};
 use crate::stages::{Cause, Stage, StageError, StageResultExt};
 
 use super::complete::request_merge_if_complete;
@@ -103,27 +103,12 @@ where
         },
         next,
     };
-    let claimed = deps
-        .blobs
-        .put_if_absent(&claim_key, to_json(&claim))
-        .await
-        .at(Stage::Upload, object)?;
-    if claimed {
-        return finish_from_claim(deps, message, layout, claim).await;
+    let claimed = first_written(deps.blobs, &claim_key, claim, Stage::Upload, object).await?;
+    if claimed.manifest.key != key {
+        // Another delivery of this part claimed it first: its bytes are the part.
+        let _ = deps.blobs.delete(&key).await;
     }
-    // Another delivery of this part claimed it first: its bytes are the part.
-    let _ = deps.blobs.delete(&key).await;
-    let claim = read_json::<RestClaim, _>(deps.blobs, &claim_key)
-        .await
-        .at(Stage::Upload, object)?
-        .ok_or_else(|| {
-            StageError::new(
-                Stage::Upload,
-                object,
-                Cause::Inconsistent(format!("{claim_key} vanished after it was written")),
-            )
-        })?;
-    finish_from_claim(deps, message, layout, claim).await
+    finish_from_claim(deps, message, layout, claimed).await
 }
 
 /// Which bytes are a REST part, and where the query goes on after it.
