@@ -39,6 +39,11 @@ Snowflake feature the product relies on, the harness fills in, and never the pro
   credits at `--credits-per-hour` (X-Small: 1).
 - Injected SQL errors carry Snowflake's code, SQL state and HTTP status (422, or 408 for a
   statement timeout).
+- Errors are reported as Snowflake reports them: an error raised out of an anonymous block keeps
+  its code and state, its message prefixed with "Uncaught exception of type 'STATEMENT_ERROR' on
+  line N at position 4 : "; a statement failing inside a multi-statement request fails the
+  request with 422, code 100132 and SQL state P0000, the statement's message embedded in a
+  JavaScript error and its code lost.
 - `COPY INTO t (cols) FROM (SELECT $1, ..., METADATA$FILENAME, METADATA$FILE_ROW_NUMBER FROM
   @stage) FILES = (...)` is run here: every value is read as text (DuckDB would otherwise guess types and turn '001' into 1).
 
@@ -89,6 +94,7 @@ class SqlError(Exception):
     def __init__(self, code: str, sql_state: str, message: str, http: int = 422):
         super().__init__(message)
         self.code, self.sql_state, self.message, self.http = code, sql_state, message, http
+        self.line = 1  # its line in an anonymous block
 
 
 class Harness:
@@ -230,11 +236,13 @@ class Harness:
         session = {"snapshot": None, "formats": dict(self.account_formats), "written": set(), "id": request_id}
         try:
             handles = []
-            for statement in statements:
+            for number, statement in enumerate(statements):
                 child = str(uuid.uuid4()) if len(statements) > 1 else handle
                 try:
                     columns, rows = self.run_logged(conn, session, statement)
                 except SqlError as e:
+                    if len(statements) > 1:
+                        e = self.wrapped(statements, number, e)
                     return e.http, self.error(handle, e)
                 self.results[child] = self.result(child, columns, rows)
                 self.status[child] = 200
@@ -261,6 +269,24 @@ class Harness:
                     }
                 )
             conn.close()
+
+    @staticmethod
+    def wrapped(statements: list[str], number: int, error: SqlError) -> SqlError:
+        """A statement failing inside a multi-statement request: Snowflake answers 422 with its own
+        code 100132 and SQL state P0000, the failing statement's message embedded in a JavaScript
+        error, and not its code ("Submitting multiple statements in a single request")."""
+        line = 1 + sum(s.count("\n") + 1 for s in statements[:number])
+        text = statements[number].strip()
+        shown = text if len(text) <= 30 else text[:30] + "..."
+        return SqlError(
+            "100132",
+            "P0000",
+            f'JavaScript execution error: Uncaught Execution of multiple statements failed on statement "{shown}" '
+            f"(at line {line}, position 0).\n{error.message} in SYSTEM$MULTISTMT at '    throw `Execution of "
+            "multiple statements failed on statement {0} (at line {1}, position {2}).`.replace('{1}', LINES[i])' "
+            "position 4\nstackstrace: \nSYSTEM$MULTISTMT line: 10",
+            422,
+        )
 
     def run_logged(self, conn, session: dict, statement: str):
         """Runs one statement of a request or a block, logged, with the faults injected for it."""
@@ -312,39 +338,57 @@ class Harness:
                 raise SqlError("001003", "42000", "SQL compilation error: the harness reads WHEN OTHER only")
             for statement in self.split(when.group(1)):
                 if statement.upper() == "RAISE":
-                    raise error
+                    # Re-raised out of the block, the error keeps its code and state; its message
+                    # names the exception's type and place, as Snowflake's does.
+                    raise SqlError(
+                        error.code,
+                        error.sql_state,
+                        f"Uncaught exception of type 'STATEMENT_ERROR' on line {error.line} at position 4 : {error.message}",
+                        error.http,
+                    )
                 self.run_logged(conn, session, statement)
             return ["anonymous block"], [[None]]
 
     def run_block_body(self, conn, session, variables, state, body: str):
-        for statement in self.split(body):
-            returned = re.match(r"^RETURN\s+TABLE\s*\(\s*(\w+)\s*\)$", statement, re.I)
-            if returned:
-                columns, rows = variables[returned.group(1).upper()]
-                return columns, rows
-            assigned = re.match(r"^(?:LET\s+)?(\w+)(?:\s+\w+)?\s*:=\s*(.+)$", statement, re.I | re.S)
-            if assigned:
-                name, value = assigned.group(1).upper(), assigned.group(2).strip()
-                if name not in variables and not statement.upper().startswith("LET"):
-                    raise SqlError("000904", "42000", f"SQL compilation error: invalid identifier '{name}'")
-                if value.upper() == "SQLROWCOUNT":
-                    variables[name] = state["rowcount"]
-                elif value.startswith("(") and value.endswith(")"):
-                    variables[name] = self.run_logged(conn, session, self.bind(value[1:-1], variables))
-                    state["rowcount"] = None
-                else:
-                    variables[name] = self.constant(value)
-                continue
-            if re.match(r"^(RETURN|RAISE|IF|FOR|WHILE|LOOP|CASE|DECLARE|LET)\b", statement, re.I):
-                raise SqlError("001003", "42000", f"SQL compilation error: the harness does not run {statement[:40]!r} in a block")
-            columns, rows = self.run_logged(conn, session, self.bind(statement, variables))
-            # Snowflake sets SQLROWCOUNT after DML; any other statement makes it NULL (2025_01).
-            if WRITE.match(statement):
-                counts = [i for i, c in enumerate(columns) if str(c).lower().startswith("number of rows")]
-                state["rowcount"] = sum(int(rows[0][i] or 0) for i in counts) if rows else 0
-            else:
-                state["rowcount"] = None
+        for number, statement in enumerate(self.split(body)):
+            try:
+                returned = self.run_block_statement(conn, session, variables, state, statement)
+            except SqlError as error:
+                error.line = number + 1
+                raise
+            if returned is not None:
+                return returned
         return ["anonymous block"], [[None]]
+
+    def run_block_statement(self, conn, session, variables, state, statement: str):
+        """One statement of a block; a `RETURN TABLE` answers its table, anything else None."""
+        returned = re.match(r"^RETURN\s+TABLE\s*\(\s*(\w+)\s*\)$", statement, re.I)
+        if returned:
+            columns, rows = variables[returned.group(1).upper()]
+            return columns, rows
+        assigned = re.match(r"^(?:LET\s+)?(\w+)(?:\s+\w+)?\s*:=\s*(.+)$", statement, re.I | re.S)
+        if assigned:
+            name, value = assigned.group(1).upper(), assigned.group(2).strip()
+            if name not in variables and not statement.upper().startswith("LET"):
+                raise SqlError("000904", "42000", f"SQL compilation error: invalid identifier '{name}'")
+            if value.upper() == "SQLROWCOUNT":
+                variables[name] = state["rowcount"]
+            elif value.startswith("(") and value.endswith(")"):
+                variables[name] = self.run_logged(conn, session, self.bind(value[1:-1], variables))
+                state["rowcount"] = None
+            else:
+                variables[name] = self.constant(value)
+            return None
+        if re.match(r"^(RETURN|RAISE|IF|FOR|WHILE|LOOP|CASE|DECLARE|LET)\b", statement, re.I):
+            raise SqlError("001003", "42000", f"SQL compilation error: the harness does not run {statement[:40]!r} in a block")
+        columns, rows = self.run_logged(conn, session, self.bind(statement, variables))
+        # Snowflake sets SQLROWCOUNT after DML; any other statement makes it NULL (2025_01).
+        if WRITE.match(statement):
+            counts = [i for i, c in enumerate(columns) if str(c).lower().startswith("number of rows")]
+            state["rowcount"] = sum(int(rows[0][i] or 0) for i in counts) if rows else 0
+        else:
+            state["rowcount"] = None
+        return None
 
     @staticmethod
     def split(text: str) -> list[str]:

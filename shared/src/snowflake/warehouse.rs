@@ -27,7 +27,7 @@ fn warehouse_error(object: &ObjectName, error: SnowflakeError) -> WarehouseError
         SnowflakeError::Sql { .. } if error.is_transient() => {
             WarehouseError::Service(format!("table {object}: {error}"))
         }
-        SnowflakeError::Sql { ref sql_state, .. } if sql_state.starts_with("22") => {
+        SnowflakeError::Sql { .. } if error.is_data_error() => {
             WarehouseError::BadFile {
                 object,
                 file: "one of the run's files".into(),
