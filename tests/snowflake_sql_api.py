@@ -45,7 +45,8 @@ Snowflake feature the product relies on, the harness fills in, and never the pro
   request with 422, code 100132 and SQL state P0000, the statement's message embedded in a
   JavaScript error and its code lost.
 - `COPY INTO t (cols) FROM (SELECT $1, ..., METADATA$FILENAME, METADATA$FILE_ROW_NUMBER FROM
-  @stage) FILES = (...)` is run here: every value is read as text (DuckDB would otherwise guess types and turn '001' into 1).
+  @stage) FILES = (...)` is run here: every value is read as text (DuckDB would otherwise guess types and turn '001' into 1);
+  METADATA$FILENAME is the file's path with the stage location's own path before it.
 
 Usage: snowflake_sql_api.py --moto URL --bucket B [--prefix P] --account A --user U
        --public-key PEM_FILE [--oauth-token T] [--partition-rows N]
@@ -582,6 +583,8 @@ class Harness:
                     if option.name.upper() == "SKIP_HEADER":
                         skip = int(option.args["value"].name)
         location = self.stage_location(stage)
+        # s3://bucket/path/ -> path/: what precedes a file's name in METADATA$FILENAME.
+        stage_path = location.split("://", 1)[-1].partition("/")[2]
         results = []
         duck = conn._duck_conn
         positions = [int(e.name) for e in select.expressions if isinstance(e, exp.Parameter)]
@@ -596,7 +599,10 @@ class Harness:
                 if isinstance(expression, exp.Parameter):
                     picks.append(f"c{int(expression.name)}")
                 elif expression.sql().upper() == "METADATA$FILENAME":
-                    picks.append("'" + file.replace("'", "''") + "'")
+                    # The file's full path in the stage's location, the location's own path
+                    # included ("Querying metadata for staged files"), not the FILES entry.
+                    path = stage_path + file
+                    picks.append("'" + path.replace("'", "''") + "'")
                 elif expression.sql().upper() == "METADATA$FILE_ROW_NUMBER":
                     picks.append("row_number() OVER ()")
                 else:

@@ -11,7 +11,7 @@ use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 use sfpipe_shared::contracts::{Mode, ObjectName, RunId, RunLayout, Window, rfc3339};
 use sfpipe_shared::local::{FsBlobStore, SqliteWarehouse};
-use sfpipe_shared::ports::{BlobStore, Warehouse};
+use sfpipe_shared::ports::{BlobError, BlobStore, Warehouse};
 use sfpipe_shared::status::StoredRun;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -117,6 +117,23 @@ pub async fn trace(options: &TraceOptions) -> anyhow::Result<Trace> {
     trace_in(blobs.as_ref(), &warehouse, &object, &options.id).await
 }
 
+/// The blob key of the part a warehouse names. The local warehouse stores the key; Snowflake's
+/// METADATA$FILENAME is the file's full path in the stage's location, which may add the
+/// location's own path (the deployment's prefix) or more before the key: the first of the name
+/// and its tails after each `/` that is a blob is the part.
+async fn part_key(blobs: &dyn BlobStore, named: &str) -> anyhow::Result<Option<String>> {
+    let tails = std::iter::once(named).chain(named.match_indices('/').map(|(at, _)| &named[at + 1..]));
+    for tail in tails {
+        match blobs.head(tail).await {
+            Ok(Some(_)) => return Ok(Some(tail.to_string())),
+            // A head of the name ("s3:", "/bucket/...") is no key at all.
+            Ok(None) | Err(BlobError::InvalidKey { .. }) => {}
+            Err(e) => return Err(e).with_context(|| format!("looking for the part {named}")),
+        }
+    }
+    Ok(None)
+}
+
 /// Traces a row through any blob store and warehouse.
 pub async fn trace_in(
     blobs: &dyn BlobStore,
@@ -133,13 +150,17 @@ pub async fn trace_in(
         None => StoredRun::default(),
     };
     let mut located = None;
-    if let Some(file) = &lineage.file {
-        // Snowflake's METADATA$FILENAME is the key in the stage; the local store's is the key.
+    let mut file = lineage.file.clone();
+    if let Some(named) = &lineage.file {
+        let key = part_key(blobs, named).await?.with_context(|| {
+            format!("the part {named} that {object} {id} came from is not in the blob store (parts expire after the bucket's retention)")
+        })?;
         let bytes = blobs
-            .get_bytes(file)
+            .get_bytes(&key)
             .await
-            .with_context(|| format!("reading the part {file}"))?;
+            .with_context(|| format!("reading the part {key}"))?;
         located = find_record(bytes.as_ref(), id)?;
+        file = Some(key);
     }
     Ok(Trace {
         object: object.to_string(),
@@ -149,10 +170,45 @@ pub async fn trace_in(
         mode: stored.mode(),
         window: stored.window(),
         job_id: stored.job_id(),
-        file: lineage.file,
+        file,
         record: located.map(|(record, _)| record),
         line: located.map(|(_, line)| line),
         extracted_at: lineage.extracted_at,
         merged_at: lineage.loaded_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever a warehouse puts before the key (Snowflake's stage path, a whole URL), the part
+    /// is the blob it names.
+    #[tokio::test]
+    async fn a_part_is_found_under_any_path_the_warehouse_names() {
+        let dir = tempfile::tempdir().expect("dir");
+        let blobs = FsBlobStore::new(dir.path()).expect("store");
+        let key = "runs/Account/r1/part-00001.csv.gz";
+        blobs
+            .put_if_absent(key, b"x".to_vec().into())
+            .await
+            .expect("put");
+        for named in [
+            key.to_string(),
+            format!("sfpipe/{key}"),
+            format!("s3://bucket/sfpipe/{key}"),
+        ] {
+            assert_eq!(
+                part_key(&blobs, &named).await.expect("look-up").as_deref(),
+                Some(key),
+                "{named}"
+            );
+        }
+        assert_eq!(
+            part_key(&blobs, "sfpipe/runs/Account/r1/part-00002.csv.gz")
+                .await
+                .expect("look-up"),
+            None
+        );
+    }
 }
