@@ -47,6 +47,8 @@ Snowflake feature the product relies on, the harness fills in, and never the pro
 - `COPY INTO t (cols) FROM (SELECT $1, ..., METADATA$FILENAME, METADATA$FILE_ROW_NUMBER FROM
   @stage) FILES = (...)` is run here: every value is read as text (DuckDB would otherwise guess types and turn '001' into 1);
   METADATA$FILENAME is the file's path with the stage location's own path before it.
+- Result partitions after the first are sent gzipped (`Content-Encoding: gzip`), whether or not
+  the request said it accepts gzip ("Retrieving additional partitions" allows either).
 
 Usage: snowflake_sql_api.py --moto URL --bucket B [--prefix P] --account A --user U
        --public-key PEM_FILE [--oauth-token T] [--partition-rows N]
@@ -59,6 +61,7 @@ import argparse
 import base64
 import datetime
 import decimal
+import gzip
 import hashlib
 import io
 import json
@@ -738,11 +741,14 @@ def serve(harness: Harness) -> ThreadingHTTPServer:
         def log_message(self, *args):  # quiet
             pass
 
-        def reply(self, status: int, body: dict):
+        def reply(self, status: int, body: dict, gzipped: bool = False):
             body = {k: v for k, v in body.items() if k != "partitions"}
             raw = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            if gzipped:
+                raw = gzip.compress(raw)
+                self.send_header("Content-Encoding", "gzip")
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)
@@ -770,7 +776,9 @@ def serve(harness: Harness) -> ThreadingHTTPServer:
             if not match:
                 return self.reply(404, {"message": "not found"})
             partition = int(parse_qs(url.query).get("partition", ["0"])[0])
-            self.reply(*harness.poll(match.group(1), partition))
+            status, body = harness.poll(match.group(1), partition)
+            # Partitions after the first come gzipped, whatever the request accepts.
+            self.reply(status, body, gzipped=status == 200 and partition > 0)
 
         def do_POST(self):
             url = urlparse(self.path)

@@ -122,7 +122,8 @@ pub async fn trace(options: &TraceOptions) -> anyhow::Result<Trace> {
 /// location's own path (the deployment's prefix) or more before the key: the first of the name
 /// and its tails after each `/` that is a blob is the part.
 async fn part_key(blobs: &dyn BlobStore, named: &str) -> anyhow::Result<Option<String>> {
-    let tails = std::iter::once(named).chain(named.match_indices('/').map(|(at, _)| &named[at + 1..]));
+    let tails =
+        std::iter::once(named).chain(named.match_indices('/').map(|(at, _)| &named[at + 1..]));
     for tail in tails {
         match blobs.head(tail).await {
             Ok(Some(_)) => return Ok(Some(tail.to_string())),

@@ -393,10 +393,7 @@ impl SqlApiClient {
         handle: Option<&str>,
     ) -> Result<StatementResponse, SnowflakeError> {
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| SnowflakeError::Transport(e.to_string()))?;
+        let text = body_text(response).await?;
         match status {
             StatusCode::OK | StatusCode::ACCEPTED => {
                 let mut parsed: StatementResponse = serde_json::from_str(&text).map_err(|e| {
@@ -434,6 +431,32 @@ impl SqlApiClient {
             }),
         }
     }
+}
+
+/// A response's body as text. Snowflake may send result partitions after the first gzipped
+/// (`Content-Encoding: gzip`) whatever the request accepts.
+async fn body_text(response: Response) -> Result<String, SnowflakeError> {
+    let gzipped = response
+        .headers()
+        .get(reqwest::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| SnowflakeError::Transport(e.to_string()))?;
+    if !gzipped {
+        return Ok(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(bytes.as_ref()),
+        &mut text,
+    )
+    .map_err(|e| {
+        SnowflakeError::Protocol(format!("a gzipped response that does not inflate: {e}"))
+    })?;
+    Ok(text)
 }
 
 /// The longest one HTTP request to the SQL API is waited for (less, near the deadline).

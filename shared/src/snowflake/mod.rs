@@ -171,7 +171,8 @@ mod tests {
         assert!(wrapped(&bad_value).is_data_error());
         assert!(!wrapped(&bad_value).is_transient());
         // A statement's text shown in the message never decides: only its error does.
-        let lock_in_text = privileges.replace("GRANT INSERT ON FUTURE TABLES", "SQL execution canceled");
+        let lock_in_text =
+            privileges.replace("GRANT INSERT ON FUTURE TABLES", "SQL execution canceled");
         assert!(!wrapped(&lock_in_text).is_transient());
         // Not shaped as documented: the whole message is the cause.
         assert_eq!(failed_statement_message("odd"), "odd");

@@ -27,13 +27,11 @@ fn warehouse_error(object: &ObjectName, error: SnowflakeError) -> WarehouseError
         SnowflakeError::Sql { .. } if error.is_transient() => {
             WarehouseError::Service(format!("table {object}: {error}"))
         }
-        SnowflakeError::Sql { .. } if error.is_data_error() => {
-            WarehouseError::BadFile {
-                object,
-                file: "one of the run's files".into(),
-                detail: error.to_string(),
-            }
-        }
+        SnowflakeError::Sql { .. } if error.is_data_error() => WarehouseError::BadFile {
+            object,
+            file: "one of the run's files".into(),
+            detail: error.to_string(),
+        },
         SnowflakeError::Sql { .. }
         | SnowflakeError::Unauthorized { .. }
         | SnowflakeError::Config(_) => WarehouseError::Rejected {
