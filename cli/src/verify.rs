@@ -32,8 +32,17 @@ impl ObjectCheck {
     }
 }
 
+/// Whether the warehouse holds Salesforce's value, as sfpipe loads it: NUL characters removed
+/// (a value of NULs alone is NULL), numbers at their value.
 fn same(sf_type: &str, expected: Option<&str>, actual: ValueRef<'_>) -> bool {
-    let expected = expected.filter(|e| !e.is_empty());
+    let expected: Option<std::borrow::Cow<'_, str>> = expected.map(|e| {
+        if e.contains('\0') {
+            e.replace('\0', "").into()
+        } else {
+            e.into()
+        }
+    });
+    let expected = expected.as_deref().filter(|e| !e.is_empty());
     match (expected, actual) {
         (None, ValueRef::Null) => true,
         (None, _) | (Some(_), ValueRef::Null) => false,

@@ -359,7 +359,15 @@ pub fn merge_plan(
         .iter()
         .map(|c| {
             let n = ident(&c.name);
-            format!("CAST(NULLIF({n}, '') AS {}) AS {n}", column_type(c))
+            let ty = column_type(c);
+            // NUL characters are removed from text, as the SQLite warehouse does (real orgs have
+            // them in pasted text; Snowflake would keep them): NULs alone are NULL.
+            let value = if ty.starts_with("VARCHAR") {
+                format!("REPLACE({n}, CHR(0), '')")
+            } else {
+                n.clone()
+            };
+            format!("CAST(NULLIF({value}, '') AS {ty}) AS {n}")
         })
         .chain([
             format!(

@@ -111,6 +111,54 @@ pub async fn awkward_csv_loads_exactly(w: &WarehouseUnderTest) {
     assert_eq!(got, want);
 }
 
+/// NUL characters (U+0000) occur in real orgs' text (pasted in, then served by the Bulk API as
+/// bytes and by REST as `\u0000`). Every warehouse removes them as it loads, as other Salesforce
+/// clients do, so SQLite and Snowflake hold the same text: a value of NULs alone is NULL. The
+/// part keeps Salesforce's bytes.
+pub async fn nul_characters_are_removed_from_text(w: &WarehouseUnderTest) {
+    let object = "WhNul__c";
+    let rows = vec![
+        vec![
+            id("1"),
+            "pasted\0 text\0".into(),
+            "1.00".into(),
+            "false".into(),
+            stamp(1),
+        ],
+        vec![
+            id("2"),
+            "\0\0".into(),
+            "2.00".into(),
+            "false".into(),
+            stamp(2),
+        ],
+        vec![
+            id("3"),
+            "clean".into(),
+            "3.00".into(),
+            "false".into(),
+            stamp(3),
+        ],
+    ];
+    let key = write_file(
+        w.blobs.as_ref(),
+        &format!("conformance/warehouse/{object}/nul.csv.gz"),
+        &COLUMNS,
+        &rows,
+    )
+    .await;
+    let report = merge(w, object, "r1", vec![key]).await;
+    assert_eq!(report.rows_changed, 3);
+    assert_eq!(
+        w.inspector.rows(&schema(object), &["Id", "Name"]).await,
+        vec![
+            vec![Some(id("1")), Some("pasted text".to_string())],
+            vec![Some(id("2")), None],
+            vec![Some(id("3")), Some("clean".to_string())],
+        ]
+    );
+}
+
 /// A file that is not UTF-8 fails the merge, naming the file, and changes nothing.
 pub async fn invalid_utf8_fails_and_changes_nothing(w: &WarehouseUnderTest) {
     let object = "WhLatin1__c";

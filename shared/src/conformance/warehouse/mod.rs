@@ -399,6 +399,7 @@ pub async fn run_all(w: &WarehouseUnderTest) {
     a_table_without_system_modstamp_keys_its_watermark_on_created_date(w).await;
     numbers_in_scientific_notation_load_at_their_value(w).await;
     awkward_csv_loads_exactly(w).await;
+    nul_characters_are_removed_from_text(w).await;
     invalid_utf8_fails_and_changes_nothing(w).await;
     first_load_creates_the_table(w).await;
     a_row_says_where_it_came_from(w).await;

@@ -23,8 +23,9 @@ pub(super) enum Field {
 }
 
 /// One CSV field as the column's SQLite value. Bulk CSV cannot tell null from empty: both are NULL.
+/// NUL characters are not part of the value (see [`without_nul`]): NULs alone are NULL.
 pub(super) fn to_field(column: &ColumnSpec, raw: &str) -> Result<Field, String> {
-    if raw.is_empty() {
+    if raw.bytes().all(|b| b == 0) {
         return Ok(Field::Null);
     }
     match column.sf_type.as_str() {
@@ -103,10 +104,26 @@ impl ParsedRecord {
                 Field::Null => statement.raw_bind_parameter(i + 1, rusqlite::types::Null)?,
                 Field::Integer(v) => statement.raw_bind_parameter(i + 1, v)?,
                 Field::Real(v) => statement.raw_bind_parameter(i + 1, v)?,
-                Field::Text => statement.raw_bind_parameter(i + 1, self.text(i))?,
+                Field::Text => match without_nul(self.text(i)) {
+                    std::borrow::Cow::Borrowed(text) => {
+                        statement.raw_bind_parameter(i + 1, text)?
+                    }
+                    std::borrow::Cow::Owned(text) => statement.raw_bind_parameter(i + 1, text)?,
+                },
             }
         }
         Ok(())
+    }
+}
+
+/// Text without its NUL characters (U+0000): real orgs have them in pasted text, other clients
+/// strip them, and Snowflake's merge removes them too, so both warehouses hold the same text.
+/// Borrowed (no copy) when there is none, as almost always.
+pub(super) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', ""))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
