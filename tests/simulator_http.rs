@@ -54,6 +54,7 @@ async fn every_login_flow_works_and_bad_credentials_fail() {
     let sim = simulator(SimConfig {
         rows: 10,
         password: "p&ss<w>rd\"'%+=TOKEN".into(),
+        soap_login: true,
         ..SimConfig::default()
     })
     .await;
@@ -121,12 +122,71 @@ async fn every_login_flow_works_and_bad_credentials_fail() {
     }
 }
 
+/// SOAP `login()` is disabled in orgs created from Winter '26 on (the simulator's default) and
+/// gone from API 65.0: Salesforce refuses it with INVALID_OPERATION, and sfpipe's error says which
+/// flow to use instead.
+#[tokio::test]
+async fn soap_login_refused_by_the_org_or_the_api_version_says_which_flow_to_use() {
+    let sim = simulator(SimConfig {
+        rows: 10,
+        ..SimConfig::default()
+    })
+    .await;
+    let c = sim.config().clone();
+    let credentials = secret_json(serde_json::json!({
+        "flow": "soap", "username": c.username, "password": c.password,
+    }));
+    let err = sfpipe_tests::client_with(&sim, credentials)
+        .describe_global()
+        .await
+        .expect_err("SOAP login is disabled in the org");
+    assert!(matches!(err, SalesforceError::Auth { .. }), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("INVALID_OPERATION"), "{text}");
+    assert!(text.contains("jwt_bearer"), "no advice: {text}");
+
+    // Enabled in the org, it still is not there in API 65.0.
+    let enabled = simulator(SimConfig {
+        rows: 10,
+        soap_login: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let envelope = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?><env:Envelope xmlns:env="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:partner.soap.sforce.com"><env:Body><urn:login><urn:username>{}</urn:username><urn:password>{}</urn:password></urn:login></env:Body></env:Envelope>"#,
+        c.username, c.password
+    );
+    for (version, works) in [("64.0", true), ("65.0", false), ("66.0", false)] {
+        let response = reqwest::Client::new()
+            .post(format!("{}/services/Soap/u/{version}", enabled.url()))
+            .header("Content-Type", "text/xml; charset=UTF-8")
+            .header("SOAPAction", "login")
+            .body(envelope.clone())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status().is_success(), works, "{version}");
+        let body = response.text().await.expect("body");
+        if !works {
+            assert!(
+                body.contains("sf:INVALID_OPERATION")
+                    && body.contains(&format!(
+                        "not available in the API version specified ({version})"
+                    )),
+                "{version}: {body}"
+            );
+        }
+    }
+}
+
 /// Salesforce answers every SOAP login fault with HTTP 500; none of them goes away by trying
 /// again, and retrying a refused login can lock the user out.
 #[tokio::test]
 async fn every_soap_login_fault_is_permanent_and_tried_once() {
     let sim = simulator(SimConfig {
         rows: 10,
+        soap_login: true,
         ..SimConfig::default()
     })
     .await;

@@ -104,6 +104,10 @@ enum Command {
         /// Also serve this many small custom objects, Extra000__c on (an org of hundreds).
         #[arg(long, default_value_t = 0)]
         extra_objects: u32,
+        /// Accept SOAP login() (API 64.0 and lower), as an org whose admin enabled it; off, as
+        /// in orgs created from Winter '26.
+        #[arg(long)]
+        soap_login: bool,
     },
 }
 
@@ -252,6 +256,7 @@ async fn main() -> anyhow::Result<()> {
             result_page_rows,
             query_page_latency_ms,
             extra_objects,
+            soap_login,
         } => {
             let config = SimConfig {
                 rows,
@@ -261,6 +266,7 @@ async fn main() -> anyhow::Result<()> {
                 result_page_rows,
                 query_page_latency: std::time::Duration::from_millis(query_page_latency_ms),
                 extra_objects,
+                soap_login,
                 bandwidth: sfpipe_simulator::bandwidth::Bandwidth {
                     megabits_per_second: stream_mbps,
                     first_byte: std::time::Duration::from_millis(first_byte_ms),
@@ -297,6 +303,16 @@ async fn main() -> anyhow::Result<()> {
                 "  JWT bearer flow: client_id={}, sub={}, signed with simulator/keys/demo-connected-app.key.pem",
                 config.client_id, config.username
             );
+            if soap_login {
+                println!(
+                    "  SOAP login() (API 64.0 and lower): username={} password={}",
+                    config.username, config.password
+                );
+            } else {
+                println!(
+                    "  SOAP login(): refused, as in orgs created from Winter '26 (--soap-login accepts it)"
+                );
+            }
             println!(
                 "  objects: Account, Contact, Opportunity, Lead, Case, Invoice__c ({rows} rows each, seed {seed})"
             );

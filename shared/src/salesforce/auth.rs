@@ -371,6 +371,18 @@ async fn soap_login(
                 message,
             });
         }
+        // INVALID_OPERATION: SOAP login() is disabled in the org (the default from Winter '26)
+        // or absent from the API version; it is retired in every version from Summer '27.
+        let message = if code.ends_with("INVALID_OPERATION") {
+            format!(
+                "{message} SOAP login() is off by default in orgs created from Winter '26, gone \
+                 from API 65.0 and retired in Summer '27: log in with the jwt_bearer flow (or \
+                 client_credentials) of an External Client App instead (README, \"The Salesforce \
+                 secret\")"
+            )
+        } else {
+            message
+        };
         return Err(SalesforceError::Auth { code, message });
     }
     let (Some(server_url), Some(session_id)) = (field("serverUrl"), field("sessionId")) else {

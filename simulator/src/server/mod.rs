@@ -103,6 +103,9 @@ pub struct SimConfig {
     pub cross_object_formula: bool,
     /// Mutation rounds also hard-delete rows ([`Org::purge`]): they vanish from queryAll too.
     pub hard_deletes: bool,
+    /// SOAP API `login()` is enabled for the org. Off by default, as in orgs created from
+    /// Winter '26 on; an admin enables it in older ones. API 65.0 and later refuse it anyway.
+    pub soap_login: bool,
 }
 
 impl Default for SimConfig {
@@ -138,6 +141,7 @@ impl Default for SimConfig {
             extra_objects: 0,
             cross_object_formula: false,
             hard_deletes: false,
+            soap_login: false,
         }
     }
 }

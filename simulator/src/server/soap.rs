@@ -92,6 +92,25 @@ pub(super) async fn soap_login(
             &fault.message,
         );
     }
+    // Salesforce's own words (quoted in its clients' issues) for the two refusals.
+    if v.parse::<f64>().is_ok_and(|v| v >= 65.0) {
+        return soap_fault(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INVALID_OPERATION",
+            &format!(
+                "The SOAP Login operation is not available in the API version specified ({v}). \
+                 Refer to the documentation for supported versions."
+            ),
+        );
+    }
+    if !state.config.soap_login {
+        return soap_fault(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INVALID_OPERATION",
+            "SOAP API login() is disabled by default in this org. Contact the org administrator \
+             to enable SOAP API login().",
+        );
+    }
     let (username, password) = soap_credentials(&body);
     if username.as_deref() != Some(state.config.username.as_str())
         || password.as_deref() != Some(state.config.password.as_str())
