@@ -7,6 +7,7 @@
 //! It shares no code with sfpipe's client: it is the client's contact with Salesforce's shapes.
 
 pub mod bandwidth;
+mod header_case;
 pub mod org;
 mod server;
 pub mod soql;
@@ -37,19 +38,27 @@ pub struct Simulator {
 impl Simulator {
     /// Serves the org on `addr` (port 0: a free port) until dropped or stopped.
     pub async fn start(config: SimConfig, addr: SocketAddr) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
         let url = format!("http://{local}");
         let state = Arc::new(server::SimState::new(config, url.clone()));
         let app = server::router(state.clone());
+        let handle = axum_server::Handle::new();
         let (shutdown, stopped) = oneshot::channel::<()>();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            let _ = stopped.await;
+            stopper.graceful_shutdown(None);
+        });
+        let mut server = axum_server::from_tcp(listener)?
+            .acceptor(header_case::HeaderCaseAcceptor(
+                axum_server::accept::DefaultAcceptor,
+            ))
+            .handle(handle);
+        server.http_builder().http1().title_case_headers(true);
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(error) = served {
+            if let Err(error) = server.serve(app.into_make_service()).await {
                 tracing::error!(%error, "simulator stopped with an error");
             }
         });
@@ -93,7 +102,12 @@ impl Simulator {
             let _ = stopped.await;
             stopper.graceful_shutdown(Some(std::time::Duration::from_secs(1)));
         });
-        let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle);
+        let mut server = axum_server::from_tcp(listener)?
+            .acceptor(header_case::HeaderCaseAcceptor(
+                axum_server::tls_rustls::RustlsAcceptor::new(tls),
+            ))
+            .handle(handle);
+        server.http_builder().http1().title_case_headers(true);
         let task = tokio::spawn(async move {
             if let Err(error) = server.serve(app.into_make_service()).await {
                 tracing::error!(%error, "simulator stopped with an error");
