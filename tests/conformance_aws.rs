@@ -178,3 +178,41 @@ async fn secrets_manager_conforms() {
     ))
     .await;
 }
+
+/// A secret created in another region than the stack's (the README's steps once created them
+/// without `--region`): read by its ARN, it is read in the region the ARN names.
+#[tokio::test]
+async fn a_secret_is_read_in_the_region_its_arn_names() {
+    let moto = Moto::start().await;
+    let stack_region = aws_sdk_secretsmanager::Client::new(&moto.sdk_config().await);
+    let other = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&moto.sdk_config().await)
+            .region(aws_config::Region::new("eu-west-1"))
+            .build(),
+    );
+    let created = other
+        .create_secret()
+        .name("sfpipe/elsewhere")
+        .secret_string(r#"{"flow": "client_credentials"}"#)
+        .send()
+        .await
+        .expect("create secret");
+    let arn = created.arn().expect("arn").to_string();
+    assert!(arn.contains(":eu-west-1:"), "{arn}");
+    let secrets = SecretsManagerSecrets::new(stack_region, std::time::Duration::from_secs(60));
+    let value = sfpipe_shared::ports::Secrets::get(&secrets, &arn)
+        .await
+        .expect("the secret, read in eu-west-1");
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&value),
+        r#"{"flow": "client_credentials"}"#
+    );
+    // A name (not an ARN) is looked up in the stack's region, where it is not.
+    let missing = sfpipe_shared::ports::Secrets::get(&secrets, "sfpipe/elsewhere")
+        .await
+        .expect_err("not in the stack's region");
+    assert!(
+        matches!(missing, sfpipe_shared::ports::SecretsError::NotFound { .. }),
+        "{missing}"
+    );
+}

@@ -12,8 +12,24 @@ use crate::ports::{Secrets, SecretsError};
 
 pub struct SecretsManagerSecrets {
     client: Client,
+    /// Clients for the other regions ARNs have named, made once each.
+    regional: Mutex<HashMap<String, Client>>,
     ttl: Duration,
     cache: Mutex<HashMap<String, (Instant, SecretString)>>,
+}
+
+/// The region an ARN names (`arn:aws:secretsmanager:<region>:<account>:secret:<name>`); `None`
+/// for a name.
+fn arn_region(name: &str) -> Option<&str> {
+    let mut parts = name.splitn(6, ':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_partition), Some("secretsmanager"), Some(region))
+            if !region.is_empty() =>
+        {
+            Some(region)
+        }
+        _ => None,
+    }
 }
 
 impl std::fmt::Debug for SecretsManagerSecrets {
@@ -28,9 +44,42 @@ impl SecretsManagerSecrets {
     pub fn new(client: Client, ttl: Duration) -> Self {
         Self {
             client,
+            regional: Mutex::new(HashMap::new()),
             ttl,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The client for the secret: a secret lives in one region, and an ARN names it, whatever
+    /// the stack's region (a secret created without `--region` lands in the CLI's default).
+    async fn client_for(&self, name: &str) -> Client {
+        let Some(region) = arn_region(name) else {
+            return self.client.clone();
+        };
+        if self
+            .client
+            .config()
+            .region()
+            .is_some_and(|r| r.as_ref() == region)
+        {
+            return self.client.clone();
+        }
+        self.regional
+            .lock()
+            .await
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                Client::from_conf(
+                    self.client
+                        .config()
+                        .to_builder()
+                        .region(aws_sdk_secretsmanager::config::Region::new(
+                            region.to_string(),
+                        ))
+                        .build(),
+                )
+            })
+            .clone()
     }
 }
 
@@ -44,7 +93,8 @@ impl Secrets for SecretsManagerSecrets {
         {
             return Ok(value.clone());
         }
-        let result = self.client.get_secret_value().secret_id(name).send().await;
+        let client = self.client_for(name).await;
+        let result = client.get_secret_value().secret_id(name).send().await;
         let output = match result {
             Ok(output) => output,
             Err(error)
@@ -73,5 +123,24 @@ impl Secrets for SecretsManagerSecrets {
             })?;
         cache.insert(name.to_string(), (Instant::now(), value.clone()));
         Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arn_region;
+
+    #[test]
+    fn the_region_of_an_arn_and_none_of_a_name() {
+        assert_eq!(
+            arn_region("arn:aws:secretsmanager:eu-west-1:123456789012:secret:sfpipe/sf-AbCdEf"),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            arn_region("arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:x"),
+            Some("cn-north-1")
+        );
+        assert_eq!(arn_region("sfpipe/salesforce"), None);
+        assert_eq!(arn_region("arn:aws:s3:::bucket"), None);
     }
 }
