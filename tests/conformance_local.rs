@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sfpipe_shared::conformance::{blob, queue, secrets, warehouse};
+use sfpipe_shared::conformance::{blob, notify, queue, secrets, warehouse};
 use sfpipe_shared::local::{
-    FsBlobStore, LocalQueue, LocalQueueConfig, SqliteWarehouse, StaticSecrets,
+    FileNotifier, FsBlobStore, LocalQueue, LocalQueueConfig, SqliteWarehouse, StaticSecrets,
 };
 use sfpipe_shared::ports::{BlobStore, DeletedRows, Queue};
 
@@ -90,4 +90,42 @@ async fn environment_secrets_conform() {
         );
     }
     secrets::run_all(&sfpipe_shared::local::EnvSecrets).await;
+}
+
+/// The notices appended to the file since the last look.
+struct FileDelivered {
+    path: std::path::PathBuf,
+    seen: std::sync::Mutex<usize>,
+}
+
+#[async_trait]
+impl notify::Delivered for FileDelivered {
+    async fn delivered(&self, _at_least: usize) -> Vec<sfpipe_shared::ports::Notice> {
+        // The file is written before `notify` returns: nothing is on its way.
+        let lines = FileNotifier::read(&self.path).expect("read the notices");
+        let mut seen = self.seen.lock().unwrap();
+        let new = lines[*seen..]
+            .iter()
+            .map(|l| sfpipe_shared::ports::Notice {
+                subject: l.subject.clone(),
+                message: l.message.clone(),
+            })
+            .collect();
+        *seen = lines.len();
+        new
+    }
+}
+
+#[tokio::test]
+async fn file_notifier_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notices.jsonl");
+    notify::run_all(
+        &FileNotifier::new(&path),
+        &FileDelivered {
+            path,
+            seen: std::sync::Mutex::new(0),
+        },
+    )
+    .await;
 }

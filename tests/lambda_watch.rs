@@ -20,6 +20,8 @@ use sfpipe_tests::moto::Moto;
 use sfpipe_tests::snowflake::{self, HarnessOptions, SnowflakeHarness};
 
 const BUCKET: &str = "sfpipe-lambda-test";
+/// The stack's alarm topic, which each dead letter reaches (a queue subscribed to it shows what).
+const ALARM_TOPIC: &str = "sfpipe-alarms";
 const PREFIX: &str = "sfpipe";
 
 fn workspace_root() -> PathBuf {
@@ -194,6 +196,20 @@ fn template_bindings(moto: &Moto) -> serde_json::Value {
         "DataBucket".into(),
         serde_json::json!({"Ref": BUCKET, "Arn": format!("arn:aws:s3:::{BUCKET}")}),
     );
+    resources.insert(
+        "AlarmTopic".into(),
+        serde_json::json!({
+            "Ref": format!("arn:aws:sns:{REGION}:{ACCOUNT}:{ALARM_TOPIC}"),
+            "TopicName": ALARM_TOPIC,
+        }),
+    );
+    resources.insert(
+        "AlarmTopicKey".into(),
+        serde_json::json!({
+            "Ref": "0b0e0a1c-alarm-key",
+            "Arn": format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/0b0e0a1c-alarm-key"),
+        }),
+    );
     serde_json::json!({
         "parameters": {
             "SalesforceSecretArn": format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:sfpipe/salesforce"),
@@ -202,6 +218,85 @@ fn template_bindings(moto: &Moto) -> serde_json::Value {
         },
         "resources": resources,
     })
+}
+
+/// The alarm topic and a queue subscribed to it, made by the administrator.
+struct AlarmTopic {
+    arn: String,
+    sqs: aws_sdk_sqs::Client,
+    subscriber: String,
+}
+
+async fn alarm_topic_with_subscriber(admin: &aws_config::SdkConfig) -> AlarmTopic {
+    let sns = aws_sdk_sns::Client::new(admin);
+    let sqs = aws_sdk_sqs::Client::new(admin);
+    let arn = sns
+        .create_topic()
+        .name(ALARM_TOPIC)
+        .send()
+        .await
+        .expect("alarm topic")
+        .topic_arn()
+        .expect("topic arn")
+        .to_string();
+    let subscriber = sqs
+        .create_queue()
+        .queue_name("alarm-subscriber")
+        .send()
+        .await
+        .expect("subscriber queue")
+        .queue_url()
+        .expect("url")
+        .to_string();
+    sns.subscribe()
+        .topic_arn(&arn)
+        .protocol("sqs")
+        .endpoint(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:alarm-subscriber"))
+        .send()
+        .await
+        .expect("subscribe");
+    AlarmTopic {
+        arn,
+        sqs,
+        subscriber,
+    }
+}
+
+impl AlarmTopic {
+    /// The (subject, message) of each notice, waiting a little for `expected` of them.
+    async fn notices(&self, expected: usize) -> Vec<(String, String)> {
+        let mut notices = Vec::new();
+        for _ in 0..10 {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.subscriber)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive notices");
+            for message in received.messages() {
+                let envelope: serde_json::Value =
+                    serde_json::from_str(message.body().unwrap_or_default()).expect("envelope");
+                notices.push((
+                    envelope["Subject"].as_str().unwrap_or_default().to_string(),
+                    envelope["Message"].as_str().unwrap_or_default().to_string(),
+                ));
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.subscriber)
+                    .receipt_handle(message.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete a notice");
+            }
+            if notices.len() >= expected && received.messages().is_empty() {
+                break;
+            }
+        }
+        notices
+    }
 }
 
 struct Queues {
@@ -433,6 +528,7 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
         .await
         .expect("object list");
     let mut queues = Queues::create(aws_sdk_sqs::Client::new(&admin)).await;
+    let alarm_topic = alarm_topic_with_subscriber(&admin).await;
     let role = |function: &str| {
         roles
             .functions
@@ -486,6 +582,7 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
     env.insert("SFPIPE_BUCKET", BUCKET.into());
     env.insert("SFPIPE_PREFIX", PREFIX.into());
     env.insert("SFPIPE_OBJECTS", "@config/objects.txt".into());
+    env.insert("SFPIPE_ALARM_TOPIC_ARN", alarm_topic.arn.clone());
     env.insert("SFPIPE_FIRST_POLL_SECONDS", "0".into());
     // Several pages a run, so the locator chain queues parts on the upload queue.
     env.insert("SFPIPE_PAGE_RECORDS", "100".into());
@@ -744,6 +841,22 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
             .all(|d| !d.reason.is_empty() && d.reason != "(no reason recorded)"),
         "{}",
         status.render()
+    );
+
+    // Each dead letter reached the alarm topic at once, with its reason, sent by the function
+    // under its template role.
+    let notices = alarm_topic.notices(dead_letters as usize).await;
+    assert_eq!(
+        notices.len() as u64,
+        dead_letters,
+        "one notice per dead letter: {notices:#?}"
+    );
+    assert!(
+        notices.iter().all(
+            |(subject, message)| subject.starts_with("sfpipe dead letter: ")
+                && message.contains("reason: ")
+        ),
+        "{notices:#?}"
     );
 
     // `sfpipe replay` on the stack: the first merged run's merge message, rebuilt from its files,

@@ -240,3 +240,43 @@ fn the_snowflake_trust_is_refused_unless_given_whole() {
     }
     assert!(child.wait().expect("python ran").success());
 }
+
+/// Each dead letter reaches the alarm topic: the functions know the topic and the queues'
+/// maxReceiveCount (they dead-letter one receive earlier themselves), the three stage functions
+/// may publish to the topic and use its key, and the default leaves them five tries.
+#[test]
+fn the_stage_functions_send_each_dead_letter_to_the_alarm_topic() {
+    assert!(TEMPLATE.contains("SFPIPE_ALARM_TOPIC_ARN: !Ref AlarmTopic"));
+    assert!(TEMPLATE.contains("SFPIPE_MAX_RECEIVES: !Ref MaxReceiveCount"));
+    let parameter = resource("MaxReceiveCount");
+    assert!(
+        parameter.contains(&format!(
+            "Default: {}\n",
+            sfpipe_shared::worker::DEFAULT_MAX_RECEIVES
+        )),
+        "{parameter}"
+    );
+    assert_eq!(
+        sfpipe_shared::worker::tries(sfpipe_shared::worker::DEFAULT_MAX_RECEIVES),
+        5
+    );
+    for function in ["ExtractFunction", "UploadFunction", "MergeFunction"] {
+        let text = resource(function);
+        assert!(
+            text.contains(
+                "- SNSPublishMessagePolicy:\n            TopicName: !GetAtt AlarmTopic.TopicName"
+            ),
+            "{function} may not publish to the alarm topic"
+        );
+        assert!(
+            text.contains("Action: [kms:GenerateDataKey*, kms:Decrypt]\n              Resource: !GetAtt AlarmTopicKey.Arn"),
+            "{function} may not use the alarm topic's key"
+        );
+    }
+    for queue in ["ExtractQueue", "UploadQueue", "MergeQueue"] {
+        assert!(
+            resource(queue).contains("maxReceiveCount: !Ref MaxReceiveCount"),
+            "{queue}"
+        );
+    }
+}

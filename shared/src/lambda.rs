@@ -30,6 +30,9 @@ pub struct BatchPolicy {
     pub reserve: Duration,
     /// The first retry's delay; it doubles with every receive (see [`crate::worker::retry_delay`]).
     pub retry_base: Duration,
+    /// The queue's `maxReceiveCount`: the worker dead-letters a message itself one receive
+    /// earlier ([`crate::worker::tries`]).
+    pub max_receives: u32,
 }
 
 /// The deployed first retry delay: 1, 2, 4 and 8 minutes between five receives ride out a
@@ -42,6 +45,7 @@ impl Default for BatchPolicy {
             fifo: false,
             reserve: Duration::from_secs(30),
             retry_base: DEFAULT_RETRY_BASE,
+            max_receives: crate::worker::DEFAULT_MAX_RECEIVES,
         }
     }
 }
@@ -115,6 +119,7 @@ where
             queue,
             &message,
             policy.retry_base,
+            policy.max_receives,
             Settlement::ByEventSource,
             &mut handler,
         )
@@ -649,6 +654,71 @@ mod tests {
         let dead = dlq.messages();
         assert_eq!(dead.len(), 1);
         assert!(dead[0].1[DEAD_LETTER_REASON].contains("upload stage, object Account"));
+    }
+
+    /// The worker, not SQS, dead-letters a message: on its last try's failure (one receive before
+    /// the queue's maxReceiveCount), and on arrival once more after a try that never settled.
+    /// Each dead letter carries its reason and sends a notice.
+    #[tokio::test]
+    async fn the_last_try_is_dead_lettered_with_its_reason_and_a_notice() {
+        let (queue, dlq) =
+            LocalQueue::with_dead_letter_queue("upload", LocalQueueConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let notices = dir.path().join("notices.jsonl");
+        let queue = crate::dead_letters::NotifyingQueue::new(
+            queue,
+            Some(std::sync::Arc::new(crate::local::FileNotifier::new(
+                &notices,
+            ))),
+        );
+        let mut batch = received(queue.inner(), "upload-sqs.json", false).await;
+        // The first on its fifth and last try; the second back after a sixth receive, its fifth
+        // try stopped at the timeout.
+        for (record, count) in batch.records.iter_mut().zip(["5", "6"]) {
+            record
+                .attributes
+                .insert("ApproximateReceiveCount".into(), count.into());
+        }
+        let mut calls = 0;
+        let response = handle_sqs_batch(
+            &queue,
+            batch,
+            &BatchPolicy::default(),
+            || Duration::from_secs(600),
+            |_| {
+                calls += 1;
+                async { Err(failure(true)) }
+            },
+        )
+        .await;
+        assert_eq!(calls, 1, "a message past its tries was tried again");
+        assert!(response.batch_item_failures.is_empty());
+        let dead = dlq.messages();
+        assert_eq!(dead.len(), 2);
+        let reasons: Vec<&str> = dead
+            .iter()
+            .map(|(_, attributes)| attributes[DEAD_LETTER_REASON].as_str())
+            .collect();
+        assert!(
+            reasons[0].starts_with(
+                "failed on each of its 5 tries; the last: upload stage, object Account"
+            ),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].starts_with("received 6 times and tried 5 times"),
+            "{reasons:?}"
+        );
+        let sent = crate::local::FileNotifier::read(&notices).unwrap();
+        assert_eq!(sent.len(), 2, "one notice per dead letter");
+        for (notice, reason) in sent.iter().zip(&reasons) {
+            assert!(
+                notice.subject.starts_with("sfpipe dead letter: "),
+                "{notice:?}"
+            );
+            assert!(notice.subject.ends_with(" on upload"), "{notice:?}");
+            assert!(notice.message.contains(reason), "{notice:?}");
+        }
     }
 
     #[tokio::test]

@@ -27,6 +27,7 @@
 pub mod checksum;
 pub mod contracts;
 pub mod cost;
+pub mod dead_letters;
 pub mod deadline;
 pub mod metrics;
 pub mod ports;

@@ -4,10 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aws::{S3BlobStore, SecretsManagerSecrets, SqsQueue, s3_client, sdk_config};
+use crate::aws::{
+    S3BlobStore, SecretsManagerSecrets, SnsNotifier, SqsQueue, s3_client, sdk_config,
+};
 use crate::contracts::ContractError;
+use crate::dead_letters::NotifyingQueue;
 use crate::lambda::{BatchPolicy, DEFAULT_RETRY_BASE, ObjectList};
-use crate::ports::Secrets;
+use crate::ports::{Notifier, Secrets};
 use crate::salesforce::client::DEFAULT_API_VERSION;
 use crate::salesforce::{Credentials, SalesforceClient, SalesforceConfig, SalesforceError};
 use crate::snowflake::{SnowflakeError, SnowflakeSettings, SnowflakeWarehouse};
@@ -66,11 +69,12 @@ fn parsed<T: std::str::FromStr<Err = String>>(
         .map_err(|why| ConfigError::Invalid { name, why })
 }
 
-/// The queues a function sends to (and, for its own queue, dead-letters into).
+/// The queues a function sends to (and, for its own queue, dead-letters into, with a notice to
+/// the alarm topic, `SFPIPE_ALARM_TOPIC_ARN`, for each dead letter).
 pub struct StageQueues {
-    pub extract: Arc<SqsQueue>,
-    pub upload: Arc<SqsQueue>,
-    pub merge: Arc<SqsQueue>,
+    pub extract: Arc<NotifyingQueue<SqsQueue>>,
+    pub upload: Arc<NotifyingQueue<SqsQueue>>,
+    pub merge: Arc<NotifyingQueue<SqsQueue>>,
 }
 
 /// What every function builds once per container: queues, blob store, secrets, the object list.
@@ -87,11 +91,15 @@ impl Runtime {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let sdk = sdk_config().await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let queue = |url: &'static str, dlq: &'static str| -> Result<Arc<SqsQueue>, ConfigError> {
-            Ok(Arc::new(SqsQueue::new(
-                sqs.clone(),
-                required(url)?,
-                optional(dlq),
+        let notifier: Option<Arc<dyn Notifier>> = optional("SFPIPE_ALARM_TOPIC_ARN").map(|topic| {
+            Arc::new(SnsNotifier::new(aws_sdk_sns::Client::new(&sdk), topic)) as Arc<dyn Notifier>
+        });
+        let queue = |url: &'static str,
+                     dlq: &'static str|
+         -> Result<Arc<NotifyingQueue<SqsQueue>>, ConfigError> {
+            Ok(Arc::new(NotifyingQueue::new(
+                SqsQueue::new(sqs.clone(), required(url)?, optional(dlq)),
+                notifier.clone(),
             )))
         };
         let queues = StageQueues {
@@ -178,7 +186,8 @@ impl Runtime {
     }
 
     /// How a function on a standard (`fifo = false`) or FIFO queue settles its batches, with
-    /// `SFPIPE_RETRY_BASE_SECONDS` as the first retry delay (default 60 s, doubling per receive).
+    /// `SFPIPE_RETRY_BASE_SECONDS` as the first retry delay (default 60 s, doubling per receive)
+    /// and `SFPIPE_MAX_RECEIVES` as its queue's `maxReceiveCount` (default 6: five tries).
     pub fn batch_policy(fifo: bool) -> Result<BatchPolicy, ConfigError> {
         Ok(BatchPolicy {
             fifo,
@@ -186,6 +195,15 @@ impl Runtime {
                 "SFPIPE_RETRY_BASE_SECONDS",
                 DEFAULT_RETRY_BASE.as_secs(),
             )?),
+            max_receives: number(
+                "SFPIPE_MAX_RECEIVES",
+                u64::from(crate::worker::DEFAULT_MAX_RECEIVES),
+            )?
+            .try_into()
+            .map_err(|_| ConfigError::Invalid {
+                name: "SFPIPE_MAX_RECEIVES",
+                why: "too large".into(),
+            })?,
             ..BatchPolicy::default()
         })
     }

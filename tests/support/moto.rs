@@ -46,13 +46,16 @@ pub struct TemplateRoles {
 
 impl Moto {
     pub async fn start() -> Self {
-        Self::start_with(&[]).await
+        Self::start_with(Command::new(moto_server()), &[]).await
     }
 
     /// A server on which only the first four calls go unchecked (`tests/iam/roles.py` spends them
     /// on an administrator); every later call needs an IAM user's key and a policy allowing it.
+    /// SNS actions are checked against their topic, as AWS does (`tests/iam/moto_server.py`).
     pub async fn start_enforcing_iam() -> Self {
-        Self::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]).await
+        let mut command = Command::new(crate::venv_python());
+        command.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/iam/moto_server.py"));
+        Self::start_with(command, &[("INITIAL_NO_AUTH_ACTION_COUNT", "4")]).await
     }
 
     /// Users for the roles `template.yaml` gives the functions, with its references bound to the
@@ -75,16 +78,19 @@ impl Moto {
         serde_json::from_slice(&output.stdout).expect("roles.py prints the users' keys")
     }
 
-    async fn start_with(env: &[(&str, &str)]) -> Self {
+    async fn start_with(mut command: Command, env: &[(&str, &str)]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = Command::new(moto_server())
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match std::env::var_os("SFPIPE_MOTO_LOG") {
+                Some(path) => std::fs::File::create(path).map_or(Stdio::null(), Stdio::from),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("start moto_server");
         let url = format!("http://127.0.0.1:{port}");

@@ -1,13 +1,15 @@
-//! Adapters for AWS: SQS queues, the S3 blob store and Secrets Manager. All honour
+//! Adapters for AWS: SQS queues, the S3 blob store, Secrets Manager and SNS notices. All honour
 //! `AWS_ENDPOINT_URL` (through the SDK's shared configuration), so they run unchanged against moto
 //! or LocalStack.
 
 pub mod s3;
 pub mod secrets;
+pub mod sns;
 pub mod sqs;
 
 pub use s3::S3BlobStore;
 pub use secrets::SecretsManagerSecrets;
+pub use sns::SnsNotifier;
 pub use sqs::SqsQueue;
 
 /// The SDK configuration from the environment (region, credentials, `AWS_ENDPOINT_URL`).

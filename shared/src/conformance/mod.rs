@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod blob;
+pub mod notify;
 pub mod queue;
 pub mod salesforce;
 pub mod secrets;

@@ -116,7 +116,7 @@ impl Default for LocalPipelineConfig {
             },
             queues: LocalQueueConfig {
                 visibility_timeout: Duration::from_secs(60),
-                max_receives: 5,
+                max_receives: crate::worker::DEFAULT_MAX_RECEIVES,
                 fifo: false,
             },
             retry_base: Duration::from_millis(20),
@@ -438,6 +438,7 @@ impl LocalPipeline {
                     queue.as_ref(),
                     &message,
                     self.config.retry_base,
+                    self.config.queues.max_receives,
                     Settlement::Here,
                     |body| async move { pipeline.handle(stage, &body, handler_events.as_ref()).await },
                 );

@@ -31,7 +31,7 @@ impl Default for LocalQueueConfig {
     fn default() -> Self {
         Self {
             visibility_timeout: Duration::from_secs(30),
-            max_receives: 5,
+            max_receives: crate::worker::DEFAULT_MAX_RECEIVES,
             fifo: false,
         }
     }

@@ -3,6 +3,7 @@
 //! every adapter must pass. This module imports no adapter: adapters import it.
 
 pub mod blob;
+pub mod notify;
 pub mod queue;
 pub mod salesforce;
 pub mod secrets;
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use blob::{BlobError, BlobMeta, BlobStore, StoredBlob};
+pub use notify::{Notice, Notifier, NotifyError};
 pub use queue::{
     DEAD_LETTER_REASON, MAX_DELAY, MAX_MESSAGE_BYTES, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage,
     Queue, QueueError, ReceivedMessage, check_outgoing,

@@ -102,6 +102,41 @@ pub trait Queue: Send + Sync {
     }
 }
 
+/// A shared queue is a queue (so a wrapper such as [`crate::dead_letters::NotifyingQueue`] can
+/// hold one).
+#[async_trait]
+impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError> {
+        (**self).send(message).await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        (**self).receive(max, wait).await
+    }
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        (**self).delete(receipt).await
+    }
+    async fn release(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        (**self).release(receipt, delay).await
+    }
+    async fn send_to_dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        (**self).send_to_dead_letter(message, reason).await
+    }
+    async fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<(), QueueError> {
+        (**self).dead_letter(message, reason).await
+    }
+}
+
 /// The limits SQS puts on a message, checked before sending so every adapter refuses alike.
 pub fn check_outgoing(queue: &str, message: &OutgoingMessage) -> Result<(), QueueError> {
     if message.body.len() > MAX_MESSAGE_BYTES {

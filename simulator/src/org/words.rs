@@ -24,7 +24,7 @@ pub(super) fn paragraph(rng: &mut Rng) -> String {
     // About one paragraph in a hundred has a NUL character pasted into it, as real orgs' text
     // does (several clients' issues: "line contains NUL"). Decided by the text, not by another
     // draw, so every other value of the row stays as it was.
-    if text.len() % 97 == 0 {
+    if text.len().is_multiple_of(97) {
         let at = text.find(' ').unwrap_or(text.len());
         text.insert(at, '\0');
     }
