@@ -17,18 +17,16 @@ pub struct Notice {
 }
 
 impl Notice {
-    /// A notice within the limits: the subject made printable ASCII on one line (anything else
-    /// becomes `?`) and cut to [`MAX_SUBJECT_CHARS`]; the message cut at a character boundary to
-    /// [`MAX_MESSAGE_BYTES`].
+    /// A notice within the limits: the subject made printable ASCII on one line (a line break
+    /// or another control character becomes a space, any other character `?`) and cut to
+    /// [`MAX_SUBJECT_CHARS`]; the message cut at a character boundary to [`MAX_MESSAGE_BYTES`].
     pub fn new(subject: &str, message: &str) -> Self {
         let subject: String = subject
             .chars()
-            .map(|c| {
-                if c.is_ascii_graphic() || c == ' ' {
-                    c
-                } else {
-                    '?'
-                }
+            .map(|c| match c {
+                c if c.is_ascii_graphic() => c,
+                c if c.is_control() || c.is_whitespace() => ' ',
+                _ => '?',
             })
             .take(MAX_SUBJECT_CHARS)
             .collect();
@@ -76,7 +74,7 @@ mod tests {
             "upload dead letter: Zürich__c\nsecond line",
             &"é".repeat(MAX_MESSAGE_BYTES),
         );
-        assert_eq!(notice.subject, "upload dead letter: Z?rich__c?second line");
+        assert_eq!(notice.subject, "upload dead letter: Z?rich__c second line");
         assert!(notice.message.len() <= MAX_MESSAGE_BYTES);
         assert!(notice.message.chars().all(|c| c == 'é'));
         assert_eq!(Notice::new(&"x".repeat(300), "m").subject.len(), 99);
