@@ -51,6 +51,9 @@ pub mod fake;
 #[cfg(feature = "aws")]
 pub mod aws;
 
+#[cfg(feature = "redis")]
+pub mod brokers;
+
 #[cfg(feature = "lambda")]
 pub mod lambda;
 

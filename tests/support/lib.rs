@@ -68,4 +68,5 @@ pub mod counting;
 pub mod faults;
 pub mod harness;
 pub mod moto;
+pub mod redis;
 pub mod snowflake;

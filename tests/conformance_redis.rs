@@ -1,0 +1,93 @@
+//! The queue port's conformance suite, unchanged, against a real redis-server on 127.0.0.1.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use sfpipe_shared::brokers::{RedisQueue, RedisQueueConfig};
+use sfpipe_shared::conformance::queue;
+use sfpipe_shared::ports::Queue;
+use sfpipe_tests::redis::RedisServer;
+
+struct RedisQueues {
+    url: String,
+    next: AtomicU32,
+}
+
+#[async_trait]
+impl queue::QueueFactory for RedisQueues {
+    async fn make(&self, spec: queue::QueueSpec) -> (Arc<dyn Queue>, Arc<dyn Queue>) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let name = format!("conformance-{n}");
+        let dlq_name = format!("{name}-dlq");
+        let config = RedisQueueConfig {
+            visibility_timeout: spec.visibility_timeout,
+            max_receives: spec.max_receives,
+            fifo: spec.fifo,
+        };
+        let queue = RedisQueue::connect(&self.url, &name, Some(&dlq_name), config.clone())
+            .await
+            .expect("queue");
+        let dlq = RedisQueue::connect(
+            &self.url,
+            &dlq_name,
+            None,
+            RedisQueueConfig {
+                fifo: false,
+                ..config
+            },
+        )
+        .await
+        .expect("dead-letter queue");
+        (Arc::new(queue), Arc::new(dlq))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_queue_conforms() {
+    let server = RedisServer::start().await;
+    queue::run_all(&RedisQueues {
+        url: server.url.clone(),
+        next: AtomicU32::new(0),
+    })
+    .await;
+}
+
+/// Messages sent before a worker connects, and settled by another connection, are the same
+/// queue: the state lives in Redis, not in the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_share_one_queue() {
+    let server = RedisServer::start().await;
+    let config = RedisQueueConfig {
+        visibility_timeout: std::time::Duration::from_secs(30),
+        max_receives: 5,
+        fifo: false,
+    };
+    let sender = RedisQueue::connect(&server.url, "shared", None, config.clone())
+        .await
+        .expect("sender");
+    let worker = RedisQueue::connect(&server.url, "shared", None, config)
+        .await
+        .expect("worker");
+    sender
+        .send(sfpipe_shared::ports::OutgoingMessage::new(
+            "work".into(),
+            "w1".into(),
+        ))
+        .await
+        .expect("send");
+    let got = worker
+        .receive(10, std::time::Duration::from_secs(2))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, "work");
+    sender.delete(&got[0].receipt).await.expect("delete");
+    assert!(
+        worker
+            .receive(10, std::time::Duration::from_millis(200))
+            .await
+            .expect("receive")
+            .is_empty()
+    );
+}
