@@ -227,37 +227,11 @@ struct SubscribedQueue {
 #[async_trait::async_trait]
 impl notify::Delivered for SubscribedQueue {
     async fn delivered(&self, at_least: usize) -> Vec<sfpipe_shared::ports::Notice> {
-        let mut notices = Vec::new();
-        for _ in 0..20 {
-            let received = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .expect("receive");
-            for message in received.messages() {
-                let envelope: serde_json::Value =
-                    serde_json::from_str(message.body().unwrap_or_default()).expect("envelope");
-                notices.push(sfpipe_shared::ports::Notice {
-                    subject: envelope["Subject"].as_str().unwrap_or_default().to_string(),
-                    message: envelope["Message"].as_str().unwrap_or_default().to_string(),
-                });
-                self.sqs
-                    .delete_message()
-                    .queue_url(&self.url)
-                    .receipt_handle(message.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await
-                    .expect("delete");
-            }
-            if notices.len() >= at_least {
-                break;
-            }
-        }
-        notices
+        sfpipe_tests::moto::sns_notices(&self.sqs, &self.url, at_least)
+            .await
+            .into_iter()
+            .map(|(subject, message)| sfpipe_shared::ports::Notice { subject, message })
+            .collect()
     }
 }
 
@@ -265,32 +239,11 @@ impl notify::Delivered for SubscribedQueue {
 async fn sns_notifier_conforms() {
     let moto = Moto::start().await;
     let config = moto.sdk_config().await;
-    let sns = aws_sdk_sns::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let topic = sns
-        .create_topic()
-        .name("sfpipe-alarms")
-        .send()
-        .await
-        .expect("topic")
-        .topic_arn()
-        .expect("topic arn")
-        .to_string();
-    let url = sqs
-        .create_queue()
-        .queue_name("alarm-subscriber")
-        .send()
-        .await
-        .expect("queue")
-        .queue_url()
-        .expect("url")
-        .to_string();
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint("arn:aws:sqs:us-east-1:123456789012:alarm-subscriber")
-        .send()
-        .await
-        .expect("subscribe");
-    notify::run_all(&SnsNotifier::new(sns, topic), &SubscribedQueue { sqs, url }).await;
+    let (topic, sqs, url) =
+        sfpipe_tests::moto::topic_with_subscriber(&config, "sfpipe-alarms").await;
+    notify::run_all(
+        &SnsNotifier::new(aws_sdk_sns::Client::new(&config), topic),
+        &SubscribedQueue { sqs, url },
+    )
+    .await;
 }

@@ -228,33 +228,8 @@ struct AlarmTopic {
 }
 
 async fn alarm_topic_with_subscriber(admin: &aws_config::SdkConfig) -> AlarmTopic {
-    let sns = aws_sdk_sns::Client::new(admin);
-    let sqs = aws_sdk_sqs::Client::new(admin);
-    let arn = sns
-        .create_topic()
-        .name(ALARM_TOPIC)
-        .send()
-        .await
-        .expect("alarm topic")
-        .topic_arn()
-        .expect("topic arn")
-        .to_string();
-    let subscriber = sqs
-        .create_queue()
-        .queue_name("alarm-subscriber")
-        .send()
-        .await
-        .expect("subscriber queue")
-        .queue_url()
-        .expect("url")
-        .to_string();
-    sns.subscribe()
-        .topic_arn(&arn)
-        .protocol("sqs")
-        .endpoint(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:alarm-subscriber"))
-        .send()
-        .await
-        .expect("subscribe");
+    let (arn, sqs, subscriber) =
+        sfpipe_tests::moto::topic_with_subscriber(admin, ALARM_TOPIC).await;
     AlarmTopic {
         arn,
         sqs,
@@ -265,37 +240,7 @@ async fn alarm_topic_with_subscriber(admin: &aws_config::SdkConfig) -> AlarmTopi
 impl AlarmTopic {
     /// The (subject, message) of each notice, waiting a little for `expected` of them.
     async fn notices(&self, expected: usize) -> Vec<(String, String)> {
-        let mut notices = Vec::new();
-        for _ in 0..10 {
-            let received = self
-                .sqs
-                .receive_message()
-                .queue_url(&self.subscriber)
-                .max_number_of_messages(10)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .expect("receive notices");
-            for message in received.messages() {
-                let envelope: serde_json::Value =
-                    serde_json::from_str(message.body().unwrap_or_default()).expect("envelope");
-                notices.push((
-                    envelope["Subject"].as_str().unwrap_or_default().to_string(),
-                    envelope["Message"].as_str().unwrap_or_default().to_string(),
-                ));
-                self.sqs
-                    .delete_message()
-                    .queue_url(&self.subscriber)
-                    .receipt_handle(message.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await
-                    .expect("delete a notice");
-            }
-            if notices.len() >= expected && received.messages().is_empty() {
-                break;
-            }
-        }
-        notices
+        sfpipe_tests::moto::sns_notices(&self.sqs, &self.subscriber, expected).await
     }
 }
 

@@ -153,3 +153,79 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// The (subject, message) of each SNS notice delivered to an SQS queue subscribed to a topic (in
+/// SNS's JSON envelope), deleted as read; waits a little for `expected` of them.
+pub async fn sns_notices(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    expected: usize,
+) -> Vec<(String, String)> {
+    let mut notices = Vec::new();
+    for _ in 0..10 {
+        let received = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive notices");
+        for message in received.messages() {
+            let envelope: serde_json::Value =
+                serde_json::from_str(message.body().unwrap_or_default()).expect("SNS envelope");
+            notices.push((
+                envelope["Subject"].as_str().unwrap_or_default().to_string(),
+                envelope["Message"].as_str().unwrap_or_default().to_string(),
+            ));
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(message.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete a notice");
+        }
+        if notices.len() >= expected && received.messages().is_empty() {
+            break;
+        }
+    }
+    notices
+}
+
+/// An SNS topic named `topic` and an SQS queue subscribed to it, made with `config`: the topic's
+/// ARN, and the queue's client and URL (for [`sns_notices`]).
+pub async fn topic_with_subscriber(
+    config: &aws_config::SdkConfig,
+    topic: &str,
+) -> (String, aws_sdk_sqs::Client, String) {
+    let sns = aws_sdk_sns::Client::new(config);
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let arn = sns
+        .create_topic()
+        .name(topic)
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn()
+        .expect("topic arn")
+        .to_string();
+    let subscriber = format!("{topic}-subscriber");
+    let url = sqs
+        .create_queue()
+        .queue_name(&subscriber)
+        .send()
+        .await
+        .expect("subscriber queue")
+        .queue_url()
+        .expect("url")
+        .to_string();
+    let region = config.region().map(|r| r.to_string()).unwrap_or_default();
+    sns.subscribe()
+        .topic_arn(&arn)
+        .protocol("sqs")
+        .endpoint(format!("arn:aws:sqs:{region}:123456789012:{subscriber}"))
+        .send()
+        .await
+        .expect("subscribe");
+    (arn, sqs, url)
+}
