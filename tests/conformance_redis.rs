@@ -82,7 +82,13 @@ async fn two_connections_share_one_queue() {
         .expect("receive");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, "work");
+    assert_eq!(
+        sender.depth().await.expect("depth"),
+        1,
+        "in flight still counts"
+    );
     sender.delete(&got[0].receipt).await.expect("delete");
+    assert_eq!(worker.depth().await.expect("depth"), 0);
     assert!(
         worker
             .receive(10, std::time::Duration::from_millis(200))

@@ -14,3 +14,4 @@ pub mod stack;
 pub mod status;
 pub mod trace;
 pub mod verify;
+pub mod worker;

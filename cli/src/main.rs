@@ -46,6 +46,12 @@ enum Command {
     /// Run the pipeline on this machine against a Salesforce org (real, or `sfpipe sim` elsewhere)
     /// into a SQLite warehouse, or into Snowflake through S3. Run again to load incrementally.
     Run(sfpipe_cli::run::RunOptions),
+    /// Run the extract, upload and merge stages (any subset) as a long-lived process on a
+    /// message broker (`redis://`), until SIGINT or SIGTERM; start as many as the load needs.
+    Worker(sfpipe_cli::worker::WorkerOptions),
+    /// Queue a run of the objects on a broker for `sfpipe worker`s, as the scheduled job-loader
+    /// does (for cron or a Kubernetes CronJob).
+    Load(sfpipe_cli::worker::LoadOptions),
     /// Whether each thing a load needs works: the Salesforce login, S3 access, the Snowflake
     /// login, its stage and grants; a pass or fail line for each, with what to fix.
     Check(sfpipe_cli::check::CheckOptions),
@@ -140,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("the warehouse does not match Salesforce; see above");
             }
         }
+        Command::Worker(options) => sfpipe_cli::worker::worker(&options).await?,
+        Command::Load(options) => print!("{}", sfpipe_cli::worker::load(&options).await?),
         Command::Run(options) => {
             let outcome = sfpipe_cli::run::run(&options).await?;
             print!("{}", outcome.summary);

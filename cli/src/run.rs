@@ -176,20 +176,7 @@ pub async fn run_window(
             (pipeline, warehouse_path.display().to_string())
         }
     };
-    // Names in the org's own spelling (Salesforce matches any case), so `account` and `Account`
-    // load the same table and watermark; names the org lacks are left for extract to refuse.
-    let global = salesforce.describe_global().await?;
-    let objects = parse_object_list(&options.objects)?
-        .into_iter()
-        .map(|object| {
-            global
-                .sobjects
-                .iter()
-                .find(|o| o.name.eq_ignore_ascii_case(object.as_str()))
-                .and_then(|o| ObjectName::new(&o.name).ok())
-                .unwrap_or(object)
-        })
-        .collect();
+    let objects = resolve_objects(salesforce.as_ref(), &options.objects).await?;
     let request = LoadRequest {
         objects,
         mode: if options.full {
@@ -243,6 +230,27 @@ pub async fn run_window(
         summary: out,
         failures,
     })
+}
+
+/// The objects of a comma-separated list, in the org's own spelling (Salesforce matches any
+/// case), so `account` and `Account` load the same table and watermark; names the org lacks are
+/// left for extract to refuse.
+pub async fn resolve_objects(
+    salesforce: &SalesforceClient,
+    list: &str,
+) -> anyhow::Result<Vec<ObjectName>> {
+    let global = salesforce.describe_global().await?;
+    Ok(parse_object_list(list)?
+        .into_iter()
+        .map(|object| {
+            global
+                .sobjects
+                .iter()
+                .find(|o| o.name.eq_ignore_ascii_case(object.as_str()))
+                .and_then(|o| ObjectName::new(&o.name).ok())
+                .unwrap_or(object)
+        })
+        .collect())
 }
 
 /// How a run's window reads in a summary: `full`, `since <time>`, `formulas` or `ids`.

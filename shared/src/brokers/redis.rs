@@ -44,6 +44,7 @@ end
 const ADD: &str = r#"
 local function add(p, body, dedup, group, attrs, visible, gated)
   local id = redis.call('INCR', p .. 'seq')
+  redis.call('INCR', p .. 'count')
   redis.call('HSET', p .. 'm:' .. id, 'body', body, 'dedup', dedup, 'group', group,
     'receives', 0, 'attrs', attrs, 'receipt', '')
   if gated == '1' and group ~= '' then
@@ -63,7 +64,7 @@ const REMOVE: &str = r#"
 local function remove(p, id, now)
   local key = p .. 'm:' .. id
   local group = redis.call('HGET', key, 'group')
-  redis.call('DEL', key)
+  if redis.call('DEL', key) == 1 then redis.call('DECR', p .. 'count') end
   redis.call('ZREM', p .. 'due', id)
   if group and group ~= '' and redis.call('LINDEX', p .. 'g:' .. group, 0) == id then
     redis.call('LPOP', p .. 'g:' .. group)
@@ -224,6 +225,16 @@ impl RedisQueue {
             dead_letters: dead_letter_queue.map(key_prefix),
             config,
         })
+    }
+
+    /// Messages in the queue, visible, delayed or in flight.
+    pub async fn depth(&self) -> Result<u64, QueueError> {
+        let count: Option<i64> = redis::cmd("GET")
+            .arg(format!("{}count", self.prefix))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| self.service(e))?;
+        Ok(count.unwrap_or(0).max(0) as u64)
     }
 
     fn service(&self, error: redis::RedisError) -> QueueError {

@@ -10,7 +10,10 @@ pub mod warehouse;
 
 pub use blob::FsBlobStore;
 pub use notify::FileNotifier;
-pub use pipeline::{LocalPipeline, LocalPipelineConfig, NoEvents, PipelineEvent, PipelineEvents};
+pub use pipeline::{
+    LocalPipeline, LocalPipelineConfig, NoEvents, PipelineEvent, PipelineEvents, StagePorts,
+    directory_stores,
+};
 pub use queue::{LocalQueue, LocalQueueConfig, QueueDepth};
 pub use secrets::{EnvSecrets, StaticSecrets};
 pub use warehouse::SqliteWarehouse;

@@ -190,6 +190,23 @@ impl LocalPipeline {
         }
     }
 
+    /// The pipeline's stages on queues of another kind (a broker's), shared with other
+    /// processes: its workers receive from them and its handlers send to them. Run with
+    /// [`LocalPipeline::serve`] and [`LocalPipeline::load`]; the in-process queues stay unused.
+    pub fn on_queues(
+        salesforce: Arc<dyn Salesforce>,
+        blobs: Arc<dyn BlobStore>,
+        warehouse: Arc<dyn Warehouse>,
+        config: LocalPipelineConfig,
+        queues: StagePorts,
+    ) -> Self {
+        let mut pipeline = Self::new(salesforce, blobs, warehouse, config, None);
+        pipeline.extract.port = queues.extract;
+        pipeline.upload.port = queues.upload;
+        pipeline.merge.port = queues.merge;
+        pipeline
+    }
+
     /// The pipeline over a directory: parts in `dir/blobs/`, the warehouse in
     /// `dir/warehouse.sqlite` (its path is returned too).
     pub fn in_directory(
@@ -197,14 +214,15 @@ impl LocalPipeline {
         salesforce: Arc<dyn Salesforce>,
         config: LocalPipelineConfig,
     ) -> Result<(Arc<Self>, std::path::PathBuf), OpenError> {
-        let blobs: Arc<dyn BlobStore> = Arc::new(super::FsBlobStore::new(dir.join("blobs"))?);
-        let warehouse_path = dir.join("warehouse.sqlite");
-        let warehouse: Arc<dyn Warehouse> = Arc::new(super::SqliteWarehouse::open(
-            &warehouse_path,
-            blobs.clone(),
-        )?);
-        let pipeline = Arc::new(Self::new(salesforce, blobs, warehouse, config, None));
-        Ok((pipeline, warehouse_path))
+        let stores = directory_stores(dir)?;
+        let pipeline = Arc::new(Self::new(
+            salesforce,
+            stores.blobs,
+            stores.warehouse,
+            config,
+            None,
+        ));
+        Ok((pipeline, stores.warehouse_path))
     }
 
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
@@ -218,16 +236,7 @@ impl LocalPipeline {
         triggered_at: DateTime<Utc>,
         events: Arc<dyn PipelineEvents>,
     ) -> Result<RunResult, StageError> {
-        let deps = LoaderDeps {
-            salesforce: self.salesforce.as_ref(),
-            extract_queue: self.extract.port.as_ref(),
-            warehouse: self.warehouse.as_ref(),
-            blobs: self.blobs.as_ref(),
-            config: &self.config.loader,
-        };
-        let report = self
-            .run_loader_in_time(&deps, request, triggered_at, events.as_ref())
-            .await?;
+        let report = self.load(request, triggered_at, events.as_ref()).await?;
         events.event(PipelineEvent::Queued {
             report: report.clone(),
         });
@@ -271,6 +280,43 @@ impl LocalPipeline {
                     )),
                 ))
             })
+    }
+
+    /// Runs only the job-loader for `request`: the runs it queues are left to the stages'
+    /// workers (of this process, or of others on a shared broker).
+    pub async fn load(
+        &self,
+        request: &LoadRequest,
+        triggered_at: DateTime<Utc>,
+        events: &dyn PipelineEvents,
+    ) -> Result<LoadReport, StageError> {
+        let deps = LoaderDeps {
+            salesforce: self.salesforce.as_ref(),
+            extract_queue: self.extract.port.as_ref(),
+            warehouse: self.warehouse.as_ref(),
+            blobs: self.blobs.as_ref(),
+            config: &self.config.loader,
+        };
+        self.run_loader_in_time(&deps, request, triggered_at, events)
+            .await
+    }
+
+    /// Runs `workers` workers of each of `stages` until `stop` turns true; each stops between
+    /// messages, so none is left half-handled. A long-lived worker process on a broker.
+    pub async fn serve(
+        self: &Arc<Self>,
+        stages: &[Stage],
+        workers: usize,
+        stop: watch::Receiver<bool>,
+        events: Arc<dyn PipelineEvents>,
+    ) {
+        let mut running = JoinSet::new();
+        for &stage in stages {
+            for _ in 0..workers.max(1) {
+                running.spawn(self.clone().work(stage, stop.clone(), events.clone()));
+            }
+        }
+        while running.join_next().await.is_some() {}
     }
 
     /// The queue a stage consumes, as its port (wrapped, if a wrapper was given).
@@ -529,6 +575,34 @@ async fn killed_at<F: std::future::Future>(timeout: Duration, work: F) -> Option
     tokio::time::timeout(timeout, deadline::within(deadline, work))
         .await
         .ok()
+}
+
+/// The stores of a directory: parts in `dir/blobs/`, the warehouse in `dir/warehouse.sqlite`.
+pub struct DirectoryStores {
+    pub blobs: Arc<dyn BlobStore>,
+    pub warehouse: Arc<dyn Warehouse>,
+    pub warehouse_path: std::path::PathBuf,
+}
+
+pub fn directory_stores(dir: &std::path::Path) -> Result<DirectoryStores, OpenError> {
+    let blobs: Arc<dyn BlobStore> = Arc::new(super::FsBlobStore::new(dir.join("blobs"))?);
+    let warehouse_path = dir.join("warehouse.sqlite");
+    let warehouse: Arc<dyn Warehouse> = Arc::new(super::SqliteWarehouse::open(
+        &warehouse_path,
+        blobs.clone(),
+    )?);
+    Ok(DirectoryStores {
+        blobs,
+        warehouse,
+        warehouse_path,
+    })
+}
+
+/// The queue each stage consumes, when they are not the pipeline's own.
+pub struct StagePorts {
+    pub extract: Arc<dyn Queue>,
+    pub upload: Arc<dyn Queue>,
+    pub merge: Arc<dyn Queue>,
 }
 
 /// An object of a run that did not merge.

@@ -1,0 +1,229 @@
+//! `sfpipe worker` and `sfpipe load` on a message broker: the extract, upload and merge stages as
+//! long-lived processes on any machines (a VM, ECS, Kubernetes), and a run started by a command
+//! that cron or a Kubernetes CronJob calls. The same handlers, settle rules, retries and dead
+//! letters as on Lambda; the queues are the broker's, the parts go to S3 (or a directory) and the
+//! merges to Snowflake (or SQLite in that directory).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::Utc;
+use sfpipe_shared::brokers::{RedisQueue, RedisQueueConfig};
+use sfpipe_shared::contracts::Mode;
+use sfpipe_shared::deadline::StageLimits;
+use sfpipe_shared::local::{
+    LocalPipeline, LocalPipelineConfig, NoEvents, StagePorts, directory_stores,
+};
+use sfpipe_shared::ports::{BlobStore, Queue, Warehouse};
+use sfpipe_shared::stages::Stage;
+use sfpipe_shared::stages::loader::LoadRequest;
+
+use crate::run::{RunOptions, SnowflakeDestination};
+
+/// The broker the stages' queues live on.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerOptions {
+    /// The broker: `redis://host:port/` (Redis 7).
+    #[arg(long)]
+    pub broker: String,
+    /// The queues' names start with this: `<prefix>-extract`, `-upload`, `-merge` and their
+    /// `-dlq`s (several deployments can share a broker).
+    #[arg(long, default_value = "sfpipe")]
+    pub queue_prefix: String,
+    /// Every stage's timeout and visibility timeout times this (tests make them short).
+    #[arg(long, default_value_t = 1.0, hide = true)]
+    pub limits_scale: f64,
+}
+
+/// `sfpipe worker`: runs stages until SIGINT or SIGTERM.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerOptions {
+    #[command(flatten)]
+    pub broker: BrokerOptions,
+    /// The stages this process runs: any of extract, upload, merge.
+    #[arg(long, value_delimiter = ',', default_value = "extract,upload,merge")]
+    pub stages: Vec<String>,
+    /// Workers per stage in this process.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Where to log in, e.g. https://login.salesforce.com.
+    #[arg(long)]
+    pub login_url: String,
+    /// The Salesforce secret as a JSON file.
+    #[arg(long)]
+    pub credentials: PathBuf,
+    /// An extra CA certificate to trust (PEM).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// Parts in `<dir>/blobs`, the SQLite warehouse in `<dir>/warehouse.sqlite` (without
+    /// --snowflake-credentials); every process of a fleet names the same one.
+    #[arg(long, default_value = ".sfpipe-run")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub snowflake: SnowflakeDestination,
+}
+
+/// `sfpipe load`: queues a run of the objects on the broker, as the scheduled job-loader does.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadOptions {
+    #[command(flatten)]
+    pub broker: BrokerOptions,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+fn stages(names: &[String]) -> anyhow::Result<Vec<Stage>> {
+    names
+        .iter()
+        .map(|name| match name.trim().to_ascii_lowercase().as_str() {
+            "extract" => Ok(Stage::Extract),
+            "upload" => Ok(Stage::Upload),
+            "merge" => Ok(Stage::Merge),
+            other => anyhow::bail!("--stages: {other:?} is not extract, upload or merge"),
+        })
+        .collect()
+}
+
+/// The three stage queues on the broker, each with its dead-letter queue; the merge queue keeps
+/// each object's merges one at a time, in order, as the FIFO queue on AWS does.
+async fn broker_queues(
+    broker: &BrokerOptions,
+    limits: &StageLimits,
+    max_receives: u32,
+) -> anyhow::Result<StagePorts> {
+    let url = broker.broker.as_str();
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        anyhow::bail!(
+            "--broker {url}: sfpipe's workers speak Redis (redis://host:port/); RabbitMQ and \
+             Kafka adapters are not built yet (README, \"Run it on your own brokers\")"
+        );
+    }
+    let queue = |stage: Stage, name: &'static str, fifo: bool| {
+        let limits = limits.of(stage);
+        let name = format!("{}-{name}", broker.queue_prefix);
+        async move {
+            let config = RedisQueueConfig {
+                // A worker that dies holding a message: it comes back after this, as on SQS.
+                visibility_timeout: limits.visibility_timeout.unwrap_or(limits.timeout * 6),
+                max_receives,
+                fifo,
+            };
+            let queue = RedisQueue::connect(url, &name, Some(&format!("{name}-dlq")), config)
+                .await
+                .with_context(|| format!("connecting to the broker for {name}"))?;
+            anyhow::Ok(Arc::new(queue) as Arc<dyn Queue>)
+        }
+    };
+    Ok(StagePorts {
+        extract: queue(Stage::Extract, "extract", false).await?,
+        upload: queue(Stage::Upload, "upload", false).await?,
+        merge: queue(Stage::Merge, "merge", true).await?,
+    })
+}
+
+/// The pipeline of a worker or a load: the stages' handlers on the broker's queues.
+async fn pipeline(broker: &BrokerOptions, run: &RunOptions) -> anyhow::Result<Arc<LocalPipeline>> {
+    let salesforce = run.salesforce()?;
+    let limits = StageLimits::TEMPLATE.scaled(broker.limits_scale);
+    let mut config = LocalPipelineConfig {
+        limits,
+        ..LocalPipelineConfig::default()
+    };
+    config.loader.formula_refresh = run.formula_refresh.clone();
+    config.loader.reconcile = run.reconcile.clone();
+    let queues = broker_queues(broker, &limits, config.queues.max_receives).await?;
+    let (blobs, warehouse): (Arc<dyn BlobStore>, Arc<dyn Warehouse>) =
+        match (&run.snowflake.snowflake_credentials, &run.snowflake.bucket) {
+            (Some(secret), Some(bucket)) => {
+                let (blobs, warehouse) =
+                    crate::run::snowflake_ports(secret, bucket, &run.snowflake.prefix, None)
+                        .await?;
+                (blobs, warehouse)
+            }
+            _ => {
+                std::fs::create_dir_all(&run.dir)?;
+                let stores = directory_stores(&run.dir)?;
+                (stores.blobs, stores.warehouse)
+            }
+        };
+    Ok(Arc::new(LocalPipeline::on_queues(
+        salesforce, blobs, warehouse, config, queues,
+    )))
+}
+
+/// Runs the stages until SIGINT or SIGTERM; each worker then finishes the message it holds.
+pub async fn worker(options: &WorkerOptions) -> anyhow::Result<()> {
+    let stages = stages(&options.stages)?;
+    let run = RunOptions {
+        ca_cert: options.ca_cert.clone(),
+        snowflake: options.snowflake.clone(),
+        ..RunOptions::sqlite(
+            options.login_url.clone(),
+            options.credentials.clone(),
+            "",
+            options.dir.clone(),
+        )
+    };
+    let pipeline = pipeline(&options.broker, &run).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::error!(%error, "cannot watch for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("stopping: each worker finishes the message it holds");
+        let _ = stop.send(true);
+    });
+    tracing::info!(broker = %options.broker.broker, ?stages, workers = options.workers, "serving");
+    pipeline
+        .serve(&stages, options.workers, stopped, Arc::new(NoEvents))
+        .await;
+    Ok(())
+}
+
+/// Queues a run of the objects on the broker; prints what it queued.
+pub async fn load(options: &LoadOptions) -> anyhow::Result<String> {
+    let pipeline = pipeline(&options.broker, &options.run).await?;
+    let salesforce = options.run.salesforce()?;
+    let objects = crate::run::resolve_objects(salesforce.as_ref(), &options.run.objects).await?;
+    let request = LoadRequest {
+        objects,
+        mode: if options.run.full {
+            Mode::Full
+        } else {
+            Mode::Incremental
+        },
+        since: None,
+        until: None,
+    };
+    let report = pipeline.load(&request, Utc::now(), &NoEvents).await?;
+    let mut out = format!(
+        "run {} queued on {} ({} objects)\n",
+        report.run_id,
+        options.broker.broker,
+        report.queued.len()
+    );
+    for queued in &report.queued {
+        out.push_str(&format!(
+            "{:<16} {}\n",
+            queued.object.as_str(),
+            crate::run::window_label(queued.mode, queued.window.since)
+        ));
+    }
+    for object in &report.unchanged {
+        out.push_str(&format!(
+            "{:<16} unchanged since its last merge: no run\n",
+            object.as_str()
+        ));
+    }
+    Ok(out)
+}
