@@ -115,8 +115,12 @@ impl Fleet {
     }
 
     async fn load(&self) -> Output {
+        self.load_objects(OBJECTS).await
+    }
+
+    async fn load_objects(&self, objects: &str) -> Output {
         let mut command = Command::new(&self.bin);
-        command.args(["load", "--objects", OBJECTS]);
+        command.args(["load", "--objects", objects]);
         self.common(&mut command);
         let output = tokio::task::spawn_blocking(move || command.output().expect("sfpipe load"))
             .await
@@ -196,14 +200,28 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// An object the org lacks is queued too; extract stops it with a dead letter, whose notice
+/// lands in the data directory (no alarm topic given), and the other objects load exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_on_one_broker_load_the_org_exactly() {
     let fleet = Fleet::start().await;
     let _workers = [fleet.worker("a"), fleet.worker("b"), fleet.worker("c")];
-    let output = fleet.load().await;
+    let output = fleet.load_objects(&format!("{OBJECTS},Nope__c")).await;
     let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(printed.contains("(3 objects)"), "{printed}");
+    assert!(printed.contains("(4 objects)"), "{printed}");
     fleet.wait_until_exact(Duration::from_secs(120)).await;
+    let notices = fleet.dir.path().join("out").join("notices.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sent = loop {
+        let sent = sfpipe_shared::local::FileNotifier::read(&notices).expect("notices");
+        if !sent.is_empty() || Instant::now() > deadline {
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].subject.contains("Nope__c"), "{sent:?}");
+    assert!(sent[0].message.contains("reason: "), "{sent:?}");
 }
 
 /// Worker a takes the run's first messages alone and is killed (SIGKILL) while it holds some;

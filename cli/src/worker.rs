@@ -9,13 +9,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::Utc;
+use sfpipe_shared::aws::SnsNotifier;
 use sfpipe_shared::brokers::{RedisQueue, RedisQueueConfig};
 use sfpipe_shared::contracts::Mode;
+use sfpipe_shared::dead_letters::NotifyingQueue;
 use sfpipe_shared::deadline::StageLimits;
 use sfpipe_shared::local::{
-    LocalPipeline, LocalPipelineConfig, NoEvents, StagePorts, directory_stores,
+    FileNotifier, LocalPipeline, LocalPipelineConfig, NoEvents, StagePorts, directory_stores,
 };
-use sfpipe_shared::ports::{BlobStore, Queue, Warehouse};
+use sfpipe_shared::ports::{BlobStore, Notifier, Queue, Warehouse};
 use sfpipe_shared::stages::Stage;
 use sfpipe_shared::stages::loader::LoadRequest;
 
@@ -34,6 +36,10 @@ pub struct BrokerOptions {
     /// Every stage's timeout and visibility timeout times this (tests make them short).
     #[arg(long, default_value_t = 1.0, hide = true)]
     pub limits_scale: f64,
+    /// Each dead letter is also sent to this SNS topic, with its reason (AWS credentials from
+    /// the environment); without it, to `<dir>/notices.jsonl`.
+    #[arg(long)]
+    pub alarm_topic_arn: Option<String>,
 }
 
 /// `sfpipe worker`: runs stages until SIGINT or SIGTERM.
@@ -91,6 +97,7 @@ async fn broker_queues(
     broker: &BrokerOptions,
     limits: &StageLimits,
     max_receives: u32,
+    notifier: Arc<dyn Notifier>,
 ) -> anyhow::Result<StagePorts> {
     let url = broker.broker.as_str();
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -101,6 +108,7 @@ async fn broker_queues(
     }
     let queue = |stage: Stage, name: &'static str, fifo: bool| {
         let limits = limits.of(stage);
+        let notifier = notifier.clone();
         let name = format!("{}-{name}", broker.queue_prefix);
         async move {
             let config = RedisQueueConfig {
@@ -112,7 +120,7 @@ async fn broker_queues(
             let queue = RedisQueue::connect(url, &name, Some(&format!("{name}-dlq")), config)
                 .await
                 .with_context(|| format!("connecting to the broker for {name}"))?;
-            anyhow::Ok(Arc::new(queue) as Arc<dyn Queue>)
+            anyhow::Ok(Arc::new(NotifyingQueue::new(queue, Some(notifier))) as Arc<dyn Queue>)
         }
     };
     Ok(StagePorts {
@@ -132,7 +140,14 @@ async fn pipeline(broker: &BrokerOptions, run: &RunOptions) -> anyhow::Result<Ar
     };
     config.loader.formula_refresh = run.formula_refresh.clone();
     config.loader.reconcile = run.reconcile.clone();
-    let queues = broker_queues(broker, &limits, config.queues.max_receives).await?;
+    let notifier: Arc<dyn Notifier> = match &broker.alarm_topic_arn {
+        Some(topic) => {
+            let aws = crate::stack::aws_config(None).await;
+            Arc::new(SnsNotifier::new(aws_sdk_sns::Client::new(&aws), topic))
+        }
+        None => Arc::new(FileNotifier::new(run.dir.join("notices.jsonl"))),
+    };
+    let queues = broker_queues(broker, &limits, config.queues.max_receives, notifier).await?;
     let (blobs, warehouse): (Arc<dyn BlobStore>, Arc<dyn Warehouse>) =
         match (&run.snowflake.snowflake_credentials, &run.snowflake.bucket) {
             (Some(secret), Some(bucket)) => {
