@@ -706,7 +706,7 @@ mod tests {
             "{reasons:?}"
         );
         assert!(
-            reasons[1].starts_with("received 6 times and tried 5 times"),
+            reasons[1].starts_with("received 6 times without an outcome"),
             "{reasons:?}"
         );
         let sent = crate::local::FileNotifier::read(&notices).unwrap();

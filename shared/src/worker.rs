@@ -75,9 +75,9 @@ where
     let tries = tries(max_receives);
     if message.receive_count > tries {
         let reason = format!(
-            "received {} times and tried {tries} times without an outcome: each try was \
-             stopped before it settled the message (the function's timeout, or its memory); \
-             its logs for this message id say where",
+            "received {} times without an outcome: each receive was stopped before it settled \
+             the message (the function's timeout, or its memory) or handed back unstarted (too \
+             little time left in its batch); its logs for this message id say which",
             message.receive_count
         );
         tracing::error!(queue = queue.name(), receive_count = message.receive_count, error = %reason, "sent to the dead-letter queue");
