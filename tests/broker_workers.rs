@@ -222,6 +222,33 @@ async fn three_workers_on_one_broker_load_the_org_exactly() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert!(sent[0].subject.contains("Nope__c"), "{sent:?}");
     assert!(sent[0].message.contains("reason: "), "{sent:?}");
+    // `sfpipe status --broker` shows the letter, with its reason, from the broker's queue, and
+    // leaves it there.
+    for _ in 0..2 {
+        let status = sfpipe_cli::status::status(&sfpipe_cli::status::StatusOptions {
+            dir: Some(fleet.dir.path().join("out")),
+            bucket: None,
+            prefix: "sfpipe".into(),
+            dlq_urls: Vec::new(),
+            broker: Some(fleet.redis.url.clone()),
+            queue_prefix: "sfpipe".into(),
+            snowflake_credentials: None,
+            objects: None,
+            last: 5,
+            json: true,
+        })
+        .await
+        .expect("status");
+        let letters: Vec<_> = status
+            .objects
+            .iter()
+            .flat_map(|o| &o.dead_letters)
+            .chain(&status.unattributed)
+            .collect();
+        assert_eq!(letters.len(), 1, "{}", status.render());
+        assert_eq!(letters[0].queue, "sfpipe-extract-dlq");
+        assert!(!letters[0].reason.is_empty(), "{}", status.render());
+    }
 }
 
 /// Worker a takes the run's first messages alone and is killed (SIGKILL) while it holds some;

@@ -718,6 +718,8 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
                 .iter()
                 .map(|q| queues.urls[*q].clone())
                 .collect(),
+            broker: None,
+            queue_prefix: "sfpipe".into(),
             snowflake_credentials: Some(snowflake_secret),
             objects: None,
             last: 20,

@@ -27,6 +27,13 @@ pub struct StatusOptions {
     /// The stack's dead-letter queue URLs (the outputs `*DeadLetterQueueUrl`); repeat the flag.
     #[arg(long = "dlq-url")]
     pub dlq_urls: Vec<String>,
+    /// The broker of `sfpipe worker`s (`redis://...`): its dead-letter queues are read too
+    /// (looked into, not emptied).
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// The broker's queue names start with this (as `sfpipe worker --queue-prefix`).
+    #[arg(long, default_value = "sfpipe")]
+    pub queue_prefix: String,
     /// The Snowflake secret as a JSON file, to read each object's watermark on a stack.
     #[arg(long)]
     pub snowflake_credentials: Option<PathBuf>,
@@ -54,11 +61,16 @@ pub async fn status_with(
         Some(list) => parse_object_list(list)?,
         None => Vec::new(),
     };
-    let sources = match (&options.dir, &options.bucket) {
+    let mut sources = match (&options.dir, &options.bucket) {
         (Some(dir), _) => local_sources(dir).await?,
         (None, Some(bucket)) => stack_sources(options, bucket, aws).await?,
         (None, None) => anyhow::bail!("give --dir DIR, or --bucket BUCKET for a deployed stack"),
     };
+    if let Some(broker) = &options.broker {
+        sources
+            .dead_letters
+            .extend(crate::worker::broker_dead_letters(broker, &options.queue_prefix).await?);
+    }
     Ok(read_status(
         sources.blobs.as_ref(),
         sources.warehouse.as_deref(),

@@ -242,3 +242,32 @@ pub async fn load(options: &LoadOptions) -> anyhow::Result<String> {
     }
     Ok(out)
 }
+
+/// The dead letters in a broker's three dead-letter queues, looked into and left there.
+pub async fn broker_dead_letters(
+    url: &str,
+    queue_prefix: &str,
+) -> anyhow::Result<Vec<sfpipe_shared::status::DeadLetter>> {
+    let mut letters = Vec::new();
+    for stage in ["extract", "upload", "merge"] {
+        let name = format!("{queue_prefix}-{stage}-dlq");
+        let config = RedisQueueConfig {
+            visibility_timeout: std::time::Duration::from_secs(30),
+            max_receives: 1,
+            fifo: false,
+        };
+        let queue = RedisQueue::connect(url, &name, None, config).await?;
+        for message in queue.peek(1_000).await? {
+            letters.push(sfpipe_shared::status::DeadLetter {
+                queue: name.clone(),
+                reason: message
+                    .attributes
+                    .get(sfpipe_shared::ports::DEAD_LETTER_REASON)
+                    .cloned()
+                    .unwrap_or_else(|| "(no reason recorded)".into()),
+                body: message.body,
+            });
+        }
+    }
+    Ok(letters)
+}

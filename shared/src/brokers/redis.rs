@@ -134,6 +134,23 @@ return out
     )
 });
 
+/// ARGV: prefix, max. Each visible or waiting message's (id, receives, body, group, attributes),
+/// changing nothing.
+static PEEK: LazyLock<redis::Script> = LazyLock::new(|| {
+    script(
+        &[],
+        r#"
+local p = ARGV[1]
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', p .. 'due', 0, tonumber(ARGV[2]) - 1)) do
+  local m = redis.call('HMGET', p .. 'm:' .. id, 'receives', 'body', 'group', 'attrs')
+  table.insert(out, {id, tonumber(m[1]), m[2], m[3], m[4]})
+end
+return out
+"#,
+    )
+});
+
 /// ARGV: prefix, message, receipt. 0: not the message's current receipt.
 static DELETE: LazyLock<redis::Script> = LazyLock::new(|| {
     script(
@@ -237,6 +254,51 @@ impl RedisQueue {
         Ok(count.unwrap_or(0).max(0) as u64)
     }
 
+    /// Up to `max` of the queue's messages, looked into and left as they are (no receive
+    /// counted): what `sfpipe status` shows of a dead-letter queue.
+    pub async fn peek(&self, max: usize) -> Result<Vec<ReceivedMessage>, QueueError> {
+        type Row = (String, u32, String, String, String);
+        let rows: Vec<Row> = PEEK
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .arg(max.max(1) as i64)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| self.service(e))?;
+        rows.into_iter()
+            .map(|(id, receives, body, group, attrs)| {
+                self.message(id, String::new(), receives, body, group, &attrs)
+            })
+            .collect()
+    }
+
+    /// A message as the port gives it: its stored attributes, and its group's.
+    fn message(
+        &self,
+        id: String,
+        receipt: String,
+        receive_count: u32,
+        body: String,
+        group: String,
+        attrs: &str,
+    ) -> Result<ReceivedMessage, QueueError> {
+        let mut attributes: BTreeMap<String, String> =
+            serde_json::from_str(attrs).map_err(|e| QueueError::Service {
+                queue: self.name.clone(),
+                message: format!("message {id}'s attributes: {e}"),
+            })?;
+        if !group.is_empty() {
+            attributes.insert(MESSAGE_GROUP_ATTRIBUTE.into(), group);
+        }
+        Ok(ReceivedMessage {
+            body,
+            receipt,
+            message_id: format!("{}-{id}", self.name),
+            receive_count,
+            attributes,
+        })
+    }
+
     fn service(&self, error: redis::RedisError) -> QueueError {
         QueueError::Service {
             queue: self.name.clone(),
@@ -337,21 +399,7 @@ impl Queue for RedisQueue {
                 return rows
                     .into_iter()
                     .map(|(id, receipt, receives, body, group, attrs)| {
-                        let mut attributes: BTreeMap<String, String> = serde_json::from_str(&attrs)
-                            .map_err(|e| QueueError::Service {
-                                queue: self.name.clone(),
-                                message: format!("message {id}'s attributes: {e}"),
-                            })?;
-                        if !group.is_empty() {
-                            attributes.insert(MESSAGE_GROUP_ATTRIBUTE.into(), group);
-                        }
-                        Ok(ReceivedMessage {
-                            body,
-                            receipt,
-                            message_id: format!("{}-{id}", self.name),
-                            receive_count: receives,
-                            attributes,
-                        })
+                        self.message(id, receipt, receives, body, group, &attrs)
                     })
                     .collect();
             }
