@@ -18,6 +18,7 @@ use sfpipe_shared::local::{
     FileNotifier, LocalPipeline, LocalPipelineConfig, NoEvents, StagePorts, directory_stores,
 };
 use sfpipe_shared::ports::{BlobStore, Notifier, Queue, Warehouse};
+use sfpipe_shared::salesforce::SalesforceClient;
 use sfpipe_shared::stages::Stage;
 use sfpipe_shared::stages::loader::LoadRequest;
 
@@ -131,8 +132,11 @@ async fn broker_queues(
 }
 
 /// The pipeline of a worker or a load: the stages' handlers on the broker's queues.
-async fn pipeline(broker: &BrokerOptions, run: &RunOptions) -> anyhow::Result<Arc<LocalPipeline>> {
-    let salesforce = run.salesforce()?;
+async fn pipeline(
+    broker: &BrokerOptions,
+    run: &RunOptions,
+    salesforce: Arc<SalesforceClient>,
+) -> anyhow::Result<Arc<LocalPipeline>> {
     let limits = StageLimits::TEMPLATE.scaled(broker.limits_scale);
     let mut config = LocalPipelineConfig {
         limits,
@@ -180,7 +184,7 @@ pub async fn worker(options: &WorkerOptions) -> anyhow::Result<()> {
             options.dir.clone(),
         )
     };
-    let pipeline = pipeline(&options.broker, &run).await?;
+    let pipeline = pipeline(&options.broker, &run, run.salesforce()?).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut terminate =
@@ -207,9 +211,10 @@ pub async fn worker(options: &WorkerOptions) -> anyhow::Result<()> {
 
 /// Queues a run of the objects on the broker; prints what it queued.
 pub async fn load(options: &LoadOptions) -> anyhow::Result<String> {
-    let pipeline = pipeline(&options.broker, &options.run).await?;
+    // One client, so one login, for naming the objects and for the job-loader.
     let salesforce = options.run.salesforce()?;
     let objects = crate::run::resolve_objects(salesforce.as_ref(), &options.run.objects).await?;
+    let pipeline = pipeline(&options.broker, &options.run, salesforce).await?;
     let request = LoadRequest {
         objects,
         mode: if options.run.full {

@@ -18,6 +18,12 @@ const RENAMES: [(&[u8], &[u8]); 1] = [(
     b"\r\nSforce-NumberOfRecords:",
 )];
 
+fn needs_renaming(bytes: &[u8]) -> bool {
+    RENAMES
+        .iter()
+        .any(|(wrong, _)| memchr::memmem::find(bytes, wrong).is_some())
+}
+
 /// Renames in a copy of `bytes`, or `None` when nothing is to be renamed (the usual case).
 fn renamed(bytes: &[u8]) -> Option<Vec<u8>> {
     let mut copy: Option<Vec<u8>> = None;
@@ -63,10 +69,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SalesforceHeaderCase<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let copies: Vec<Option<Vec<u8>>> = bufs.iter().map(|b| renamed(b)).collect();
-        if copies.iter().all(Option::is_none) {
+        // Body chunks pass through without a copy; only a write holding a head is rewritten.
+        if !bufs.iter().any(|b| needs_renaming(b)) {
             return Pin::new(&mut self.0).poll_write_vectored(cx, bufs);
         }
+        let copies: Vec<Option<Vec<u8>>> = bufs.iter().map(|b| renamed(b)).collect();
         let slices: Vec<IoSlice<'_>> = bufs
             .iter()
             .zip(&copies)

@@ -9,7 +9,7 @@ use crate::ports::{BlobStore, OutgoingMessage, Queue};
 use crate::stages::records::{job_gone, send_merge};
 use crate::stages::{Cause, Stage, StageError, StageResultExt};
 
-use super::{ExtractDeps, ExtractOutcome, record_extracted, requeue, requeue_now, split};
+use super::{ExtractDeps, ExtractOutcome, record_extracted, requeue, split};
 
 pub(super) async fn check<S, B, Q>(
     deps: &ExtractDeps<'_, S, B, Q>,
@@ -105,7 +105,8 @@ where
                 job_id: progress.job_id.clone(),
                 polls: progress.polls + 1,
             };
-            requeue(deps, message, next).await?;
+            let delay = deps.config.poll_delay(next.polls);
+            requeue(deps, message, next, delay).await?;
             Ok(ExtractOutcome::Waiting {
                 job_id: progress.job_id.clone(),
                 polls: progress.polls + 1,
@@ -218,7 +219,7 @@ where
             job_id: progress.job_id.clone(),
             polls: progress.polls + 1,
         };
-        requeue_now(deps, message, next).await?;
+        requeue(deps, message, next, std::time::Duration::ZERO).await?;
     }
     tracing::info!(run_id = %message.run_id, %object, job_id, listed, "short of time: the result pages listed so far are kept, and the listing goes on in the next invocation");
     Ok(Ok(Listed::ContinuesIn { listed }))

@@ -243,7 +243,8 @@ where
         job_id: job.job_id.clone(),
         polls: 0,
     };
-    requeue(deps, message, progress).await?;
+    let delay = deps.config.poll_delay(progress.polls);
+    requeue(deps, message, progress, delay).await?;
     Ok(ExtractOutcome::Started { job_id: job.job_id })
 }
 
@@ -271,36 +272,9 @@ async fn record_extracted<B: BlobStore + ?Sized>(
     Ok(())
 }
 
+/// Queues the run's check again after `delay`: the job's poll interval while it runs, none when
+/// it is complete and the next invocation goes on with what this one could not finish.
 async fn requeue<S, B, Q>(
-    deps: &ExtractDeps<'_, S, B, Q>,
-    message: &ExtractMessage,
-    progress: BulkJobProgress,
-) -> Result<(), StageError>
-where
-    S: Salesforce + ?Sized,
-    B: BlobStore + ?Sized,
-    Q: Queue + ?Sized,
-{
-    let delay = deps.config.poll_delay(progress.polls);
-    requeue_after(deps, message, progress, delay).await
-}
-
-/// Queues the run's check again at once: the job is complete, and the next invocation goes on
-/// with what this one could not finish.
-async fn requeue_now<S, B, Q>(
-    deps: &ExtractDeps<'_, S, B, Q>,
-    message: &ExtractMessage,
-    progress: BulkJobProgress,
-) -> Result<(), StageError>
-where
-    S: Salesforce + ?Sized,
-    B: BlobStore + ?Sized,
-    Q: Queue + ?Sized,
-{
-    requeue_after(deps, message, progress, Duration::ZERO).await
-}
-
-async fn requeue_after<S, B, Q>(
     deps: &ExtractDeps<'_, S, B, Q>,
     message: &ExtractMessage,
     progress: BulkJobProgress,
