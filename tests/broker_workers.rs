@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sfpipe_simulator::{SimConfig, Simulator};
+use sfpipe_tests::rabbitmq::RabbitServer;
 use sfpipe_tests::redis::RedisServer;
 
 const OBJECTS: &str = "Account,Contact,Opportunity";
@@ -51,18 +52,45 @@ impl Drop for Process {
     }
 }
 
+/// The broker a fleet shares, started on a free port and stopped when dropped.
+enum Broker {
+    Redis(RedisServer),
+    RabbitMq(RabbitServer),
+}
+
+#[derive(Clone, Copy)]
+enum BrokerKind {
+    Redis,
+    RabbitMq,
+}
+
+impl Broker {
+    async fn start(kind: BrokerKind) -> Self {
+        match kind {
+            BrokerKind::Redis => Self::Redis(RedisServer::start().await),
+            BrokerKind::RabbitMq => Self::RabbitMq(RabbitServer::start().await),
+        }
+    }
+    fn url(&self) -> &str {
+        match self {
+            Self::Redis(server) => &server.url,
+            Self::RabbitMq(server) => &server.url,
+        }
+    }
+}
+
 struct Fleet {
     bin: PathBuf,
-    redis: RedisServer,
+    broker: Broker,
     sim: Simulator,
     dir: tempfile::TempDir,
     credentials: PathBuf,
 }
 
 impl Fleet {
-    async fn start() -> Self {
+    async fn start(kind: BrokerKind) -> Self {
         let bin = sfpipe();
-        let redis = RedisServer::start().await;
+        let broker = Broker::start(kind).await;
         let sim = sfpipe_tests::simulator(SimConfig {
             rows: 400,
             // Several parts a run, so work is in flight across the fleet.
@@ -82,7 +110,7 @@ impl Fleet {
         .expect("credentials");
         Self {
             bin,
-            redis,
+            broker,
             sim,
             dir,
             credentials,
@@ -91,7 +119,12 @@ impl Fleet {
 
     fn common(&self, command: &mut Command) {
         command
-            .args(["--broker", &self.redis.url, "--limits-scale", LIMITS_SCALE])
+            .args([
+                "--broker",
+                self.broker.url(),
+                "--limits-scale",
+                LIMITS_SCALE,
+            ])
             .args(["--login-url", self.sim.url()])
             .arg("--credentials")
             .arg(&self.credentials)
@@ -203,8 +236,17 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// An object the org lacks is queued too; extract stops it with a dead letter, whose notice
 /// lands in the data directory (no alarm topic given), and the other objects load exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_workers_on_one_broker_load_the_org_exactly() {
-    let fleet = Fleet::start().await;
+async fn three_workers_on_one_redis_load_the_org_exactly() {
+    three_workers_load_the_org_exactly(BrokerKind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_on_one_rabbitmq_load_the_org_exactly() {
+    three_workers_load_the_org_exactly(BrokerKind::RabbitMq).await;
+}
+
+async fn three_workers_load_the_org_exactly(kind: BrokerKind) {
+    let fleet = Fleet::start(kind).await;
     let _workers = [fleet.worker("a"), fleet.worker("b"), fleet.worker("c")];
     let output = fleet.load_objects(&format!("{OBJECTS},Nope__c")).await;
     let printed = String::from_utf8_lossy(&output.stdout);
@@ -230,7 +272,7 @@ async fn three_workers_on_one_broker_load_the_org_exactly() {
             bucket: None,
             prefix: "sfpipe".into(),
             dlq_urls: Vec::new(),
-            broker: Some(fleet.redis.url.clone()),
+            broker: Some(fleet.broker.url().to_string()),
             queue_prefix: "sfpipe".into(),
             snowflake_credentials: None,
             objects: None,
@@ -255,8 +297,19 @@ async fn three_workers_on_one_broker_load_the_org_exactly() {
 /// b and c, started after, finish the run exactly: a's messages come back after their
 /// visibility timeout, and a part stored twice is merged once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing() {
-    let fleet = Fleet::start().await;
+async fn a_worker_killed_mid_run_on_redis_loses_nothing_and_duplicates_nothing() {
+    a_killed_worker_loses_nothing(BrokerKind::Redis).await;
+}
+
+/// On RabbitMQ the killed worker's connection drops, and the broker hands its messages back at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_on_rabbitmq_loses_nothing_and_duplicates_nothing() {
+    a_killed_worker_loses_nothing(BrokerKind::RabbitMq).await;
+}
+
+async fn a_killed_worker_loses_nothing(kind: BrokerKind) {
+    let fleet = Fleet::start(kind).await;
     let mut a = fleet.worker("a");
     fleet.load().await;
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
-use sfpipe_shared::brokers::{RedisQueue, RedisQueueConfig};
+use sfpipe_shared::brokers::{BrokerQueueConfig, RedisQueue};
 use sfpipe_shared::conformance::queue;
 use sfpipe_shared::ports::Queue;
 use sfpipe_tests::redis::RedisServer;
@@ -20,7 +20,7 @@ impl queue::QueueFactory for RedisQueues {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("conformance-{n}");
         let dlq_name = format!("{name}-dlq");
-        let config = RedisQueueConfig {
+        let config = BrokerQueueConfig {
             visibility_timeout: spec.visibility_timeout,
             max_receives: spec.max_receives,
             fifo: spec.fifo,
@@ -32,7 +32,7 @@ impl queue::QueueFactory for RedisQueues {
             &self.url,
             &dlq_name,
             None,
-            RedisQueueConfig {
+            BrokerQueueConfig {
                 fifo: false,
                 ..config
             },
@@ -58,7 +58,7 @@ async fn redis_queue_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_connections_share_one_queue() {
     let server = RedisServer::start().await;
-    let config = RedisQueueConfig {
+    let config = BrokerQueueConfig {
         visibility_timeout: std::time::Duration::from_secs(30),
         max_receives: 5,
         fifo: false,
@@ -83,12 +83,12 @@ async fn two_connections_share_one_queue() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, "work");
     assert_eq!(
-        sender.depth().await.expect("depth"),
+        sender.depth().await.expect("depth").expect("a count"),
         1,
         "in flight still counts"
     );
     sender.delete(&got[0].receipt).await.expect("delete");
-    assert_eq!(worker.depth().await.expect("depth"), 0);
+    assert_eq!(worker.depth().await.expect("depth").expect("a count"), 0);
     assert!(
         worker
             .receive(10, std::time::Duration::from_millis(200))

@@ -27,7 +27,7 @@ pub struct StatusOptions {
     /// The stack's dead-letter queue URLs (the outputs `*DeadLetterQueueUrl`); repeat the flag.
     #[arg(long = "dlq-url")]
     pub dlq_urls: Vec<String>,
-    /// The broker of `sfpipe worker`s (`redis://...`): its dead-letter queues are read too
+    /// The broker of `sfpipe worker`s (`redis://...`, `amqp://...`): its dead-letter queues are read too
     /// (looked into, not emptied).
     #[arg(long)]
     pub broker: Option<String>,
@@ -123,7 +123,7 @@ async fn stack_sources(
     let mut dead_letters = Vec::new();
     for url in &options.dlq_urls {
         let queue = SqsQueue::new(sqs.clone(), url, None);
-        for message in queue.peek(1_000).await? {
+        for message in queue.peek(1_000).await?.unwrap_or_default() {
             dead_letters.push(DeadLetter {
                 queue: queue.name().to_string(),
                 reason: message

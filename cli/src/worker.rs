@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::Utc;
 use sfpipe_shared::aws::SnsNotifier;
-use sfpipe_shared::brokers::{RedisQueue, RedisQueueConfig};
+use sfpipe_shared::brokers::BrokerQueueConfig;
 use sfpipe_shared::contracts::Mode;
 use sfpipe_shared::dead_letters::NotifyingQueue;
 use sfpipe_shared::deadline::StageLimits;
@@ -27,7 +27,8 @@ use crate::run::{RunOptions, SnowflakeDestination};
 /// The broker the stages' queues live on.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BrokerOptions {
-    /// The broker: `redis://host:port/` (Redis 7).
+    /// The broker: `redis://host:port/` (Redis 7) or `amqp://user:password@host:port/vhost`
+    /// (RabbitMQ 3, quorum queues).
     #[arg(long)]
     pub broker: String,
     /// The queues' names start with this: `<prefix>-extract`, `-upload`, `-merge` and their
@@ -92,43 +93,25 @@ fn stages(names: &[String]) -> anyhow::Result<Vec<Stage>> {
         .collect()
 }
 
-/// The three stage queues on the broker, each with its dead-letter queue; the merge queue keeps
-/// each object's merges one at a time, in order, as the FIFO queue on AWS does.
+/// The three stage queues on the broker, each dead letter also sent to `notifier`.
 async fn broker_queues(
     broker: &BrokerOptions,
     limits: &StageLimits,
     max_receives: u32,
     notifier: Arc<dyn Notifier>,
 ) -> anyhow::Result<StagePorts> {
-    let url = broker.broker.as_str();
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        anyhow::bail!(
-            "--broker {url}: sfpipe's workers speak Redis (redis://host:port/); RabbitMQ and \
-             Kafka adapters are not built yet (README, \"Run it on your own brokers\")"
-        );
-    }
-    let queue = |stage: Stage, name: &'static str, fifo: bool| {
-        let limits = limits.of(stage);
-        let notifier = notifier.clone();
-        let name = format!("{}-{name}", broker.queue_prefix);
-        async move {
-            let config = RedisQueueConfig {
-                // A worker that dies holding a message: it comes back after this, as on SQS.
-                visibility_timeout: limits.visibility_timeout.unwrap_or(limits.timeout * 6),
-                max_receives,
-                fifo,
-            };
-            let queue = RedisQueue::connect(url, &name, Some(&format!("{name}-dlq")), config)
-                .await
-                .with_context(|| format!("connecting to the broker for {name}"))?;
-            anyhow::Ok(Arc::new(NotifyingQueue::new(queue, Some(notifier))) as Arc<dyn Queue>)
-        }
+    let wrap = move |queue: Arc<dyn Queue>| -> Arc<dyn Queue> {
+        Arc::new(NotifyingQueue::new(queue, Some(notifier.clone())))
     };
-    Ok(StagePorts {
-        extract: queue(Stage::Extract, "extract", false).await?,
-        upload: queue(Stage::Upload, "upload", false).await?,
-        merge: queue(Stage::Merge, "merge", true).await?,
-    })
+    StagePorts::on_broker(
+        &broker.broker,
+        &broker.queue_prefix,
+        limits,
+        max_receives,
+        &wrap,
+    )
+    .await
+    .with_context(|| format!("connecting to the broker {}", broker.broker))
 }
 
 /// The pipeline of a worker or a load: the stages' handlers on the broker's queues.
@@ -256,13 +239,13 @@ pub async fn broker_dead_letters(
     let mut letters = Vec::new();
     for stage in ["extract", "upload", "merge"] {
         let name = format!("{queue_prefix}-{stage}-dlq");
-        let config = RedisQueueConfig {
+        let config = BrokerQueueConfig {
             visibility_timeout: std::time::Duration::from_secs(30),
             max_receives: 1,
             fifo: false,
         };
-        let queue = RedisQueue::connect(url, &name, None, config).await?;
-        for message in queue.peek(1_000).await? {
+        let queue = sfpipe_shared::brokers::connect(url, &name, None, config).await?;
+        for message in queue.peek(1_000).await?.unwrap_or_default() {
             letters.push(sfpipe_shared::status::DeadLetter {
                 queue: name.clone(),
                 reason: message

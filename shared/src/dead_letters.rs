@@ -99,4 +99,10 @@ impl<Q: Queue> Queue for NotifyingQueue<Q> {
         self.notice(message, reason).await;
         Ok(())
     }
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        self.queue.depth().await
+    }
+    async fn peek(&self, max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
+        self.queue.peek(max).await
+    }
 }

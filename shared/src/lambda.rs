@@ -747,7 +747,7 @@ mod tests {
             "a dead-lettered message is reported done, for the event source to delete"
         );
         assert_eq!(
-            queue.depth().in_flight,
+            queue.counts().in_flight,
             1,
             "the function deleted the message itself: the event source mapping deletes it again"
         );
@@ -776,7 +776,7 @@ mod tests {
         .await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(
-            queue.depth().in_flight,
+            queue.counts().in_flight,
             records,
             "successes are the event source mapping's to delete"
         );

@@ -51,7 +51,7 @@ pub mod fake;
 #[cfg(feature = "aws")]
 pub mod aws;
 
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "rabbitmq"))]
 pub mod brokers;
 
 #[cfg(feature = "lambda")]

@@ -369,4 +369,10 @@ impl Queue for WrappedQueue {
     async fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<(), QueueError> {
         self.inner.dead_letter(message, reason).await
     }
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        self.inner.depth().await
+    }
+    async fn peek(&self, max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
+        self.inner.peek(max).await
+    }
 }

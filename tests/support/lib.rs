@@ -68,5 +68,6 @@ pub mod counting;
 pub mod faults;
 pub mod harness;
 pub mod moto;
+pub mod rabbitmq;
 pub mod redis;
 pub mod snowflake;

@@ -120,27 +120,6 @@ impl SqsQueue {
             .collect())
     }
 
-    /// Reads up to `max` messages without taking them (each is visible again at once), for
-    /// looking into a dead-letter queue. Approximate, as SQS sampling is: a message may be
-    /// missed on a queue that holds more than `max`.
-    pub async fn peek(&self, max: usize) -> Result<Vec<ReceivedMessage>, QueueError> {
-        let mut seen: BTreeMap<String, ReceivedMessage> = BTreeMap::new();
-        let mut quiet_calls = 0;
-        while seen.len() < max && quiet_calls < 3 {
-            let batch = self.receive_with(10, Duration::ZERO, Some(0)).await?;
-            let before = seen.len();
-            for message in batch {
-                seen.entry(message.message_id.clone()).or_insert(message);
-            }
-            quiet_calls = if seen.len() == before {
-                quiet_calls + 1
-            } else {
-                0
-            };
-        }
-        Ok(seen.into_values().take(max).collect())
-    }
-
     async fn send_to(
         &self,
         url: &str,
@@ -181,6 +160,27 @@ impl SqsQueue {
 impl Queue for SqsQueue {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Reads up to `max` messages without taking them (each is visible again at once), for
+    /// looking into a dead-letter queue. Approximate, as SQS sampling is: a message may be
+    /// missed on a queue that holds more than `max`.
+    async fn peek(&self, max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
+        let mut seen: BTreeMap<String, ReceivedMessage> = BTreeMap::new();
+        let mut quiet_calls = 0;
+        while seen.len() < max && quiet_calls < 3 {
+            let batch = self.receive_with(10, Duration::ZERO, Some(0)).await?;
+            let before = seen.len();
+            for message in batch {
+                seen.entry(message.message_id.clone()).or_insert(message);
+            }
+            quiet_calls = if seen.len() == before {
+                quiet_calls + 1
+            } else {
+                0
+            };
+        }
+        Ok(Some(seen.into_values().take(max).collect()))
     }
 
     async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError> {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 
+use super::BrokerQueueConfig;
 use crate::ports::{
     DEAD_LETTER_REASON, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage, Queue, QueueError,
     ReceivedMessage, check_outgoing,
@@ -190,22 +191,13 @@ return 1
     )
 });
 
-/// The redis-server a queue lives on, and the queue's settings.
-#[derive(Clone)]
-pub struct RedisQueueConfig {
-    pub visibility_timeout: Duration,
-    /// Receives before a message moves to the dead-letter queue (SQS `maxReceiveCount`).
-    pub max_receives: u32,
-    pub fifo: bool,
-}
-
 /// A queue on Redis, with or without its own dead-letter queue.
 pub struct RedisQueue {
     connection: ConnectionManager,
     name: String,
     prefix: String,
     dead_letters: Option<String>,
-    config: RedisQueueConfig,
+    config: BrokerQueueConfig,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -227,7 +219,7 @@ impl RedisQueue {
         url: &str,
         name: &str,
         dead_letter_queue: Option<&str>,
-        config: RedisQueueConfig,
+        config: BrokerQueueConfig,
     ) -> Result<Self, QueueError> {
         let service = |e: redis::RedisError| QueueError::Service {
             queue: name.to_string(),
@@ -242,34 +234,6 @@ impl RedisQueue {
             dead_letters: dead_letter_queue.map(key_prefix),
             config,
         })
-    }
-
-    /// Messages in the queue, visible, delayed or in flight.
-    pub async fn depth(&self) -> Result<u64, QueueError> {
-        let count: Option<i64> = redis::cmd("GET")
-            .arg(format!("{}count", self.prefix))
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| self.service(e))?;
-        Ok(count.unwrap_or(0).max(0) as u64)
-    }
-
-    /// Up to `max` of the queue's messages, looked into and left as they are (no receive
-    /// counted): what `sfpipe status` shows of a dead-letter queue.
-    pub async fn peek(&self, max: usize) -> Result<Vec<ReceivedMessage>, QueueError> {
-        type Row = (String, u32, String, String, String);
-        let rows: Vec<Row> = PEEK
-            .prepare_invoke()
-            .arg(&self.prefix)
-            .arg(max.max(1) as i64)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(|e| self.service(e))?;
-        rows.into_iter()
-            .map(|(id, receives, body, group, attrs)| {
-                self.message(id, String::new(), receives, body, group, &attrs)
-            })
-            .collect()
     }
 
     /// A message as the port gives it: its stored attributes, and its group's.
@@ -357,6 +321,35 @@ impl RedisQueue {
 impl Queue for RedisQueue {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Messages in the queue, visible, delayed or in flight.
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        let count: Option<i64> = redis::cmd("GET")
+            .arg(format!("{}count", self.prefix))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| self.service(e))?;
+        Ok(Some(count.unwrap_or(0).max(0) as u64))
+    }
+
+    /// Up to `max` of the queue's messages, looked into and left as they are (no receive
+    /// counted): what `sfpipe status` shows of a dead-letter queue.
+    async fn peek(&self, max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
+        type Row = (String, u32, String, String, String);
+        let rows: Vec<Row> = PEEK
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .arg(max.max(1) as i64)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| self.service(e))?;
+        rows.into_iter()
+            .map(|(id, receives, body, group, attrs)| {
+                self.message(id, String::new(), receives, body, group, &attrs)
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError> {

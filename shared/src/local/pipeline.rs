@@ -152,6 +152,9 @@ pub struct LocalPipeline {
     upload: StageQueue,
     merge: StageQueue,
     config: LocalPipelineConfig,
+    /// The dead-letter queues of a broker's stage queues ([`LocalPipeline::on_queues`]); a
+    /// drain then waits on the ports' depths and reads these for its dead letters.
+    broker_dead_letters: Option<Vec<Arc<dyn Queue>>>,
 }
 
 impl LocalPipeline {
@@ -187,6 +190,7 @@ impl LocalPipeline {
             blobs,
             warehouse,
             config,
+            broker_dead_letters: None,
         }
     }
 
@@ -204,6 +208,7 @@ impl LocalPipeline {
         pipeline.extract.port = queues.extract;
         pipeline.upload.port = queues.upload;
         pipeline.merge.port = queues.merge;
+        pipeline.broker_dead_letters = Some(queues.dead_letter_queues);
         pipeline
     }
 
@@ -349,7 +354,7 @@ impl LocalPipeline {
         self.wait_until_drained().await;
         let _ = stop_tx.send(true);
         while workers.join_next().await.is_some() {}
-        let dead_letters = self.dead_letters();
+        let dead_letters = self.dead_letters().await;
         self.keep_dead_letters(&dead_letters).await;
         dead_letters
     }
@@ -388,7 +393,7 @@ impl LocalPipeline {
             running.spawn(self.clone().work(stage, stop_rx.clone(), events.clone()));
         }
         let local = self.stage_queue(stage).local.clone();
-        while local.depth().total() > 0 {
+        while local.counts().total() > 0 {
             tokio::select! {
                 _ = local.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -396,7 +401,7 @@ impl LocalPipeline {
         }
         let _ = stop_tx.send(true);
         while running.join_next().await.is_some() {}
-        self.dead_letters()
+        self.dead_letters().await
     }
 
     /// The bodies of the messages waiting in a stage's queue.
@@ -410,11 +415,14 @@ impl LocalPipeline {
     }
 
     async fn wait_until_drained(&self) {
+        if self.broker_dead_letters.is_some() {
+            return self.wait_until_ports_drained().await;
+        }
         let queues = [&self.extract.local, &self.upload.local, &self.merge.local];
         loop {
             // Messages are deleted only after the next stage's messages are sent, so the three
             // depths are never all zero while work remains.
-            if queues.iter().all(|q| q.depth().total() == 0) {
+            if queues.iter().all(|q| q.counts().total() == 0) {
                 return;
             }
             tokio::select! {
@@ -427,7 +435,53 @@ impl LocalPipeline {
         }
     }
 
-    fn dead_letters(&self) -> Vec<DeadLetter> {
+    /// On a broker, done when the three ports' depths are all zero twice in a row: a broker's
+    /// count is read in steps, and a message handed back between them could be missed once.
+    async fn wait_until_ports_drained(&self) {
+        let ports = [&self.extract.port, &self.upload.port, &self.merge.port];
+        let mut zero_readings = 0;
+        while zero_readings < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut all_zero = true;
+            for port in ports {
+                match port.depth().await {
+                    Ok(Some(0)) => {}
+                    Ok(_) => all_zero = false,
+                    Err(error) => {
+                        tracing::warn!(queue = port.name(), %error, "reading a queue's depth");
+                        all_zero = false;
+                    }
+                }
+            }
+            zero_readings = if all_zero { zero_readings + 1 } else { 0 };
+        }
+    }
+
+    async fn dead_letters(&self) -> Vec<DeadLetter> {
+        if let Some(queues) = &self.broker_dead_letters {
+            let mut letters = Vec::new();
+            for dlq in queues {
+                match dlq.peek(10_000).await {
+                    Ok(messages) => {
+                        letters.extend(messages.unwrap_or_default().into_iter().map(|m| {
+                            DeadLetter {
+                                queue: dlq.name().to_string(),
+                                reason: m
+                                    .attributes
+                                    .get(DEAD_LETTER_REASON)
+                                    .cloned()
+                                    .unwrap_or_default(),
+                                body: m.body,
+                            }
+                        }))
+                    }
+                    Err(error) => {
+                        tracing::error!(queue = dlq.name(), %error, "reading dead letters")
+                    }
+                }
+            }
+            return letters;
+        }
         [&self.extract.local, &self.upload.local, &self.merge.local]
             .iter()
             .filter_map(|q| q.dead_letter_queue())
@@ -598,11 +652,57 @@ pub fn directory_stores(dir: &std::path::Path) -> Result<DirectoryStores, OpenEr
     })
 }
 
-/// The queue each stage consumes, when they are not the pipeline's own.
+/// The queue each stage consumes, when they are not the pipeline's own (a broker's).
 pub struct StagePorts {
     pub extract: Arc<dyn Queue>,
     pub upload: Arc<dyn Queue>,
     pub merge: Arc<dyn Queue>,
+    /// Their dead-letter queues, where a drain finds its dead letters.
+    pub dead_letter_queues: Vec<Arc<dyn Queue>>,
+}
+
+#[cfg(any(feature = "redis", feature = "rabbitmq"))]
+impl StagePorts {
+    /// The stage queues on the broker `url` names: `<prefix>-extract`, `-upload` and `-merge`,
+    /// each with its `-dlq`. The merge queue keeps each object's merges one at a time, in order,
+    /// as the FIFO queue on AWS does; a worker that dies holding a message gets it back after
+    /// the stage's visibility timeout, as on SQS. `wrap` wraps each stage queue (notices, faults).
+    pub async fn on_broker(
+        url: &str,
+        prefix: &str,
+        limits: &crate::deadline::StageLimits,
+        max_receives: u32,
+        wrap: &(dyn Fn(Arc<dyn Queue>) -> Arc<dyn Queue> + Send + Sync),
+    ) -> Result<Self, crate::ports::QueueError> {
+        use crate::brokers::{BrokerQueueConfig, connect};
+        let mut dead_letter_queues = Vec::new();
+        let mut stage_queue = async |stage: Stage, suffix: &str, fifo: bool| {
+            let limits = limits.of(stage);
+            let name = format!("{prefix}-{suffix}");
+            let dlq = format!("{name}-dlq");
+            let config = BrokerQueueConfig {
+                visibility_timeout: limits.visibility_timeout.unwrap_or(limits.timeout * 6),
+                max_receives,
+                fifo,
+            };
+            let port = wrap(connect(url, &name, Some(&dlq), config.clone()).await?);
+            let dlq_config = BrokerQueueConfig {
+                fifo: false,
+                ..config
+            };
+            dead_letter_queues.push(connect(url, &dlq, None, dlq_config).await?);
+            Ok::<_, crate::ports::QueueError>(port)
+        };
+        let extract = stage_queue(Stage::Extract, "extract", false).await?;
+        let upload = stage_queue(Stage::Upload, "upload", false).await?;
+        let merge = stage_queue(Stage::Merge, "merge", true).await?;
+        Ok(Self {
+            extract,
+            upload,
+            merge,
+            dead_letter_queues,
+        })
+    }
 }
 
 /// An object of a run that did not merge.

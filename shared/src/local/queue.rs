@@ -115,7 +115,7 @@ impl LocalQueue {
         self.dead_letter_queue.as_ref()
     }
 
-    pub fn depth(&self) -> QueueDepth {
+    pub fn counts(&self) -> QueueDepth {
         let state = self.lock();
         let now = Instant::now();
         let mut depth = QueueDepth::default();
@@ -328,6 +328,10 @@ impl LocalQueue {
 impl Queue for LocalQueue {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        Ok(Some(self.counts().total() as u64))
     }
 
     // Each action counts as the SQS request it stands for (see crate::usage).

@@ -100,6 +100,17 @@ pub trait Queue: Send + Sync {
         self.send_to_dead_letter(message, reason).await?;
         self.delete(&message.receipt).await
     }
+    /// Messages in the queue, visible, delayed or in flight, as far as the adapter can count
+    /// them; `None` when it cannot. A pipeline on a broker knows its run is done when its
+    /// queues' depths are all zero.
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        Ok(None)
+    }
+    /// Up to `max` messages, looked into and left in the queue: what `sfpipe status` shows of a
+    /// dead-letter queue. `None` when the adapter cannot look.
+    async fn peek(&self, _max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
+        Ok(None)
+    }
 }
 
 /// A shared queue is a queue (so a wrapper such as [`crate::dead_letters::NotifyingQueue`] can
@@ -134,6 +145,12 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     }
     async fn dead_letter(&self, message: &ReceivedMessage, reason: &str) -> Result<(), QueueError> {
         (**self).dead_letter(message, reason).await
+    }
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        (**self).depth().await
+    }
+    async fn peek(&self, max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
+        (**self).peek(max).await
     }
 }
 

@@ -1,0 +1,666 @@
+//! The queue port on RabbitMQ (3.x), with nothing but what Debian's package ships: quorum queues,
+//! per-queue TTLs and dead-letter exchanges. No plugin.
+//!
+//! How SQS's semantics map:
+//! - **Visibility timeout.** RabbitMQ has none: a delivery stays with its channel until it is
+//!   settled or the channel dies. The adapter keeps each received message's delivery and, at
+//!   the end of its visibility timeout, hands it back (`basic.nack`, requeue). A worker killed
+//!   outright loses its connection, and the broker hands back everything it held at once.
+//!   The broker's `consumer_timeout` must outlast the longest visibility timeout, or it closes
+//!   the channel under the worker (README).
+//! - **Receive count.** Quorum queues count each hand-back in the `x-delivery-count` header.
+//! - **Redrive.** A receive past the queue's maximum moves the message to the dead-letter
+//!   queue with a reason, as SQS's redrive does; a dead letter sent by a handler carries its
+//!   reason in the [`DEAD_LETTER_REASON`] header.
+//! - **Delays.** A delayed message waits in a classic queue `<queue>.delay.<seconds>s` whose
+//!   message TTL is the delay and whose dead-letter route is the queue (one queue per delay,
+//!   because a TTL only expires messages at a queue's head). A release with a delay holds the
+//!   delivery for the delay, then hands it back.
+//! - **FIFO.** The queue has a single active consumer with a prefetch of one: one message at a
+//!   time, in order, across every worker of the fleet. That keeps each group in order, but it
+//!   also runs different groups one at a time (SQS runs them side by side).
+//! - **Deduplication.** A FIFO send first publishes a marker to `<queue>.dedup.<hash of id>`, a
+//!   classic queue of at most one message that refuses more (`reject-publish`) and forgets it
+//!   after five minutes: the broker's own test-and-set, whichever process sends.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{
+    Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
+};
+use sha2::Digest;
+use tokio::sync::Mutex;
+
+use super::BrokerQueueConfig;
+use crate::ports::{
+    DEAD_LETTER_REASON, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage, Queue, QueueError,
+    ReceivedMessage, check_outgoing,
+};
+
+/// How long a FIFO queue remembers a deduplication id (as SQS does).
+const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+
+/// How often an empty receive looks again while it waits (basic.get is a poll).
+const POLL: Duration = Duration::from_millis(50);
+
+/// The header of the message's deduplication id and of its group.
+const DEDUP_HEADER: &str = "sfpipe-dedup-id";
+const GROUP_HEADER: &str = "sfpipe-group";
+/// Quorum queues count a message's hand-backs here.
+const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+
+/// A message received and not yet settled: its delivery, held until then.
+struct Held {
+    acker: Acker,
+}
+
+/// A queue on RabbitMQ, with or without its own dead-letter queue.
+pub struct RabbitQueue {
+    name: String,
+    dead_letters: Option<String>,
+    config: BrokerQueueConfig,
+    connection: Connection,
+    /// Publishes (with confirms), gets, settles.
+    channel: Mutex<Channel>,
+    /// A FIFO queue's single-active consumer, started by the first receive (a process that only
+    /// sends never takes the queue's one delivery).
+    consumer: Mutex<Option<Consumer>>,
+    held: Arc<std::sync::Mutex<HashMap<String, Held>>>,
+    receipts: AtomicU64,
+    /// Tells this adapter's receipts from another's.
+    instance: String,
+    /// Delay queues declared by this adapter, for [`RabbitQueue::depth`].
+    delays: std::sync::Mutex<BTreeSet<u64>>,
+}
+
+impl std::fmt::Debug for RabbitQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitQueue")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in entries {
+        table.insert(ShortString::from(*key), value.clone());
+    }
+    table
+}
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()))
+}
+
+fn millis(duration: Duration) -> AMQPValue {
+    AMQPValue::LongLongInt(duration.as_millis().min(i64::MAX as u128) as i64)
+}
+
+fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
+    match headers.inner().get(&ShortString::from(key))? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+fn header_count(headers: &FieldTable, key: &str) -> u32 {
+    let count = match headers.inner().get(&ShortString::from(key)) {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => i64::from(*n),
+        Some(AMQPValue::LongUInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortUInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortShortInt(n)) => i64::from(*n),
+        Some(AMQPValue::ShortShortUInt(n)) => i64::from(*n),
+        _ => 0,
+    };
+    count.clamp(0, i64::from(u32::MAX - 1)) as u32
+}
+
+/// The queue's arguments: a quorum queue; a FIFO one has a single active consumer.
+fn queue_arguments(fifo: bool) -> FieldTable {
+    let mut arguments = vec![("x-queue-type", text("quorum"))];
+    if fifo {
+        arguments.push(("x-single-active-consumer", AMQPValue::Boolean(true)));
+    }
+    table(&arguments)
+}
+
+impl RabbitQueue {
+    /// Connects to `url` (`amqp://user:password@host:port/vhost`) and declares the queue (and
+    /// its dead-letter queue, when it has one).
+    pub async fn connect(
+        url: &str,
+        name: &str,
+        dead_letter_queue: Option<&str>,
+        config: BrokerQueueConfig,
+    ) -> Result<Self, QueueError> {
+        let service = |e: lapin::Error| QueueError::Service {
+            queue: name.to_string(),
+            message: format!("RabbitMQ: {e}"),
+        };
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .map_err(service)?;
+        let channel = connection.create_channel().await.map_err(service)?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(service)?;
+        declare(&channel, name, config.fifo)
+            .await
+            .map_err(service)?;
+        if let Some(dlq) = dead_letter_queue {
+            declare(&channel, dlq, false).await.map_err(service)?;
+        }
+        Ok(Self {
+            name: name.to_string(),
+            dead_letters: dead_letter_queue.map(str::to_string),
+            config,
+            connection,
+            channel: Mutex::new(channel),
+            consumer: Mutex::new(None),
+            held: Arc::default(),
+            receipts: AtomicU64::new(0),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            delays: std::sync::Mutex::default(),
+        })
+    }
+
+    fn service(&self, error: lapin::Error) -> QueueError {
+        QueueError::Service {
+            queue: self.name.clone(),
+            message: format!("RabbitMQ: {error}"),
+        }
+    }
+
+    /// The channel, opened again if the broker closed it (its deliveries went back with it).
+    async fn channel(&self) -> Result<Channel, QueueError> {
+        let mut channel = self.channel.lock().await;
+        if !channel.status().connected() {
+            let fresh = self
+                .connection
+                .create_channel()
+                .await
+                .map_err(|e| self.service(e))?;
+            fresh
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| self.service(e))?;
+            *channel = fresh;
+        }
+        Ok(channel.clone())
+    }
+
+    /// Publishes to a queue through the default exchange and waits for the broker's confirm:
+    /// `false` when the broker refused it.
+    async fn publish(
+        &self,
+        queue: &str,
+        body: &[u8],
+        headers: FieldTable,
+    ) -> Result<bool, QueueError> {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()))
+            .with_headers(headers);
+        let confirm = self
+            .channel()
+            .await?
+            .basic_publish(
+                ShortString::from(""),
+                ShortString::from(queue),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .map_err(|e| self.service(e))?
+            .await
+            .map_err(|e| self.service(e))?;
+        Ok(matches!(confirm, Confirmation::Ack(_)))
+    }
+
+    /// Whether this is the first send of `dedup_id` within the window, decided by the broker.
+    async fn first_send(&self, dedup_id: &str) -> Result<bool, QueueError> {
+        let hash = hex::encode(&sha2::Sha256::digest(dedup_id.as_bytes())[..16]);
+        let marker = format!("{}.dedup.{hash}", self.name);
+        let arguments = table(&[
+            ("x-max-length", AMQPValue::LongLongInt(1)),
+            ("x-overflow", text("reject-publish")),
+            ("x-message-ttl", millis(DEDUP_WINDOW)),
+            ("x-expires", millis(DEDUP_WINDOW)),
+        ]);
+        self.channel()
+            .await?
+            .queue_declare(
+                ShortString::from(marker.as_str()),
+                QueueDeclareOptions::default(),
+                arguments,
+            )
+            .await
+            .map_err(|e| self.service(e))?;
+        self.publish(&marker, b"", FieldTable::default()).await
+    }
+
+    /// The delay queue of a delay in whole seconds (rounded up, as SQS's `DelaySeconds`).
+    async fn delay_queue(&self, delay: Duration) -> Result<String, QueueError> {
+        let seconds = delay.as_millis().div_ceil(1000) as u64;
+        let name = format!("{}.delay.{seconds}s", self.name);
+        let arguments = table(&[
+            ("x-message-ttl", millis(Duration::from_secs(seconds))),
+            ("x-dead-letter-exchange", text("")),
+            ("x-dead-letter-routing-key", text(&self.name)),
+            // Gone when unused for a while after its last message left.
+            ("x-expires", millis(Duration::from_secs(seconds + 600))),
+        ]);
+        self.channel()
+            .await?
+            .queue_declare(
+                ShortString::from(name.as_str()),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await
+            .map_err(|e| self.service(e))?;
+        if let Ok(mut delays) = self.delays.lock() {
+            delays.insert(seconds);
+        }
+        Ok(name)
+    }
+
+    fn message(&self, delivery: &Delivery, receipt: String) -> ReceivedMessage {
+        let headers = delivery.properties.headers().clone().unwrap_or_default();
+        let mut attributes = BTreeMap::new();
+        if let Some(group) = header_text(&headers, GROUP_HEADER) {
+            attributes.insert(MESSAGE_GROUP_ATTRIBUTE.to_string(), group);
+        }
+        if let Some(reason) = header_text(&headers, DEAD_LETTER_REASON) {
+            attributes.insert(DEAD_LETTER_REASON.to_string(), reason);
+        }
+        ReceivedMessage {
+            body: String::from_utf8_lossy(&delivery.data).into_owned(),
+            receipt,
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str().to_string())
+                .unwrap_or_default(),
+            receive_count: header_count(&headers, DELIVERY_COUNT_HEADER) + 1,
+            attributes,
+        }
+    }
+
+    /// The next delivery: a FIFO queue's from its consumer (waiting up to `wait`), a standard
+    /// queue's by basic.get.
+    async fn next_delivery(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
+        if !self.config.fifo {
+            let got = self
+                .channel()
+                .await?
+                .basic_get(
+                    ShortString::from(self.name.as_str()),
+                    BasicGetOptions::default(),
+                )
+                .await
+                .map_err(|e| self.service(e))?;
+            return Ok(got.map(|g| g.delivery));
+        }
+        let mut consumer = self.consumer.lock().await;
+        if consumer.is_none() {
+            let channel = self
+                .connection
+                .create_channel()
+                .await
+                .map_err(|e| self.service(e))?;
+            channel
+                .basic_qos(1, BasicQosOptions::default())
+                .await
+                .map_err(|e| self.service(e))?;
+            let started = channel
+                .basic_consume(
+                    ShortString::from(self.name.as_str()),
+                    ShortString::from(format!("sfpipe-{}", self.instance)),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| self.service(e))?;
+            *consumer = Some(started);
+        }
+        let Some(stream) = consumer.as_mut() else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(wait, stream.next()).await {
+            Err(_) => Ok(None),
+            Ok(Some(Ok(delivery))) => Ok(Some(delivery)),
+            Ok(Some(Err(error))) => {
+                *consumer = None;
+                Err(self.service(error))
+            }
+            Ok(None) => {
+                *consumer = None;
+                Err(QueueError::Service {
+                    queue: self.name.clone(),
+                    message: "RabbitMQ cancelled the consumer; the next receive starts another"
+                        .into(),
+                })
+            }
+        }
+    }
+
+    /// Holds a delivery under a new receipt until it is settled or its visibility timeout ends.
+    fn hold(&self, delivery: &Delivery) -> String {
+        let n = self.receipts.fetch_add(1, Ordering::Relaxed);
+        let receipt = format!("{}:{n}", self.instance);
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(
+                receipt.clone(),
+                Held {
+                    acker: delivery.acker.clone(),
+                },
+            );
+        }
+        self.hand_back_after(receipt.clone(), self.config.visibility_timeout);
+        receipt
+    }
+
+    /// After `delay`, hands the held delivery back to the queue, unless it was settled first.
+    fn hand_back_after(&self, receipt: String, delay: Duration) {
+        let held = self.held.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let taken = held.lock().ok().and_then(|mut h| h.remove(&receipt));
+            if let Some(taken) = taken {
+                hand_back(&taken.acker).await;
+            }
+        });
+    }
+
+    fn take(&self, receipt: &str) -> Result<Held, QueueError> {
+        self.held
+            .lock()
+            .ok()
+            .and_then(|mut held| held.remove(receipt))
+            .ok_or_else(|| QueueError::InvalidReceipt {
+                queue: self.name.clone(),
+            })
+    }
+
+    /// Copies a message to the dead-letter queue with its group and a reason.
+    async fn copy_to_dead_letters(
+        &self,
+        message: &ReceivedMessage,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let dlq = self
+            .dead_letters
+            .clone()
+            .ok_or_else(|| QueueError::Service {
+                queue: self.name.clone(),
+                message: "this queue has no dead-letter queue".into(),
+            })?;
+        let mut headers = vec![(DEAD_LETTER_REASON, text(reason))];
+        if let Some(group) = message.attributes.get(MESSAGE_GROUP_ATTRIBUTE) {
+            headers.push((GROUP_HEADER, text(group)));
+        }
+        if self
+            .publish(&dlq, message.body.as_bytes(), table(&headers))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(QueueError::Service {
+                queue: self.name.clone(),
+                message: format!("RabbitMQ refused the dead letter for {dlq}"),
+            })
+        }
+    }
+}
+
+async fn hand_back(acker: &Acker) {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(error) = acker.nack(options).await {
+        // The channel is gone, and the broker handed the delivery back with it.
+        tracing::debug!(%error, "handing a delivery back");
+    }
+}
+
+async fn declare(channel: &Channel, name: &str, fifo: bool) -> Result<(), lapin::Error> {
+    channel
+        .queue_declare(
+            ShortString::from(name),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            queue_arguments(fifo),
+        )
+        .await
+        .map(|_| ())
+}
+
+#[async_trait]
+impl Queue for RabbitQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Messages in the queue as this process sees them: ready ones, delayed ones in the delay
+    /// queues it sent through, and the ones it holds (another process's are not counted).
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        let mut names = vec![self.name.clone()];
+        let delays: Vec<u64> = self
+            .delays
+            .lock()
+            .map(|d| d.iter().copied().collect())
+            .unwrap_or_default();
+        names.extend(delays.iter().map(|s| format!("{}.delay.{s}s", self.name)));
+        let mut total = self.held.lock().map(|h| h.len() as u64).unwrap_or(0);
+        for name in names {
+            // A passive declare of a queue that is gone closes its channel: one of its own.
+            let channel = self
+                .connection
+                .create_channel()
+                .await
+                .map_err(|e| self.service(e))?;
+            let declared = channel
+                .queue_declare(
+                    ShortString::from(name.as_str()),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            if let Ok(queue) = declared {
+                total += u64::from(queue.message_count());
+                let _ = channel.close(200, ShortString::from("done")).await;
+            }
+        }
+        Ok(Some(total))
+    }
+
+    /// Up to `max` of the queue's ready messages, looked into and handed back at once: what
+    /// `sfpipe status` shows of a dead-letter queue. (Each look counts as a hand-back in the
+    /// quorum queue's delivery count; a dead-letter queue has no redrive, so it changes nothing.)
+    async fn peek(&self, max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| self.service(e))?;
+        let mut out = Vec::new();
+        while out.len() < max {
+            let got = channel
+                .basic_get(
+                    ShortString::from(self.name.as_str()),
+                    BasicGetOptions::default(),
+                )
+                .await
+                .map_err(|e| self.service(e))?;
+            let Some(got) = got else { break };
+            out.push(self.message(&got.delivery, String::new()));
+        }
+        // Closing the channel hands every look back, in order.
+        let _ = channel.close(200, ShortString::from("peeked")).await;
+        Ok(Some(out))
+    }
+
+    async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError> {
+        check_outgoing(&self.name, &message)?;
+        if self.config.fifo && !self.first_send(&message.dedup_id).await? {
+            return Ok(());
+        }
+        let mut headers = vec![(DEDUP_HEADER, text(&message.dedup_id))];
+        if let Some(group) = &message.group_id {
+            headers.push((GROUP_HEADER, text(group)));
+        }
+        let target = if message.delay.is_zero() {
+            self.name.clone()
+        } else {
+            self.delay_queue(message.delay).await?
+        };
+        if self
+            .publish(&target, message.body.as_bytes(), table(&headers))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(QueueError::Service {
+                queue: self.name.clone(),
+                message: "RabbitMQ refused the message (negative publisher confirm)".into(),
+            })
+        }
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        let started = tokio::time::Instant::now();
+        let max = max.clamp(1, 10);
+        let mut out = Vec::new();
+        loop {
+            let left = wait.saturating_sub(started.elapsed());
+            let Some(delivery) = self
+                .next_delivery(if out.is_empty() { left } else { Duration::ZERO })
+                .await?
+            else {
+                if !out.is_empty() || started.elapsed() >= wait || self.config.fifo {
+                    return Ok(out);
+                }
+                tokio::time::sleep(POLL.min(left)).await;
+                continue;
+            };
+            let mut message = self.message(&delivery, String::new());
+            if message.receive_count > self.config.max_receives && self.dead_letters.is_some() {
+                let reason = format!(
+                    "received {} times without being deleted (maxReceiveCount {})",
+                    message.receive_count - 1,
+                    self.config.max_receives
+                );
+                self.copy_to_dead_letters(&message, &reason).await?;
+                delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(|e| self.service(e))?;
+                continue;
+            }
+            message.receipt = self.hold(&delivery);
+            out.push(message);
+            if out.len() >= max || self.config.fifo {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        let held = self.take(receipt)?;
+        // `false`: the channel closed meanwhile, and the broker took the message back.
+        if held
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|e| self.service(e))?
+        {
+            Ok(())
+        } else {
+            Err(QueueError::InvalidReceipt {
+                queue: self.name.clone(),
+            })
+        }
+    }
+
+    async fn release(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        let held = self.take(receipt)?;
+        if delay.is_zero() {
+            hand_back(&held.acker).await;
+        } else {
+            let fresh = format!("{receipt}:released");
+            if let Ok(mut all) = self.held.lock() {
+                all.insert(fresh.clone(), held);
+            }
+            self.hand_back_after(fresh, delay);
+        }
+        Ok(())
+    }
+
+    async fn send_to_dead_letter(
+        &self,
+        message: &ReceivedMessage,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let known = self
+            .held
+            .lock()
+            .map(|h| h.contains_key(&message.receipt))
+            .unwrap_or(false);
+        if !known {
+            return Err(QueueError::InvalidReceipt {
+                queue: self.name.clone(),
+            });
+        }
+        self.copy_to_dead_letters(message, reason).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_of_any_integer_width_are_read() {
+        let headers = table(&[(DELIVERY_COUNT_HEADER, AMQPValue::LongInt(3))]);
+        assert_eq!(header_count(&headers, DELIVERY_COUNT_HEADER), 3);
+        let headers = table(&[(DELIVERY_COUNT_HEADER, AMQPValue::LongLongInt(-1))]);
+        assert_eq!(header_count(&headers, DELIVERY_COUNT_HEADER), 0);
+        assert_eq!(
+            header_count(&FieldTable::default(), DELIVERY_COUNT_HEADER),
+            0
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! The queue port's conformance suite, unchanged, against a real RabbitMQ node on 127.0.0.1.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sfpipe_shared::brokers::{BrokerQueueConfig, RabbitQueue};
+use sfpipe_shared::conformance::queue;
+use sfpipe_shared::ports::{OutgoingMessage, Queue};
+use sfpipe_tests::rabbitmq::RabbitServer;
+
+struct RabbitQueues {
+    url: String,
+    next: AtomicU32,
+}
+
+#[async_trait]
+impl queue::QueueFactory for RabbitQueues {
+    async fn make(&self, spec: queue::QueueSpec) -> (Arc<dyn Queue>, Arc<dyn Queue>) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let name = format!("conformance-{n}");
+        let dlq_name = format!("{name}-dlq");
+        let config = BrokerQueueConfig {
+            visibility_timeout: spec.visibility_timeout,
+            max_receives: spec.max_receives,
+            fifo: spec.fifo,
+        };
+        let queue = RabbitQueue::connect(&self.url, &name, Some(&dlq_name), config.clone())
+            .await
+            .expect("queue");
+        let dlq = RabbitQueue::connect(
+            &self.url,
+            &dlq_name,
+            None,
+            BrokerQueueConfig {
+                fifo: false,
+                ..config
+            },
+        )
+        .await
+        .expect("dead-letter queue");
+        (Arc::new(queue), Arc::new(dlq))
+    }
+}
+
+fn config(fifo: bool) -> BrokerQueueConfig {
+    BrokerQueueConfig {
+        visibility_timeout: Duration::from_secs(30),
+        max_receives: 5,
+        fifo,
+    }
+}
+
+/// One node for every check (it takes seconds to boot), stopped when the test ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_queue_conforms() {
+    let server = RabbitServer::start().await;
+    queue::run_all(&RabbitQueues {
+        url: server.url.clone(),
+        next: AtomicU32::new(0),
+    })
+    .await;
+    a_lost_connection_hands_its_messages_back(&server).await;
+    deduplication_holds_across_processes(&server).await;
+}
+
+/// A worker killed outright loses its connection; the broker hands back what it held at once,
+/// counted as a receive, without waiting for the visibility timeout.
+async fn a_lost_connection_hands_its_messages_back(server: &RabbitServer) {
+    let sender = RabbitQueue::connect(&server.url, "lost", None, config(false))
+        .await
+        .expect("sender");
+    sender
+        .send(OutgoingMessage::new("work".into(), "w1".into()))
+        .await
+        .expect("send");
+    let doomed = RabbitQueue::connect(&server.url, "lost", None, config(false))
+        .await
+        .expect("worker");
+    let got = doomed
+        .receive(10, Duration::from_secs(2))
+        .await
+        .expect("receive");
+    assert_eq!(got.len(), 1);
+    assert!(
+        sender
+            .receive(10, Duration::from_millis(300))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "a held message is invisible"
+    );
+    drop(doomed);
+    let again = sender
+        .receive(10, Duration::from_secs(5))
+        .await
+        .expect("receive");
+    assert_eq!(again.len(), 1, "the broker did not hand the message back");
+    assert_eq!(again[0].body, "work");
+    assert_eq!(again[0].receive_count, 2);
+    sender.delete(&again[0].receipt).await.expect("delete");
+    assert_eq!(sender.depth().await.expect("depth").expect("a count"), 0);
+}
+
+/// A FIFO queue's deduplication lives in the broker: a second process sending the same id
+/// within the window sends nothing.
+async fn deduplication_holds_across_processes(server: &RabbitServer) {
+    let one = RabbitQueue::connect(&server.url, "dedup", None, config(true))
+        .await
+        .expect("one");
+    let two = RabbitQueue::connect(&server.url, "dedup", None, config(true))
+        .await
+        .expect("two");
+    for queue in [&one, &two] {
+        queue
+            .send(OutgoingMessage::new("merge".into(), "m-1".into()).in_group("Account"))
+            .await
+            .expect("send");
+    }
+    assert_eq!(one.depth().await.expect("depth").expect("a count"), 1);
+}
