@@ -1,4 +1,5 @@
-//! Seeded chaos schedules of the whole pipeline on the local adapters. Each schedule builds an org,
+//! Seeded chaos schedules of the whole pipeline, on the local adapters and again with the stages'
+//! queues on a real Redis and a real RabbitMQ (started on free ports). Each schedule builds an org,
 //! then runs the pipeline several times while the org changes between runs (inserts, updates,
 //! deletes, a new field) and faults are injected during runs: duplicate deliveries, random delays
 //! that reorder messages, a crash at one port call (before or after its effect) followed by
@@ -15,8 +16,9 @@
 //! and after a final run without faults, every object is exact. Salesforce's faults are counted
 //! when they fire (`Simulator::take_fired_faults`), not when they are set.
 //!
-//! `cargo test -p sfpipe-tests --test chaos` runs 200 schedules; for more:
-//! `cargo test --release -p sfpipe-tests --test chaos -- --schedules 5000 [--seed 1] [--jobs 4]`.
+//! `cargo test -p sfpipe-tests --test chaos` runs 200 schedules on in-process queues and 50 on
+//! each broker; for more: `cargo test --release -p sfpipe-tests --test chaos -- --schedules 5000
+//! [--broker-schedules 500] [--brokers local,redis,rabbitmq] [--seed 1] [--jobs 4]`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -71,7 +73,8 @@ fn watermarks(harness: &Harness) -> BTreeMap<String, String> {
         .expect("rows")
 }
 
-async fn run_schedule(seed: u64) -> Totals {
+/// One schedule; on `broker` (a URL) its queues are that broker's, named after the seed.
+async fn run_schedule(seed: u64, broker: Option<String>) -> Totals {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut totals = Totals {
         schedules: 1,
@@ -190,6 +193,7 @@ async fn run_schedule(seed: u64) -> Totals {
         page_records: rng.u64(3..25),
         rest_below,
         limits,
+        broker: broker.map(|url| (url, format!("chaos-{seed}"))),
         formula_refresh: refresh_every_run.then(|| "1h".parse().expect("schedule")),
         reconcile: Some(
             if reconcile_every_run { "1h" } else { "off" }
@@ -386,7 +390,7 @@ async fn run_schedule(seed: u64) -> Totals {
             let failed_on_purpose = object
                 .as_ref()
                 .is_some_and(|o| failed_jobs.contains(&o.to_ascii_lowercase()))
-                && letter.queue.starts_with("extract")
+                && letter.queue.contains("extract")
                 && letter.reason.contains("ended Failed");
             match object {
                 Some(object) if failed_on_purpose => excused.push(object),
@@ -478,8 +482,10 @@ const TEST_NAME: &str = "chaos_schedules";
 /// are name filters (substrings, or the whole name with `--exact`), `--skip F` excludes, and
 /// `--ignored` runs only ignored tests (this one is not).
 fn selected(args: &[String]) -> bool {
-    const VALUED: [&str; 6] = [
+    const VALUED: [&str; 8] = [
         "--schedules",
+        "--broker-schedules",
+        "--brokers",
         "--seed",
         "--jobs",
         "--skip",
@@ -534,34 +540,91 @@ fn main() {
     let schedules = argument(&args, "--schedules", 200);
     let first_seed = argument(&args, "--seed", 1);
     let jobs = argument(&args, "--jobs", 4).max(1) as usize;
+    let broker_schedules = argument(&args, "--broker-schedules", 50);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let mut failed = false;
+    for broker in brokers(&args) {
+        let count = if broker == "local" {
+            schedules
+        } else {
+            broker_schedules
+        };
+        if count == 0 {
+            continue;
+        }
+        failed |= runtime.block_on(run_on(broker, count, first_seed, jobs));
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+/// Where schedules run: `local` (in-process queues), `redis`, `rabbitmq`; `--brokers` picks
+/// (all three by default).
+fn brokers(args: &[String]) -> Vec<&'static str> {
+    let chosen = args
+        .iter()
+        .position(|a| a == "--brokers")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+        .unwrap_or("local,redis,rabbitmq");
+    ["local", "redis", "rabbitmq"]
+        .into_iter()
+        .filter(|b| chosen.split(',').any(|c| c.trim() == *b))
+        .collect()
+}
+
+/// The broker's server, started for the schedules and stopped (dropped) after them.
+enum Server {
+    Local,
+    Redis(sfpipe_tests::redis::RedisServer),
+    RabbitMq(sfpipe_tests::rabbitmq::RabbitServer),
+}
+
+impl Server {
+    fn url(&self) -> Option<String> {
+        match self {
+            Self::Local => None,
+            Self::Redis(server) => Some(server.url.clone()),
+            Self::RabbitMq(server) => Some(server.url.clone()),
+        }
+    }
+}
+
+/// Runs `schedules` schedules on `broker`, prints the totals; `true` when any was violated.
+async fn run_on(broker: &'static str, schedules: u64, first_seed: u64, jobs: usize) -> bool {
+    let server = match broker {
+        "redis" => Server::Redis(sfpipe_tests::redis::RedisServer::start().await),
+        "rabbitmq" => Server::RabbitMq(sfpipe_tests::rabbitmq::RabbitServer::start().await),
+        _ => Server::Local,
+    };
+    let url = server.url();
     let started = std::time::Instant::now();
-    let mut totals = runtime.block_on(async move {
-        let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
-        let mut tasks = tokio::task::JoinSet::new();
-        for seed in first_seed..first_seed + schedules {
-            let permit = semaphore.clone().acquire_owned().await.expect("semaphore");
-            tasks.spawn(async move {
-                let totals = run_schedule(seed).await;
-                drop(permit);
-                totals
-            });
-        }
-        let mut totals = Totals::default();
-        while let Some(done) = tasks.join_next().await {
-            totals.add(done.expect("a schedule panicked"));
-        }
-        totals
-    });
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let mut tasks = tokio::task::JoinSet::new();
+    for seed in first_seed..first_seed + schedules {
+        let permit = semaphore.clone().acquire_owned().await.expect("semaphore");
+        let url = url.clone();
+        tasks.spawn(async move {
+            let totals = run_schedule(seed, url).await;
+            drop(permit);
+            totals
+        });
+    }
+    let mut totals = Totals::default();
+    while let Some(done) = tasks.join_next().await {
+        totals.add(done.expect("a schedule panicked"));
+    }
+    drop(server);
     let injected: u64 = totals.faults.values().sum();
     println!(
-        "chaos: {} schedules (seeds {first_seed}..{}), {} runs, {injected} faults injected, \
-         {} rows and {} fields checked, {} dead letters (each with its reason), {} objects found \
-         unchanged (no run), {} violations, {:.0} s",
+        "chaos on {broker}: {} schedules (seeds {first_seed}..{}), {} runs, {injected} faults \
+         injected, {} rows and {} fields checked, {} dead letters (each with its reason), {} \
+         objects found unchanged (no run), {} violations, {:.0} s",
         totals.schedules,
         first_seed + schedules - 1,
         totals.runs,
@@ -582,10 +645,8 @@ fn main() {
             .violations
             .push("no idle run found any object unchanged".into());
     }
-    if !totals.violations.is_empty() {
-        for violation in totals.violations.iter().take(20) {
-            eprintln!("VIOLATION {violation}");
-        }
-        std::process::exit(1);
+    for violation in totals.violations.iter().take(20) {
+        eprintln!("VIOLATION ({broker}) {violation}");
     }
+    !totals.violations.is_empty()
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::Utc;
 use sfpipe_cli::verify::{ObjectCheck, compare_objects};
 use sfpipe_shared::contracts::{Mode, ObjectName};
-use sfpipe_shared::local::pipeline::{LocalPipelineConfig, QueueWrapper, RunResult, WorkerCounts};
+use sfpipe_shared::local::pipeline::{
+    LocalPipelineConfig, QueueWrapper, RunResult, StagePorts, WorkerCounts,
+};
 use sfpipe_shared::local::{FsBlobStore, LocalPipeline, NoEvents, SqliteWarehouse};
 use sfpipe_shared::ports::{BlobStore, Queue, Warehouse};
 use sfpipe_shared::stages::loader::LoadRequest;
@@ -48,6 +50,9 @@ pub struct HarnessOptions {
     pub limits: Option<sfpipe_shared::deadline::StageLimits>,
     /// Workers per stage (one each by default, so runs are reproducible).
     pub workers: Option<WorkerCounts>,
+    /// The stages' queues on this broker (`redis://...`, `amqp://...`) instead of in-process
+    /// queues, named `<prefix>-extract` and so on.
+    pub broker: Option<(String, String)>,
 }
 
 pub type BlobWrapper = Arc<dyn Fn(Arc<dyn BlobStore>) -> Arc<dyn BlobStore> + Send + Sync>;
@@ -79,6 +84,7 @@ impl Default for HarnessOptions {
             wrap_blobs: None,
             limits: None,
             workers: None,
+            broker: None,
         }
     }
 }
@@ -164,23 +170,32 @@ impl Harness {
             .collect();
         // The smallest page Salesforce allows, so small test objects still span several pages.
         config.rest_batch_size = 200;
-        let pipeline = Arc::new(LocalPipeline::new(
-            Arc::new(crate::client_with(
-                &sim,
-                sfpipe_shared::salesforce::Credentials::ClientCredentials {
-                    client_id: sim.config().client_id.clone(),
-                    client_secret: options
-                        .client_secret
-                        .clone()
-                        .unwrap_or_else(|| sim.config().client_secret.clone())
-                        .into(),
-                },
-            )),
-            blobs,
-            warehouse,
-            config,
-            Some(wrap),
+        let salesforce = Arc::new(crate::client_with(
+            &sim,
+            sfpipe_shared::salesforce::Credentials::ClientCredentials {
+                client_id: sim.config().client_id.clone(),
+                client_secret: options
+                    .client_secret
+                    .clone()
+                    .unwrap_or_else(|| sim.config().client_secret.clone())
+                    .into(),
+            },
         ));
+        let pipeline = Arc::new(match &options.broker {
+            None => LocalPipeline::new(salesforce, blobs, warehouse, config, Some(wrap)),
+            Some((url, prefix)) => {
+                let ports = StagePorts::on_broker(
+                    url,
+                    prefix,
+                    &config.limits,
+                    config.queues.max_receives,
+                    wrap.as_ref(),
+                )
+                .await
+                .expect("the broker's queues");
+                LocalPipeline::on_queues(salesforce, blobs, warehouse, config, ports)
+            }
+        });
         let objects = options
             .objects
             .iter()

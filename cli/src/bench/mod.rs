@@ -8,8 +8,11 @@
 //! - extract, upload and merge, each alone (the messages one stage sends are handed to the next);
 //! - the peer: simple-salesforce's `bulk2 ... download` to files.
 //!
-//! Results go to `<out>/results.md`, `<out>/results.json` and `<out>/throughput.png`.
+//! Results go to `<out>/results.md`, `<out>/results.json` and `<out>/throughput.png`. With
+//! `--cost`, a day of runs' cost instead (`<out>/cost.md`); with `--brokers`, the brokers against
+//! the in-process queue (`<out>/brokers.md`, `<out>/brokers.json`).
 
+pub mod brokers;
 mod chart;
 mod child;
 pub mod cost;
@@ -80,6 +83,19 @@ pub struct BenchOptions {
     /// 50 objects at 96 runs a day).
     #[arg(long, default_value_t = 208)]
     pub trickle: u64,
+    /// Instead of throughput: these brokers (`redis://...`, `amqp://...`, comma-separated)
+    /// against the in-process queue, in messages per second and end-to-end rows per second.
+    #[arg(long, value_delimiter = ',')]
+    pub brokers: Vec<String>,
+    /// Messages each queue sends, receives and deletes (with --brokers).
+    #[arg(long, default_value_t = 5_000)]
+    pub broker_messages: u64,
+    /// Rows per object of the end-to-end load (with --brokers): the demo's million.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub broker_rows: u64,
+    /// Objects of the end-to-end load (with --brokers).
+    #[arg(long, default_value_t = 1)]
+    pub broker_objects: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -234,6 +250,24 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<String> {
         let table = cost::render(&phases, &scenario);
         std::fs::create_dir_all(&options.out)?;
         std::fs::write(options.out.join("cost.md"), &table)?;
+        return Ok(table);
+    }
+    if !options.brokers.is_empty() {
+        let bench = brokers::run(
+            &options.brokers,
+            options.broker_messages,
+            options.broker_rows,
+            options.broker_objects,
+            options.page_records,
+        )
+        .await?;
+        let table = brokers::render(&bench);
+        std::fs::create_dir_all(&options.out)?;
+        std::fs::write(options.out.join("brokers.md"), &table)?;
+        std::fs::write(
+            options.out.join("brokers.json"),
+            serde_json::to_vec_pretty(&bench)?,
+        )?;
         return Ok(table);
     }
     let rows: Vec<u64> = options

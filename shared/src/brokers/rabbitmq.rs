@@ -12,7 +12,7 @@
 //! - **Redrive.** A receive past the queue's maximum moves the message to the dead-letter
 //!   queue with a reason, as SQS's redrive does; a dead letter sent by a handler carries its
 //!   reason in the [`DEAD_LETTER_REASON`] header.
-//! - **Delays.** A delayed message waits in a classic queue `<queue>.delay.<seconds>s` whose
+//! - **Delays.** A delayed message waits in a classic queue `<queue>.delay.<ms>ms` whose
 //!   message TTL is the delay and whose dead-letter route is the queue (one queue per delay,
 //!   because a TTL only expires messages at a queue's head). A release with a delay holds the
 //!   delivery for the delay, then hands it back.
@@ -60,9 +60,30 @@ const GROUP_HEADER: &str = "sfpipe-group";
 /// Quorum queues count a message's hand-backs here.
 const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
-/// A message received and not yet settled: its delivery, held until then.
+/// A message received and not yet settled: its delivery, held until then, and the timer that
+/// hands it back.
 struct Held {
     acker: Acker,
+    timer: tokio::task::AbortHandle,
+}
+
+type Deliveries = tokio::sync::mpsc::UnboundedReceiver<Result<Delivery, QueueError>>;
+
+/// Counts a delivery on its way from the queue to [`Held`] (a basic.get under way, a FIFO
+/// delivery waiting for a receive), until dropped, so a depth read in between still sees it.
+struct InTransit(Arc<AtomicU64>);
+
+impl InTransit {
+    fn start(count: &Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InTransit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A queue on RabbitMQ, with or without its own dead-letter queue.
@@ -73,10 +94,13 @@ pub struct RabbitQueue {
     connection: Connection,
     /// Publishes (with confirms), gets, settles.
     channel: Mutex<Channel>,
-    /// A FIFO queue's single-active consumer, started by the first receive (a process that only
-    /// sends never takes the queue's one delivery).
-    consumer: Mutex<Option<Consumer>>,
+    /// A FIFO queue's deliveries from its single-active consumer, started by the first receive
+    /// (a process that only sends never takes the queue's one delivery), and the task that
+    /// forwards them.
+    consumer: Mutex<Option<(Deliveries, tokio::task::AbortHandle)>>,
     held: Arc<std::sync::Mutex<HashMap<String, Held>>>,
+    /// Deliveries between the queue and `held` (see [`InTransit`]).
+    in_transit: Arc<AtomicU64>,
     receipts: AtomicU64,
     /// Tells this adapter's receipts from another's.
     instance: String,
@@ -174,6 +198,7 @@ impl RabbitQueue {
             channel: Mutex::new(channel),
             consumer: Mutex::new(None),
             held: Arc::default(),
+            in_transit: Arc::default(),
             receipts: AtomicU64::new(0),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             delays: std::sync::Mutex::default(),
@@ -256,16 +281,18 @@ impl RabbitQueue {
         self.publish(&marker, b"", FieldTable::default()).await
     }
 
-    /// The delay queue of a delay in whole seconds (rounded up, as SQS's `DelaySeconds`).
+    /// The delay queue of a delay, rounded up to a tenth of a second (a handful of queues for
+    /// the few delays sfpipe uses).
     async fn delay_queue(&self, delay: Duration) -> Result<String, QueueError> {
-        let seconds = delay.as_millis().div_ceil(1000) as u64;
-        let name = format!("{}.delay.{seconds}s", self.name);
+        let millis_rounded = delay.as_millis().div_ceil(100) as u64 * 100;
+        let name = delay_queue_name(&self.name, millis_rounded);
+        let ttl = Duration::from_millis(millis_rounded);
         let arguments = table(&[
-            ("x-message-ttl", millis(Duration::from_secs(seconds))),
+            ("x-message-ttl", millis(ttl)),
             ("x-dead-letter-exchange", text("")),
             ("x-dead-letter-routing-key", text(&self.name)),
             // Gone when unused for a while after its last message left.
-            ("x-expires", millis(Duration::from_secs(seconds + 600))),
+            ("x-expires", millis(ttl + Duration::from_secs(600))),
         ]);
         self.channel()
             .await?
@@ -280,7 +307,7 @@ impl RabbitQueue {
             .await
             .map_err(|e| self.service(e))?;
         if let Ok(mut delays) = self.delays.lock() {
-            delays.insert(seconds);
+            delays.insert(millis_rounded);
         }
         Ok(name)
     }
@@ -308,10 +335,14 @@ impl RabbitQueue {
         }
     }
 
-    /// The next delivery: a FIFO queue's from its consumer (waiting up to `wait`), a standard
-    /// queue's by basic.get.
-    async fn next_delivery(&self, wait: Duration) -> Result<Option<Delivery>, QueueError> {
+    /// The next delivery, counted in transit until it is held: a FIFO queue's from its
+    /// consumer (waiting up to `wait`), a standard queue's by basic.get.
+    async fn next_delivery(
+        &self,
+        wait: Duration,
+    ) -> Result<Option<(Delivery, InTransit)>, QueueError> {
         if !self.config.fifo {
+            let transit = InTransit::start(&self.in_transit);
             let got = self
                 .channel()
                 .await?
@@ -321,77 +352,111 @@ impl RabbitQueue {
                 )
                 .await
                 .map_err(|e| self.service(e))?;
-            return Ok(got.map(|g| g.delivery));
+            return Ok(got.map(|g| (g.delivery, transit)));
         }
         let mut consumer = self.consumer.lock().await;
         if consumer.is_none() {
-            let channel = self
-                .connection
-                .create_channel()
-                .await
-                .map_err(|e| self.service(e))?;
-            channel
-                .basic_qos(1, BasicQosOptions::default())
-                .await
-                .map_err(|e| self.service(e))?;
-            let started = channel
-                .basic_consume(
-                    ShortString::from(self.name.as_str()),
-                    ShortString::from(format!("sfpipe-{}", self.instance)),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| self.service(e))?;
-            *consumer = Some(started);
+            *consumer = Some(self.start_consumer().await?);
         }
-        let Some(stream) = consumer.as_mut() else {
+        let Some((deliveries, _)) = consumer.as_mut() else {
             return Ok(None);
         };
-        match tokio::time::timeout(wait, stream.next()).await {
+        match tokio::time::timeout(wait, deliveries.recv()).await {
             Err(_) => Ok(None),
-            Ok(Some(Ok(delivery))) => Ok(Some(delivery)),
+            // Counted by the forwarding task when it took the delivery.
+            Ok(Some(Ok(delivery))) => Ok(Some((delivery, InTransit(self.in_transit.clone())))),
             Ok(Some(Err(error))) => {
                 *consumer = None;
-                Err(self.service(error))
+                Err(error)
             }
             Ok(None) => {
                 *consumer = None;
                 Err(QueueError::Service {
                     queue: self.name.clone(),
-                    message: "RabbitMQ cancelled the consumer; the next receive starts another"
-                        .into(),
+                    message: "the consumer stopped; the next receive starts another".into(),
                 })
             }
         }
+    }
+
+    /// Starts the FIFO queue's consumer (prefetch one) and a task that forwards its deliveries,
+    /// each counted in transit from the moment it arrives.
+    async fn start_consumer(&self) -> Result<(Deliveries, tokio::task::AbortHandle), QueueError> {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| self.service(e))?;
+        channel
+            .basic_qos(1, BasicQosOptions::default())
+            .await
+            .map_err(|e| self.service(e))?;
+        let mut stream: Consumer = channel
+            .basic_consume(
+                ShortString::from(self.name.as_str()),
+                ShortString::from(format!("sfpipe-{}", self.instance)),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| self.service(e))?;
+        let (forward, deliveries) = tokio::sync::mpsc::unbounded_channel();
+        let in_transit = self.in_transit.clone();
+        let queue = self.name.clone();
+        let task = tokio::spawn(async move {
+            // The channel lives as long as its consumer.
+            let _channel = channel;
+            while let Some(next) = stream.next().await {
+                let next = next.map_err(|e| QueueError::Service {
+                    queue: queue.clone(),
+                    message: format!("RabbitMQ: {e}"),
+                });
+                let failed = next.is_err();
+                if next.is_ok() {
+                    in_transit.fetch_add(1, Ordering::SeqCst);
+                }
+                if forward.send(next).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok((deliveries, task.abort_handle()))
     }
 
     /// Holds a delivery under a new receipt until it is settled or its visibility timeout ends.
     fn hold(&self, delivery: &Delivery) -> String {
         let n = self.receipts.fetch_add(1, Ordering::Relaxed);
         let receipt = format!("{}:{n}", self.instance);
-        if let Ok(mut held) = self.held.lock() {
-            held.insert(
-                receipt.clone(),
-                Held {
-                    acker: delivery.acker.clone(),
-                },
-            );
-        }
-        self.hand_back_after(receipt.clone(), self.config.visibility_timeout);
+        self.hold_as(
+            receipt.clone(),
+            delivery.acker.clone(),
+            self.config.visibility_timeout,
+        );
         receipt
     }
 
-    /// After `delay`, hands the held delivery back to the queue, unless it was settled first.
-    fn hand_back_after(&self, receipt: String, delay: Duration) {
+    /// Holds `acker` under `receipt`; after `delay`, hands it back to the queue unless it was
+    /// settled first.
+    fn hold_as(&self, receipt: String, acker: Acker, delay: Duration) {
         let held = self.held.clone();
-        tokio::spawn(async move {
+        let key = receipt.clone();
+        let Ok(mut all) = self.held.lock() else {
+            return;
+        };
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let taken = held.lock().ok().and_then(|mut h| h.remove(&receipt));
+            let taken = held.lock().ok().and_then(|mut h| h.remove(&key));
             if let Some(taken) = taken {
                 hand_back(&taken.acker).await;
             }
         });
+        all.insert(
+            receipt,
+            Held {
+                acker,
+                timer: timer.abort_handle(),
+            },
+        );
     }
 
     fn take(&self, receipt: &str) -> Result<Held, QueueError> {
@@ -399,6 +464,7 @@ impl RabbitQueue {
             .lock()
             .ok()
             .and_then(|mut held| held.remove(receipt))
+            .inspect(|held| held.timer.abort())
             .ok_or_else(|| QueueError::InvalidReceipt {
                 queue: self.name.clone(),
             })
@@ -435,6 +501,27 @@ impl RabbitQueue {
     }
 }
 
+impl Drop for RabbitQueue {
+    /// Stops the consumer's task and the hand-back timers, so the connection closes and the
+    /// broker takes back whatever this adapter held.
+    fn drop(&mut self) {
+        if let Ok(consumer) = self.consumer.try_lock()
+            && let Some((_, task)) = consumer.as_ref()
+        {
+            task.abort();
+        }
+        if let Ok(held) = self.held.lock() {
+            for entry in held.values() {
+                entry.timer.abort();
+            }
+        }
+    }
+}
+
+fn delay_queue_name(queue: &str, millis: u64) -> String {
+    format!("{queue}.delay.{millis}ms")
+}
+
 async fn hand_back(acker: &Acker) {
     let options = BasicNackOptions {
         requeue: true,
@@ -467,16 +554,22 @@ impl Queue for RabbitQueue {
     }
 
     /// Messages in the queue as this process sees them: ready ones, delayed ones in the delay
-    /// queues it sent through, and the ones it holds (another process's are not counted).
+    /// queues it sent through, and the ones it is receiving or holds (another process's are
+    /// not counted).
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
-        let mut names = vec![self.name.clone()];
         let delays: Vec<u64> = self
             .delays
             .lock()
             .map(|d| d.iter().copied().collect())
             .unwrap_or_default();
-        names.extend(delays.iter().map(|s| format!("{}.delay.{s}s", self.name)));
-        let mut total = self.held.lock().map(|h| h.len() as u64).unwrap_or(0);
+        // Read in the order messages move (delay queue, queue, transit, held), so one that
+        // moves during the reading is counted at its next place.
+        let mut names: Vec<String> = delays
+            .iter()
+            .map(|ms| delay_queue_name(&self.name, *ms))
+            .collect();
+        names.push(self.name.clone());
+        let mut total = 0;
         for name in names {
             // A passive declare of a queue that is gone closes its channel: one of its own.
             let channel = self
@@ -499,6 +592,8 @@ impl Queue for RabbitQueue {
                 let _ = channel.close(200, ShortString::from("done")).await;
             }
         }
+        total += self.in_transit.load(Ordering::SeqCst);
+        total += self.held.lock().map(|h| h.len() as u64).unwrap_or(0);
         Ok(Some(total))
     }
 
@@ -565,7 +660,7 @@ impl Queue for RabbitQueue {
         let mut out = Vec::new();
         loop {
             let left = wait.saturating_sub(started.elapsed());
-            let Some(delivery) = self
+            let Some((delivery, _transit)) = self
                 .next_delivery(if out.is_empty() { left } else { Duration::ZERO })
                 .await?
             else {
@@ -620,11 +715,7 @@ impl Queue for RabbitQueue {
         if delay.is_zero() {
             hand_back(&held.acker).await;
         } else {
-            let fresh = format!("{receipt}:released");
-            if let Ok(mut all) = self.held.lock() {
-                all.insert(fresh.clone(), held);
-            }
-            self.hand_back_after(fresh, delay);
+            self.hold_as(format!("{receipt}:released"), held.acker, delay);
         }
         Ok(())
     }

@@ -435,12 +435,12 @@ impl LocalPipeline {
         }
     }
 
-    /// On a broker, done when the three ports' depths are all zero twice in a row: a broker's
+    /// On a broker, done when the three ports' depths are all zero three times in a row: a broker's
     /// count is read in steps, and a message handed back between them could be missed once.
     async fn wait_until_ports_drained(&self) {
         let ports = [&self.extract.port, &self.upload.port, &self.merge.port];
         let mut zero_readings = 0;
-        while zero_readings < 2 {
+        while zero_readings < 3 {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let mut all_zero = true;
             for port in ports {
