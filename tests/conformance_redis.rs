@@ -97,3 +97,43 @@ async fn two_connections_share_one_queue() {
             .is_empty()
     );
 }
+
+/// A server that answers late (here CLIENT PAUSE; in a fleet, a host whose cores the workers
+/// saturate) has still run the script: a receive that gave up waiting would leave its message
+/// in flight, unseen, until the visibility timeout (half an hour for upload's). The client waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_still_delivers_the_message() {
+    let server = RedisServer::start().await;
+    let config = BrokerQueueConfig {
+        visibility_timeout: std::time::Duration::from_secs(1800),
+        max_receives: 5,
+        fifo: false,
+    };
+    let queue = RedisQueue::connect(&server.url, "late", None, config)
+        .await
+        .expect("queue");
+    queue
+        .send(sfpipe_shared::ports::OutgoingMessage::new(
+            "work".into(),
+            "w1".into(),
+        ))
+        .await
+        .expect("send");
+    // The server holds every client's commands for 1.5 s from its OK.
+    let client = redis::Client::open(server.url.as_str()).expect("client");
+    let mut pauser = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .query_async(&mut pauser)
+        .await
+        .expect("CLIENT PAUSE");
+    let got = queue
+        .receive(1, std::time::Duration::ZERO)
+        .await
+        .expect("a late answer is still an answer");
+    assert_eq!(got.len(), 1, "the message was received and lost: {got:?}");
+}

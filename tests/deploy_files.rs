@@ -1,6 +1,6 @@
-//! `deploy/Dockerfile` and `deploy/compose.yaml`, read as Docker would read them: the compose
-//! file's commands are ones `sfpipe worker` and `sfpipe load` accept, the broker they name is the
-//! file's Redis 7, the data directory they share is a volume, and the image builds the `sfpipe`
+//! `deploy/Dockerfile`, `deploy/compose.yaml` and `deploy/compose.rabbitmq.yaml`, read as Docker
+//! would read them: each compose file's commands are ones `sfpipe worker` and `sfpipe load`
+//! accept, the broker they name is the file's own (Redis 7, RabbitMQ 3), the data directory they share is a volume, and the image builds the `sfpipe`
 //! binary on a Rust the workspace allows. (No Docker daemon or registry is reachable here, so the
 //! image is not built in the tests.)
 
@@ -14,19 +14,19 @@ fn root() -> &'static Path {
         .expect("root")
 }
 
-/// compose.yaml as JSON, parsed by PyYAML (from the test tools' venv).
-fn compose() -> serde_json::Value {
+/// A compose file as JSON, parsed by PyYAML (from the test tools' venv).
+fn compose(file: &str) -> serde_json::Value {
     let output = std::process::Command::new(sfpipe_tests::venv_python())
         .args([
             "-c",
             "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
         ])
-        .arg(root().join("deploy/compose.yaml"))
+        .arg(root().join("deploy").join(file))
         .output()
         .expect("python (./scripts/tools makes the venv, or set SFPIPE_PYTHON)");
     assert!(
         output.status.success(),
-        "compose.yaml is not YAML: {}",
+        "{file} is not YAML: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("JSON")
@@ -55,10 +55,48 @@ fn command(service: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn the_compose_file_runs_workers_and_a_load_sfpipe_accepts_on_its_redis() {
-    let compose = compose();
+    check_fleet("compose.yaml", "redis", "redis:7", "redis://redis:6379/");
+}
+
+#[test]
+fn the_rabbitmq_compose_file_runs_the_same_fleet_on_its_rabbitmq() {
+    check_fleet(
+        "compose.rabbitmq.yaml",
+        "rabbitmq",
+        "rabbitmq:3",
+        "amqp://guest:guest@rabbitmq:5672/%2f",
+    );
+    // A worker holds a message up to its visibility timeout: the broker must not close its
+    // channel first (RabbitMQ's default consumer_timeout is 30 minutes).
+    let compose = compose("compose.rabbitmq.yaml");
+    let args =
+        compose["services"]["rabbitmq"]["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+            .as_str()
+            .expect("the broker's arguments");
+    let timeout_ms: u64 = args
+        .split_whitespace()
+        .skip_while(|a| *a != "consumer_timeout")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("a consumer_timeout");
+    let template = sfpipe_shared::deadline::StageLimits::TEMPLATE;
+    let visibility = [template.extract, template.upload, template.merge]
+        .iter()
+        .map(|l| l.visibility_timeout.unwrap_or(l.timeout * 6))
+        .max()
+        .expect("three stages");
+    assert!(
+        u128::from(timeout_ms) > visibility.as_millis(),
+        "consumer_timeout {timeout_ms} ms is not above the longest visibility timeout {visibility:?}"
+    );
+}
+
+/// The file's broker service runs `image`, and its worker and load name it at `url`.
+fn check_fleet(file: &str, broker: &str, image: &str, url: &str) {
+    let compose = compose(file);
     let services = &compose["services"];
-    let redis_image = services["redis"]["image"].as_str().expect("redis image");
-    assert!(redis_image.starts_with("redis:7"), "{redis_image}");
+    let broker_image = services[broker]["image"].as_str().expect("broker image");
+    assert!(broker_image.starts_with(image), "{broker_image}");
 
     let worker = command(&services["worker"]);
     assert_eq!(worker[0], "worker");
@@ -66,7 +104,7 @@ fn the_compose_file_runs_workers_and_a_load_sfpipe_accepts_on_its_redis() {
         std::iter::once("sfpipe").chain(worker[1..].iter().map(String::as_str)),
     )
     .unwrap_or_else(|e| panic!("sfpipe worker refuses the compose file's command: {e}"));
-    assert_eq!(parsed.options.broker.broker, "redis://redis:6379/");
+    assert_eq!(parsed.options.broker.broker, url);
     let load = command(&services["load"]);
     assert_eq!(load[0], "load");
     let parsed_load =

@@ -29,6 +29,10 @@ use crate::ports::{
 /// How long a FIFO queue remembers a deduplication id (as SQS does).
 const DEDUP_WINDOW: Duration = Duration::from_secs(300);
 
+/// How long an answer may take: long past any script's run, short of a hung server.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often an empty receive looks again while it waits.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -226,7 +230,15 @@ impl RedisQueue {
             message: format!("Redis at {url}: {e}"),
         };
         let client = redis::Client::open(url).map_err(service)?;
-        let connection = ConnectionManager::new(client).await.map_err(service)?;
+        // The crate's default gives up on an answer after 500 ms, but the server has run the
+        // script by then: a receive given up on leaves its message in flight, unseen, until its
+        // visibility timeout. A server slow to answer (its host's cores busy) is waited for.
+        let patience = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let connection = ConnectionManager::new_with_config(client, patience)
+            .await
+            .map_err(service)?;
         Ok(Self {
             connection,
             name: name.to_string(),
