@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 pub struct RabbitServer {
     node: Child,
     epmd: Child,
+    ports: Ports,
     pub url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -51,42 +52,42 @@ impl RabbitServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("epmd could not be started ({e}): {INSTALL}"));
-        let node = Command::new(rabbitmq_server())
-            .current_dir(path)
-            .env("HOME", path)
-            // The VM replaces the script, so killing the child stops the node.
-            .env("RABBITMQ_ALLOW_INPUT", "1")
-            .env("RABBITMQ_NODENAME", format!("sfpipe-{amqp}@localhost"))
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", amqp.to_string())
-            .env("RABBITMQ_DIST_PORT", dist.to_string())
-            .env("ERL_EPMD_PORT", epmd_port.to_string())
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-noinput")
-            .env("RABBITMQ_MNESIA_BASE", path.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", path.join("log"))
-            .env("RABBITMQ_LOGS", "-")
-            .env(
-                "RABBITMQ_ENABLED_PLUGINS_FILE",
-                path.join("enabled_plugins"),
-            )
-            .env("RABBITMQ_CONFIG_FILE", path.join("rabbitmq"))
-            .env("RABBITMQ_PID_FILE", path.join("pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("rabbitmq-server could not be started ({e}): {INSTALL}"));
+        let ports = Ports {
+            amqp,
+            dist,
+            epmd: epmd_port,
+        };
+        let node = spawn_node(path, ports);
         let mut server = Self {
             node,
             epmd,
+            ports,
             url: format!("amqp://guest:guest@127.0.0.1:{amqp}/%2f"),
-            _dir: dir,
+            dir,
         };
-        // The AMQP listener opens last, once the node has booted.
+        server.wait_until_listening().await;
+        server
+    }
+
+    /// Stops the node (SIGTERM: a clean shutdown, as an operator's restart) and starts it again
+    /// on the same ports and data: durable queues and persistent messages survive.
+    pub async fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.node.id().to_string()])
+            .status();
+        let _ = self.node.wait();
+        while std::net::TcpStream::connect(("127.0.0.1", self.ports.amqp)).is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.node = spawn_node(self.dir.path(), self.ports);
+        self.wait_until_listening().await;
+    }
+
+    /// The AMQP listener opens last, once the node has booted.
+    async fn wait_until_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(90);
-        while std::net::TcpStream::connect(("127.0.0.1", amqp)).is_err() {
-            if let Ok(Some(status)) = server.node.try_wait() {
+        while std::net::TcpStream::connect(("127.0.0.1", self.ports.amqp)).is_err() {
+            if let Ok(Some(status)) = self.node.try_wait() {
                 panic!("rabbitmq-server exited ({status}) before it listened: {INSTALL}");
             }
             assert!(
@@ -95,8 +96,46 @@ impl RabbitServer {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        server
     }
+}
+
+#[derive(Clone, Copy)]
+struct Ports {
+    amqp: u16,
+    dist: u16,
+    epmd: u16,
+}
+
+fn spawn_node(path: &std::path::Path, ports: Ports) -> Child {
+    Command::new(rabbitmq_server())
+        .current_dir(path)
+        .env("HOME", path)
+        // The VM replaces the script, so killing the child stops the node.
+        .env("RABBITMQ_ALLOW_INPUT", "1")
+        .env(
+            "RABBITMQ_NODENAME",
+            format!("sfpipe-{}@localhost", ports.amqp),
+        )
+        .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_NODE_PORT", ports.amqp.to_string())
+        .env("RABBITMQ_DIST_PORT", ports.dist.to_string())
+        .env("ERL_EPMD_PORT", ports.epmd.to_string())
+        .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-noinput")
+        .env("RABBITMQ_MNESIA_BASE", path.join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", path.join("log"))
+        .env("RABBITMQ_LOGS", "-")
+        .env(
+            "RABBITMQ_ENABLED_PLUGINS_FILE",
+            path.join("enabled_plugins"),
+        )
+        .env("RABBITMQ_CONFIG_FILE", path.join("rabbitmq"))
+        .env("RABBITMQ_PID_FILE", path.join("pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("rabbitmq-server could not be started ({e}): {INSTALL}"))
 }
 
 impl Drop for RabbitServer {

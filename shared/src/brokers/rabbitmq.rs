@@ -65,6 +65,16 @@ const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 struct Held {
     acker: Acker,
     timer: tokio::task::AbortHandle,
+    /// A FIFO delivery's consumer channel, kept open until the delivery is settled even if the
+    /// consumer was cancelled meanwhile (closing it would hand the delivery back).
+    _channel: Option<Channel>,
+}
+
+/// A FIFO queue's consumer: its deliveries, the task that forwards them, and its channel.
+struct FifoConsumer {
+    deliveries: Deliveries,
+    task: tokio::task::AbortHandle,
+    channel: Channel,
 }
 
 type Deliveries = tokio::sync::mpsc::UnboundedReceiver<Result<Delivery, QueueError>>;
@@ -91,13 +101,16 @@ pub struct RabbitQueue {
     name: String,
     dead_letters: Option<String>,
     config: BrokerQueueConfig,
-    connection: Connection,
+    /// Where to connect again when the connection is lost (it holds the password: never
+    /// logged, and left out of `Debug`).
+    url: String,
+    connection: Mutex<Arc<Connection>>,
     /// Publishes (with confirms), gets, settles.
     channel: Mutex<Channel>,
     /// A FIFO queue's deliveries from its single-active consumer, started by the first receive
     /// (a process that only sends never takes the queue's one delivery), and the task that
     /// forwards them.
-    consumer: Mutex<Option<(Deliveries, tokio::task::AbortHandle)>>,
+    consumer: Mutex<Option<FifoConsumer>>,
     held: Arc<std::sync::Mutex<HashMap<String, Held>>>,
     /// Deliveries between the queue and `held` (see [`InTransit`]).
     in_transit: Arc<AtomicU64>,
@@ -194,7 +207,8 @@ impl RabbitQueue {
             name: name.to_string(),
             dead_letters: dead_letter_queue.map(str::to_string),
             config,
-            connection,
+            url: url.to_string(),
+            connection: Mutex::new(Arc::new(connection)),
             channel: Mutex::new(channel),
             consumer: Mutex::new(None),
             held: Arc::default(),
@@ -212,12 +226,27 @@ impl RabbitQueue {
         }
     }
 
+    /// The connection, made again if it was lost (a broker restarted, a network cut): what it
+    /// held went back to the queues with it, and a worker goes on without a restart.
+    async fn connection(&self) -> Result<Arc<Connection>, QueueError> {
+        let mut connection = self.connection.lock().await;
+        if !connection.status().connected() {
+            tracing::warn!(queue = %self.name, "the connection to RabbitMQ was lost; connecting again");
+            let fresh = Connection::connect(&self.url, ConnectionProperties::default())
+                .await
+                .map_err(|e| self.service(e))?;
+            *connection = Arc::new(fresh);
+        }
+        Ok(connection.clone())
+    }
+
     /// The channel, opened again if the broker closed it (its deliveries went back with it).
     async fn channel(&self) -> Result<Channel, QueueError> {
         let mut channel = self.channel.lock().await;
         if !channel.status().connected() {
             let fresh = self
-                .connection
+                .connection()
+                .await?
                 .create_channel()
                 .await
                 .map_err(|e| self.service(e))?;
@@ -340,7 +369,7 @@ impl RabbitQueue {
     async fn next_delivery(
         &self,
         wait: Duration,
-    ) -> Result<Option<(Delivery, InTransit)>, QueueError> {
+    ) -> Result<Option<(Delivery, InTransit, Option<Channel>)>, QueueError> {
         if !self.config.fifo {
             let transit = InTransit::start(&self.in_transit);
             let got = self
@@ -352,19 +381,30 @@ impl RabbitQueue {
                 )
                 .await
                 .map_err(|e| self.service(e))?;
-            return Ok(got.map(|g| (g.delivery, transit)));
+            return Ok(got.map(|g| (g.delivery, transit, None)));
         }
         let mut consumer = self.consumer.lock().await;
+        // A consumer whose channel closed (a lost connection) delivers nothing more.
+        if let Some(fifo) = consumer.as_ref()
+            && !fifo.channel.status().connected()
+        {
+            fifo.task.abort();
+            *consumer = None;
+        }
         if consumer.is_none() {
             *consumer = Some(self.start_consumer().await?);
         }
-        let Some((deliveries, _)) = consumer.as_mut() else {
+        let Some(fifo) = consumer.as_mut() else {
             return Ok(None);
         };
-        match tokio::time::timeout(wait, deliveries.recv()).await {
+        match tokio::time::timeout(wait, fifo.deliveries.recv()).await {
             Err(_) => Ok(None),
             // Counted by the forwarding task when it took the delivery.
-            Ok(Some(Ok(delivery))) => Ok(Some((delivery, InTransit(self.in_transit.clone())))),
+            Ok(Some(Ok(delivery))) => Ok(Some((
+                delivery,
+                InTransit(self.in_transit.clone()),
+                Some(fifo.channel.clone()),
+            ))),
             Ok(Some(Err(error))) => {
                 *consumer = None;
                 Err(error)
@@ -381,9 +421,10 @@ impl RabbitQueue {
 
     /// Starts the FIFO queue's consumer (prefetch one) and a task that forwards its deliveries,
     /// each counted in transit from the moment it arrives.
-    async fn start_consumer(&self) -> Result<(Deliveries, tokio::task::AbortHandle), QueueError> {
+    async fn start_consumer(&self) -> Result<FifoConsumer, QueueError> {
         let channel = self
-            .connection
+            .connection()
+            .await?
             .create_channel()
             .await
             .map_err(|e| self.service(e))?;
@@ -404,8 +445,6 @@ impl RabbitQueue {
         let in_transit = self.in_transit.clone();
         let queue = self.name.clone();
         let task = tokio::spawn(async move {
-            // The channel lives as long as its consumer.
-            let _channel = channel;
             while let Some(next) = stream.next().await {
                 let next = next.map_err(|e| QueueError::Service {
                     queue: queue.clone(),
@@ -420,16 +459,21 @@ impl RabbitQueue {
                 }
             }
         });
-        Ok((deliveries, task.abort_handle()))
+        Ok(FifoConsumer {
+            deliveries,
+            task: task.abort_handle(),
+            channel,
+        })
     }
 
     /// Holds a delivery under a new receipt until it is settled or its visibility timeout ends.
-    fn hold(&self, delivery: &Delivery) -> String {
+    fn hold(&self, delivery: &Delivery, channel: Option<Channel>) -> String {
         let n = self.receipts.fetch_add(1, Ordering::Relaxed);
         let receipt = format!("{}:{n}", self.instance);
         self.hold_as(
             receipt.clone(),
             delivery.acker.clone(),
+            channel,
             self.config.visibility_timeout,
         );
         receipt
@@ -437,7 +481,7 @@ impl RabbitQueue {
 
     /// Holds `acker` under `receipt`; after `delay`, hands it back to the queue unless it was
     /// settled first.
-    fn hold_as(&self, receipt: String, acker: Acker, delay: Duration) {
+    fn hold_as(&self, receipt: String, acker: Acker, channel: Option<Channel>, delay: Duration) {
         let held = self.held.clone();
         let key = receipt.clone();
         let Ok(mut all) = self.held.lock() else {
@@ -455,6 +499,7 @@ impl RabbitQueue {
             Held {
                 acker,
                 timer: timer.abort_handle(),
+                _channel: channel,
             },
         );
     }
@@ -506,9 +551,9 @@ impl Drop for RabbitQueue {
     /// broker takes back whatever this adapter held.
     fn drop(&mut self) {
         if let Ok(consumer) = self.consumer.try_lock()
-            && let Some((_, task)) = consumer.as_ref()
+            && let Some(fifo) = consumer.as_ref()
         {
-            task.abort();
+            fifo.task.abort();
         }
         if let Ok(held) = self.held.lock() {
             for entry in held.values() {
@@ -573,7 +618,8 @@ impl Queue for RabbitQueue {
         for name in names {
             // A passive declare of a queue that is gone closes its channel: one of its own.
             let channel = self
-                .connection
+                .connection()
+                .await?
                 .create_channel()
                 .await
                 .map_err(|e| self.service(e))?;
@@ -602,7 +648,8 @@ impl Queue for RabbitQueue {
     /// quorum queue's delivery count; a dead-letter queue has no redrive, so it changes nothing.)
     async fn peek(&self, max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
         let channel = self
-            .connection
+            .connection()
+            .await?
             .create_channel()
             .await
             .map_err(|e| self.service(e))?;
@@ -660,7 +707,7 @@ impl Queue for RabbitQueue {
         let mut out = Vec::new();
         loop {
             let left = wait.saturating_sub(started.elapsed());
-            let Some((delivery, _transit)) = self
+            let Some((delivery, _transit, channel)) = self
                 .next_delivery(if out.is_empty() { left } else { Duration::ZERO })
                 .await?
             else {
@@ -670,6 +717,11 @@ impl Queue for RabbitQueue {
                 tokio::time::sleep(POLL.min(left)).await;
                 continue;
             };
+            if !delivery.acker.usable() {
+                // Its channel closed since it arrived (a lost connection): the broker has
+                // taken it back and will deliver it again.
+                continue;
+            }
             let mut message = self.message(&delivery, String::new());
             if message.receive_count > self.config.max_receives && self.dead_letters.is_some() {
                 let reason = format!(
@@ -685,7 +737,7 @@ impl Queue for RabbitQueue {
                     .map_err(|e| self.service(e))?;
                 continue;
             }
-            message.receipt = self.hold(&delivery);
+            message.receipt = self.hold(&delivery, channel);
             out.push(message);
             if out.len() >= max || self.config.fifo {
                 return Ok(out);
@@ -715,7 +767,12 @@ impl Queue for RabbitQueue {
         if delay.is_zero() {
             hand_back(&held.acker).await;
         } else {
-            self.hold_as(format!("{receipt}:released"), held.acker, delay);
+            self.hold_as(
+                format!("{receipt}:released"),
+                held.acker,
+                held._channel,
+                delay,
+            );
         }
         Ok(())
     }
