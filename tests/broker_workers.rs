@@ -278,6 +278,10 @@ async fn three_workers_load_the_org_exactly(kind: BrokerKind) {
             objects: None,
             last: 5,
             json: true,
+            html: None,
+            serve: false,
+            port: 8717,
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
         })
         .await
         .expect("status");

@@ -1,48 +1,12 @@
 //! The queue port's conformance suite, unchanged, against a real RabbitMQ node on 127.0.0.1.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sfpipe_shared::brokers::{BrokerQueueConfig, RabbitQueue};
 use sfpipe_shared::conformance::queue;
 use sfpipe_shared::ports::{OutgoingMessage, Queue};
+use sfpipe_tests::broker_queues::BrokerQueues;
 use sfpipe_tests::rabbitmq::RabbitServer;
-
-struct RabbitQueues {
-    url: String,
-    next: AtomicU32,
-}
-
-#[async_trait]
-impl queue::QueueFactory for RabbitQueues {
-    async fn make(&self, spec: queue::QueueSpec) -> (Arc<dyn Queue>, Arc<dyn Queue>) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let name = format!("conformance-{n}");
-        let dlq_name = format!("{name}-dlq");
-        let config = BrokerQueueConfig {
-            visibility_timeout: spec.visibility_timeout,
-            max_receives: spec.max_receives,
-            fifo: spec.fifo,
-        };
-        let queue = RabbitQueue::connect(&self.url, &name, Some(&dlq_name), config.clone())
-            .await
-            .expect("queue");
-        let dlq = RabbitQueue::connect(
-            &self.url,
-            &dlq_name,
-            None,
-            BrokerQueueConfig {
-                fifo: false,
-                ..config
-            },
-        )
-        .await
-        .expect("dead-letter queue");
-        (Arc::new(queue), Arc::new(dlq))
-    }
-}
 
 fn config(fifo: bool) -> BrokerQueueConfig {
     BrokerQueueConfig {
@@ -56,11 +20,7 @@ fn config(fifo: bool) -> BrokerQueueConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_queue_conforms() {
     let mut server = RabbitServer::start().await;
-    queue::run_all(&RabbitQueues {
-        url: server.url.clone(),
-        next: AtomicU32::new(0),
-    })
-    .await;
+    queue::run_all(&BrokerQueues::new(&server.url)).await;
     a_lost_connection_hands_its_messages_back(&server).await;
     deduplication_holds_across_processes(&server).await;
     a_restarted_broker_is_connected_to_again(&mut server).await;

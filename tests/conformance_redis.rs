@@ -1,56 +1,15 @@
 //! The queue port's conformance suite, unchanged, against a real redis-server on 127.0.0.1.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use async_trait::async_trait;
 use sfpipe_shared::brokers::{BrokerQueueConfig, RedisQueue};
 use sfpipe_shared::conformance::queue;
 use sfpipe_shared::ports::Queue;
+use sfpipe_tests::broker_queues::BrokerQueues;
 use sfpipe_tests::redis::RedisServer;
-
-struct RedisQueues {
-    url: String,
-    next: AtomicU32,
-}
-
-#[async_trait]
-impl queue::QueueFactory for RedisQueues {
-    async fn make(&self, spec: queue::QueueSpec) -> (Arc<dyn Queue>, Arc<dyn Queue>) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let name = format!("conformance-{n}");
-        let dlq_name = format!("{name}-dlq");
-        let config = BrokerQueueConfig {
-            visibility_timeout: spec.visibility_timeout,
-            max_receives: spec.max_receives,
-            fifo: spec.fifo,
-        };
-        let queue = RedisQueue::connect(&self.url, &name, Some(&dlq_name), config.clone())
-            .await
-            .expect("queue");
-        let dlq = RedisQueue::connect(
-            &self.url,
-            &dlq_name,
-            None,
-            BrokerQueueConfig {
-                fifo: false,
-                ..config
-            },
-        )
-        .await
-        .expect("dead-letter queue");
-        (Arc::new(queue), Arc::new(dlq))
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_queue_conforms() {
     let server = RedisServer::start().await;
-    queue::run_all(&RedisQueues {
-        url: server.url.clone(),
-        next: AtomicU32::new(0),
-    })
-    .await;
+    queue::run_all(&BrokerQueues::new(&server.url)).await;
 }
 
 /// Messages sent before a worker connects, and settled by another connection, are the same

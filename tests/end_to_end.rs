@@ -521,6 +521,10 @@ async fn a_run_with_an_object_that_failed_says_which_and_why_and_status_shows_it
         objects: None,
         last: 5,
         json: false,
+        html: None,
+        serve: false,
+        port: 8717,
+        bind: std::net::Ipv4Addr::LOCALHOST.into(),
     })
     .await
     .unwrap();
@@ -584,6 +588,10 @@ async fn a_run_with_an_object_that_failed_says_which_and_why_and_status_shows_it
         objects: Some("Account".into()),
         last: 5,
         json: false,
+        html: None,
+        serve: false,
+        port: 8717,
+        bind: std::net::Ipv4Addr::LOCALHOST.into(),
     })
     .await
     .unwrap();
@@ -656,6 +664,10 @@ async fn replaying_every_run_of_a_demo_leaves_the_warehouse_unchanged() {
         objects: None,
         last: usize::MAX,
         json: false,
+        html: None,
+        serve: false,
+        port: 8717,
+        bind: std::net::Ipv4Addr::LOCALHOST.into(),
     })
     .await
     .unwrap();

@@ -724,6 +724,10 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
             objects: None,
             last: 20,
             json: true,
+            html: None,
+            serve: false,
+            port: 8717,
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
         },
         Some(admin.clone()),
     )

@@ -12,6 +12,7 @@ pub mod replay;
 pub mod run;
 pub mod stack;
 pub mod status;
+pub mod status_page;
 pub mod trace;
 pub mod verify;
 pub mod worker;

@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sfpipe_cli::demo::{DemoOptions, render, run_demo};
 use sfpipe_simulator::{SimConfig, Simulator};
@@ -232,7 +233,21 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Status(options) => {
+            if options.serve {
+                let address = std::net::SocketAddr::new(options.bind, options.port);
+                return sfpipe_cli::status_page::serve(options, address).await;
+            }
             let report = sfpipe_cli::status::status(&options).await?;
+            if let Some(path) = &options.html {
+                let page = sfpipe_cli::status_page::render(
+                    &report,
+                    &sfpipe_cli::status_page::source_of(&options),
+                    chrono::Utc::now(),
+                    false,
+                );
+                std::fs::write(path, page)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             if options.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

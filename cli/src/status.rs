@@ -46,6 +46,21 @@ pub struct StatusOptions {
     /// JSON for machines instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the report as one self-contained HTML page to this file (no script, no
+    /// network needed to open it).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Serve the report as a page that reloads itself, reading the data at each request, until
+    /// stopped.
+    #[arg(long)]
+    pub serve: bool,
+    /// The page's port (with --serve).
+    #[arg(long, default_value_t = 8717)]
+    pub port: u16,
+    /// The address the page binds (with --serve); other than 127.0.0.1 exposes the report to
+    /// the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
 }
 
 pub async fn status(options: &StatusOptions) -> anyhow::Result<StatusReport> {

@@ -64,6 +64,7 @@ pub fn venv_python() -> String {
     })
 }
 
+pub mod broker_queues;
 pub mod counting;
 pub mod faults;
 pub mod harness;
