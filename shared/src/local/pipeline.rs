@@ -197,6 +197,9 @@ impl LocalPipeline {
     /// The pipeline's stages on queues of another kind (a broker's), shared with other
     /// processes: its workers receive from them and its handlers send to them. Run with
     /// [`LocalPipeline::serve`] and [`LocalPipeline::load`]; the in-process queues stay unused.
+    /// A drain ([`LocalPipeline::run`]) on them waits until every port's `Queue::depth` reads
+    /// zero, so the ports must count their messages (Redis, RabbitMQ and the local queue do; a
+    /// port answering `None` would never let it finish).
     pub fn on_queues(
         salesforce: Arc<dyn Salesforce>,
         blobs: Arc<dyn BlobStore>,
