@@ -10,8 +10,10 @@ use sfpipe_shared::aws::SqsQueue;
 use sfpipe_shared::contracts::ObjectName;
 use sfpipe_shared::lambda::parse_object_list;
 use sfpipe_shared::local::{FsBlobStore, SqliteWarehouse};
-use sfpipe_shared::ports::{BlobStore, DEAD_LETTER_REASON, Queue, Warehouse};
-use sfpipe_shared::status::{DeadLetter, StatusReport, kept_dead_letters, read_status};
+use sfpipe_shared::ports::{BlobStore, Warehouse};
+use sfpipe_shared::status::{
+    DeadLetter, StatusReport, kept_dead_letters, peek_dead_letters, read_status,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StatusOptions {
@@ -138,17 +140,8 @@ async fn stack_sources(
     let mut dead_letters = Vec::new();
     for url in &options.dlq_urls {
         let queue = SqsQueue::new(sqs.clone(), url, None);
-        for message in queue.peek(1_000).await?.unwrap_or_default() {
-            dead_letters.push(DeadLetter {
-                queue: queue.name().to_string(),
-                reason: message
-                    .attributes
-                    .get(DEAD_LETTER_REASON)
-                    .cloned()
-                    .unwrap_or_else(|| "(no reason recorded)".into()),
-                body: message.body,
-            });
-        }
+        dead_letters
+            .extend(peek_dead_letters(&queue, 1_000, crate::worker::NO_REASON_RECORDED).await?);
     }
     let warehouse: Option<Arc<dyn Warehouse>> = match &options.snowflake_credentials {
         Some(path) => Some(crate::stack::snowflake_warehouse(path)?),

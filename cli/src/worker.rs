@@ -231,6 +231,9 @@ pub async fn load(options: &LoadOptions) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// What `sfpipe status` shows for a dead letter that carries no reason.
+pub const NO_REASON_RECORDED: &str = "(no reason recorded)";
+
 /// The dead letters in a broker's three dead-letter queues, looked into and left there.
 pub async fn broker_dead_letters(
     url: &str,
@@ -245,17 +248,10 @@ pub async fn broker_dead_letters(
             fifo: false,
         };
         let queue = sfpipe_shared::brokers::connect(url, &name, None, config).await?;
-        for message in queue.peek(1_000).await?.unwrap_or_default() {
-            letters.push(sfpipe_shared::status::DeadLetter {
-                queue: name.clone(),
-                reason: message
-                    .attributes
-                    .get(sfpipe_shared::ports::DEAD_LETTER_REASON)
-                    .cloned()
-                    .unwrap_or_else(|| "(no reason recorded)".into()),
-                body: message.body,
-            });
-        }
+        letters.extend(
+            sfpipe_shared::status::peek_dead_letters(queue.as_ref(), 1_000, NO_REASON_RECORDED)
+                .await?,
+        );
     }
     Ok(letters)
 }

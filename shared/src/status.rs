@@ -13,7 +13,7 @@ use crate::contracts::{
     BulkJobRecord, ExtractedRecord, Mode, ObjectName, PartManifest, RunLayout, Window,
     holes_prefix, rfc3339,
 };
-use crate::ports::{BlobError, BlobStore, Warehouse};
+use crate::ports::{BlobError, BlobStore, DEAD_LETTER_REASON, Queue, QueueError, Warehouse};
 use crate::stages::merge::MergedRecord;
 use crate::usage::{RunUsage, kept_usage, run_receipts_prefix};
 
@@ -45,6 +45,30 @@ impl DeadLetter {
             .as_str()
             .map(str::to_string)
     }
+}
+
+/// Up to `max` dead letters in a dead-letter queue, looked into and left there (none from a
+/// queue that cannot be looked into). A message without a reason gets `missing_reason`.
+pub async fn peek_dead_letters(
+    queue: &dyn Queue,
+    max: usize,
+    missing_reason: &str,
+) -> Result<Vec<DeadLetter>, QueueError> {
+    Ok(queue
+        .peek(max)
+        .await?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|message| DeadLetter {
+            queue: queue.name().to_string(),
+            reason: message
+                .attributes
+                .get(DEAD_LETTER_REASON)
+                .cloned()
+                .unwrap_or_else(|| missing_reason.to_string()),
+            body: message.body,
+        })
+        .collect())
 }
 
 /// Every dead letter kept in the blob store.

@@ -615,15 +615,20 @@ impl Queue for RabbitQueue {
             .collect();
         names.push(self.name.clone());
         let mut total = 0;
+        // One channel for the passive declares; a declare of a queue that is gone (an expired
+        // delay queue) closes it, and only then is another opened.
+        let mut channel: Option<Channel> = None;
         for name in names {
-            // A passive declare of a queue that is gone closes its channel: one of its own.
-            let channel = self
-                .connection()
-                .await?
-                .create_channel()
-                .await
-                .map_err(|e| self.service(e))?;
-            let declared = channel
+            let open = match channel.take() {
+                Some(open) if open.status().connected() => open,
+                _ => self
+                    .connection()
+                    .await?
+                    .create_channel()
+                    .await
+                    .map_err(|e| self.service(e))?,
+            };
+            let declared = open
                 .queue_declare(
                     ShortString::from(name.as_str()),
                     QueueDeclareOptions {
@@ -635,8 +640,11 @@ impl Queue for RabbitQueue {
                 .await;
             if let Ok(queue) = declared {
                 total += u64::from(queue.message_count());
-                let _ = channel.close(200, ShortString::from("done")).await;
             }
+            channel = Some(open);
+        }
+        if let Some(open) = channel.filter(|c| c.status().connected()) {
+            let _ = open.close(200, ShortString::from("done")).await;
         }
         total += self.in_transit.load(Ordering::SeqCst);
         total += self.held.lock().map(|h| h.len() as u64).unwrap_or(0);
