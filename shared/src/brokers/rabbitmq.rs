@@ -60,10 +60,16 @@ const GROUP_HEADER: &str = "sfpipe-group";
 /// Quorum queues count a message's hand-backs here.
 const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
+/// How long after it should have arrived a moving message (see [`Moving`]) is still counted
+/// when this adapter does not receive it: the broker has surely shown it by then, or another
+/// process took it.
+const ARRIVAL_GRACE: Duration = Duration::from_secs(5);
+
 /// A message received and not yet settled: its delivery, held until then, and the timer that
 /// hands it back.
 struct Held {
     acker: Acker,
+    message_id: String,
     timer: tokio::task::AbortHandle,
     /// A FIFO delivery's consumer channel, kept open until the delivery is settled even if the
     /// consumer was cancelled meanwhile (closing it would hand the delivery back).
@@ -96,6 +102,40 @@ impl Drop for InTransit {
     }
 }
 
+/// Messages this adapter set moving inside the broker, which the broker's counts may miss on
+/// the way: one handed back (a `basic.nack` is applied by the queue after it is sent, and has
+/// no reply) and one leaving a delay queue at the end of its TTL (dead-lettered into the queue
+/// asynchronously). Each is counted from before it moves until this adapter receives it again,
+/// or [`ARRIVAL_GRACE`] after it should have arrived. Keyed by message id (one per publish).
+#[derive(Default)]
+struct Moving(std::sync::Mutex<HashMap<String, tokio::time::Instant>>);
+
+impl Moving {
+    fn expect(&self, message_id: &str, arrives_by: tokio::time::Instant) {
+        if let Ok(mut moving) = self.0.lock() {
+            moving.insert(message_id.to_string(), arrives_by + ARRIVAL_GRACE);
+        }
+    }
+
+    /// Received again, or never sent.
+    fn forget(&self, message_id: &str) {
+        if let Ok(mut moving) = self.0.lock() {
+            moving.remove(message_id);
+        }
+    }
+
+    fn count(&self) -> u64 {
+        let now = tokio::time::Instant::now();
+        self.0
+            .lock()
+            .map(|mut moving| {
+                moving.retain(|_, until| *until > now);
+                moving.len() as u64
+            })
+            .unwrap_or(0)
+    }
+}
+
 /// A queue on RabbitMQ, with or without its own dead-letter queue.
 pub struct RabbitQueue {
     name: String,
@@ -114,6 +154,7 @@ pub struct RabbitQueue {
     held: Arc<std::sync::Mutex<HashMap<String, Held>>>,
     /// Deliveries between the queue and `held` (see [`InTransit`]).
     in_transit: Arc<AtomicU64>,
+    moving: Arc<Moving>,
     receipts: AtomicU64,
     /// Tells this adapter's receipts from another's.
     instance: String,
@@ -143,6 +184,16 @@ fn text(value: &str) -> AMQPValue {
 
 fn millis(duration: Duration) -> AMQPValue {
     AMQPValue::LongLongInt(duration.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// The id a delivery was published under ([`RabbitQueue::publish_as`]).
+fn message_id(delivery: &Delivery) -> String {
+    delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.as_str().to_string())
+        .unwrap_or_default()
 }
 
 fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
@@ -213,6 +264,7 @@ impl RabbitQueue {
             consumer: Mutex::new(None),
             held: Arc::default(),
             in_transit: Arc::default(),
+            moving: Arc::default(),
             receipts: AtomicU64::new(0),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             delays: std::sync::Mutex::default(),
@@ -267,9 +319,21 @@ impl RabbitQueue {
         body: &[u8],
         headers: FieldTable,
     ) -> Result<bool, QueueError> {
+        self.publish_as(&uuid::Uuid::new_v4().to_string(), queue, body, headers)
+            .await
+    }
+
+    /// [`RabbitQueue::publish`] under a message id chosen by the caller.
+    async fn publish_as(
+        &self,
+        message_id: &str,
+        queue: &str,
+        body: &[u8],
+        headers: FieldTable,
+    ) -> Result<bool, QueueError> {
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
-            .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()))
+            .with_message_id(ShortString::from(message_id))
             .with_headers(headers);
         let confirm = self
             .channel()
@@ -313,9 +377,9 @@ impl RabbitQueue {
     /// The delay queue of a delay, rounded up to a tenth of a second (a handful of queues for
     /// the few delays sfpipe uses).
     async fn delay_queue(&self, delay: Duration) -> Result<String, QueueError> {
-        let millis_rounded = delay.as_millis().div_ceil(100) as u64 * 100;
+        let ttl = rounded_delay(delay);
+        let millis_rounded = ttl.as_millis() as u64;
         let name = delay_queue_name(&self.name, millis_rounded);
-        let ttl = Duration::from_millis(millis_rounded);
         let arguments = table(&[
             ("x-message-ttl", millis(ttl)),
             ("x-dead-letter-exchange", text("")),
@@ -353,12 +417,7 @@ impl RabbitQueue {
         ReceivedMessage {
             body: String::from_utf8_lossy(&delivery.data).into_owned(),
             receipt,
-            message_id: delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.as_str().to_string())
-                .unwrap_or_default(),
+            message_id: message_id(delivery),
             receive_count: header_count(&headers, DELIVERY_COUNT_HEADER) + 1,
             attributes,
         }
@@ -470,9 +529,11 @@ impl RabbitQueue {
     fn hold(&self, delivery: &Delivery, channel: Option<Channel>) -> String {
         let n = self.receipts.fetch_add(1, Ordering::Relaxed);
         let receipt = format!("{}:{n}", self.instance);
+        let message_id = message_id(delivery);
         self.hold_as(
             receipt.clone(),
             delivery.acker.clone(),
+            message_id,
             channel,
             self.config.visibility_timeout,
         );
@@ -481,8 +542,16 @@ impl RabbitQueue {
 
     /// Holds `acker` under `receipt`; after `delay`, hands it back to the queue unless it was
     /// settled first.
-    fn hold_as(&self, receipt: String, acker: Acker, channel: Option<Channel>, delay: Duration) {
+    fn hold_as(
+        &self,
+        receipt: String,
+        acker: Acker,
+        message_id: String,
+        channel: Option<Channel>,
+        delay: Duration,
+    ) {
         let held = self.held.clone();
+        let moving = self.moving.clone();
         let key = receipt.clone();
         let Ok(mut all) = self.held.lock() else {
             return;
@@ -491,13 +560,14 @@ impl RabbitQueue {
             tokio::time::sleep(delay).await;
             let taken = held.lock().ok().and_then(|mut h| h.remove(&key));
             if let Some(taken) = taken {
-                hand_back(&taken.acker).await;
+                hand_back(&taken, &moving).await;
             }
         });
         all.insert(
             receipt,
             Held {
                 acker,
+                message_id,
                 timer: timer.abort_handle(),
                 _channel: channel,
             },
@@ -563,16 +633,23 @@ impl Drop for RabbitQueue {
     }
 }
 
+/// A delay rounded up to a tenth of a second: the TTL of its delay queue.
+fn rounded_delay(delay: Duration) -> Duration {
+    Duration::from_millis(delay.as_millis().div_ceil(100) as u64 * 100)
+}
+
 fn delay_queue_name(queue: &str, millis: u64) -> String {
     format!("{queue}.delay.{millis}ms")
 }
 
-async fn hand_back(acker: &Acker) {
+/// Hands a held delivery back to its queue, counted as moving from before it goes.
+async fn hand_back(held: &Held, moving: &Moving) {
+    moving.expect(&held.message_id, tokio::time::Instant::now());
     let options = BasicNackOptions {
         requeue: true,
         ..BasicNackOptions::default()
     };
-    if let Err(error) = acker.nack(options).await {
+    if let Err(error) = held.acker.nack(options).await {
         // The channel is gone, and the broker handed the delivery back with it.
         tracing::debug!(%error, "handing a delivery back");
     }
@@ -599,8 +676,9 @@ impl Queue for RabbitQueue {
     }
 
     /// Messages in the queue as this process sees them: ready ones, delayed ones in the delay
-    /// queues it sent through, and the ones it is receiving or holds (another process's are
-    /// not counted).
+    /// queues it sent through, the ones it set moving between them ([`Moving`]), and the ones it
+    /// is receiving or holds (another process's are not counted). Never zero while one of them
+    /// remains.
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
         let delays: Vec<u64> = self
             .delays
@@ -638,14 +716,20 @@ impl Queue for RabbitQueue {
                     FieldTable::default(),
                 )
                 .await;
-            if let Ok(queue) = declared {
-                total += u64::from(queue.message_count());
+            match declared {
+                Ok(queue) => total += u64::from(queue.message_count()),
+                // A delay queue expires when unused; the queue itself must answer.
+                Err(error) if name == self.name => return Err(self.service(error)),
+                Err(_) => {}
             }
             channel = Some(open);
         }
         if let Some(open) = channel.filter(|c| c.status().connected()) {
             let _ = open.close(200, ShortString::from("done")).await;
         }
+        // Each moving message is in the counts just read or on its way between them: at least
+        // as many messages as the larger of the two (and never one counted twice).
+        total = total.max(self.moving.count());
         total += self.in_transit.load(Ordering::SeqCst);
         total += self.held.lock().map(|h| h.len() as u64).unwrap_or(0);
         Ok(Some(total))
@@ -687,15 +771,29 @@ impl Queue for RabbitQueue {
         if let Some(group) = &message.group_id {
             headers.push((GROUP_HEADER, text(group)));
         }
+        let message_id = uuid::Uuid::new_v4().to_string();
         let target = if message.delay.is_zero() {
             self.name.clone()
         } else {
-            self.delay_queue(message.delay).await?
+            let delay_queue = self.delay_queue(message.delay).await?;
+            self.moving.expect(
+                &message_id,
+                tokio::time::Instant::now() + rounded_delay(message.delay),
+            );
+            delay_queue
         };
-        if self
-            .publish(&target, message.body.as_bytes(), table(&headers))
-            .await?
-        {
+        let confirmed = self
+            .publish_as(
+                &message_id,
+                &target,
+                message.body.as_bytes(),
+                table(&headers),
+            )
+            .await;
+        if !matches!(confirmed, Ok(true)) {
+            self.moving.forget(&message_id);
+        }
+        if confirmed? {
             Ok(())
         } else {
             Err(QueueError::Service {
@@ -725,6 +823,7 @@ impl Queue for RabbitQueue {
                 tokio::time::sleep(POLL.min(left)).await;
                 continue;
             };
+            self.moving.forget(&message_id(&delivery));
             if !delivery.acker.usable() {
                 // Its channel closed since it arrived (a lost connection): the broker has
                 // taken it back and will deliver it again.
@@ -773,11 +872,12 @@ impl Queue for RabbitQueue {
     async fn release(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         let held = self.take(receipt)?;
         if delay.is_zero() {
-            hand_back(&held.acker).await;
+            hand_back(&held, &self.moving).await;
         } else {
             self.hold_as(
                 format!("{receipt}:released"),
                 held.acker,
+                held.message_id,
                 held._channel,
                 delay,
             );

@@ -300,9 +300,93 @@ pub async fn oversized_messages_are_refused(factory: &dyn QueueFactory) {
     );
 }
 
+/// A drain ends when the depth reads zero, so a message is counted wherever it is until it is
+/// deleted: waiting out a delay, in flight, handed back, released with a delay, or back after
+/// its visibility timeout. (An adapter whose depth is unknown, `None`, is not asked.)
+pub async fn depth_counts_a_message_until_it_is_deleted(factory: &dyn QueueFactory) {
+    let (queue, _) = factory
+        .make(QueueSpec {
+            visibility_timeout: Duration::from_secs(1),
+            max_receives: 100,
+            fifo: false,
+        })
+        .await;
+    let depth = || async { queue.depth().await.expect("depth") };
+    if depth().await.is_none() {
+        return;
+    }
+    assert_eq!(depth().await, Some(0), "{}: a new queue", queue.name());
+    // Polls the depth until the message is received again; it must never read zero meanwhile.
+    let counted_until_received = |moving: &'static str| {
+        let queue = queue.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let seen = queue.depth().await.expect("depth");
+                assert_ne!(
+                    seen,
+                    Some(0),
+                    "{}: a message {moving} was not counted",
+                    queue.name()
+                );
+                if let Some(message) = queue
+                    .receive(1, Duration::ZERO)
+                    .await
+                    .expect("receive")
+                    .pop()
+                {
+                    return message;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{}: the message {moving} never came back",
+                    queue.name()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    queue
+        .send(
+            OutgoingMessage::new("counted".into(), "counted".into())
+                .delayed(Duration::from_millis(300)),
+        )
+        .await
+        .expect("send");
+    let mut message = counted_until_received("waiting out its delay").await;
+    for _ in 0..20 {
+        assert_ne!(
+            depth().await,
+            Some(0),
+            "a message in flight was not counted"
+        );
+        queue
+            .release(&message.receipt, Duration::ZERO)
+            .await
+            .expect("release");
+        message = counted_until_received("handed back").await;
+    }
+    queue
+        .release(&message.receipt, Duration::from_millis(300))
+        .await
+        .expect("release");
+    message = counted_until_received("released with a delay").await;
+    // Not settled: back after its visibility timeout.
+    let _ = message;
+    message = counted_until_received("past its visibility timeout").await;
+    queue.delete(&message.receipt).await.expect("delete");
+    assert_eq!(
+        depth().await,
+        Some(0),
+        "{}: a deleted message",
+        queue.name()
+    );
+}
+
 /// Every check, in order.
 pub async fn run_all(factory: &dyn QueueFactory) {
     send_receive_delete(factory).await;
+    depth_counts_a_message_until_it_is_deleted(factory).await;
     unacknowledged_messages_come_back_after_the_visibility_timeout(factory).await;
     released_messages_are_received_again(factory).await;
     delayed_messages_arrive_later(factory).await;
