@@ -268,20 +268,9 @@ async fn three_workers_load_the_org_exactly(kind: BrokerKind) {
     // leaves it there.
     for _ in 0..2 {
         let status = sfpipe_cli::status::status(&sfpipe_cli::status::StatusOptions {
-            dir: Some(fleet.dir.path().join("out")),
-            bucket: None,
-            prefix: "sfpipe".into(),
-            dlq_urls: Vec::new(),
             broker: Some(fleet.broker.url().to_string()),
-            queue_prefix: "sfpipe".into(),
-            snowflake_credentials: None,
-            objects: None,
-            last: 5,
             json: true,
-            html: None,
-            serve: false,
-            port: 8717,
-            bind: std::net::Ipv4Addr::LOCALHOST.into(),
+            ..sfpipe_cli::status::StatusOptions::for_dir(fleet.dir.path().join("out"))
         })
         .await
         .expect("status");

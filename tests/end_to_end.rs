@@ -510,22 +510,9 @@ async fn a_run_with_an_object_that_failed_says_which_and_why_and_status_shows_it
         outcome.summary
     );
 
-    let status = sfpipe_cli::status::status(&sfpipe_cli::status::StatusOptions {
-        dir: Some(dir.path().join("out")),
-        bucket: None,
-        prefix: "sfpipe".into(),
-        dlq_urls: Vec::new(),
-        broker: None,
-        queue_prefix: "sfpipe".into(),
-        snowflake_credentials: None,
-        objects: None,
-        last: 5,
-        json: false,
-        html: None,
-        serve: false,
-        port: 8717,
-        bind: std::net::Ipv4Addr::LOCALHOST.into(),
-    })
+    let status = sfpipe_cli::status::status(&sfpipe_cli::status::StatusOptions::for_dir(
+        dir.path().join("out"),
+    ))
     .await
     .unwrap();
     let account = status
@@ -578,20 +565,8 @@ async fn a_run_with_an_object_that_failed_says_which_and_why_and_status_shows_it
     record["salesforce_records"] = serde_json::json!(51);
     std::fs::write(&merged, serde_json::to_vec(&record).unwrap()).unwrap();
     let status = sfpipe_cli::status::status(&sfpipe_cli::status::StatusOptions {
-        dir: Some(dir.path().join("out")),
-        bucket: None,
-        prefix: "sfpipe".into(),
-        dlq_urls: Vec::new(),
-        broker: None,
-        queue_prefix: "sfpipe".into(),
-        snowflake_credentials: None,
         objects: Some("Account".into()),
-        last: 5,
-        json: false,
-        html: None,
-        serve: false,
-        port: 8717,
-        bind: std::net::Ipv4Addr::LOCALHOST.into(),
+        ..sfpipe_cli::status::StatusOptions::for_dir(dir.path().join("out"))
     })
     .await
     .unwrap();
@@ -654,20 +629,8 @@ async fn replaying_every_run_of_a_demo_leaves_the_warehouse_unchanged() {
     let warehouse = dir.path().join("warehouse.sqlite");
     let before = warehouse_contents(&warehouse);
     let status = sfpipe_cli::status::status(&sfpipe_cli::status::StatusOptions {
-        dir: Some(dir.path().to_path_buf()),
-        bucket: None,
-        prefix: "sfpipe".into(),
-        dlq_urls: Vec::new(),
-        broker: None,
-        queue_prefix: "sfpipe".into(),
-        snowflake_credentials: None,
-        objects: None,
         last: usize::MAX,
-        json: false,
-        html: None,
-        serve: false,
-        port: 8717,
-        bind: std::net::Ipv4Addr::LOCALHOST.into(),
+        ..sfpipe_cli::status::StatusOptions::for_dir(dir.path().to_path_buf())
     })
     .await
     .unwrap();

@@ -709,30 +709,50 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
     for queue in dead_letter_queues {
         dead_letters += queues.depth(queue).await;
     }
-    let status = sfpipe_cli::status::status_with(
-        &sfpipe_cli::status::StatusOptions {
-            dir: None,
-            bucket: Some(BUCKET.into()),
-            prefix: PREFIX.into(),
-            dlq_urls: dead_letter_queues
-                .iter()
-                .map(|q| queues.urls[*q].clone())
-                .collect(),
-            broker: None,
-            queue_prefix: "sfpipe".into(),
-            snowflake_credentials: Some(snowflake_secret),
-            objects: None,
-            last: 20,
-            json: true,
-            html: None,
-            serve: false,
-            port: 8717,
-            bind: std::net::Ipv4Addr::LOCALHOST.into(),
-        },
-        Some(admin.clone()),
-    )
-    .await
-    .expect("status of the stack");
+    let status_options = sfpipe_cli::status::StatusOptions {
+        prefix: PREFIX.into(),
+        dlq_urls: dead_letter_queues
+            .iter()
+            .map(|q| queues.urls[*q].clone())
+            .collect(),
+        queue_urls: ["extract", "upload", "merge"]
+            .iter()
+            .map(|q| queues.urls[*q].clone())
+            .collect(),
+        snowflake_credentials: Some(snowflake_secret),
+        last: 20,
+        json: true,
+        ..sfpipe_cli::status::StatusOptions::for_bucket(BUCKET)
+    };
+    let status = sfpipe_cli::status::status_with(&status_options, Some(admin.clone()))
+        .await
+        .expect("status of the stack");
+    // The flow's queues, as SQS counts them: drained, and each dead-letter queue's count.
+    let mut counted_dead_letters = 0;
+    for (stage, queue) in ["extract", "upload", "merge"]
+        .iter()
+        .zip(dead_letter_queues)
+    {
+        let shown = status
+            .queues
+            .iter()
+            .find(|q| q.stage == *stage)
+            .unwrap_or_else(|| panic!("no {stage} queue: {}", status.render()));
+        assert_eq!(
+            shown.counts.map(|c| c.total()),
+            Some(0),
+            "{}",
+            status.render()
+        );
+        assert_eq!(
+            shown.dead_letters,
+            Some(queues.depth(queue).await as usize),
+            "{}",
+            status.render()
+        );
+        counted_dead_letters += shown.dead_letters.unwrap_or(0) as u64;
+    }
+    assert_eq!(counted_dead_letters, dead_letters);
     let account = status
         .objects
         .iter()
@@ -793,6 +813,51 @@ async fn the_four_functions_run_under_cargo_lambda_watch_each_with_its_template_
         "{}",
         status.render()
     );
+
+    // The status page of the stack, served: the flow's queues, the objects, a run's parts.
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("a free port");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let server = tokio::spawn(sfpipe_cli::status_page::serve_with(
+        listener,
+        status_options.clone(),
+        Some(admin.clone()),
+    ));
+    let page = reqwest::get(format!("{base}/"))
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(status.queues.len(), 3);
+    for queue in &status.queues {
+        assert!(
+            page.contains(&format!(
+                "data-stage=\"{}\"><b>{}</b><span class=\"queue\" data-queue=\"{}\" \
+                 data-visible=\"0\" data-in-flight=\"0\"",
+                queue.stage, queue.stage, queue.queue
+            )),
+            "{} in the stack's flow: {page}",
+            queue.queue
+        );
+    }
+    assert!(page.contains("data-object=\"Account\""), "{page}");
+    let run = merged.last().expect("a merged run");
+    let run_page = reqwest::get(format!("{base}/object/Account/run/{}", run.run_id))
+        .await
+        .expect("GET a run");
+    assert_eq!(run_page.status(), 200);
+    let run_page = run_page.text().await.expect("text");
+    assert!(!run.parts.is_empty());
+    for part in &run.parts {
+        assert!(
+            run_page.contains(&format!("<tr data-part=\"{}\">", part.part))
+                && run_page.contains(&part.crc64nvme),
+            "{part:?}: {run_page}"
+        );
+    }
+    server.abort();
 
     // Each dead letter reached the alarm topic at once, with its reason, sent by the function
     // under its template role.

@@ -11,20 +11,10 @@ use sfpipe_shared::status::{DeadLetter, dead_letter_key};
 
 fn options(dir: &std::path::Path) -> StatusOptions {
     StatusOptions {
-        dir: Some(dir.to_path_buf()),
-        bucket: None,
-        prefix: "sfpipe".into(),
-        dlq_urls: Vec::new(),
-        broker: None,
-        queue_prefix: "sfpipe".into(),
-        snowflake_credentials: None,
-        objects: None,
-        last: 5,
         json: true,
-        html: None,
         serve: true,
         port: 0,
-        bind: Ipv4Addr::LOCALHOST.into(),
+        ..StatusOptions::for_dir(dir)
     }
 }
 
@@ -111,6 +101,22 @@ async fn the_served_page_shows_what_status_json_says() {
         page.contains("data-dead-letters=\"1\""),
         "the merge stage shows its dead letter"
     );
+    // Each stage's queue as the demo left it (kept in its directory), with its workers.
+    assert_eq!(report.queues.len(), 3, "{}", report.render());
+    for queue in &report.queues {
+        let counts = queue.counts.expect("counted");
+        assert_eq!(counts.total(), 0, "a finished run leaves its queues empty");
+        assert!(
+            page.contains(&format!(
+                "data-queue=\"{}\" data-visible=\"0\" data-in-flight=\"0\" data-delayed=\"0\"",
+                queue.queue
+            )),
+            "{} in the flow: {page}",
+            queue.queue
+        );
+        let workers = queue.concurrency.expect("a local run's workers");
+        assert!(page.contains(&format!("data-concurrency=\"{workers}\"")));
+    }
 
     let contact = client
         .get(format!("{base}/object/Contact"))
@@ -123,16 +129,42 @@ async fn the_served_page_shows_what_status_json_says() {
         contact.contains("the part&#39;s header &lt;Id,Name&gt; is not the table&#39;s"),
         "the reason, escaped: {contact}"
     );
-    let run_id = &report
+    let run = report
         .objects
         .iter()
         .find(|o| o.object == "Contact")
-        .expect("Contact")
-        .runs
-        .last()
-        .expect("run")
-        .run_id;
+        .and_then(|o| o.runs.last())
+        .expect("Contact's run");
+    let run_id = &run.run_id;
     assert!(contact.contains(&format!("data-run=\"{run_id}\"")));
+
+    // A run's page: its parts, each with its records and checksum as the manifests say.
+    assert!(contact.contains(&format!("href=\"Contact/run/{run_id}\"")));
+    assert!(!run.parts.is_empty(), "a merged run has parts");
+    let run_page = client
+        .get(format!("{base}/object/Contact/run/{run_id}"))
+        .send()
+        .await
+        .expect("GET a run");
+    assert_eq!(run_page.status(), 200);
+    let run_page = run_page.text().await.expect("text");
+    for part in &run.parts {
+        assert!(!part.crc64nvme.is_empty(), "{part:?}");
+        let row = format!("<tr data-part=\"{}\">", part.part);
+        let at = run_page
+            .find(&row)
+            .unwrap_or_else(|| panic!("no row for part {}: {run_page}", part.part));
+        let row_html = &run_page[at..at + run_page[at..].find("</tr>").expect("row end")];
+        assert!(
+            row_html.contains(&format!("data-field=\"records\">{}<", part.records)),
+            "{row_html}"
+        );
+        assert!(row_html.contains(&part.crc64nvme), "{row_html}");
+    }
+    assert!(
+        run_page.contains("action=\"../../../trace\""),
+        "a row of the run's parts is traced from its page"
+    );
 
     // A row traced from the object's page (its form is a plain GET).
     assert!(contact.contains("action=\"../trace\""));
@@ -160,6 +192,12 @@ async fn the_served_page_shows_what_status_json_says() {
             404,
             "no object \"Nope__c\" in this pipeline's data",
         ),
+        (
+            "/object/Contact/run/r-nope",
+            404,
+            "no run \"r-nope\" among Contact's last",
+        ),
+        ("/object/Nope__c/run/r-nope", 404, "no object \"Nope__c\""),
         ("/../../etc/passwd", 404, "nothing here"),
         ("/blobs/", 404, "nothing here"),
     ] {
@@ -198,6 +236,98 @@ async fn the_static_report_needs_no_script_and_no_network() {
         assert!(page.contains(&format!("href=\"#object-{}\"", object.object)));
     }
     assert!(page.contains("is not the table&#39;s"));
+    // Each run's parts open in place too, with their checksums.
+    for object in &report.objects {
+        for run in &object.runs {
+            assert!(page.contains(&format!(
+                "<details class=\"run\" id=\"run-{}-{}\">",
+                object.object, run.run_id
+            )));
+            for part in &run.parts {
+                assert!(page.contains(&part.crc64nvme), "{part:?}");
+            }
+        }
+    }
+}
+
+/// While a run goes on, the flow shows what waits where: the job-loader's messages in the
+/// extract queue, then the parts' messages in the upload queue once extract has run, as the
+/// run keeps its queue counts in its directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_shows_what_waits_in_each_queue_during_a_run() {
+    use sfpipe_shared::stages::Stage;
+    use sfpipe_tests::harness::{Harness, HarnessOptions};
+    let harness = Harness::start(HarnessOptions {
+        objects: vec!["Account", "Contact", "Opportunity"],
+        page_records: 10,
+        ..HarnessOptions::default()
+    })
+    .await;
+    let dir = harness.blobs_path.parent().expect("the run's directory");
+    let request = sfpipe_shared::stages::loader::LoadRequest {
+        objects: harness.objects.clone(),
+        mode: sfpipe_shared::contracts::Mode::Incremental,
+        since: None,
+        until: None,
+    };
+    harness
+        .pipeline
+        .load(
+            &request,
+            chrono::Utc::now(),
+            &sfpipe_shared::local::NoEvents,
+        )
+        .await
+        .expect("the job-loader");
+    let shown = |stage: &str, visible: usize| {
+        format!(
+            "data-stage=\"{stage}\"><b>{stage}</b><span class=\"queue{}\"",
+            if visible > 0 { " busy" } else { "" }
+        )
+    };
+    let read = async || {
+        sfpipe_cli::queue_counts::keep(harness.pipeline.clone(), dir)
+            .finish()
+            .await;
+        let report = status(&options(dir)).await.expect("status");
+        let page = sfpipe_cli::status_page::render(&report, "run", chrono::Utc::now(), true);
+        let visible = |stage: &str| {
+            report
+                .queues
+                .iter()
+                .find(|q| q.stage == stage)
+                .and_then(|q| q.counts)
+                .map(|c| c.visible)
+        };
+        (
+            visible("extract"),
+            visible("upload"),
+            visible("merge"),
+            page,
+        )
+    };
+    let (extract, upload, merge, page) = read().await;
+    assert_eq!((extract, upload, merge), (Some(3), Some(0), Some(0)));
+    assert!(page.contains(&shown("extract", 3)), "{page}");
+    assert!(page.contains("data-visible=\"3\""), "{page}");
+
+    harness
+        .pipeline
+        .drain_stage(
+            Stage::Extract,
+            2,
+            std::sync::Arc::new(sfpipe_shared::local::NoEvents),
+        )
+        .await;
+    let parts = harness.pipeline.pending(Stage::Upload).len();
+    assert!(parts >= 3, "each object's parts wait for upload");
+    let (extract, upload, merge, page) = read().await;
+    assert_eq!((extract, upload, merge), (Some(0), Some(parts), Some(0)));
+    assert!(page.contains(&shown("upload", parts)), "{page}");
+    assert!(
+        page.contains(&format!("data-visible=\"{parts}\"")),
+        "{page}"
+    );
 }
 
 /// Headless Chromium (Debian's `chromium`, installed by `scripts/servers`), or
@@ -240,7 +370,7 @@ fn browse(url: &str, screenshot: Option<&std::path::Path>) -> String {
 }
 
 /// The page in a real browser, during a demo run and after it: the objects, counts equal to
-/// `status --json`, the dead letter's reason and a trace; a screenshot is saved beside the
+/// `status --json`, the flow's queues, the dead letter's reason, a run's parts and a trace; a screenshot is saved beside the
 /// test's build (`status-page.png`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_shows_the_objects_their_counts_a_reason_and_a_trace() {
@@ -265,6 +395,10 @@ async fn a_browser_shows_the_objects_their_counts_a_reason_and_a_trace() {
     .expect("browser");
     assert!(during.contains("Data read at"), "{during}");
     assert!(during.contains("data-object=\"Account\""), "{during}");
+    assert!(
+        during.contains("data-stage=\"upload\"><b>upload</b><span class=\"queue"),
+        "the flow counts the upload queue during the run: {during}"
+    );
     second
         .await
         .expect("demo task")
@@ -306,6 +440,27 @@ async fn a_browser_shows_the_objects_their_counts_a_reason_and_a_trace() {
     .await
     .expect("browser");
     assert!(contact.contains("is not the table's"), "{contact}");
+    // A run's page: its parts, each with its checksum, as a person sees them.
+    let run = report
+        .objects
+        .iter()
+        .find(|o| o.object == "Contact")
+        .and_then(|o| o.runs.last())
+        .expect("Contact's run")
+        .clone();
+    let run_page = tokio::task::spawn_blocking({
+        let url = format!("{base}/object/Contact/run/{}", run.run_id);
+        move || browse(&url, None)
+    })
+    .await
+    .expect("browser");
+    for part in &run.parts {
+        assert!(
+            run_page.contains(&format!("<tr data-part=\"{}\">", part.part))
+                && run_page.contains(&part.crc64nvme),
+            "{part:?}: {run_page}"
+        );
+    }
     let id: String = rusqlite::Connection::open(dir.path().join("warehouse.sqlite"))
         .expect("warehouse")
         .query_row("SELECT \"Id\" FROM \"Contact\" LIMIT 1", [], |row| {

@@ -1,12 +1,12 @@
 //! How long the status page takes to render for a big deployment: 500 objects with 100 runs
-//! each, every run merged with a usage record, as `sfpipe status --last 100` would read them.
+//! each, every run merged with a usage record and three parts, as `sfpipe status --last 100` would read them.
 //! `cargo bench -p sfpipe-cli --bench status_page`; the target is under a second.
 
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
 use sfpipe_shared::contracts::{Mode, Window};
-use sfpipe_shared::status::{ObjectStatus, RunStatus, StatusReport};
+use sfpipe_shared::status::{ObjectStatus, PartStatus, RunStatus, StatusReport};
 use sfpipe_shared::usage::RunUsage;
 
 fn report(objects: usize, runs: usize) -> StatusReport {
@@ -40,6 +40,15 @@ fn report(objects: usize, runs: usize) -> StatusReport {
                         seconds: Some(40.0),
                         problem: None,
                         usage: Some(RunUsage::default()),
+                        parts: (1..=3)
+                            .map(|part| PartStatus {
+                                part,
+                                records: 334,
+                                bytes: 40_000,
+                                crc64nvme: "q3Fq8Gz9Xxk=".into(),
+                                key: format!("runs/Object{o}__c/{r}/part-{part:05}.csv.gz"),
+                            })
+                            .collect(),
                     }
                 })
                 .collect(),
@@ -49,6 +58,7 @@ fn report(objects: usize, runs: usize) -> StatusReport {
     StatusReport {
         objects,
         unattributed: Vec::new(),
+        queues: Vec::new(),
     }
 }
 

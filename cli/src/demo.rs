@@ -289,10 +289,10 @@ pub async fn run_demo(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         until: None,
     };
     let progress = Arc::new(Progress::new(options.progress, objects.len() as u64));
-    let result = pipeline
-        .run(&request, Utc::now(), progress.clone())
-        .await
-        .context("running the pipeline")?;
+    let counts = crate::queue_counts::keep(pipeline.clone(), dir);
+    let result = pipeline.run(&request, Utc::now(), progress.clone()).await;
+    counts.finish().await;
+    let result = result.context("running the pipeline")?;
     progress.finish();
     simulator.stop().await;
 

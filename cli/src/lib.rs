@@ -8,6 +8,7 @@ pub mod bench;
 pub mod check;
 pub mod cost;
 pub mod demo;
+pub mod queue_counts;
 pub mod replay;
 pub mod run;
 pub mod stack;

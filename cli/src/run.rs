@@ -187,9 +187,15 @@ pub async fn run_window(
         since,
         until,
     };
-    let result = pipeline
-        .run(&request, Utc::now(), Arc::new(NoEvents))
-        .await?;
+    // Into SQLite, the run's directory keeps its queue counts for `sfpipe status --dir`.
+    let into_directory =
+        options.snowflake.snowflake_credentials.is_none() || options.snowflake.bucket.is_none();
+    let counts = into_directory.then(|| crate::queue_counts::keep(pipeline.clone(), &options.dir));
+    let result = pipeline.run(&request, Utc::now(), Arc::new(NoEvents)).await;
+    if let Some(counts) = counts {
+        counts.finish().await;
+    }
+    let result = result?;
     let records = result.records(pipeline.blobs().as_ref()).await;
     let mut out = format!(
         "run {} in {:.1} s into {destination}\n",

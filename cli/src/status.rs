@@ -10,9 +10,10 @@ use sfpipe_shared::aws::SqsQueue;
 use sfpipe_shared::contracts::ObjectName;
 use sfpipe_shared::lambda::parse_object_list;
 use sfpipe_shared::local::{FsBlobStore, SqliteWarehouse};
-use sfpipe_shared::ports::{BlobStore, Warehouse};
+use sfpipe_shared::ports::{BlobStore, Queue, Warehouse};
 use sfpipe_shared::status::{
-    DeadLetter, StatusReport, kept_dead_letters, peek_dead_letters, read_status,
+    DeadLetter, QueueStatus, StatusReport, kept_dead_letters, peek_dead_letters, queue_status,
+    read_status,
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -29,6 +30,10 @@ pub struct StatusOptions {
     /// The stack's dead-letter queue URLs (the outputs `*DeadLetterQueueUrl`); repeat the flag.
     #[arg(long = "dlq-url")]
     pub dlq_urls: Vec<String>,
+    /// The stack's stage queue URLs (the outputs `ExtractQueueUrl`, `UploadQueueUrl`,
+    /// `MergeQueueUrl`), to show what waits where; repeat the flag.
+    #[arg(long = "queue-url")]
+    pub queue_urls: Vec<String>,
     /// The broker of `sfpipe worker`s (`redis://...`, `amqp://...`): its dead-letter queues are read too
     /// (looked into, not emptied).
     #[arg(long)]
@@ -65,6 +70,37 @@ pub struct StatusOptions {
     pub bind: std::net::IpAddr,
 }
 
+impl StatusOptions {
+    /// The defaults of the command's flags, for a local directory.
+    pub fn for_dir(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: Some(dir.into()),
+            ..Self::for_bucket(String::new())
+        }
+    }
+
+    /// The defaults of the command's flags, for a deployed stack's bucket.
+    pub fn for_bucket(bucket: impl Into<String>) -> Self {
+        Self {
+            dir: None,
+            bucket: Some(bucket.into()),
+            prefix: "sfpipe".into(),
+            dlq_urls: Vec::new(),
+            queue_urls: Vec::new(),
+            broker: None,
+            queue_prefix: "sfpipe".into(),
+            snowflake_credentials: None,
+            objects: None,
+            last: 5,
+            json: false,
+            html: None,
+            serve: false,
+            port: 8717,
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+}
+
 pub async fn status(options: &StatusOptions) -> anyhow::Result<StatusReport> {
     status_with(options, None).await
 }
@@ -87,15 +123,31 @@ pub async fn status_with(
         sources
             .dead_letters
             .extend(crate::worker::broker_dead_letters(broker, &options.queue_prefix).await?);
+        sources.queues =
+            crate::worker::broker_queue_statuses(broker, &options.queue_prefix).await?;
     }
-    Ok(read_status(
+    let mut report = read_status(
         sources.blobs.as_ref(),
         sources.warehouse.as_deref(),
         &sources.dead_letters,
         &objects,
         options.last,
     )
-    .await?)
+    .await?;
+    report.queues = sources.queues;
+    Ok(report)
+}
+
+/// The stage a queue feeds, from its name (`...-extract`, `sfpipe-merge.fifo`, ...).
+fn stage_of(queue: &str) -> Option<&'static str> {
+    let name = queue
+        .rsplit('/')
+        .next()
+        .unwrap_or(queue)
+        .to_ascii_lowercase();
+    ["extract", "upload", "merge"]
+        .into_iter()
+        .find(|stage| name.contains(stage))
 }
 
 /// Where the pipeline's state is read from.
@@ -104,6 +156,8 @@ struct Sources {
     /// Where watermarks are read; none when no warehouse was given.
     warehouse: Option<Arc<dyn Warehouse>>,
     dead_letters: Vec<DeadLetter>,
+    /// The stage queues' counts, where they can be read.
+    queues: Vec<QueueStatus>,
 }
 
 /// What `sfpipe run` and `sfpipe demo` write: `blobs/` (dead letters kept there too) and
@@ -124,6 +178,7 @@ async fn local_sources(dir: &std::path::Path) -> anyhow::Result<Sources> {
         blobs,
         warehouse,
         dead_letters,
+        queues: crate::queue_counts::read(dir)?,
     })
 }
 
@@ -147,9 +202,31 @@ async fn stack_sources(
         Some(path) => Some(crate::stack::snowflake_warehouse(path)?),
         None => None,
     };
+    let mut queues = Vec::new();
+    for url in &options.queue_urls {
+        let stage = stage_of(url).with_context(|| {
+            format!("{url} names no stage (extract, upload or merge): give the stack's queue URLs")
+        })?;
+        let dead_letter_url = options
+            .dlq_urls
+            .iter()
+            .find(|dlq| stage_of(dlq) == Some(stage));
+        let queue = SqsQueue::new(sqs.clone(), url, None);
+        let dead_letters = dead_letter_url.map(|dlq| SqsQueue::new(sqs.clone(), dlq, None));
+        queues.push(
+            queue_status(
+                stage,
+                &queue,
+                dead_letters.as_ref().map(|q| q as &dyn Queue),
+                None,
+            )
+            .await,
+        );
+    }
     Ok(Sources {
         blobs,
         warehouse,
         dead_letters,
+        queues,
     })
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use chrono::{DateTime, Utc};
 use sfpipe_shared::contracts::rfc3339;
-use sfpipe_shared::status::{ObjectStatus, RunStatus, StatusReport};
+use sfpipe_shared::status::{DeadLetterStatus, ObjectStatus, QueueStatus, RunStatus, StatusReport};
 
 use crate::status::StatusOptions;
 
@@ -35,7 +35,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#
 table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccd;padding:.25rem .5rem;\
 text-align:left;font-size:.9rem}th{background:#eef}.flow{display:flex;gap:.5rem;align-items:center;\
 flex-wrap:wrap}.stage{border:2px solid #447;border-radius:.4rem;padding:.5rem .8rem;min-width:8rem}\
-.stage b{display:block}.bad{color:#a00;font-weight:600}.ok{color:#070}.muted{color:#667}\
+.stage b{display:block}.busy{color:#850;font-weight:600}.bad{color:#a00;font-weight:600}.ok{color:#070}.muted{color:#667}\
 details{margin:.4rem 0}summary{cursor:pointer;font-weight:600}";
 
 /// How long ago, for people.
@@ -70,6 +70,38 @@ fn dead_letter_stage(queue: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// A stage queue's counts, as the flow shows them under the stage.
+fn queue_counts(queue: Option<&QueueStatus>) -> String {
+    let Some(queue) = queue else {
+        return "<span class=\"muted\">queue not read</span>".into();
+    };
+    let mut out = match &queue.counts {
+        Some(c) => format!(
+            "<span class=\"queue{busy}\" data-queue=\"{name}\" data-visible=\"{v}\" \
+             data-in-flight=\"{f}\" data-delayed=\"{d}\">{v} queued &middot; {f} in flight \
+             &middot; {d} delayed</span>",
+            busy = if c.visible > 0 { " busy" } else { "" },
+            name = escape(&queue.queue),
+            v = c.visible,
+            f = c.in_flight,
+            d = c.delayed,
+        ),
+        None => format!(
+            "<span class=\"bad\" data-queue=\"{}\">not counted: {}</span>",
+            escape(&queue.queue),
+            escape(queue.problem.as_deref().unwrap_or("unknown"))
+        ),
+    };
+    if let Some(workers) = queue.concurrency {
+        let _ = write!(
+            out,
+            "<br><span data-concurrency=\"{workers}\">{workers} {} at most</span>",
+            if workers == 1 { "worker" } else { "workers" }
+        );
+    }
+    out
+}
+
 fn flow(report: &StatusReport) -> String {
     let mut out = String::from("<section id=\"flow\"><h2>Flow</h2><div class=\"flow\">");
     out.push_str(
@@ -89,12 +121,14 @@ fn flow(report: &StatusReport) -> String {
             .chain(&report.unattributed)
             .filter(|d| dead_letter_stage(&d.queue) == stage)
             .count();
+        let queue = report.queues.iter().find(|q| q.stage == stage);
         let _ = write!(
             out,
-            "&rarr;<div class=\"stage\" data-stage=\"{stage}\"><b>{stage}</b>\
+            "&rarr;<div class=\"stage\" data-stage=\"{stage}\"><b>{stage}</b>{counts}<br>\
              <span data-waiting=\"{waiting}\">{waiting} {runs} waiting</span><br>\
              <span class=\"{}\" data-dead-letters=\"{dead}\">{dead} {letters}</span></div>",
             if dead > 0 { "bad" } else { "muted" },
+            counts = queue_counts(queue),
             runs = if waiting == 1 { "run" } else { "runs" },
             letters = if dead == 1 {
                 "dead letter"
@@ -103,10 +137,17 @@ fn flow(report: &StatusReport) -> String {
             },
         );
     }
-    out.push_str(
-        "</div><p class=\"muted\">Runs waiting: each object's last run, by the stage its next \
-         message is for. Queue depths are the queues' own (the AWS console, or \
-         <code>sfpipe status --broker</code> for a broker's dead letters).</p></section>",
+    let read_at = report.queues.iter().map(|q| q.read_at).max();
+    let _ = write!(
+        out,
+        "</div><p class=\"muted\">Queued, in flight and delayed: each stage's queue, as its \
+         service counted it{}; a queue that stays queued while its workers are all busy is \
+         back pressure. Runs waiting: each object's last run, by the stage its next message is \
+         for.</p></section>",
+        match read_at {
+            Some(at) => format!(" at <span id=\"queues-read-at\">{}</span>", rfc3339(at)),
+            None => " (not read: a stack's status needs its --queue-url flags)".into(),
+        }
     );
     out
 }
@@ -119,9 +160,7 @@ fn object_row(object: &ObjectStatus, now: DateTime<Utc>, link: &str) -> String {
         None if last.is_some() => "<span class=\"ok\">counts agree</span>".into(),
         None => "–".into(),
     };
-    let cost = last
-        .and_then(|r| r.usage.as_ref())
-        .map_or_else(|| "–".to_string(), |u| escape(&u.summary()));
+    let cost = last.map_or_else(|| "–".to_string(), run_cost);
     format!(
         "<tr data-object=\"{name}\"><td><a href=\"{link}\">{name}</a></td><td>{run}</td>\
          <td data-field=\"stage\">{stage}</td><td>{fresh}</td><td data-field=\"rows_read\">{read}</td>\
@@ -149,8 +188,133 @@ fn window(run: &RunStatus) -> String {
     }
 }
 
+/// Where a page's links go: within one static file, or to the server's pages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Links {
+    Static,
+    Served,
+}
+
+/// A run's check: `ok`, or its problem.
+fn run_check(run: &RunStatus) -> String {
+    run.problem.as_deref().map_or_else(
+        || "<span class=\"ok\">ok</span>".to_string(),
+        |p| format!("<span class=\"bad\">{}</span>", escape(p)),
+    )
+}
+
+/// What a run cost, from its usage records.
+fn run_cost(run: &RunStatus) -> String {
+    run.usage
+        .as_ref()
+        .map_or_else(|| "–".into(), |u| escape(&u.summary()))
+}
+
+/// One run's window, Salesforce job, merge, check and cost.
+fn run_summary(run: &RunStatus) -> String {
+    format!(
+        "<table class=\"run\"><tr><th>window</th><td>{window}</td></tr>\
+         <tr><th>mode</th><td>{mode}</td></tr><tr><th>Salesforce job</th><td>{job}</td></tr>\
+         <tr><th>stage reached</th><td data-field=\"stage\">{stage}</td></tr>\
+         <tr><th>records Salesforce counted</th><td>{sf_records}</td></tr>\
+         <tr><th>merge</th><td>{merge}</td></tr><tr><th>check</th><td>{check}</td></tr>\
+         <tr><th>cost</th><td>{cost}</td></tr></table>",
+        window = escape(&window(run)),
+        mode = run.mode.map_or_else(|| "–".into(), |m| format!("{m:?}")),
+        job = escape(run.job_id.as_deref().unwrap_or("–")),
+        stage = run.stage,
+        sf_records = number(run.salesforce_records),
+        merge = match run.merged_at {
+            Some(at) => format!(
+                "merged at {}: {} rows read, {} changed{}",
+                rfc3339(at),
+                number(run.rows_read),
+                number(run.rows_changed),
+                run.seconds
+                    .map_or_else(String::new, |s| format!(", {s:.1} s after the job started"))
+            ),
+            None => "not merged yet".into(),
+        },
+        check = run_check(run),
+        cost = run_cost(run),
+    )
+}
+
+/// A run's parts, with their records and checksums, and its dead letters.
+fn run_parts(object: &ObjectStatus, run: &RunStatus) -> String {
+    let mut out = String::from(
+        "<table class=\"parts\"><tr><th>part</th><th>records</th><th>bytes stored</th>\
+         <th>CRC-64/NVME</th><th>key</th></tr>",
+    );
+    for part in &run.parts {
+        let _ = write!(
+            out,
+            "<tr data-part=\"{n}\"><td>{n}</td><td data-field=\"records\">{records}</td>\
+             <td>{bytes}</td><td data-field=\"crc64nvme\"><code>{crc}</code></td>\
+             <td><code>{key}</code></td></tr>",
+            n = part.part,
+            records = part.records,
+            bytes = part.bytes,
+            crc = escape(if part.crc64nvme.is_empty() {
+                "–"
+            } else {
+                &part.crc64nvme
+            }),
+            key = escape(&part.key),
+        );
+    }
+    if run.parts.is_empty() {
+        out.push_str("<tr><td colspan=\"5\" class=\"muted\">no part stored yet</td></tr>");
+    }
+    out.push_str("</table>");
+    let letters: Vec<_> = object
+        .dead_letters
+        .iter()
+        .filter(|d| d.run_id.as_deref() == Some(run.run_id.as_str()))
+        .collect();
+    if !letters.is_empty() {
+        out.push_str("<h4>Dead letters</h4>");
+        out.push_str(&dead_letter_list(letters));
+    }
+    out
+}
+
+/// Dead letters as a list: each one's queue and reason.
+fn dead_letter_list<'a>(letters: impl IntoIterator<Item = &'a DeadLetterStatus>) -> String {
+    let mut out = String::from("<ul class=\"dead-letters\">");
+    for letter in letters {
+        let _ = write!(
+            out,
+            "<li><b>{}</b>: <span class=\"reason\">{}</span></li>",
+            escape(&letter.queue),
+            escape(&letter.reason)
+        );
+    }
+    out.push_str("</ul>");
+    out
+}
+
+/// A form that traces a row of `object` by its Id (on the server), or the command that does
+/// (in a static file).
+fn trace_form(object: &str, action: &str, links: Links) -> String {
+    match links {
+        Links::Served => format!(
+            "<h4>Trace a row</h4><form action=\"{action}\" method=\"get\">\
+             <input type=\"hidden\" name=\"object\" value=\"{name}\">\
+             <label>Salesforce Id <input name=\"id\" required></label> \
+             <button type=\"submit\">Trace</button></form>",
+            name = escape(object),
+        ),
+        Links::Static => format!(
+            "<p class=\"muted\">Trace a row of these parts: <code>sfpipe trace --object {} \
+             --id ID</code> with this report's source.</p>",
+            escape(object)
+        ),
+    }
+}
+
 /// One object's runs, holes and dead letters.
-fn object_detail(object: &ObjectStatus) -> String {
+fn object_detail(object: &ObjectStatus, links: Links) -> String {
     let mut out = format!(
         "<h3>{name}</h3><p>Watermark: {watermark}. Open holes: {holes}.</p>\
          <table><tr><th>run</th><th>mode</th><th>window</th><th>stage</th><th>Salesforce job</th>\
@@ -175,10 +339,14 @@ fn object_detail(object: &ObjectStatus) -> String {
     for run in object.runs.iter().rev() {
         let _ = write!(
             out,
-            "<tr data-run=\"{id}\"><td>{id}</td><td>{mode}</td><td>{window}</td><td>{stage}</td>\
+            "<tr data-run=\"{id}\"><td><a href=\"{link}\">{id}</a></td><td>{mode}</td><td>{window}</td><td>{stage}</td>\
              <td>{job}</td><td>{stored} of {expected}</td><td>{sf_records} / {in_parts}</td>\
              <td>{read} / {changed}</td><td>{seconds}</td><td>{check}</td><td>{cost}</td></tr>",
             id = escape(&run.run_id),
+            link = match links {
+                Links::Static => format!("#run-{}-{}", escape(&object.object), escape(&run.run_id)),
+                Links::Served => format!("{}/run/{}", escape(&object.object), escape(&run.run_id)),
+            },
             mode = run.mode.map_or_else(|| "–".into(), |m| format!("{m:?}")),
             window = escape(&window(run)),
             stage = run.stage,
@@ -194,17 +362,25 @@ fn object_detail(object: &ObjectStatus) -> String {
             seconds = run
                 .seconds
                 .map_or_else(|| "–".into(), |s| format!("{s:.1}")),
-            check = run.problem.as_deref().map_or_else(
-                || "<span class=\"ok\">ok</span>".to_string(),
-                |p| format!("<span class=\"bad\">{}</span>", escape(p))
-            ),
-            cost = run
-                .usage
-                .as_ref()
-                .map_or_else(|| "–".into(), |u| escape(&u.summary())),
+            check = run_check(run),
+            cost = run_cost(run),
         );
     }
     out.push_str("</table>");
+    if links == Links::Static {
+        for run in object.runs.iter().rev() {
+            let _ = write!(
+                out,
+                "<details class=\"run\" id=\"run-{object}-{id}\"><summary>Run {id}: {parts} \
+                 parts</summary>{detail}</details>",
+                object = escape(&object.object),
+                id = escape(&run.run_id),
+                parts = run.parts.len(),
+                detail = run_parts(object, run),
+            );
+        }
+        out.push_str(&trace_form(&object.object, "", Links::Static));
+    }
     if !object.dead_letters.is_empty() {
         out.push_str("<h4>Dead letters</h4><ul class=\"dead-letters\">");
         for letter in &object.dead_letters {
@@ -269,22 +445,15 @@ pub fn render(report: &StatusReport, source: &str, read_at: DateTime<Utc>, serve
                 "<details id=\"object-{}\"><summary>{}</summary>{}</details>",
                 escape(&object.object),
                 escape(&object.object),
-                object_detail(object)
+                object_detail(object, Links::Static)
             );
         }
         body.push_str("</section>");
     }
     if !report.unattributed.is_empty() {
-        body.push_str("<section><h2>Dead letters naming no object</h2><ul class=\"dead-letters\">");
-        for letter in &report.unattributed {
-            let _ = write!(
-                body,
-                "<li><b>{}</b>: <span class=\"reason\">{}</span></li>",
-                escape(&letter.queue),
-                escape(&letter.reason)
-            );
-        }
-        body.push_str("</ul></section>");
+        body.push_str("<section><h2>Dead letters naming no object</h2>");
+        body.push_str(&dead_letter_list(&report.unattributed));
+        body.push_str("</section>");
     }
     page(&format!("sfpipe: {source}"), &body, read_at, served)
 }
@@ -301,15 +470,52 @@ pub fn render_object(
         .iter()
         .find(|o| o.object.eq_ignore_ascii_case(object))?;
     let body = format!(
-        "<p><a href=\"../\">All objects</a></p>{}<h4>Trace a row</h4>\
-         <form action=\"../trace\" method=\"get\"><input type=\"hidden\" name=\"object\" \
-         value=\"{name}\"><label>Salesforce Id <input name=\"id\" required></label> \
-         <button type=\"submit\">Trace</button></form>",
-        object_detail(found),
-        name = escape(&found.object),
+        "<p><a href=\"../\">All objects</a></p>{}{}",
+        object_detail(found, Links::Served),
+        trace_form(&found.object, "../trace", Links::Served),
     );
     Some(page(
         &format!("sfpipe: {} in {source}", found.object),
+        &body,
+        read_at,
+        true,
+    ))
+}
+
+/// One run's page, or why there is none (no such object, or no such run among those read).
+pub fn render_run(
+    report: &StatusReport,
+    object: &str,
+    run_id: &str,
+    source: &str,
+    read_at: DateTime<Utc>,
+) -> Result<String, String> {
+    let found = report
+        .objects
+        .iter()
+        .find(|o| o.object.eq_ignore_ascii_case(object))
+        .ok_or_else(|| format!("no object {object:?} in this pipeline's data"))?;
+    let run = found
+        .runs
+        .iter()
+        .find(|r| r.run_id == run_id)
+        .ok_or_else(|| {
+            format!(
+                "no run {run_id:?} among {}'s last {} runs read (sfpipe status --last N reads more)",
+                found.object,
+                found.runs.len()
+            )
+        })?;
+    let body = format!(
+        "<p><a href=\"../../../\">All objects</a> &middot; <a href=\"../../{name}\">{name}</a></p>\
+         {summary}{parts}{trace}",
+        name = escape(&found.object),
+        summary = run_summary(run),
+        parts = run_parts(found, run),
+        trace = trace_form(&found.object, "../../../trace", Links::Served),
+    );
+    Ok(page(
+        &format!("sfpipe: {} run {} in {source}", found.object, run.run_id),
         &body,
         read_at,
         true,
@@ -339,45 +545,86 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     options: StatusOptions,
 ) -> anyhow::Result<()> {
+    serve_with(listener, options, None).await
+}
+
+/// What the page's handlers read from: the status flags, and for a stack its AWS configuration
+/// (`None`: from the environment).
+struct PageSource {
+    options: StatusOptions,
+    aws: Option<aws_config::SdkConfig>,
+}
+
+/// [`serve_on`] with a stack's AWS configuration.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    options: StatusOptions,
+    aws: Option<aws_config::SdkConfig>,
+) -> anyhow::Result<()> {
     use axum::extract::{Path, State};
     use axum::http::StatusCode;
     use axum::response::{Html, IntoResponse, Response};
 
-    let options = std::sync::Arc::new(options);
-    async fn read(options: &StatusOptions) -> Result<StatusReport, Response> {
-        crate::status::status(options).await.map_err(|error| {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("sfpipe status could not read its data: {error:#}"),
-            )
-                .into_response()
-        })
+    let source = std::sync::Arc::new(PageSource { options, aws });
+    async fn read(source: &PageSource) -> Result<StatusReport, Response> {
+        crate::status::status_with(&source.options, source.aws.clone())
+            .await
+            .map_err(|error| {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("sfpipe status could not read its data: {error:#}"),
+                )
+                    .into_response()
+            })
     }
-    let index = |State(options): State<std::sync::Arc<StatusOptions>>| async move {
-        match read(&options).await {
+    let index = |State(source): State<std::sync::Arc<PageSource>>| async move {
+        match read(&source).await {
+            Ok(report) => Html(render(
+                &report,
+                &source_of(&source.options),
+                Utc::now(),
+                true,
+            ))
+            .into_response(),
+            Err(response) => response,
+        }
+    };
+    let object = |State(source): State<std::sync::Arc<PageSource>>, Path(name): Path<String>| async move {
+        match read(&source).await {
             Ok(report) => {
-                Html(render(&report, &source_of(&options), Utc::now(), true)).into_response()
+                match render_object(&report, &name, &source_of(&source.options), Utc::now()) {
+                    Some(page) => Html(page).into_response(),
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        format!("no object {name:?} in this pipeline's data"),
+                    )
+                        .into_response(),
+                }
             }
             Err(response) => response,
         }
     };
-    let object = |State(options): State<std::sync::Arc<StatusOptions>>,
-                  Path(name): Path<String>| async move {
-        match read(&options).await {
-            Ok(report) => match render_object(&report, &name, &source_of(&options), Utc::now()) {
-                Some(page) => Html(page).into_response(),
-                None => (
-                    StatusCode::NOT_FOUND,
-                    format!("no object {name:?} in this pipeline's data"),
-                )
-                    .into_response(),
-            },
+    let run = |State(source): State<std::sync::Arc<PageSource>>,
+               Path((name, run_id)): Path<(String, String)>| async move {
+        match read(&source).await {
+            Ok(report) => {
+                match render_run(
+                    &report,
+                    &name,
+                    &run_id,
+                    &source_of(&source.options),
+                    Utc::now(),
+                ) {
+                    Ok(page) => Html(page).into_response(),
+                    Err(missing) => (StatusCode::NOT_FOUND, missing).into_response(),
+                }
+            }
             Err(response) => response,
         }
     };
-    let trace = |State(options): State<std::sync::Arc<StatusOptions>>,
+    let trace = |State(source): State<std::sync::Arc<PageSource>>,
                  axum::extract::Query(query): axum::extract::Query<TraceQuery>| async move {
-        let Some(dir) = options.dir.clone() else {
+        let Some(dir) = source.options.dir.clone() else {
             return (
                 StatusCode::NOT_FOUND,
                 "trace reads a local directory; for a stack, run sfpipe trace with its flags",
@@ -417,9 +664,10 @@ pub async fn serve_on(
     let app = axum::Router::new()
         .route("/", axum::routing::get(index))
         .route("/object/{name}", axum::routing::get(object))
+        .route("/object/{name}/run/{run}", axum::routing::get(run))
         .route("/trace", axum::routing::get(trace))
         .fallback(|| async { (StatusCode::NOT_FOUND, "nothing here: the report is at /") })
-        .with_state(options);
+        .with_state(source);
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -255,3 +255,27 @@ pub async fn broker_dead_letters(
     }
     Ok(letters)
 }
+
+/// The broker's three stage queues counted, with their dead-letter queues (declared as the
+/// workers declare them, so nothing about them changes).
+pub async fn broker_queue_statuses(
+    url: &str,
+    queue_prefix: &str,
+) -> anyhow::Result<Vec<sfpipe_shared::status::QueueStatus>> {
+    let ports = StagePorts::on_broker(url, queue_prefix, &StageLimits::TEMPLATE, 5, &|q| q)
+        .await
+        .with_context(|| format!("connecting to the broker {url}"))?;
+    let stages = [
+        ("extract", &ports.extract),
+        ("upload", &ports.upload),
+        ("merge", &ports.merge),
+    ];
+    let mut out = Vec::new();
+    for (index, (stage, queue)) in stages.into_iter().enumerate() {
+        let dead_letters = ports.dead_letter_queues.get(index).map(|q| q.as_ref());
+        out.push(
+            sfpipe_shared::status::queue_status(stage, queue.as_ref(), dead_letters, None).await,
+        );
+    }
+    Ok(out)
+}

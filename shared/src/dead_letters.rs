@@ -102,6 +102,9 @@ impl<Q: Queue> Queue for NotifyingQueue<Q> {
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
         self.queue.depth().await
     }
+    async fn message_counts(&self) -> Result<Option<crate::ports::QueueDepth>, QueueError> {
+        self.queue.message_counts().await
+    }
     async fn peek(&self, max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
         self.queue.peek(max).await
     }

@@ -105,6 +105,39 @@ pub struct RunStatus {
     pub problem: Option<String>,
     /// What the run's handlings cost, from their usage records (`None`: none kept).
     pub usage: Option<RunUsage>,
+    /// The parts stored so far, by number, from their manifests.
+    pub parts: Vec<PartStatus>,
+}
+
+/// One stored part, as its manifest describes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartStatus {
+    pub part: u32,
+    /// Records in the page, as Salesforce counted them.
+    pub records: u64,
+    /// Bytes stored (gzipped).
+    pub bytes: u64,
+    /// CRC-64/NVME of the stored bytes (S3 checked the upload against it); empty in older
+    /// manifests.
+    pub crc64nvme: String,
+    pub key: String,
+}
+
+/// The queue in front of a stage, as its service counted it when the report was read.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct QueueStatus {
+    /// `extract`, `upload` or `merge`.
+    pub stage: String,
+    pub queue: String,
+    /// `None` when it could not be counted (see `problem`).
+    pub counts: Option<crate::ports::QueueDepth>,
+    /// Messages in its dead-letter queue, when that could be counted.
+    pub dead_letters: Option<usize>,
+    /// How many handlers may work at once (a local run's workers), when known.
+    pub concurrency: Option<u32>,
+    pub read_at: DateTime<Utc>,
+    /// Why the counts are missing or old.
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -137,6 +170,8 @@ pub struct StatusReport {
     pub objects: Vec<ObjectStatus>,
     /// Dead letters naming no object (an unreadable message).
     pub unattributed: Vec<DeadLetterStatus>,
+    /// The stage queues' counts, when the report's source can read them.
+    pub queues: Vec<QueueStatus>,
 }
 
 impl StatusReport {
@@ -152,6 +187,12 @@ impl StatusReport {
     /// The report as a table for people.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        for queue in &self.queues {
+            out.push_str(&format!("{}\n", queue.summary()));
+        }
+        if !self.queues.is_empty() {
+            out.push('\n');
+        }
         for object in &self.objects {
             let watermark = match (&object.watermark, &object.watermark_unknown) {
                 (Some(at), _) => rfc3339(*at),
@@ -250,6 +291,67 @@ fn window_label(mode: Option<Mode>, window: Option<&Window>) -> String {
     }
 }
 
+impl QueueStatus {
+    /// One line for people: `extract queue sfpipe-extract: 3 visible, 1 in flight, ...`.
+    pub fn summary(&self) -> String {
+        let mut out = format!("{} queue {}: ", self.stage, self.queue);
+        match &self.counts {
+            Some(c) => out.push_str(&format!(
+                "{} visible, {} in flight, {} delayed",
+                c.visible, c.in_flight, c.delayed
+            )),
+            None => out.push_str("not counted"),
+        }
+        if let Some(dead) = self.dead_letters {
+            out.push_str(&format!(", {dead} dead letters"));
+        }
+        if let Some(workers) = self.concurrency {
+            out.push_str(&format!(", {workers} workers"));
+        }
+        out.push_str(&format!(" (read {})", rfc3339(self.read_at)));
+        if let Some(problem) = &self.problem {
+            out.push_str(&format!(" ({problem})"));
+        }
+        out
+    }
+}
+
+/// A stage queue's counts and its dead-letter queue's, read now; what could not be read is
+/// said in `problem`, never an error of the whole report.
+pub async fn queue_status(
+    stage: &str,
+    queue: &dyn Queue,
+    dead_letters: Option<&dyn Queue>,
+    concurrency: Option<u32>,
+) -> QueueStatus {
+    let mut problems = Vec::new();
+    let mut count = async |queue: &dyn Queue| match queue.message_counts().await {
+        Ok(Some(counts)) => Some(counts),
+        Ok(None) => {
+            problems.push(format!("{} cannot count its messages", queue.name()));
+            None
+        }
+        Err(error) => {
+            problems.push(format!("counting {}: {error}", queue.name()));
+            None
+        }
+    };
+    let counts = count(queue).await;
+    let dead = match dead_letters {
+        Some(dlq) => count(dlq).await.map(|c| c.total()),
+        None => None,
+    };
+    QueueStatus {
+        stage: stage.to_string(),
+        queue: queue.name().to_string(),
+        counts,
+        dead_letters: dead,
+        concurrency,
+        read_at: Utc::now(),
+        problem: (!problems.is_empty()).then(|| problems.join("; ")),
+    }
+}
+
 /// Reads the status of every object with stored runs (`objects` empty) or of those given,
 /// keeping each object's `last_runs` newest runs. `warehouse`: where watermarks are read (none:
 /// shown as unknown).
@@ -292,6 +394,7 @@ pub async fn read_status(
             .filter(|d| d.field("object").is_none())
             .map(dead_letter_status)
             .collect(),
+        queues: Vec::new(),
     };
     for name in names {
         let Ok(object) = ObjectName::new(&name) else {
@@ -465,6 +568,20 @@ async fn run_status(
         },
         problem,
         usage: usage(blobs, object, run_id).await?,
+        parts: {
+            let mut parts: Vec<PartStatus> = manifests
+                .iter()
+                .map(|m| PartStatus {
+                    part: m.part,
+                    records: m.records,
+                    bytes: m.bytes,
+                    crc64nvme: m.crc64nvme.clone(),
+                    key: m.key.clone(),
+                })
+                .collect();
+            parts.sort_by_key(|p| p.part);
+            parts
+        },
     })
 }
 

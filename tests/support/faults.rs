@@ -372,6 +372,9 @@ impl Queue for WrappedQueue {
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
         self.inner.depth().await
     }
+    async fn message_counts(&self) -> Result<Option<sfpipe_shared::ports::QueueDepth>, QueueError> {
+        self.inner.message_counts().await
+    }
     async fn peek(&self, max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
         self.inner.peek(max).await
     }

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 
 use super::{describe, is_access_denied};
 use crate::ports::{
     DEAD_LETTER_REASON, MESSAGE_GROUP_ATTRIBUTE as GROUP_ATTRIBUTE, OutgoingMessage, Queue,
-    QueueError, ReceivedMessage, check_outgoing,
+    QueueDepth, QueueError, ReceivedMessage, check_outgoing,
 };
 
 #[derive(Debug, Clone)]
@@ -181,6 +181,36 @@ impl Queue for SqsQueue {
             };
         }
         Ok(Some(seen.into_values().take(max).collect()))
+    }
+
+    /// SQS's approximate counts (`ApproximateNumberOfMessages`, `...NotVisible`, `...Delayed`):
+    /// one GetQueueAttributes.
+    async fn message_counts(&self) -> Result<Option<QueueDepth>, QueueError> {
+        crate::usage::sqs_request("get-attributes");
+        let answer = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let attributes = answer.attributes();
+        let count = |name: QueueAttributeName| -> Result<usize, QueueError> {
+            let value = attributes
+                .and_then(|a| a.get(&name))
+                .ok_or_else(|| self.error(format!("SQS answered no {}", name.as_str())))?;
+            value
+                .parse()
+                .map_err(|_| self.error(format!("SQS answered {value:?} for {}", name.as_str())))
+        };
+        Ok(Some(QueueDepth {
+            visible: count(QueueAttributeName::ApproximateNumberOfMessages)?,
+            in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?,
+            delayed: count(QueueAttributeName::ApproximateNumberOfMessagesDelayed)?,
+        }))
     }
 
     async fn send(&self, message: OutgoingMessage) -> Result<(), QueueError> {

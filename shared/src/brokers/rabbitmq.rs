@@ -44,7 +44,7 @@ use tokio::sync::Mutex;
 
 use super::BrokerQueueConfig;
 use crate::ports::{
-    DEAD_LETTER_REASON, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage, Queue, QueueError,
+    DEAD_LETTER_REASON, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage, Queue, QueueDepth, QueueError,
     ReceivedMessage, check_outgoing,
 };
 
@@ -405,6 +405,59 @@ impl RabbitQueue {
         Ok(name)
     }
 
+    /// The queue's ready messages, then those in the delay queues this adapter sent through,
+    /// read by passive declares (delay queues first: the order messages move in, so one moving
+    /// during the reading is counted at its next place).
+    async fn broker_counts(&self) -> Result<(u64, u64), QueueError> {
+        let delays: Vec<u64> = self
+            .delays
+            .lock()
+            .map(|d| d.iter().copied().collect())
+            .unwrap_or_default();
+        let mut names: Vec<String> = delays
+            .iter()
+            .map(|ms| delay_queue_name(&self.name, *ms))
+            .collect();
+        names.push(self.name.clone());
+        let (mut ready, mut delayed) = (0, 0);
+        // One channel for the passive declares; a declare of a queue that is gone (an expired
+        // delay queue) closes it, and only then is another opened.
+        let mut channel: Option<Channel> = None;
+        for name in names {
+            let open = match channel.take() {
+                Some(open) if open.status().connected() => open,
+                _ => self
+                    .connection()
+                    .await?
+                    .create_channel()
+                    .await
+                    .map_err(|e| self.service(e))?,
+            };
+            let declared = open
+                .queue_declare(
+                    ShortString::from(name.as_str()),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            match declared {
+                Ok(queue) if name == self.name => ready = u64::from(queue.message_count()),
+                Ok(queue) => delayed += u64::from(queue.message_count()),
+                // A delay queue expires when unused; the queue itself must answer.
+                Err(error) if name == self.name => return Err(self.service(error)),
+                Err(_) => {}
+            }
+            channel = Some(open);
+        }
+        if let Some(open) = channel.filter(|c| c.status().connected()) {
+            let _ = open.close(200, ShortString::from("done")).await;
+        }
+        Ok((ready, delayed))
+    }
+
     fn message(&self, delivery: &Delivery, receipt: String) -> ReceivedMessage {
         let headers = delivery.properties.headers().clone().unwrap_or_default();
         let mut attributes = BTreeMap::new();
@@ -680,59 +733,26 @@ impl Queue for RabbitQueue {
     /// is receiving or holds (another process's are not counted). Never zero while one of them
     /// remains.
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
-        let delays: Vec<u64> = self
-            .delays
-            .lock()
-            .map(|d| d.iter().copied().collect())
-            .unwrap_or_default();
-        // Read in the order messages move (delay queue, queue, transit, held), so one that
-        // moves during the reading is counted at its next place.
-        let mut names: Vec<String> = delays
-            .iter()
-            .map(|ms| delay_queue_name(&self.name, *ms))
-            .collect();
-        names.push(self.name.clone());
-        let mut total = 0;
-        // One channel for the passive declares; a declare of a queue that is gone (an expired
-        // delay queue) closes it, and only then is another opened.
-        let mut channel: Option<Channel> = None;
-        for name in names {
-            let open = match channel.take() {
-                Some(open) if open.status().connected() => open,
-                _ => self
-                    .connection()
-                    .await?
-                    .create_channel()
-                    .await
-                    .map_err(|e| self.service(e))?,
-            };
-            let declared = open
-                .queue_declare(
-                    ShortString::from(name.as_str()),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await;
-            match declared {
-                Ok(queue) => total += u64::from(queue.message_count()),
-                // A delay queue expires when unused; the queue itself must answer.
-                Err(error) if name == self.name => return Err(self.service(error)),
-                Err(_) => {}
-            }
-            channel = Some(open);
-        }
-        if let Some(open) = channel.filter(|c| c.status().connected()) {
-            let _ = open.close(200, ShortString::from("done")).await;
-        }
+        let (ready, delayed) = self.broker_counts().await?;
         // Each moving message is in the counts just read or on its way between them: at least
         // as many messages as the larger of the two (and never one counted twice).
-        total = total.max(self.moving.count());
-        total += self.in_transit.load(Ordering::SeqCst);
-        total += self.held.lock().map(|h| h.len() as u64).unwrap_or(0);
+        let total = (ready + delayed).max(self.moving.count())
+            + self.in_transit.load(Ordering::SeqCst)
+            + self.held.lock().map(|h| h.len() as u64).unwrap_or(0);
         Ok(Some(total))
+    }
+
+    /// Ready and delayed as the broker counts them; in flight: what this process holds (AMQP
+    /// counts no other consumer's unsettled messages).
+    async fn message_counts(&self) -> Result<Option<QueueDepth>, QueueError> {
+        let (ready, delayed) = self.broker_counts().await?;
+        let in_flight = self.in_transit.load(Ordering::SeqCst)
+            + self.held.lock().map(|h| h.len() as u64).unwrap_or(0);
+        Ok(Some(QueueDepth {
+            visible: ready as usize,
+            in_flight: in_flight as usize,
+            delayed: delayed as usize,
+        }))
     }
 
     /// Up to `max` of the queue's ready messages, looked into and handed back at once: what

@@ -22,7 +22,7 @@ use redis::aio::ConnectionManager;
 
 use super::BrokerQueueConfig;
 use crate::ports::{
-    DEAD_LETTER_REASON, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage, Queue, QueueError,
+    DEAD_LETTER_REASON, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage, Queue, QueueDepth, QueueError,
     ReceivedMessage, check_outgoing,
 };
 
@@ -152,6 +152,30 @@ for _, id in ipairs(redis.call('ZRANGE', p .. 'due', 0, tonumber(ARGV[2]) - 1)) 
   table.insert(out, {id, tonumber(m[1]), m[2], m[3], m[4]})
 end
 return out
+"#,
+    )
+});
+
+/// ARGV: prefix. The queue's messages as {visible, in flight, delayed}: a message in `due` is
+/// visible once its time has come; before, in flight when it has a receipt, else delayed. A FIFO
+/// message behind its group's head waits too, so it counts as visible.
+static COUNTS: LazyLock<redis::Script> = LazyLock::new(|| {
+    script(
+        &[NOW],
+        r#"
+local p = ARGV[1]
+local now = now_ms()
+local total = tonumber(redis.call('GET', p .. 'count') or '0')
+local in_flight, delayed = 0, 0
+local later = redis.call('ZRANGEBYSCORE', p .. 'due', '(' .. now, '+inf')
+for _, id in ipairs(later) do
+  if redis.call('HGET', p .. 'm:' .. id, 'receipt') ~= '' then
+    in_flight = in_flight + 1
+  else
+    delayed = delayed + 1
+  end
+end
+return {math.max(total - in_flight - delayed, 0), in_flight, delayed}
 "#,
     )
 });
@@ -343,6 +367,20 @@ impl Queue for RedisQueue {
             .await
             .map_err(|e| self.service(e))?;
         Ok(Some(count.unwrap_or(0).max(0) as u64))
+    }
+
+    async fn message_counts(&self) -> Result<Option<QueueDepth>, QueueError> {
+        let (visible, in_flight, delayed): (usize, usize, usize) = COUNTS
+            .prepare_invoke()
+            .arg(&self.prefix)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| self.service(e))?;
+        Ok(Some(QueueDepth {
+            visible,
+            in_flight,
+            delayed,
+        }))
     }
 
     /// Up to `max` of the queue's messages, looked into and left as they are (no receive

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::ports::{
-    DEAD_LETTER_REASON, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage, Queue, QueueError,
+    DEAD_LETTER_REASON, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage, Queue, QueueDepth, QueueError,
     ReceivedMessage,
 };
 
@@ -383,10 +383,79 @@ pub async fn depth_counts_a_message_until_it_is_deleted(factory: &dyn QueueFacto
     );
 }
 
+/// What `sfpipe status` shows between two stages: ready, in flight and delayed messages, as
+/// the service counts them (SQS's counts are approximate, so each is awaited a while). An
+/// adapter that cannot count (`None`) is not asked.
+pub async fn message_counts_say_where_messages_are(factory: &dyn QueueFactory) {
+    let (queue, _) = factory.make(standard()).await;
+    if queue.message_counts().await.expect("counts").is_none() {
+        return;
+    }
+    let counts_become = |want: QueueDepth, moment: &'static str| {
+        let queue = queue.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let seen = queue.message_counts().await.expect("counts");
+                if seen == Some(want) {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{}: {moment}, counted {seen:?}, expected {want:?}",
+                    queue.name()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    counts_become(QueueDepth::default(), "a new queue").await;
+    queue
+        .send(OutgoingMessage::new("now".into(), "now".into()))
+        .await
+        .expect("send");
+    queue
+        .send(OutgoingMessage::new("later".into(), "later".into()).delayed(Duration::from_secs(30)))
+        .await
+        .expect("send");
+    counts_become(
+        QueueDepth {
+            visible: 1,
+            in_flight: 0,
+            delayed: 1,
+        },
+        "one sent, one delayed",
+    )
+    .await;
+    let got = receive_n(queue.as_ref(), 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, "now");
+    counts_become(
+        QueueDepth {
+            visible: 0,
+            in_flight: 1,
+            delayed: 1,
+        },
+        "one received",
+    )
+    .await;
+    queue.delete(&got[0].receipt).await.expect("delete");
+    counts_become(
+        QueueDepth {
+            visible: 0,
+            in_flight: 0,
+            delayed: 1,
+        },
+        "the received one deleted",
+    )
+    .await;
+}
+
 /// Every check, in order.
 pub async fn run_all(factory: &dyn QueueFactory) {
     send_receive_delete(factory).await;
     depth_counts_a_message_until_it_is_deleted(factory).await;
+    message_counts_say_where_messages_are(factory).await;
     unacknowledged_messages_come_back_after_the_visibility_timeout(factory).await;
     released_messages_are_received_again(factory).await;
     delayed_messages_arrive_later(factory).await;

@@ -407,6 +407,37 @@ impl LocalPipeline {
         self.dead_letters().await
     }
 
+    /// The stage queues' counts now, with each stage's workers: what `sfpipe status` shows of a
+    /// run while it goes on (the CLI keeps it in a local run's directory).
+    pub async fn queue_statuses(&self) -> Vec<crate::status::QueueStatus> {
+        let workers = &self.config.workers;
+        let stages = [
+            (Stage::Extract, &self.extract, workers.extract),
+            (Stage::Upload, &self.upload, workers.upload),
+            (Stage::Merge, &self.merge, workers.merge),
+        ];
+        let mut out = Vec::new();
+        for (index, (stage, queue, count)) in stages.into_iter().enumerate() {
+            let dead_letters: Option<Arc<dyn Queue>> = match &self.broker_dead_letters {
+                Some(queues) => queues.get(index).cloned(),
+                None => queue
+                    .local
+                    .dead_letter_queue()
+                    .map(|dlq| dlq.clone() as Arc<dyn Queue>),
+            };
+            out.push(
+                crate::status::queue_status(
+                    &stage.to_string(),
+                    queue.port.as_ref(),
+                    dead_letters.as_deref(),
+                    Some(count.max(1) as u32),
+                )
+                .await,
+            );
+        }
+        out
+    }
+
     /// The bodies of the messages waiting in a stage's queue.
     pub fn pending(&self, stage: Stage) -> Vec<String> {
         self.stage_queue(stage)

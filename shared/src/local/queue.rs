@@ -58,19 +58,7 @@ struct State {
     dedup_seen: HashMap<String, Instant>,
 }
 
-/// Counts of a queue's messages, for progress reporting and for knowing when a demo is done.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueDepth {
-    pub visible: usize,
-    pub in_flight: usize,
-    pub delayed: usize,
-}
-
-impl QueueDepth {
-    pub fn total(&self) -> usize {
-        self.visible + self.in_flight + self.delayed
-    }
-}
+pub use crate::ports::QueueDepth;
 
 #[derive(Debug)]
 pub struct LocalQueue {
@@ -332,6 +320,10 @@ impl Queue for LocalQueue {
 
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
         Ok(Some(self.counts().total() as u64))
+    }
+
+    async fn message_counts(&self) -> Result<Option<QueueDepth>, QueueError> {
+        Ok(Some(self.counts()))
     }
 
     // Each action counts as the SQS request it stands for (see crate::usage).

@@ -19,7 +19,7 @@ pub use blob::{BlobError, BlobMeta, BlobStore, StoredBlob};
 pub use notify::{Notice, Notifier, NotifyError};
 pub use queue::{
     DEAD_LETTER_REASON, MAX_DELAY, MAX_MESSAGE_BYTES, MESSAGE_GROUP_ATTRIBUTE, OutgoingMessage,
-    Queue, QueueError, ReceivedMessage, check_outgoing,
+    Queue, QueueDepth, QueueError, ReceivedMessage, check_outgoing,
 };
 pub use salesforce::{Salesforce, SalesforceError};
 pub use secrets::{Secrets, SecretsError};

@@ -12,6 +12,24 @@ pub const DEAD_LETTER_REASON: &str = "sfpipe-dead-letter-reason";
 /// attribute name), so a dead letter keeps its group.
 pub const MESSAGE_GROUP_ATTRIBUTE: &str = "MessageGroupId";
 
+/// A queue's messages by where they are: what `sfpipe status` shows between two stages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueDepth {
+    /// Ready to be received.
+    pub visible: usize,
+    /// Received and not yet deleted: a handler at work on each (or one that died, until its
+    /// visibility timeout ends).
+    pub in_flight: usize,
+    /// Waiting out a delay (a retry's backoff, a release with a delay).
+    pub delayed: usize,
+}
+
+impl QueueDepth {
+    pub fn total(&self) -> usize {
+        self.visible + self.in_flight + self.delayed
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingMessage {
     pub body: String,
@@ -106,6 +124,11 @@ pub trait Queue: Send + Sync {
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
         Ok(None)
     }
+    /// The queue's messages by where they are, as the service counts them (SQS's are
+    /// approximate); `None` when the adapter cannot tell.
+    async fn message_counts(&self) -> Result<Option<QueueDepth>, QueueError> {
+        Ok(None)
+    }
     /// Up to `max` messages, looked into and left in the queue: what `sfpipe status` shows of a
     /// dead-letter queue. `None` when the adapter cannot look.
     async fn peek(&self, _max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
@@ -148,6 +171,9 @@ impl<T: Queue + ?Sized> Queue for std::sync::Arc<T> {
     }
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
         (**self).depth().await
+    }
+    async fn message_counts(&self) -> Result<Option<QueueDepth>, QueueError> {
+        (**self).message_counts().await
     }
     async fn peek(&self, max: usize) -> Result<Option<Vec<ReceivedMessage>>, QueueError> {
         (**self).peek(max).await
