@@ -734,11 +734,13 @@ impl Queue for RabbitQueue {
     /// remains.
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
         let (ready, delayed) = self.broker_counts().await?;
-        // Each moving message is in the counts just read or on its way between them: at least
-        // as many messages as the larger of the two (and never one counted twice).
-        let total = (ready + delayed).max(self.moving.count())
-            + self.in_transit.load(Ordering::SeqCst)
-            + self.held.lock().map(|h| h.len() as u64).unwrap_or(0);
+        // Read in the order a message passes them in this process (in transit, held, moving), so
+        // one that passes on during the reading is seen at its next place.
+        let in_transit = self.in_transit.load(Ordering::SeqCst);
+        let held = self.held.lock().map(|h| h.len() as u64).unwrap_or(0);
+        // Each moving message is in the broker's counts just read or on its way into them: at
+        // least as many messages as the larger of the two (and never one counted twice).
+        let total = (ready + delayed).max(self.moving.count()) + in_transit + held;
         Ok(Some(total))
     }
 
