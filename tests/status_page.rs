@@ -18,6 +18,24 @@ fn options(dir: &std::path::Path) -> StatusOptions {
     }
 }
 
+/// The page of `dir` served on a free port of 127.0.0.1: its base URL, and the server's task.
+async fn serve(dir: &std::path::Path) -> (String, tokio::task::JoinHandle<impl Sized>) {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("a free port");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let server = tokio::spawn(sfpipe_cli::status_page::serve_on(listener, options(dir)));
+    (base, server)
+}
+
+/// The table row of `page` that starts with `start`, up to its `</tr>`.
+fn row<'a>(page: &'a str, start: &str) -> &'a str {
+    let at = page
+        .find(start)
+        .unwrap_or_else(|| panic!("no row {start} in: {page}"));
+    &page[at..at + page[at..].find("</tr>").expect("row end")]
+}
+
 /// A demo's directory, with one dead letter kept as the local pipeline keeps them.
 async fn demo_with_a_dead_letter() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("dir");
@@ -45,14 +63,7 @@ async fn demo_with_a_dead_letter() -> tempfile::TempDir {
 async fn the_served_page_shows_what_status_json_says() {
     let dir = demo_with_a_dead_letter().await;
     let report = status(&options(dir.path())).await.expect("status");
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("a free port");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let server = tokio::spawn(sfpipe_cli::status_page::serve_on(
-        listener,
-        options(dir.path()),
-    ));
+    let (base, server) = serve(dir.path()).await;
     let client = reqwest::Client::new();
     let page = client
         .get(format!("{base}/"))
@@ -72,11 +83,7 @@ async fn the_served_page_shows_what_status_json_says() {
     );
     for object in &report.objects {
         let run = object.runs.last().expect("a run");
-        let row = format!("<tr data-object=\"{}\">", object.object);
-        let at = page
-            .find(&row)
-            .unwrap_or_else(|| panic!("no row for {}", object.object));
-        let row_html = &page[at..at + page[at..].find("</tr>").expect("row end")];
+        let row_html = row(&page, &format!("<tr data-object=\"{}\">", object.object));
         assert!(
             row_html.contains(&format!(
                 "data-field=\"rows_read\">{}<",
@@ -150,11 +157,7 @@ async fn the_served_page_shows_what_status_json_says() {
     let run_page = run_page.text().await.expect("text");
     for part in &run.parts {
         assert!(!part.crc64nvme.is_empty(), "{part:?}");
-        let row = format!("<tr data-part=\"{}\">", part.part);
-        let at = run_page
-            .find(&row)
-            .unwrap_or_else(|| panic!("no row for part {}: {run_page}", part.part));
-        let row_html = &run_page[at..at + run_page[at..].find("</tr>").expect("row end")];
+        let row_html = row(&run_page, &format!("<tr data-part=\"{}\">", part.part));
         assert!(
             row_html.contains(&format!("data-field=\"records\">{}<", part.records)),
             "{row_html}"
@@ -375,14 +378,7 @@ fn browse(url: &str, screenshot: Option<&std::path::Path>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_shows_the_objects_their_counts_a_reason_and_a_trace() {
     let dir = demo_with_a_dead_letter().await;
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("a free port");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let server = tokio::spawn(sfpipe_cli::status_page::serve_on(
-        listener,
-        options(dir.path()),
-    ));
+    let (base, server) = serve(dir.path()).await;
     // During the demo's second run the page answers, whatever the run has reached.
     let again = DemoOptions::new(dir.path(), 40, 3);
     let second = tokio::spawn(async move { run_demo(&again).await.map(|_| ()) });
@@ -413,11 +409,7 @@ async fn a_browser_shows_the_objects_their_counts_a_reason_and_a_trace() {
     .expect("browser");
     for object in &report.objects {
         let run = object.runs.last().expect("a run");
-        let row = format!("<tr data-object=\"{}\">", object.object);
-        let at = shown
-            .find(&row)
-            .unwrap_or_else(|| panic!("the browser shows no row for {}", object.object));
-        let row_html = &shown[at..at + shown[at..].find("</tr>").expect("row end")];
+        let row_html = row(&shown, &format!("<tr data-object=\"{}\">", object.object));
         for (field, value) in [
             ("rows_read", run.rows_read.expect("rows read").to_string()),
             (

@@ -120,11 +120,10 @@ pub async fn status_with(
         (None, None) => anyhow::bail!("give --dir DIR, or --bucket BUCKET for a deployed stack"),
     };
     if let Some(broker) = &options.broker {
-        sources
-            .dead_letters
-            .extend(crate::worker::broker_dead_letters(broker, &options.queue_prefix).await?);
-        sources.queues =
-            crate::worker::broker_queue_statuses(broker, &options.queue_prefix).await?;
+        let (dead_letters, queues) =
+            crate::worker::broker_status(broker, &options.queue_prefix).await?;
+        sources.dead_letters.extend(dead_letters);
+        sources.queues = queues;
     }
     let mut report = read_status(
         sources.blobs.as_ref(),
@@ -207,12 +206,12 @@ async fn stack_sources(
         let stage = stage_of(url).with_context(|| {
             format!("{url} names no stage (extract, upload or merge): give the stack's queue URLs")
         })?;
-        let dead_letter_url = options
+        let queue = SqsQueue::new(sqs.clone(), url, None);
+        let dead_letters = options
             .dlq_urls
             .iter()
-            .find(|dlq| stage_of(dlq) == Some(stage));
-        let queue = SqsQueue::new(sqs.clone(), url, None);
-        let dead_letters = dead_letter_url.map(|dlq| SqsQueue::new(sqs.clone(), dlq, None));
+            .find(|dlq| stage_of(dlq) == Some(stage))
+            .map(|dlq| SqsQueue::new(sqs.clone(), dlq, None));
         queues.push(
             queue_status(
                 stage,

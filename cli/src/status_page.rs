@@ -274,18 +274,26 @@ fn run_parts(object: &ObjectStatus, run: &RunStatus) -> String {
         .collect();
     if !letters.is_empty() {
         out.push_str("<h4>Dead letters</h4>");
-        out.push_str(&dead_letter_list(letters));
+        out.push_str(&dead_letter_list(letters, false));
     }
     out
 }
 
-/// Dead letters as a list: each one's queue and reason.
-fn dead_letter_list<'a>(letters: impl IntoIterator<Item = &'a DeadLetterStatus>) -> String {
+/// Dead letters as a list: each one's queue (`with_run`: and its run) and reason.
+fn dead_letter_list<'a>(
+    letters: impl IntoIterator<Item = &'a DeadLetterStatus>,
+    with_run: bool,
+) -> String {
     let mut out = String::from("<ul class=\"dead-letters\">");
     for letter in letters {
+        let run = if with_run {
+            format!(" (run {})", escape(letter.run_id.as_deref().unwrap_or("?")))
+        } else {
+            String::new()
+        };
         let _ = write!(
             out,
-            "<li><b>{}</b>: <span class=\"reason\">{}</span></li>",
+            "<li><b>{}</b>{run}: <span class=\"reason\">{}</span></li>",
             escape(&letter.queue),
             escape(&letter.reason)
         );
@@ -382,17 +390,8 @@ fn object_detail(object: &ObjectStatus, links: Links) -> String {
         out.push_str(&trace_form(&object.object, "", Links::Static));
     }
     if !object.dead_letters.is_empty() {
-        out.push_str("<h4>Dead letters</h4><ul class=\"dead-letters\">");
-        for letter in &object.dead_letters {
-            let _ = write!(
-                out,
-                "<li><b>{}</b> (run {}): <span class=\"reason\">{}</span></li>",
-                escape(&letter.queue),
-                escape(letter.run_id.as_deref().unwrap_or("?")),
-                escape(&letter.reason)
-            );
-        }
-        out.push_str("</ul>");
+        out.push_str("<h4>Dead letters</h4>");
+        out.push_str(&dead_letter_list(&object.dead_letters, true));
     }
     out
 }
@@ -452,7 +451,7 @@ pub fn render(report: &StatusReport, source: &str, read_at: DateTime<Utc>, serve
     }
     if !report.unattributed.is_empty() {
         body.push_str("<section><h2>Dead letters naming no object</h2>");
-        body.push_str(&dead_letter_list(&report.unattributed));
+        body.push_str(&dead_letter_list(&report.unattributed, false));
         body.push_str("</section>");
     }
     page(&format!("sfpipe: {source}"), &body, read_at, served)

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::Utc;
 use sfpipe_shared::aws::SnsNotifier;
-use sfpipe_shared::brokers::BrokerQueueConfig;
 use sfpipe_shared::contracts::Mode;
 use sfpipe_shared::dead_letters::NotifyingQueue;
 use sfpipe_shared::deadline::StageLimits;
@@ -234,48 +233,32 @@ pub async fn load(options: &LoadOptions) -> anyhow::Result<String> {
 /// What `sfpipe status` shows for a dead letter that carries no reason.
 pub const NO_REASON_RECORDED: &str = "(no reason recorded)";
 
-/// The dead letters in a broker's three dead-letter queues, looked into and left there.
-pub async fn broker_dead_letters(
+/// What `sfpipe status --broker` reads of a broker: the dead letters in its three dead-letter
+/// queues (looked into and left there), and its stage queues counted. The queues are declared
+/// as the workers declare them, so nothing about them changes.
+pub async fn broker_status(
     url: &str,
     queue_prefix: &str,
-) -> anyhow::Result<Vec<sfpipe_shared::status::DeadLetter>> {
-    let mut letters = Vec::new();
-    for stage in ["extract", "upload", "merge"] {
-        let name = format!("{queue_prefix}-{stage}-dlq");
-        let config = BrokerQueueConfig {
-            visibility_timeout: std::time::Duration::from_secs(30),
-            max_receives: 1,
-            fifo: false,
-        };
-        let queue = sfpipe_shared::brokers::connect(url, &name, None, config).await?;
-        letters.extend(
-            sfpipe_shared::status::peek_dead_letters(queue.as_ref(), 1_000, NO_REASON_RECORDED)
-                .await?,
-        );
-    }
-    Ok(letters)
-}
-
-/// The broker's three stage queues counted, with their dead-letter queues (declared as the
-/// workers declare them, so nothing about them changes).
-pub async fn broker_queue_statuses(
-    url: &str,
-    queue_prefix: &str,
-) -> anyhow::Result<Vec<sfpipe_shared::status::QueueStatus>> {
+) -> anyhow::Result<(
+    Vec<sfpipe_shared::status::DeadLetter>,
+    Vec<sfpipe_shared::status::QueueStatus>,
+)> {
     let ports = StagePorts::on_broker(url, queue_prefix, &StageLimits::TEMPLATE, 5, &|q| q)
         .await
         .with_context(|| format!("connecting to the broker {url}"))?;
-    let stages = [
-        ("extract", &ports.extract),
-        ("upload", &ports.upload),
-        ("merge", &ports.merge),
-    ];
-    let mut out = Vec::new();
-    for (index, (stage, queue)) in stages.into_iter().enumerate() {
-        let dead_letters = ports.dead_letter_queues.get(index).map(|q| q.as_ref());
-        out.push(
-            sfpipe_shared::status::queue_status(stage, queue.as_ref(), dead_letters, None).await,
+    let mut letters = Vec::new();
+    for dlq in &ports.dead_letter_queues {
+        letters.extend(
+            sfpipe_shared::status::peek_dead_letters(dlq.as_ref(), 1_000, NO_REASON_RECORDED)
+                .await?,
         );
     }
-    Ok(out)
+    let queues = [&ports.extract, &ports.upload, &ports.merge];
+    let stage = |i: usize| sfpipe_shared::status::StageQueueRef {
+        queue: queues[i].as_ref(),
+        dead_letters: ports.dead_letter_queues.get(i).map(|q| q.as_ref()),
+        concurrency: None,
+    };
+    let queues = sfpipe_shared::status::stage_queue_statuses([stage(0), stage(1), stage(2)]).await;
+    Ok((letters, queues))
 }

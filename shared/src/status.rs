@@ -105,22 +105,8 @@ pub struct RunStatus {
     pub problem: Option<String>,
     /// What the run's handlings cost, from their usage records (`None`: none kept).
     pub usage: Option<RunUsage>,
-    /// The parts stored so far, by number, from their manifests.
-    pub parts: Vec<PartStatus>,
-}
-
-/// One stored part, as its manifest describes it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PartStatus {
-    pub part: u32,
-    /// Records in the page, as Salesforce counted them.
-    pub records: u64,
-    /// Bytes stored (gzipped).
-    pub bytes: u64,
-    /// CRC-64/NVME of the stored bytes (S3 checked the upload against it); empty in older
-    /// manifests.
-    pub crc64nvme: String,
-    pub key: String,
+    /// The manifests of the parts stored so far, by part number.
+    pub parts: Vec<PartManifest>,
 }
 
 /// The queue in front of a stage, as its service counted it when the report was read.
@@ -314,6 +300,23 @@ impl QueueStatus {
         }
         out
     }
+}
+
+/// A stage's queue as `sfpipe status` counts it: the queue, its dead-letter queue, and how many
+/// handlers may work on it at once, where known.
+pub struct StageQueueRef<'a> {
+    pub queue: &'a dyn Queue,
+    pub dead_letters: Option<&'a dyn Queue>,
+    pub concurrency: Option<u32>,
+}
+
+/// The three stage queues' statuses, in stage order (extract, upload, merge).
+pub async fn stage_queue_statuses(stages: [StageQueueRef<'_>; 3]) -> Vec<QueueStatus> {
+    let mut out = Vec::new();
+    for (stage, queue) in ["extract", "upload", "merge"].into_iter().zip(stages) {
+        out.push(queue_status(stage, queue.queue, queue.dead_letters, queue.concurrency).await);
+    }
+    out
 }
 
 /// A stage queue's counts and its dead-letter queue's, read now; what could not be read is
@@ -524,6 +527,7 @@ async fn run_status(
             manifests.push(manifest);
         }
     }
+    manifests.sort_by_key(|m| m.part);
     let parts_stored = manifests.len() as u32;
     let parts_expected = merged
         .as_ref()
@@ -568,20 +572,7 @@ async fn run_status(
         },
         problem,
         usage: usage(blobs, object, run_id).await?,
-        parts: {
-            let mut parts: Vec<PartStatus> = manifests
-                .iter()
-                .map(|m| PartStatus {
-                    part: m.part,
-                    records: m.records,
-                    bytes: m.bytes,
-                    crc64nvme: m.crc64nvme.clone(),
-                    key: m.key.clone(),
-                })
-                .collect();
-            parts.sort_by_key(|p| p.part);
-            parts
-        },
+        parts: manifests,
     })
 }
 

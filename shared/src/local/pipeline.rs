@@ -410,32 +410,26 @@ impl LocalPipeline {
     /// The stage queues' counts now, with each stage's workers: what `sfpipe status` shows of a
     /// run while it goes on (the CLI keeps it in a local run's directory).
     pub async fn queue_statuses(&self) -> Vec<crate::status::QueueStatus> {
+        let stages = [&self.extract, &self.upload, &self.merge];
+        let dead_letters: Vec<Option<Arc<dyn Queue>>> = match &self.broker_dead_letters {
+            Some(queues) => (0..stages.len()).map(|i| queues.get(i).cloned()).collect(),
+            None => stages
+                .iter()
+                .map(|s| {
+                    s.local
+                        .dead_letter_queue()
+                        .map(|dlq| dlq.clone() as Arc<dyn Queue>)
+                })
+                .collect(),
+        };
         let workers = &self.config.workers;
-        let stages = [
-            (Stage::Extract, &self.extract, workers.extract),
-            (Stage::Upload, &self.upload, workers.upload),
-            (Stage::Merge, &self.merge, workers.merge),
-        ];
-        let mut out = Vec::new();
-        for (index, (stage, queue, count)) in stages.into_iter().enumerate() {
-            let dead_letters: Option<Arc<dyn Queue>> = match &self.broker_dead_letters {
-                Some(queues) => queues.get(index).cloned(),
-                None => queue
-                    .local
-                    .dead_letter_queue()
-                    .map(|dlq| dlq.clone() as Arc<dyn Queue>),
-            };
-            out.push(
-                crate::status::queue_status(
-                    &stage.to_string(),
-                    queue.port.as_ref(),
-                    dead_letters.as_deref(),
-                    Some(count.max(1) as u32),
-                )
-                .await,
-            );
-        }
-        out
+        let workers = [workers.extract, workers.upload, workers.merge];
+        let status = |i: usize| crate::status::StageQueueRef {
+            queue: stages[i].port.as_ref(),
+            dead_letters: dead_letters[i].as_deref(),
+            concurrency: Some(workers[i].max(1) as u32),
+        };
+        crate::status::stage_queue_statuses([status(0), status(1), status(2)]).await
     }
 
     /// The bodies of the messages waiting in a stage's queue.
